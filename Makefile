@@ -1,0 +1,33 @@
+# hookwise: `make run` starts the daemon, `make test` runs the suite, `make bench` measures.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test bench check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	mkdir -p data
+	$(BIN)/hookwise check -c config.example.yaml
+	$(BIN)/hookwise dry-run -c config.example.yaml --source hover rules/tests/events/job-state-changed-v2_failed.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+check: $(STAMP)
+	$(BIN)/hookwise check -c config.example.yaml
+	$(BIN)/hookwise test -c config.example.yaml
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,45 @@
+"""The ``requeue`` action: put an item in a named, durable work queue.
+
+Its ``run`` comes later; until then the base class's ``run`` refuses to run.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from engine.action import Action
+from engine.units import Duration
+
+#: Attempts an item gets before it goes to the queue's dead list, unless a step says
+#: otherwise; the same as the default retry policy's attempts (SPEC 3, defaults.retry).
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+def _key_text(value: Any) -> Any:
+    # Job ids arrive as numbers in some payloads and as strings in others; one item per
+    # id either way, so the key is stored as text.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class RequeueParams(BaseModel):
+    """Parameters of the ``requeue`` action. An item still waiting with the same ``key``
+    is updated, not duplicated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queue: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=100, description="Queue name, e.g. field-techs.")
+    key: Annotated[str, BeforeValidator(_key_text, json_schema_input_type=str | int), Field(min_length=1)] = Field(
+        description="The item's identity in the queue (a number is stored as text)."
+    )
+    data: Any = Field(default=None, description="The item's payload (any JSON value).")
+    delay: Duration = Field(default=0.0, description="Wait this long before the item can be claimed.")
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Attempts before the item goes to the dead list.")
+
+
+class RequeueAction(Action):
+    """Queues (or updates) an item and returns ``{item_id, attempt}``."""
+
+    name = "requeue"
+    Params = RequeueParams

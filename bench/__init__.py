@@ -1,0 +1,1 @@
+"""hookwise benchmarks (``make bench``)."""

@@ -1,0 +1,210 @@
+"""The ``hookwise`` command: the one place where errors become messages and exit codes.
+
+Exit codes (SPEC 2): 0 success; 1 failures found; 2 usage error; 69 store unreachable;
+78 invalid config; 70 an internal error (a bug: its traceback goes to the debug log).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
+
+import click
+
+from .errors import ConfigError, HookwiseError, StoreError, UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_SOFTWARE, EXIT_CONFIG = 0, 1, 2, 69, 70, 78
+
+log = logging.getLogger("hookwise.cli")
+
+
+class Exit(Exception):
+    """Leave the command with this exit code (its output is already printed)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-c", "--config", "config_path", metavar="FILE",
+        help="Config file (default: $HOOKWISE_CONFIG, ./hookwise.yaml, /etc/hookwise/config.yaml).",
+    )(func)
+
+
+def _load(config_path: str | None) -> Any:
+    from .config import find_config
+    from .loader import load
+
+    return load(find_config(config_path))
+
+
+def _print_problems(problems: Sequence[Any]) -> None:
+    for problem in problems:
+        click.echo(str(problem), err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Log debug messages, tracebacks included, to stderr.")
+@click.version_option(package_name="hookwise")
+def cli(debug: bool) -> None:
+    """hookwise: receive webhooks, match them against YAML rules, run workflows."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@config_option
+@click.option("--strict", is_flag=True, help="Exit 1 when there are warnings.")
+def check(config_path: str | None, strict: bool) -> None:
+    """Load config, rules, templates and plugins as `serve` does, and report every problem."""
+    loaded = _load(config_path)
+    _print_problems(loaded.warnings)
+    steps = sum(len(r.steps) for r in loaded.rules)
+    click.echo(
+        f"{loaded.config.path.name}: ok: {len(loaded.config.settings.sources)} sources, "
+        f"{len(loaded.rules)} rules, {steps} steps"
+        + (f", {len(loaded.warnings)} warnings" if loaded.warnings else "")
+    )
+    if strict and loaded.warnings:
+        raise Exit(EXIT_FAILED)
+
+
+@cli.command("dry-run")
+@config_option
+@click.argument("event_file", metavar="EVENT.json", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--source", "source_name", metavar="S", help="Source the event arrives on (default: the only one configured).")
+@click.option("--header", "headers", metavar="'K: V'", multiple=True, help="A request header; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dry_run(config_path: str | None, event_file: str, source_name: str | None, headers: tuple[str, ...], as_json: bool) -> None:
+    """Match and render an event with no side effects; explain every rule."""
+    from .dryrun import dry_run as run, format_text
+
+    loaded = _load(config_path)
+    body = _read_json(event_file)
+    result = run(loaded, body, _pick_source(loaded, source_name), _parse_headers(headers))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(format_text(result))
+
+
+@cli.command("test")
+@config_option
+@click.argument("paths", nargs=-1, type=click.Path())
+def test_cases(config_path: str | None, paths: tuple[str, ...]) -> None:
+    """Run rule test cases (default: the tests/ folders beside the rule files)."""
+    from .casefiles import Report, case_files, run_file
+
+    loaded = _load(config_path)
+    report = Report()
+    invalid: list[Any] = []
+    for path in case_files(loaded, paths):
+        try:
+            results = run_file(loaded, path)
+        except ConfigError as exc:
+            invalid.extend(exc.problems)
+            continue
+        report.results.extend(results)
+        for result in results:
+            click.echo(f"{'PASS' if result.passed else 'FAIL'}  {result.file}: {result.name}")
+            for failure in result.failures:
+                click.echo(f"      {loaded.masker.mask(failure)}")
+    _print_problems(invalid)
+    click.echo(f"{report.passed} passed, {report.failed} failed" + (f", {len(invalid)} invalid" if invalid else ""))
+    if invalid:
+        raise Exit(EXIT_CONFIG)
+    if report.failed or not report.results:
+        raise Exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("kind", required=False, type=click.Choice(["config", "rules", "cases"]))
+@config_option
+def schema(kind: str | None, config_path: str | None) -> None:
+    """Print the JSON Schema of config, rule and case files (all three, or KIND)."""
+    from .action import Registry
+    from .config import find_config, load_config
+    from .schema import schemas
+
+    plugins: dict[str, str] = {}
+    if config_path:  # plugin actions appear in the rule schema when a config names them
+        plugins = dict(load_config(find_config(config_path)).settings.plugins)
+    found = schemas(Registry.load(plugins))
+    click.echo(json.dumps(found[kind] if kind else found, indent=2))
+
+
+def _read_json(path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{path}: not valid JSON: {exc}") from None
+
+
+def _parse_headers(values: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, rest = value.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header {value!r}: expected 'Name: value'")
+        out[name.strip().lower()] = rest.strip()
+    return out
+
+
+def _pick_source(loaded: Any, name: str | None) -> str:
+    sources = sorted(loaded.config.settings.sources)
+    if name is not None:
+        return str(name)
+    if len(sources) == 1:
+        return sources[0]
+    raise UsageError(f"--source is required: the config has {len(sources)} sources ({', '.join(sources) or 'none'})")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the CLI; turn every error into one line and an exit code."""
+    sys.exit(run(argv))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="hookwise", standalone_mode=False)
+    except Exit as exc:
+        return exc.code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_FAILED
+    except click.UsageError as exc:
+        hint = f" (see 'hookwise {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.info_name != "hookwise" else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        return EXIT_CONFIG
+    except UsageError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        return EXIT_USAGE
+    except StoreError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        return EXIT_STORE
+    except HookwiseError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback in the debug log
+        log.debug("internal error", exc_info=True)
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        return EXIT_SOFTWARE
+    return EXIT_OK

@@ -1,0 +1,288 @@
+"""Settings models (pydantic) and the config loader.
+
+The loader reads the file with :mod:`engine.yamlfile` (positions and ``${VAR}``), validates
+it against :class:`Settings` and reports every problem at once as
+``FILE:LINE:COL: PATH: message``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import yamlfile
+from .errors import ConfigError, Problem
+from .units import Duration, Size
+from .validation import pydantic_problems
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+
+#: Where a config file is looked for when none is named (after ``$HOOKWISE_CONFIG``).
+DEFAULT_LOCATIONS = ("hookwise.yaml", "/etc/hookwise/config.yaml")
+
+
+class Model(BaseModel):
+    """Base of every settings model: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Secrets = Annotated[list[str], Field(min_length=1)]
+
+
+def _as_list(value: Any) -> Any:
+    """Accept one secret or a list of them (for rotation); empty ones (an unset
+    ``${VAR:-}``) are left out, and none at all means none configured."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        value = [v for v in value if v != ""]
+        return value or None
+    return value
+
+
+class Server(Model):
+    host: str = Field("127.0.0.1", description="Address the receiver listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the receiver listens on.")
+    max_body: Size = Field(1024 * 1024, description="Largest request body accepted, e.g. 1MiB.")
+    public_url: str | None = Field(None, description="The URL senders reach this server at.")
+
+
+class Workers(Model):
+    concurrency: int = Field(16, ge=1, le=1024, description="Action steps run at once per worker process.")
+
+
+class Api(Model):
+    token: str | None = Field(None, description="Bearer token for /api and /ui; without one only loopback clients are served.")
+
+    @field_validator("token")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class Smtp(Model):
+    host: str = "localhost"
+    port: int = Field(25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password: str | None = None
+    from_: str | None = Field(None, alias="from", description='Sender, e.g. "Ops <ops@example.com>".')
+    timeout: Duration = 30.0
+
+
+class Http(Model):
+    timeout: Duration = Field(10.0, description="Default timeout of the http action.")
+    allow_private: bool = Field(False, description="Let the http action reach private, loopback and link-local addresses.")
+    allow_hosts: list[str] = Field(default_factory=list, description="Hosts the http action may reach even when private.")
+
+
+class RetryPolicy(Model):
+    attempts: int = Field(5, ge=1, le=1000, description="Attempts in all, the first included.")
+    backoff: Duration = Field(2.0, description="Wait before the second attempt; doubles each time, with jitter.")
+    max_backoff: Duration = Field(600.0, description="Longest wait between attempts.")
+
+
+class Defaults(Model):
+    retry: RetryPolicy = RetryPolicy()
+    timeout: Duration = Field(30.0, description="Longest time one step may run.")
+
+
+class Retention(Model):
+    events: Duration = Field(30 * 86400.0, description="Events and finished runs older than this are pruned.")
+
+
+class Hover(Model):
+    base_url: str = "https://hover.to"
+    client_id: str | None = None
+    client_secret: str | None = None
+    redirect_uri: str | None = None
+
+
+class Hmac(Model):
+    header: str = Field(description="Header holding the signature.")
+    secret: Annotated[Secrets, Field(description="Secret, or a list of secrets during rotation.")]
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = Field("", description='Text before the signature in the header, e.g. "sha256=".')
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return _as_list(value)
+
+
+class Verify(Model):
+    hmac: Hmac
+
+
+class Response(Model):
+    status: int = Field(202, ge=200, le=299)
+    body: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+PRESETS = ("hover", "github", "stripe", "standard", "slack")
+_NEEDS_SECRET = {"github", "stripe", "standard", "slack"}
+_LOCATOR = re.compile(r"^(body|header):(.+)$")
+
+
+class Source(Model):
+    preset: Literal["hover", "github", "stripe", "standard", "slack"] | None = None
+    type: str | None = Field(None, description="Where the event type comes from: body:PATH, header:NAME, or a fixed type.")
+    id: str | None = Field(None, description="Where the delivery id comes from: body:PATH or header:NAME; default: a hash of the body.")
+    secret: Secrets | None = Field(None, description="Signing secret of the preset (a list during rotation).")
+    hmac_secret: Secrets | None = Field(None, description="Hover: the hmac_secret returned when the webhook was registered.")
+    verify: Verify | None = None
+    token: Secrets | None = Field(None, description="Shared secret the sender puts in the URL (?token=) or in token_header.")
+    token_header: str | None = None
+    tolerance: Duration = Field(300.0, description="Largest clock difference accepted for timestamped signatures.")
+    allow_ips: list[str] = Field(default_factory=list, description="Networks allowed to send, e.g. 203.0.113.0/24.")
+    response: Response | None = None
+    dedupe_window: Duration = Field(7 * 86400.0, description="How long a delivery id is remembered.")
+
+    @field_validator("secret", "hmac_secret", "token", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str | None) -> str | None:
+        if value is not None and not _LOCATOR.match(value):
+            raise ValueError("expected body:PATH or header:NAME")
+        return value
+
+    @field_validator("allow_ips")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_preset(self) -> Source:
+        if self.preset in _NEEDS_SECRET and not self.secret:
+            raise ValueError(f"the {self.preset} preset needs 'secret'")
+        if self.preset is None and self.secret:
+            raise ValueError("'secret' belongs to a preset; a custom source uses verify.hmac")
+        if self.hmac_secret and self.preset != "hover":
+            raise ValueError("'hmac_secret' belongs to the hover preset")
+        return self
+
+    def authenticated(self) -> bool:
+        """Whether any check proves where a request came from."""
+        return bool(self.secret or self.hmac_secret or self.verify or self.token)
+
+
+class Settings(Model):
+    """The whole config file."""
+
+    server: Server = Server()
+    store: str = Field("sqlite:///data/hookwise.db", description="sqlite:///PATH (relative to the config file) or postgresql://...")
+    workers: Workers = Workers()
+    rules: list[str] = Field(default_factory=lambda: ["rules/"], description="Rule files or folders of *.yaml, relative to the config file.")
+    plugins: dict[str, str] = Field(default_factory=dict, description='Extra actions: name -> "module:Class".')
+    api: Api = Api()
+    smtp: Smtp = Smtp()
+    http: Http = Http()
+    defaults: Defaults = Defaults()
+    retention: Retention = Retention()
+    hover: Hover = Hover()
+    sources: dict[Annotated[str, Field(pattern=SOURCE_PATTERN)], Source] = Field(default_factory=dict)
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DB")
+        return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded config: its settings, where it came from, and the secrets it holds."""
+
+    settings: Settings
+    path: Path
+    secrets: frozenset[str] = field(default_factory=frozenset)
+    warnings: tuple[Problem, ...] = ()
+    document: yamlfile.Document | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path named in the config, taken relative to the config file."""
+        return (self.base_dir / relative).resolve() if not os.path.isabs(relative) else Path(relative)
+
+    def store_url(self) -> str:
+        """The store URL with a relative SQLite path made absolute."""
+        url = self.settings.store
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            return "sqlite:///" + str(self.resolve(url[len("sqlite:///") :]))
+        return url
+
+
+def find_config(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The config file to use: ``explicit``, else ``$HOOKWISE_CONFIG``, else the defaults."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if environ.get("HOOKWISE_CONFIG"):
+        return Path(environ["HOOKWISE_CONFIG"])
+    for candidate in DEFAULT_LOCATIONS:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    raise ConfigError(
+        "no config file: pass -c FILE, set HOOKWISE_CONFIG, or create ./hookwise.yaml or /etc/hookwise/config.yaml"
+    )
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate the config file; raise :class:`ConfigError` with
+    every problem."""
+    path = Path(path)
+    doc = yamlfile.load(path, environ=environ, collect=True)
+    data = {} if doc.data is None else doc.data
+    if not isinstance(data, dict):
+        raise ConfigError([doc.locate(Problem("the config file must be a mapping of settings"))])
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_merge(doc.problems, locate_all(doc, pydantic_problems(exc, Settings)))) from None
+    if doc.problems:
+        raise ConfigError(doc.problems)
+    warnings = tuple(doc.locate(w, key=True) for w in _warnings(settings))
+    return Config(settings=settings, path=path.resolve(), secrets=frozenset(doc.secrets), warnings=warnings, document=doc)
+
+
+def _merge(first: list[Problem], second: list[Problem]) -> list[Problem]:
+    """Both lists in file order, without a second report for the same place."""
+    seen = {(p.line, p.col) for p in first}
+    merged = first + [p for p in second if (p.line, p.col) not in seen]
+    return sorted(merged, key=lambda p: (p.line or 0, p.col or 0))
+
+
+def locate_all(doc: yamlfile.Document, problems: list[Problem]) -> list[Problem]:
+    """Give each problem its place in ``doc``: the key for unknown keys, else the value."""
+    return [doc.locate(p, key=p.message.startswith(("unknown key", "invalid key"))) for p in problems]
+
+
+def _warnings(settings: Settings) -> list[Problem]:
+    out = []
+    for name, source in settings.sources.items():
+        if not source.authenticated():
+            out.append(Problem("accepts requests from anyone: set a secret, verify.hmac or token", ("sources", name), warning=True))
+    return out

@@ -1,0 +1,128 @@
+"""The exception tree of hookwise.
+
+    HookwiseError                 base of every error hookwise raises on purpose
+    ├── ConfigError               a config, rule or case file is invalid (carries every Problem)
+    ├── RenderError               a template failed while rendering (undefined name, limit, ...)
+    ├── ParamsError               rendered params do not fit the action's Params model
+    ├── PluginError               a plugin cannot be imported or is not an Action
+    ├── UsageError                a command was called wrongly
+    └── StoreError                the store cannot be reached or refused an operation
+
+Control-flow signals raised by actions are not errors and live beside the tree:
+
+    Retry(after=...)              a temporary failure: run the step again later
+    Fail(message)                 a permanent failure: the step's attempts end here
+
+Each class's docstring is its default message. Foreign exceptions are translated once, at
+the boundary that meets them, with ``raise XError(...) from exc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterable, Sequence
+
+Loc = tuple[str | int, ...]
+
+
+def format_loc(loc: Sequence[str | int]) -> str:
+    """Render a location tuple as a path: ``("rules", 0, "actions", 1, "http")`` ->
+    ``rules[0].actions[1].http``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a file, at a place in it.
+
+    ``loc`` is the path of keys and list indexes from the file's root; ``file``, ``line``
+    and ``col`` (1-based) are filled in by the loader that knows where ``loc`` sits.
+    """
+
+    message: str
+    loc: Loc = ()
+    file: str | None = None
+    line: int | None = None
+    col: int | None = None
+    warning: bool = False
+
+    def under(self, prefix: Sequence[str | int]) -> Problem:
+        """The same problem, its location moved below ``prefix``."""
+        return replace(self, loc=tuple(prefix) + self.loc)
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}:{self.col or 1}"
+            where += ": "
+        path = format_loc(self.loc)
+        kind = "warning: " if self.warning else ""
+        return f"{where}{path + ': ' if path else ''}{kind}{self.message}"
+
+
+class HookwiseError(Exception):
+    """hookwise failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(HookwiseError):
+    """The configuration is invalid."""
+
+    def __init__(self, problems: Iterable[Problem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(problems)]
+        self.problems: list[Problem] = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems) or None)
+
+    def under(self, prefix: Sequence[str | int]) -> ConfigError:
+        return ConfigError(p.under(prefix) for p in self.problems)
+
+
+class RenderError(HookwiseError):
+    """A template failed to render."""
+
+
+class ParamsError(HookwiseError):
+    """The rendered parameters do not fit the action."""
+
+
+class PluginError(HookwiseError):
+    """A plugin action could not be loaded."""
+
+
+class UsageError(HookwiseError):
+    """The command was used wrongly."""
+
+
+class StoreError(HookwiseError):
+    """The store cannot be reached."""
+
+
+class Retry(Exception):
+    """Raised by an action for a temporary failure: the step runs again ``after`` seconds
+    from now (or by its retry policy when ``after`` is None)."""
+
+    def __init__(self, message: str = "temporary failure", *, after: float | None = None) -> None:
+        super().__init__(message)
+        self.after = after
+
+
+class Fail(Exception):
+    """Raised by an action for a permanent failure: no further attempt is made."""
+
+    def __init__(self, message: str = "permanent failure") -> None:
+        super().__init__(message)

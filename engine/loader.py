@@ -1,0 +1,57 @@
+"""The one loader that ``serve``, ``check``, reload and the other commands share.
+
+It builds, from a config file, everything matching needs: the settings, the action
+registry (built-ins and plugins), the template environment, the compiled rule set and the
+masker of secrets. Nothing is started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .action import Registry
+from .config import Config, load_config
+from .errors import ConfigError, Problem
+from .rules import RuleLoader, RuleSet
+from .secrets import Masker
+from .templates import Templates
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Everything built from one config file."""
+
+    config: Config
+    registry: Registry
+    templates: Templates
+    rules: RuleSet
+    masker: Masker
+    warnings: tuple[Problem, ...] = ()
+
+
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
+    """Load the config at ``path`` and all it names. Raises :class:`ConfigError` with every
+    problem found: plugin and rule problems are reported together."""
+    config = load_config(path, environ)
+    problems: list[Problem] = []
+    try:
+        registry = Registry.load(config.settings.plugins)
+    except ConfigError as exc:
+        assert config.document is not None
+        problems.extend(config.document.locate(p) for p in exc.problems)
+        registry = Registry.load({}, entry_points=False)
+    templates = Templates()
+    loader = RuleLoader(config, registry, templates, environ)
+    try:
+        rules = loader.load()
+    except ConfigError as exc:
+        raise ConfigError(problems + exc.problems) from None
+    if problems:
+        raise ConfigError(problems)
+    masker = Masker(config.secrets | loader.secrets)
+    plugin_warnings = tuple(config.document.locate(w) if config.document else w for w in registry.warnings)
+    warnings = config.warnings + plugin_warnings + tuple(loader.warnings)
+    return Loaded(config, registry, templates, rules, masker, warnings)
+

@@ -1,0 +1,501 @@
+"""Rule and RuleSet: loading rule files, validating them, and the index by source and type.
+
+A rule file is a mapping with one key, ``rules:``, a list of rules (SPEC 5). Loading turns
+each entry into a frozen :class:`Rule` whose conditions, expressions and templates are
+compiled once; a :class:`RuleSet` holds them in priority order and finds the rules that can
+match an event without looking at the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from difflib import get_close_matches
+from fnmatch import translate
+from pathlib import Path
+from typing import Annotated, Any, Iterable, Iterator, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import yamlfile
+from .action import Registry
+from .conditions import MATCHED, Condition, Outcome, compile_when
+from .config import NAME_PATTERN, Config, RetryPolicy, locate_all
+from .errors import ConfigError, Loc, Problem, RenderError
+from .events import Event
+from .templates import Compiled, Expression, Templates
+from .units import Duration
+from .validation import pydantic_problems
+
+#: Source of the events hookwise itself emits (``emit`` steps, ``queue.exhausted``).
+INTERNAL_SOURCE = "hookwise"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class StepRetry(_Model):
+    """A step's retry policy; keys left out come from ``defaults.retry``."""
+
+    attempts: int | None = Field(None, ge=1, le=1000)
+    backoff: Duration | None = None
+    max_backoff: Duration | None = None
+
+
+class StepKeys(_Model):
+    """The keys every step may carry beside its one action key."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] | None = Field(None, description="Name for steps.<id>; default: the action name.")
+    if_: str | None = Field(None, alias="if", description="Jinja expression; the step is skipped when it is false.")
+    retry: StepRetry | None = None
+    timeout: Duration | None = None
+    delay: Duration = Field(0.0, description="Wait this long after the previous step.")
+    continue_on_error: bool = False
+
+
+STEP_KEYS = ("id", "if", "retry", "timeout", "delay", "continue_on_error")
+
+OneOrMany = str | list[str]
+
+
+class RuleModel(_Model):
+    """One rule as written in a rule file."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str = ""
+    source: OneOrMany | None = Field(None, description="A source name or a list of them.")
+    event: OneOrMany | None = Field(None, description="Event types or globs (job-*); \"*\" matches everything.")
+    when: dict[str, Any] | None = Field(None, description="Conditions on the event's fields; every entry must hold.")
+    if_: str | None = Field(None, alias="if", description="A Jinja expression that must be true.")
+    priority: int = Field(0, description="Higher first; ties in file order.")
+    stop: bool = Field(False, description="When matched, lower rules are skipped.")
+    enabled: bool = True
+    actions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RuleFile(_Model):
+    rules: list[RuleModel] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One compiled action of a rule."""
+
+    index: int
+    id: str
+    action: str
+    params: Compiled
+    condition: Expression | None
+    retry: RetryPolicy
+    timeout: float
+    delay: float
+    continue_on_error: bool
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A compiled rule. ``version`` is a hash of the rule's text as written."""
+
+    name: str
+    file: str
+    line: int
+    version: str
+    order: int
+    steps: tuple[Step, ...]
+    description: str = ""
+    sources: frozenset[str] | None = None
+    events: frozenset[str] | None = None
+    event_glob: re.Pattern[str] | None = None
+    event_text: tuple[str, ...] = ()
+    when: Condition | None = None
+    condition: Expression | None = None
+    condition_text: str = ""
+    priority: int = 0
+    stop: bool = False
+    enabled: bool = True
+
+    @property
+    def any_event(self) -> bool:
+        return self.events is None and self.event_glob is None
+
+    def evaluate(self, event: Event, context: Mapping[str, Any] | None = None) -> Outcome:
+        """Whether ``event`` matches, or the first selector or condition that failed."""
+        if not self.enabled:
+            return Outcome(False, "enabled", "expected the rule to be enabled", False)
+        if self.sources is not None and event.source not in self.sources:
+            return Outcome(False, "source", f"expected {_one_of(self.sources)}", event.source)
+        if not self._event_matches(event.type):
+            return Outcome(False, "event", f"expected {_one_of(self.event_text)}", event.type)
+        if self.when is not None:
+            outcome = self.when.evaluate(event.body, event.envelope())
+            if not outcome.matched:
+                return outcome
+        if self.condition is not None:
+            return self._evaluate_if(event, context)
+        return MATCHED
+
+    def _event_matches(self, type_: str) -> bool:
+        if self.any_event:
+            return True
+        if self.events is not None and type_ in self.events:
+            return True
+        return self.event_glob is not None and self.event_glob.match(type_) is not None
+
+    def _evaluate_if(self, event: Event, context: Mapping[str, Any] | None) -> Outcome:
+        assert self.condition is not None
+        ctx = dict(context) if context is not None else event.context()
+        ctx["rule"] = {"name": self.name, "version": self.version}
+        try:
+            value = self.condition.evaluate(ctx)
+        except RenderError as exc:
+            return Outcome(False, "if", f"expected {self.condition_text!r} to evaluate, but it failed: {exc}", None)
+        if value:
+            return MATCHED
+        return Outcome(False, "if", f"expected {self.condition_text!r} to be true", value)
+
+    def location(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def _one_of(values: Iterable[str]) -> str:
+    items = sorted(values)
+    return repr(items[0]) if len(items) == 1 else f"one of {items}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What matching said of one rule for one event."""
+
+    rule: Rule
+    outcome: Outcome
+    #: the name of a matched ``stop`` rule that kept this one from being considered
+    stopped_by: str | None = None
+
+    @property
+    def matched(self) -> bool:
+        return self.outcome.matched and self.stopped_by is None
+
+    def reason(self) -> str:
+        """"yes", or why not: the explain text of SPEC 5.4."""
+        if self.stopped_by is not None:
+            return f"no: skipped, rule {self.stopped_by!r} matched first and has stop: true"
+        return "yes" if self.outcome.matched else f"no: {self.outcome}"
+
+    def record(self) -> dict[str, Any]:
+        """The explain record stored with the event."""
+        return {"rule": self.rule.name, "version": self.rule.version, "matched": self.matched, "reason": self.reason()}
+
+
+@dataclass(frozen=True)
+class Match:
+    """The result of matching one event: a verdict for every rule considered."""
+
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def rules(self) -> list[Rule]:
+        return [v.rule for v in self.verdicts if v.matched]
+
+    def explain(self) -> list[dict[str, Any]]:
+        return [v.record() for v in self.verdicts]
+
+
+class RuleSet:
+    """An immutable set of rules in priority order, indexed by source and event type.
+
+    The index maps ``(source, type)`` to the rules that name both, name only one of them,
+    or name neither (globs are checked at evaluation), so matching one event costs the
+    rules that could match it, not all of them.
+    """
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules: tuple[Rule, ...] = tuple(sorted(rules, key=lambda r: (-r.priority, r.order)))
+        self._by_name = {r.name: r for r in self.rules}
+        self._rank = {r.name: i for i, r in enumerate(self.rules)}
+        self._buckets: dict[tuple[str | None, str | None], list[Rule]] = {}
+        for rule in self.rules:
+            for key in _index_keys(rule):
+                self._buckets.setdefault(key, []).append(rule)
+        self._cache: dict[tuple[str, str], tuple[Rule, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self.rules)
+
+    def get(self, name: str) -> Rule | None:
+        return self._by_name.get(name)
+
+    def candidates(self, source: str, type_: str) -> tuple[Rule, ...]:
+        """The rules that may match an event of ``source`` and ``type_``, in priority order."""
+        key = (source, type_)
+        found = self._cache.get(key)
+        if found is None:
+            merged: dict[str, Rule] = {}
+            for bucket in ((source, type_), (None, type_), (source, None), (None, None)):
+                for rule in self._buckets.get(bucket, ()):
+                    merged[rule.name] = rule
+            found = tuple(sorted(merged.values(), key=lambda r: self._rank[r.name]))
+            if len(self._cache) < 10_000:  # bounded: types come from senders
+                self._cache[key] = found
+        return found
+
+    def match(self, event: Event, *, every_rule: bool = False) -> Match:
+        """Match ``event``. Only candidate rules are considered unless ``every_rule``
+        (dry-run explains every rule, with the selector each one failed on)."""
+        rules = self.rules if every_rule else self.candidates(event.source, event.type)
+        context = event.context()
+        verdicts = []
+        stopped_by: str | None = None
+        for rule in rules:
+            if stopped_by is not None:
+                verdicts.append(Verdict(rule, MATCHED, stopped_by=stopped_by))
+                continue
+            outcome = rule.evaluate(event, context)
+            verdicts.append(Verdict(rule, outcome))
+            if outcome.matched and rule.stop:
+                stopped_by = rule.name
+        return Match(tuple(verdicts))
+
+
+def _index_keys(rule: Rule) -> list[tuple[str | None, str | None]]:
+    sources: Iterable[str | None] = sorted(rule.sources) if rule.sources is not None else [None]
+    types: list[str | None] = [None] if rule.event_glob is not None or rule.events is None else sorted(rule.events)
+    return [(s, t) for s in sources for t in types]
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def rule_files(config: Config) -> tuple[list[Path], list[Problem]]:
+    """The rule files named by ``rules:``: files as given, folders searched for ``*.yaml``
+    and ``*.yml`` (skipping ``tests/`` folders, which hold test cases)."""
+    files: list[Path] = []
+    problems = []
+    for i, entry in enumerate(config.settings.rules):
+        path = config.resolve(entry)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and "tests" not in p.relative_to(path).parts[:-1])
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Problem(f"no such file or folder: {path}", ("rules", i)))
+    return files, problems
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@dataclass
+class RuleLoader:
+    """Loads and compiles rule files, collecting every problem before failing."""
+
+    config: Config
+    registry: Registry
+    templates: Templates
+    environ: Mapping[str, str] | None = None
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    secrets: set[str] = field(default_factory=set)
+    _first_seen: dict[str, str] = field(default_factory=dict)
+
+    def load(self) -> RuleSet:
+        files, problems = rule_files(self.config)
+        self.problems.extend(self.config_problem(p) for p in problems)
+        rules: list[Rule] = []
+        for path in files:
+            rules.extend(self.load_file(path, order=len(rules)))
+        if self.problems:
+            raise ConfigError(self.problems)
+        return RuleSet(rules)
+
+    def config_problem(self, problem: Problem) -> Problem:
+        return self.config.document.locate(problem) if self.config.document else problem
+
+    def load_file(self, path: Path, order: int = 0) -> list[Rule]:
+        try:
+            doc = yamlfile.load(path, environ=self.environ, display=display_path(path))
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return []
+        self.secrets.update(doc.secrets)
+        if doc.data is None:
+            return []
+        try:
+            parsed = RuleFile.model_validate(doc.data)
+        except ValidationError as exc:
+            self.problems.extend(locate_all(doc, pydantic_problems(exc, RuleFile)))
+            return []
+        rules = []
+        for i, model in enumerate(parsed.rules):
+            rule = self._compile(doc, ("rules", i), model, order + len(rules))
+            if rule is not None:
+                rules.append(rule)
+        return rules
+
+    def _compile(self, doc: yamlfile.Document, loc: Loc, model: RuleModel, order: int) -> Rule | None:
+        problems: list[Problem] = []
+        where = doc.locate(Problem("", loc), key=False)
+        self._check_unique(model.name, doc, loc, problems)
+        if model.source is None and model.event is None and model.when is None and model.if_ is None:
+            problems.append(Problem('a rule needs at least one of source, event, when or if (event: "*" matches everything)', loc))
+        when = self._compile_when(model.when, loc + ("when",), problems)
+        condition = self._compile_expression(model.if_, loc + ("if",), problems)
+        steps = self._compile_steps(model, loc, problems)
+        events, glob = _event_selector(model.event)
+        self._warn_unknown_sources(model, loc, doc)
+        self.problems.extend(sorted(locate_all(doc, problems), key=lambda p: (p.line or 0, p.col or 0)))
+        if problems:
+            return None
+        version = hashlib.sha256(doc.source(loc).encode()).hexdigest()[:12]
+        return Rule(
+            name=model.name, file=doc.file, line=where.line or 1, version=version, order=order,
+            steps=tuple(steps), description=model.description,
+            sources=_as_set(model.source), events=events, event_glob=glob,
+            event_text=tuple(_as_list(model.event)), when=when, condition=condition,
+            condition_text=model.if_ or "", priority=model.priority, stop=model.stop, enabled=model.enabled,
+        )
+
+    def _check_unique(self, name: str, doc: yamlfile.Document, loc: Loc, problems: list[Problem]) -> None:
+        here = doc.locate(Problem("", loc + ("name",)))
+        if name in self._first_seen:
+            problems.append(Problem(f"duplicate rule name {name!r} (first defined at {self._first_seen[name]})", loc + ("name",)))
+        else:
+            self._first_seen[name] = f"{here.file}:{here.line}:{here.col}"
+
+    def _compile_when(self, spec: dict[str, Any] | None, loc: Loc, problems: list[Problem]) -> Condition | None:
+        if spec is None:
+            return None
+        try:
+            return compile_when(spec)
+        except ConfigError as exc:
+            problems.extend(p.under(loc) for p in exc.problems)
+            return None
+
+    def _compile_expression(self, source: str | None, loc: Loc, problems: list[Problem]) -> Expression | None:
+        if source is None:
+            return None
+        try:
+            return self.templates.compile_expression(source)
+        except ConfigError as exc:
+            problems.extend(p.under(loc) for p in exc.problems)
+            return None
+
+    def _compile_steps(self, model: RuleModel, loc: Loc, problems: list[Problem]) -> list[Step]:
+        if not model.actions and not model.stop:
+            problems.append(Problem("a rule needs at least one action (or stop: true)", loc + ("actions",)))
+        steps: list[Step] = []
+        ids: dict[str, int] = {}
+        for i, raw in enumerate(model.actions):
+            step = self._compile_step(raw, i, loc + ("actions", i), ids, problems)
+            if step is not None:
+                steps.append(step)
+        return steps
+
+    def _compile_step(self, raw: dict[str, Any], index: int, loc: Loc, ids: dict[str, int], problems: list[Problem]) -> Step | None:
+        action = self._action_key(raw, loc, problems)
+        common = {k: v for k, v in raw.items() if k in STEP_KEYS}
+        try:
+            keys = StepKeys.model_validate(common)
+        except ValidationError as exc:
+            problems.extend(p.under(loc) for p in pydantic_problems(exc, StepKeys))
+            return None
+        if action is None:
+            return None
+        step_id = self._step_id(keys.id, action, loc, ids, problems)
+        params = self._compile_params(action, raw[action], loc + (action,), problems)
+        condition = self._compile_expression(keys.if_, loc + ("if",), problems)
+        if params is None:
+            return None
+        return Step(
+            index=index, id=step_id, action=action, params=params, condition=condition,
+            retry=self._retry(keys.retry), timeout=keys.timeout or self.config.settings.defaults.timeout,
+            delay=keys.delay, continue_on_error=keys.continue_on_error,
+        )
+
+    def _action_key(self, raw: dict[str, Any], loc: Loc, problems: list[Problem]) -> str | None:
+        others = [k for k in raw if k not in STEP_KEYS]
+        actions = [k for k in others if k in self.registry]
+        for key in others:
+            if key not in self.registry:
+                hint = get_close_matches(key, [*self.registry.names(), *STEP_KEYS], n=1)
+                suffix = f" (did you mean {hint[0]!r}?)" if hint else f"; actions are {', '.join(self.registry.names())}"
+                problems.append(Problem(f"unknown key{suffix}", loc + (key,)))
+        if len(actions) > 1:
+            problems.append(Problem(f"a step takes one action; found {', '.join(map(repr, actions))}", loc))
+        elif not actions and len(others) == 0:
+            problems.append(Problem(f"a step needs an action: one of {', '.join(self.registry.names())}", loc))
+        return actions[0] if len(actions) == 1 else None
+
+    def _step_id(self, explicit: str | None, action: str, loc: Loc, ids: dict[str, int], problems: list[Problem]) -> str:
+        if explicit is not None:
+            if explicit in ids:
+                problems.append(Problem(f"duplicate step id {explicit!r}", loc + ("id",)))
+            ids[explicit] = ids.get(explicit, 0) + 1
+            return explicit
+        # Unnamed steps are called after their action: http, then http_2, http_3, ...
+        count = ids.get(action, 0) + 1
+        ids[action] = count
+        return action if count == 1 else f"{action}_{count}"
+
+    def _compile_params(self, action: str, raw: Any, loc: Loc, problems: list[Problem]) -> Compiled | None:
+        if not isinstance(raw, dict):
+            problems.append(Problem(f"the {action} action takes a mapping of parameters", loc))
+            return None
+        try:
+            compiled = self.templates.compile_value(raw)
+        except ConfigError as exc:
+            problems.extend(p.under(loc) for p in exc.problems)
+            return None
+        found = self.registry.check_params(action, raw, compiled.template_paths())
+        problems.extend(p.under(loc) for p in found)
+        return None if found else compiled
+
+    def _retry(self, step: StepRetry | None) -> RetryPolicy:
+        default = self.config.settings.defaults.retry
+        if step is None:
+            return default
+        return default.model_copy(update={k: v for k, v in step.model_dump().items() if v is not None})
+
+    def _warn_unknown_sources(self, model: RuleModel, loc: Loc, doc: yamlfile.Document) -> None:
+        known = set(self.config.settings.sources) | {INTERNAL_SOURCE}
+        for name in _as_list(model.source):
+            if name not in known:
+                hint = get_close_matches(name, sorted(known), n=1)
+                suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.warnings.append(doc.locate(Problem(f"no source named {name!r} is configured{suffix}", loc + ("source",), warning=True)))
+
+
+def _as_list(value: OneOrMany | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _as_set(value: OneOrMany | None) -> frozenset[str] | None:
+    return None if value is None else frozenset(_as_list(value))
+
+
+def _event_selector(value: OneOrMany | None) -> tuple[frozenset[str] | None, re.Pattern[str] | None]:
+    """Split event names into exact names and one compiled pattern for the globs;
+    ``"*"`` (or no ``event``) means every type."""
+    names = _as_list(value)
+    if not names or "*" in names:
+        return None, None
+    exact = frozenset(n for n in names if not _is_glob(n))
+    globs = [n for n in names if _is_glob(n)]
+    pattern = re.compile("|".join(f"(?:{translate(g)})" for g in globs)) if globs else None
+    return exact, pattern
+
+
+def _is_glob(name: str) -> bool:
+    return any(c in name for c in "*?[")

@@ -1,0 +1,37 @@
+"""Shared fixtures: a project folder with a config and rule files written by the test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+CONFIG = """\
+rules: [rules/]
+sources:
+  hover: {preset: hover, token: t0ken-for-tests}
+  github: {preset: github, secret: gh-secret}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Write ``config.yaml`` and rule files into a fresh folder (the working directory);
+    returns the config path."""
+    monkeypatch.chdir(tmp_path)
+
+    def make(rules: dict[str, str] | str, config: str = CONFIG) -> Path:
+        files = {"rules.yaml": rules} if isinstance(rules, str) else rules
+        (tmp_path / "rules").mkdir(exist_ok=True)
+        for name, text in files.items():
+            path = tmp_path / "rules" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        (tmp_path / "config.yaml").write_text(config)
+        return tmp_path / "config.yaml"
+
+    return make
