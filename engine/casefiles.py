@@ -135,7 +135,10 @@ def run_case(loaded: Loaded, case: Case, event: Event | None) -> list[str]:
     failures = []
     if case.expect.rules is not None and sorted(case.expect.rules) != sorted(matched):
         failures.append(f"rules: expected {sorted(case.expect.rules)}, got {sorted(matched)}")
-        failures.extend(f"  {v.rule.name}: {v.reason()}" for v in match.verdicts if v.rule.name in case.expect.rules and not v.matched)
+        every = loaded.rules.match(event, every_rule=True)  # to say why an expected rule did not match
+        failures.extend(f"  {v.rule.name}: {v.reason()}" for v in every.verdicts if v.rule.name in case.expect.rules and not v.matched)
+        unknown = sorted(set(case.expect.rules) - {r.name for r in loaded.rules})
+        failures.extend(f"  {name}: no such rule" for name in unknown)
     planned = {r.name: plan(r, event, loaded.registry, case.steps) for r in match.rules}
     for i, expected in enumerate(case.expect.actions):
         failures.extend(_check_action(loaded, i, expected, planned))

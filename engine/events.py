@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -31,7 +32,11 @@ class Event:
 
     def envelope(self) -> dict[str, Any]:
         """The ``$``-paths of conditions: ``$headers``, ``$query``, ``$source``, ``$type``,
-        ``$event_id``, ``$received_at``."""
+        ``$event_id``, ``$received_at``. Built once per event; treat it as read-only."""
+        return self._envelope
+
+    @cached_property
+    def _envelope(self) -> dict[str, Any]:
         return {
             "headers": dict(self.headers),
             "query": dict(self.query),

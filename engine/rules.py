@@ -24,6 +24,7 @@ from .conditions import MATCHED, Condition, Outcome, compile_when
 from .config import NAME_PATTERN, Config, RetryPolicy, locate_all
 from .errors import ConfigError, Loc, Problem, RenderError
 from .events import Event
+from .index import Dispatch
 from .templates import Compiled, Expression, Templates
 from .units import Duration
 from .validation import pydantic_problems
@@ -120,8 +121,9 @@ class Rule:
     def any_event(self) -> bool:
         return self.events is None and self.event_glob is None
 
-    def evaluate(self, event: Event, context: Mapping[str, Any] | None = None) -> Outcome:
-        """Whether ``event`` matches, or the first selector or condition that failed."""
+    def evaluate(self, event: Event, envelope: Mapping[str, Any] | None = None) -> Outcome:
+        """Whether ``event`` matches, or the first selector or condition that failed.
+        ``envelope`` is ``event.envelope()``, passed in when the caller already has it."""
         if not self.enabled:
             return Outcome(False, "enabled", "expected the rule to be enabled", False)
         if self.sources is not None and event.source not in self.sources:
@@ -129,11 +131,11 @@ class Rule:
         if not self._event_matches(event.type):
             return Outcome(False, "event", f"expected {_one_of(self.event_text)}", event.type)
         if self.when is not None:
-            outcome = self.when.evaluate(event.body, event.envelope())
+            outcome = self.when.evaluate(event.body, event.envelope() if envelope is None else envelope)
             if not outcome.matched:
                 return outcome
         if self.condition is not None:
-            return self._evaluate_if(event, context)
+            return self._evaluate_if(event)
         return MATCHED
 
     def _event_matches(self, type_: str) -> bool:
@@ -143,9 +145,9 @@ class Rule:
             return True
         return self.event_glob is not None and self.event_glob.match(type_) is not None
 
-    def _evaluate_if(self, event: Event, context: Mapping[str, Any] | None) -> Outcome:
+    def _evaluate_if(self, event: Event) -> Outcome:
         assert self.condition is not None
-        ctx = dict(context) if context is not None else event.context()
+        ctx = event.context()
         ctx["rule"] = {"name": self.name, "version": self.version}
         try:
             value = self.condition.evaluate(ctx)
@@ -203,22 +205,23 @@ class Match:
 
 
 class RuleSet:
-    """An immutable set of rules in priority order, indexed by source and event type.
+    """An immutable set of rules in priority order, indexed by source, event type and the
+    field values rules pin.
 
-    The index maps ``(source, type)`` to the rules that name both, name only one of them,
-    or name neither (globs are checked at evaluation), so matching one event costs the
-    rules that could match it, not all of them.
+    The first level maps ``(source, type)`` to the rules that name both, name only one of
+    them, or name neither (globs are checked at evaluation); the second
+    (:mod:`engine.index`) narrows those down by the values of fields such as ``state``. So
+    matching one event costs the rules that could match it, not all of them.
     """
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules: tuple[Rule, ...] = tuple(sorted(rules, key=lambda r: (-r.priority, r.order)))
         self._by_name = {r.name: r for r in self.rules}
-        self._rank = {r.name: i for i, r in enumerate(self.rules)}
         self._buckets: dict[tuple[str | None, str | None], list[Rule]] = {}
         for rule in self.rules:
             for key in _index_keys(rule):
                 self._buckets.setdefault(key, []).append(rule)
-        self._cache: dict[tuple[str, str], tuple[Rule, ...]] = {}
+        self._dispatch: dict[tuple[str, str], Dispatch] = {}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -231,30 +234,37 @@ class RuleSet:
 
     def candidates(self, source: str, type_: str) -> tuple[Rule, ...]:
         """The rules that may match an event of ``source`` and ``type_``, in priority order."""
+        merged: dict[str, Rule] = {}
+        for bucket in ((source, type_), (None, type_), (source, None), (None, None)):
+            for rule in self._buckets.get(bucket, ()):
+                merged[rule.name] = rule
+        return tuple(sorted(merged.values(), key=lambda r: (-r.priority, r.order)))
+
+    def dispatch(self, source: str, type_: str) -> Dispatch:
         key = (source, type_)
-        found = self._cache.get(key)
+        found = self._dispatch.get(key)
         if found is None:
-            merged: dict[str, Rule] = {}
-            for bucket in ((source, type_), (None, type_), (source, None), (None, None)):
-                for rule in self._buckets.get(bucket, ()):
-                    merged[rule.name] = rule
-            found = tuple(sorted(merged.values(), key=lambda r: self._rank[r.name]))
-            if len(self._cache) < 10_000:  # bounded: types come from senders
-                self._cache[key] = found
+            found = Dispatch(self.candidates(source, type_))
+            # Bounded: types come from senders. Past the bound, build per event (slower, same result).
+            if len(self._dispatch) < 10_000:
+                self._dispatch[key] = found
         return found
 
     def match(self, event: Event, *, every_rule: bool = False) -> Match:
-        """Match ``event``. Only candidate rules are considered unless ``every_rule``
-        (dry-run explains every rule, with the selector each one failed on)."""
-        rules = self.rules if every_rule else self.candidates(event.source, event.type)
-        context = event.context()
+        """Match ``event``. Only the candidates the index finds are considered unless
+        ``every_rule`` (dry-run explains every rule, with what each one failed on)."""
+        envelope = event.envelope()
+        if every_rule:
+            rules: Iterable[Rule] = self.rules
+        else:
+            rules = self.dispatch(event.source, event.type).select(event.body, envelope)
         verdicts = []
         stopped_by: str | None = None
         for rule in rules:
             if stopped_by is not None:
                 verdicts.append(Verdict(rule, MATCHED, stopped_by=stopped_by))
                 continue
-            outcome = rule.evaluate(event, context)
+            outcome = rule.evaluate(event, envelope)
             verdicts.append(Verdict(rule, outcome))
             if outcome.matched and rule.stop:
                 stopped_by = rule.name

@@ -14,7 +14,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 def config_schema() -> dict[str, Any]:
     schema = Settings.model_json_schema(by_alias=True)
-    return {"$schema": DIALECT, "title": "hookwise config", **schema}
+    return {**schema, "$schema": DIALECT, "title": "hookwise config"}
 
 
 def rules_schema(registry: Registry) -> dict[str, Any]:
@@ -35,11 +35,11 @@ def rules_schema(registry: Registry) -> dict[str, Any]:
         "oneOf": [{"required": [n]} for n in actions],
     }
     defs["RuleModel"]["properties"]["actions"] = {"type": "array", "items": {"$ref": "#/$defs/Step"}}
-    return {"$schema": DIALECT, "title": "hookwise rules", **schema}
+    return {**schema, "$schema": DIALECT, "title": "hookwise rules"}
 
 
 def cases_schema() -> dict[str, Any]:
-    return {"$schema": DIALECT, "title": "hookwise rule test cases", **CaseFile.model_json_schema(by_alias=True)}
+    return {**CaseFile.model_json_schema(by_alias=True), "$schema": DIALECT, "title": "hookwise rule test cases"}
 
 
 def schemas(registry: Registry) -> dict[str, dict[str, Any]]:

@@ -51,8 +51,8 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
 from jinja2.utils import missing, object_type_repr, pass_context
-from markupsafe import Markup
 from jinja2.visitor import NodeTransformer
+from markupsafe import Markup
 
 from engine.errors import ConfigError, Loc, Problem, RenderError, format_loc
 
@@ -321,7 +321,9 @@ _FILTER_ESTIMATES: Mapping[str, _Estimate] = types.MappingProxyType(
 )
 
 
-def _guard_filter(name: str, original: Callable[..., Any], estimate: _Estimate, budget: Callable[[], _Budget]) -> Callable[..., Any]:
+def _guard_filter(
+    name: str, original: Callable[..., Any], estimate: _Estimate, budget: Callable[[], _Budget]
+) -> Callable[..., Any]:
     """Wrap one of Jinja's filters so its result size is estimated before it runs.
 
     Jinja's filters with an async twin are a dispatcher around a sync function; this
@@ -378,7 +380,9 @@ class _Undefined(StrictUndefined):
 
     __slots__ = ()
 
-    def __init__(self, hint: str | None = None, obj: Any = missing, name: str | None = None, exc: Any = UndefinedError) -> None:
+    def __init__(
+        self, hint: str | None = None, obj: Any = missing, name: str | None = None, exc: Any = UndefinedError
+    ) -> None:
         if hint is None and exc is UndefinedError:
             exc = functools.partial(_Missing, name=name, obj=obj)
         super().__init__(hint, obj, name, exc)
@@ -644,7 +648,7 @@ class _Guard(NodeTransformer):
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
-        pass
+        node.iter = _env_call("hookwise_iter", node.iter, lineno=node.lineno)
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
@@ -710,10 +714,11 @@ def _owners(tree: nodes.Node) -> Mapping[Any, str]:
     """For each attribute or item name the template looks up, the one path it is looked up
     on (names looked up on several paths are left out: the message could not tell which)."""
     seen: dict[Any, set[str | None]] = {}
-    for node in (tree, *tree.find_all((nodes.Getattr, nodes.Getitem))):
+    found = (tree, *tree.find_all((nodes.Getattr, nodes.Getitem)))
+    for node in (n for n in found if isinstance(n, (nodes.Getattr, nodes.Getitem))):
         if isinstance(node, nodes.Getattr):
             key: Any = node.attr
-        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, (str, int)):
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, (str, int)):
             key = node.arg.value
         else:
             continue

@@ -1,0 +1,193 @@
+"""The real ``hookwise`` command, run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+HOOKWISE = [sys.executable, "-m", "engine"]
+EXAMPLE = ROOT / "config.example.yaml"
+FAILED_V2 = ROOT / "rules" / "tests" / "events" / "job-state-changed-v2_failed.json"
+
+
+def hookwise(*args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("HOOKWISE_", "HOVER_", "CRM_", "OPS_"))}
+    environ.update(env or {})
+    return subprocess.run([*HOOKWISE, *map(str, args)], cwd=cwd, env=environ, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+
+
+def test_check_passes_on_the_example_config() -> None:
+    result = hookwise("check", "-c", EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    assert "config.example.yaml: ok: 1 sources, 5 rules" in result.stdout
+
+
+def test_check_strict_promotes_warnings() -> None:
+    result = hookwise("check", "--strict", "-c", EXAMPLE)
+    assert result.returncode == 1
+    assert "sources.hover: warning: accepts requests from anyone" in result.stderr
+    assert hookwise("check", "--strict", "-c", EXAMPLE, env={"HOVER_URL_TOKEN": "abcdef"}).returncode == 0
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    """A copy of the example project to break."""
+    shutil.copytree(ROOT / "rules", tmp_path / "rules")
+    shutil.copy(EXAMPLE, tmp_path / "config.yaml")
+    return tmp_path
+
+
+def test_a_misspelled_key_exits_78_with_file_line_col_path_and_hint(copy: Path) -> None:
+    rules = copy / "rules" / "hover.yaml"
+    text = rules.read_text()
+    rules.write_text(text.replace("          url: \"${CRM_URL", "          urll: \"${CRM_URL", 1))
+    line = next(i for i, l in enumerate(rules.read_text().splitlines(), 1) if "urll:" in l)
+    result = hookwise("check", "-c", "config.yaml", cwd=copy)
+    assert result.returncode == 78
+    assert f"rules/hover.yaml:{line}:11: rules[0].actions[1].http.urll: unknown key (did you mean 'url'?)" in result.stderr.splitlines()
+    assert_no_traceback(result)
+
+
+def test_every_problem_is_printed(copy: Path) -> None:
+    rules = copy / "rules" / "hover.yaml"
+    rules.write_text(rules.read_text().replace("state: failed", "state: {regx: failed}").replace("priority", "prio"))
+    result = hookwise("check", "-c", "config.yaml", cwd=copy)
+    assert result.returncode == 78
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and all("did you mean 'regex'" in l for l in lines)
+
+
+def test_an_unset_variable_is_named(copy: Path) -> None:
+    config = copy / "config.yaml"
+    config.write_text(config.read_text().replace("${HOVER_URL_TOKEN:-}", "${HOVER_URL_TOKEN}"))
+    result = hookwise("check", "-c", "config.yaml", cwd=copy)
+    assert result.returncode == 78
+    assert result.stderr.strip().endswith("sources.hover.token: environment variable HOVER_URL_TOKEN is not set")
+
+
+def test_config_discovery_from_the_environment(copy: Path) -> None:
+    assert hookwise("check", cwd=copy, env={"HOOKWISE_CONFIG": "config.yaml"}).returncode == 0
+    missing = hookwise("check", cwd=copy)
+    assert missing.returncode == 78 and "no config file" in missing.stderr
+
+
+def test_dry_run_explains_every_rule_and_renders_the_match() -> None:
+    result = hookwise("dry-run", "-c", EXAMPLE, FAILED_V2)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "event: source=hover type=job-state-changed-v2" in out
+    assert "hover-job-failed            yes" in out
+    assert "hover-job-completed         no: when.state: expected one of ['complete', 'completed'], got 'failed'" in out
+    assert "hover-model-failed          no: event: expected 'model-state-changed', got 'job-state-changed-v2'" in out
+    assert '"queue": "field-techs"' in out and '"subject": "Hover job 19402492 failed"' in out
+
+
+def test_dry_run_json_masks_secrets() -> None:
+    completed = ROOT / "rules" / "tests" / "events" / "job-state-changed-v2_completed.json"
+    result = hookwise("dry-run", "-c", EXAMPLE, "--json", completed, env={"CRM_TOKEN": "crm-very-secret", "CRM_URL": "https://crm.test/x"})
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [r["rule"] for r in data["explain"] if r["matched"]] == ["hover-job-completed"]
+    steps = {s["id"]: s for s in data["actions"]}
+    assert steps["job"]["params"] == {"method": "GET", "path": "/api/v3/jobs/19402492"}
+    assert "steps" in steps["crm"]["error"]  # its input comes from the hover step, which a dry-run does not call
+    assert "crm-very-secret" not in result.stdout
+
+
+def test_dry_run_reads_stdin_and_headers(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "rules: [r.yaml]\nsources:\n  gh: {preset: github, secret: s3cret-value}\n  other: {token: abcd1234}\n"
+    )
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: pushes\n    source: gh\n    event: push\n    when: {$headers.x-trace: abc}\n"
+        "    actions: [{log: {message: '{{ headers[\"x-trace\"] }} {{ event.ref }}'}}]\n"
+    )
+    result = hookwise("dry-run", "-c", config, "--source", "gh", "--header", "X-GitHub-Event: push", "--header", "X-Trace: abc", "-", stdin='{"ref": "main"}')
+    assert result.returncode == 0, result.stderr
+    assert "pushes  yes" in result.stdout and '"message": "abc main"' in result.stdout
+    ambiguous = hookwise("dry-run", "-c", config, "-", stdin="{}")
+    assert ambiguous.returncode == 2 and "--source is required" in ambiguous.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dry-run", "-c", str(EXAMPLE), "/nonexistent.json"], "No such file or directory"),
+        (["dry-run", "-c", str(EXAMPLE), "--header", "nocolon", str(FAILED_V2)], "expected 'Name: value'"),
+        (["frobnicate"], "No such command"),
+        (["check", "--bogus"], "No such option"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
+    result = hookwise(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert_no_traceback(result)
+
+
+def test_dry_run_of_invalid_json_is_a_usage_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = hookwise("dry-run", "-c", EXAMPLE, bad)
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+
+
+def test_test_passes_on_the_shipped_cases() -> None:
+    result = hookwise("test", "-c", EXAMPLE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("9 passed, 0 failed")
+
+
+def test_test_fails_with_a_diff(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "rules" / "tests" / "events", tmp_path / "events")
+    cases = tmp_path / "cases.yaml"
+    cases.write_text(
+        "cases:\n  - name: wrong key\n    source: hover\n    event: {file: events/job-state-changed-v2_failed.json}\n"
+        "    expect:\n      rules: [hover-job-failed, hover-model-failed]\n"
+        "      actions: [{rule: hover-job-failed, step: 0, requeue: {key: '42'}}]\n"
+    )
+    result = hookwise("test", "-c", EXAMPLE, cases)
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout
+    assert "rules: expected ['hover-job-failed', 'hover-model-failed'], got ['hover-job-failed']" in result.stdout
+    assert "hover-model-failed: no: event: expected 'model-state-changed', got 'job-state-changed-v2'" in result.stdout
+    assert 'hover-job-failed step 0 (requeue): requeue.key: expected "42", got 19402492' in result.stdout
+    assert result.stdout.strip().endswith("0 passed, 1 failed")
+
+
+def test_an_invalid_case_file_exits_78(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.yaml"
+    cases.write_text("cases:\n  - name: x\n    source: hover\n    event: {}\n    expekt: {}\n")
+    result = hookwise("test", "-c", EXAMPLE, cases)
+    assert result.returncode == 78
+    assert "cases.yaml:5:5: cases[0].expekt: unknown key (did you mean 'expect'?)" in result.stderr
+
+
+def test_schema_prints_the_three_schemas() -> None:
+    result = hookwise("schema")
+    assert result.returncode == 0
+    schemas = json.loads(result.stdout)
+    assert set(schemas) == {"config", "rules", "cases"}
+    assert "sources" in schemas["config"]["properties"]
+    step = schemas["rules"]["$defs"]["Step"]
+    assert {"http", "email", "requeue", "emit", "log", "exec", "hover", "retry", "if"} <= set(step["properties"])
+    rules_only = json.loads(hookwise("schema", "rules").stdout)
+    assert rules_only["title"] == "hookwise rules"
+
+
+def test_version() -> None:
+    result = hookwise("--version")
+    assert result.returncode == 0 and "0.1.0" in result.stdout
