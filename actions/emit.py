@@ -1,15 +1,21 @@
 """The ``emit`` action: store a new event that goes through the rules like a received one.
 
-Its ``run`` comes later; until then the base class's ``run`` refuses to run.
+The event's id is derived from the run and step, so a step run twice (after a crash)
+stores it once. A chain of emitted events deeper than :data:`MAX_DEPTH` fails.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.action import Action
+from engine.action import Action, Context
+from engine.errors import Fail
+
+#: How many emitted events may follow one another from one received event.
+MAX_DEPTH = 8
 from engine.units import Duration
 
 
@@ -29,3 +35,11 @@ class EmitAction(Action):
 
     name = "emit"
     Params = EmitParams
+
+    def run(self, params: BaseModel, ctx: Context) -> Mapping[str, Any] | None:
+        assert isinstance(params, EmitParams)
+        if ctx.event.depth >= MAX_DEPTH:
+            raise Fail(f"emit: a chain of emitted events deeper than {MAX_DEPTH} is refused (this event is emitted event #{ctx.event.depth})")
+        if ctx.emit is None:
+            raise Fail("emit: no store to put the event in")
+        return {"event_id": ctx.emit(params.type, params.data, params.source, params.delay)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from types import MappingProxyType
@@ -48,6 +48,11 @@ class Context:
     idempotency_key: str
     logger: logging.Logger | logging.LoggerAdapter[Any]
     rule: str = ""  #: the rule's name
+    #: the step's time limit in seconds: an action bounds its own waits by it
+    timeout: float = 30.0
+    #: stores a follow-up event: ``emit(type, data, source, delay) -> event id``
+    #: (set by the worker; None where nothing can be stored)
+    emit: Callable[[str, Any, str, float], str] | None = None
 
 
 class Action:

@@ -137,6 +137,50 @@ def schema(kind: str | None, config_path: str | None) -> None:
     click.echo(json.dumps(found[kind] if kind else found, indent=2))
 
 
+@cli.command()
+@config_option
+@click.option("--host", metavar="H", help="Address to listen on (default: server.host).")
+@click.option("--port", metavar="P", type=click.IntRange(0, 65535), help="Port to listen on (default: server.port).")
+@click.option("--role", type=click.Choice(["all", "receiver", "worker"]), default="all", show_default=True,
+              help="Run the receiver, the worker, or both.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="Log format (default: text).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+def serve(config_path: str | None, host: str | None, port: int | None, role: str, log_format: str | None, log_level: str) -> None:
+    """Run the daemon: receive webhooks, match rules, run workflows."""
+    from .config import find_config
+    from .daemon import Options, serve as run_daemon
+    from .logs import setup_logging
+
+    setup_logging(log_format or "text", log_level)
+    run_daemon(Options(config_path=find_config(config_path), host=host, port=port, role=role))
+
+
+@cli.command()
+@config_option
+@click.option("--source", "source_name", metavar="S", required=True, help="The source to send as.")
+@click.argument("event_file", metavar="EVENT.json", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--url", metavar="URL", help="Where to post (default: http://server.host:server.port/hooks/S).")
+@click.option("--header", "headers", metavar="'K: V'", multiple=True, help="An extra request header; repeatable.")
+def send(config_path: str | None, source_name: str, event_file: str, url: str | None, headers: tuple[str, ...]) -> None:
+    """Sign an event as source S expects and POST it to a running daemon."""
+    from .config import find_config, load_config
+    from .sender import send_event
+
+    config = load_config(find_config(config_path))
+    body = _read_bytes(event_file)
+    status, text = send_event(config, source_name, body, url=url, headers=_parse_headers(headers))
+    click.echo(f"{status} {text}")
+    if not 200 <= status < 300:
+        raise Exit(EXIT_FAILED)
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def _read_json(path: str) -> Any:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")

@@ -42,6 +42,7 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
         assert config.document is not None
         problems.extend(config.document.locate(p) for p in exc.problems)
         registry = Registry.load({}, entry_points=False)
+    problems.extend(_source_problems(config))
     templates = Templates()
     loader = RuleLoader(config, registry, templates, environ)
     try:
@@ -55,3 +56,30 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
     warnings = config.warnings + plugin_warnings + tuple(loader.warnings)
     return Loaded(config, registry, templates, rules, masker, warnings)
 
+
+
+def _source_problems(config: Config) -> list[Problem]:
+    """Secrets a source cannot use (a Standard Webhooks key that does not decode)."""
+    from .verify import verifier_for
+
+    found = []
+    for name, source in config.settings.sources.items():
+        try:
+            verifier_for(source)
+        except ConfigError as exc:
+            found.extend(p.under(("sources", name)) for p in exc.problems)
+    return [config.document.locate(p) if config.document else p for p in found]
+
+
+class Current:
+    """The current :class:`Loaded`, swapped whole on reload. Readers call it and keep what
+    they got for the work at hand, so nothing sees half of an old set and half of a new one."""
+
+    def __init__(self, loaded: Loaded) -> None:
+        self._loaded = loaded
+
+    def __call__(self) -> Loaded:
+        return self._loaded
+
+    def swap(self, loaded: Loaded) -> None:
+        self._loaded = loaded

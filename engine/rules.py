@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import get_close_matches
 from fnmatch import translate
 from pathlib import Path
@@ -116,6 +116,8 @@ class Rule:
     priority: int = 0
     stop: bool = False
     enabled: bool = True
+    #: the rule as written (indented as in its file), kept with the runs it creates
+    text: str = field(default="", repr=False, compare=False)
 
     @property
     def any_event(self) -> bool:
@@ -366,14 +368,31 @@ class RuleLoader:
         self.problems.extend(sorted(locate_all(doc, problems), key=lambda p: (p.line or 0, p.col or 0)))
         if problems:
             return None
-        version = hashlib.sha256(doc.source(loc).encode()).hexdigest()[:12]
+        source = doc.source(loc)
+        version = hashlib.sha256(source.encode()).hexdigest()[:12]
+        indent = " " * ((doc.values[loc].col - 1) if loc in doc.values else 0)
         return Rule(
+            text=indent + source,
             name=model.name, file=doc.file, line=where.line or 1, version=version, order=order,
             steps=tuple(steps), description=model.description,
             sources=_as_set(model.source), events=events, event_glob=glob,
             event_text=tuple(_as_list(model.event)), when=when, condition=condition,
             condition_text=model.if_ or "", priority=model.priority, stop=model.stop, enabled=model.enabled,
         )
+
+    def compile_text(self, text: str, file: str, version: str) -> Rule:
+        """Compile one rule from its stored text (a run created by an earlier version of a
+        rule keeps running with that version). Raises :class:`ConfigError`."""
+        doc = yamlfile.loads(text, file=file, environ=self.environ)
+        self.secrets.update(doc.secrets)
+        try:
+            model = RuleModel.model_validate(doc.data)
+        except ValidationError as exc:
+            raise ConfigError(locate_all(doc, pydantic_problems(exc, RuleModel))) from None
+        rule = self._compile(doc, (), model, order=0)
+        if rule is None:
+            raise ConfigError(self.problems)
+        return replace(rule, version=version)
 
     def _check_unique(self, name: str, doc: yamlfile.Document, loc: Loc, problems: list[Problem]) -> None:
         here = doc.locate(Problem("", loc + ("name",)))

@@ -1,0 +1,45 @@
+"""``hookwise send``: sign an event as its source expects and post it."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+import urllib.request
+from urllib.parse import urlsplit
+
+from .config import Config
+from .errors import UsageError
+from .verify import sign
+
+
+def default_url(config: Config, source: str) -> str:
+    server = config.settings.server
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
+    return f"http://{host}:{server.port}/hooks/{source}"
+
+
+def send_event(config: Config, source_name: str, body: bytes, *, url: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """POST ``body`` signed for ``source_name``; returns the status and the answer's text."""
+    source = config.settings.sources.get(source_name)
+    if source is None:
+        known = ", ".join(sorted(config.settings.sources)) or "none"
+        raise UsageError(f"no source named {source_name!r} in {config.path.name} (sources: {known})")
+    target = url or default_url(config, source_name)
+    parts = urlsplit(target)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    content_type = (headers or {}).get("content-type", "application/json")
+    try:
+        auth_headers, query = sign(source, body, path=path, content_type=content_type)
+    except ValueError as exc:
+        raise UsageError(f"cannot sign for source {source_name!r}: {exc}") from None
+    if query:
+        separator = "&" if parts.query else "?"
+        target += separator + "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in query.items())
+    request = urllib.request.Request(target, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {}), **auth_headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+    except urllib.error.URLError as exc:
+        raise UsageError(f"cannot reach {target}: {exc.reason}") from None

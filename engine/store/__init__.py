@@ -1,0 +1,131 @@
+"""The store: where events, delivery ids, explain records, runs and steps live.
+
+:class:`Store` is the contract every backend implements (SQLite now; PostgreSQL is a
+second implementation of the same methods). All methods are synchronous and safe to call
+from several threads; each write method is one transaction. Backends translate their
+driver's errors into :class:`~engine.errors.StoreError` at this boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from ..errors import StoreError
+from ..events import Event
+from ..ids import new_id
+from ..runs import StepResult, StepTask
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An event to store: received, or emitted by a step (``depth`` > 0)."""
+
+    source: str
+    type: str
+    #: the body as JSON text
+    body: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    received_at: float
+    delivery_id: str | None = None
+    #: how long ``delivery_id`` is remembered, in seconds
+    dedupe_window: float = 7 * 86400.0
+    id: str = field(default_factory=new_id)
+    depth: int = 0
+    #: not to be matched before this time (an ``emit`` with a delay)
+    available_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    event_id: str
+    #: the delivery id (or event id) was already stored; nothing new was stored
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to create for a matched (event, rule) pair, with its steps."""
+
+    id: str
+    rule: str
+    version: str
+    rule_file: str
+    rule_text: str
+    #: (index, step id, action) of every step
+    steps: Sequence[tuple[int, str, str]]
+    first_delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Matched:
+    """The outcome of matching one claimed event."""
+
+    event_id: str
+    explain: list[dict[str, Any]]
+    runs: Sequence[NewRun] = ()
+
+
+class Store(Protocol):
+    """What the receiver, the worker and the commands need of a store."""
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema."""
+
+    def ping(self) -> None:
+        """Raise :class:`StoreError` unless the store answers."""
+
+    def put_events(self, items: Sequence[Incoming]) -> list[Stored]:
+        """Store events and their delivery ids in one transaction, in order; a delivery id
+        already stored for the source (and not expired) makes that item a duplicate."""
+
+    def claim_events(self, limit: int, lease: float) -> list[Event]:
+        """Take up to ``limit`` events due for matching, hidden from other claims for
+        ``lease`` seconds (after which, unrecorded, they come back)."""
+
+    def record_matches(self, matches: Sequence[Matched]) -> None:
+        """Store explain records and create runs (exactly once per event and rule) with
+        their first step due."""
+
+    def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
+        """Take up to ``limit`` due steps (ready, or running with an expired lease)."""
+
+    def record_steps(self, results: Sequence[StepResult]) -> None:
+        """Record step outcomes, advance or finish their runs; results of claims that
+        were lost to another worker are ignored."""
+
+    def next_due(self) -> float | None:
+        """The earliest time an event or step becomes due, or None."""
+
+    def rule_text(self, version: str) -> tuple[str, str, str] | None:
+        """(name, file, text) of a rule version that created runs."""
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None: ...
+
+    def list_events(self, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def runs_of_event(self, event_id: str) -> list[dict[str, Any]]: ...
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None: ...
+
+    def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def steps_of_run(self, run_id: str) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str) -> Store:
+    """The store at ``url`` (``sqlite:///PATH``; ``postgresql://`` comes with the
+    postgres backend)."""
+    if url.startswith("sqlite:///"):
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(url[len("sqlite:///") :])
+    if url.startswith(("postgresql://", "postgres://")):
+        raise StoreError("the PostgreSQL store is not available in this version; use sqlite:///PATH")
+    raise StoreError(f"unsupported store URL {url!r}")
+
+
+__all__ = ["Incoming", "Matched", "NewRun", "Store", "Stored", "open_store"]

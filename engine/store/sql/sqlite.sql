@@ -1,0 +1,159 @@
+-- The SQLite store's schema and queries, one named block each ("-- name: NAME").
+-- Times are unix seconds (REAL). JSON is stored as text.
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    source       TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    delivery_id  TEXT,
+    body         TEXT NOT NULL,
+    headers      TEXT NOT NULL,
+    query        TEXT NOT NULL,
+    received_at  REAL NOT NULL,
+    depth        INTEGER NOT NULL DEFAULT 0,
+    status       TEXT NOT NULL DEFAULT 'pending',   -- pending | matched
+    available_at REAL NOT NULL,                     -- not before (a delay, or a claim's lease)
+    explain      TEXT
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events (available_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+
+CREATE TABLE IF NOT EXISTS deliveries (
+    source      TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    expires_at  REAL NOT NULL,
+    PRIMARY KEY (source, delivery_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS rule_versions (
+    version TEXT PRIMARY KEY,
+    name    TEXT NOT NULL,
+    file    TEXT NOT NULL,
+    text    TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS runs (
+    id           TEXT PRIMARY KEY,
+    event_id     TEXT NOT NULL,
+    rule         TEXT NOT NULL,
+    rule_version TEXT NOT NULL,
+    status       TEXT NOT NULL,                     -- active | succeeded | dead
+    step         INTEGER NOT NULL DEFAULT 0,        -- the step running or last run
+    error        TEXT,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    UNIQUE (event_id, rule)
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, updated_at);
+
+CREATE TABLE IF NOT EXISTS steps (
+    run_id      TEXT NOT NULL,
+    idx         INTEGER NOT NULL,
+    step_id     TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    status      TEXT NOT NULL,                      -- waiting | ready | running | succeeded | skipped | failed | dead
+    attempt     INTEGER NOT NULL DEFAULT 0,
+    due_at      REAL,                               -- ready: not before; running: lease end
+    params      TEXT,
+    overrides   TEXT,
+    output      TEXT,
+    error       TEXT,
+    started_at  REAL,
+    finished_at REAL,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE INDEX IF NOT EXISTS steps_due ON steps (due_at) WHERE status IN ('ready', 'running');
+
+-- name: find_delivery
+SELECT event_id FROM deliveries WHERE source = ? AND delivery_id = ? AND expires_at > ?;
+
+-- name: put_delivery
+INSERT OR REPLACE INTO deliveries (source, delivery_id, event_id, expires_at) VALUES (?, ?, ?, ?);
+
+-- name: put_event
+INSERT OR IGNORE INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: claim_events
+UPDATE events SET available_at = :lease_until
+WHERE seq IN (
+    SELECT seq FROM events WHERE status = 'pending' AND available_at <= :now ORDER BY available_at, seq LIMIT :limit
+)
+RETURNING id, source, type, delivery_id, body, headers, query, received_at, depth;
+
+-- name: next_event_due
+SELECT MIN(available_at) FROM events WHERE status = 'pending';
+
+-- name: put_rule_version
+INSERT OR IGNORE INTO rule_versions (version, name, file, text) VALUES (?, ?, ?, ?);
+
+-- name: get_rule_version
+SELECT name, file, text FROM rule_versions WHERE version = ?;
+
+-- name: put_run
+INSERT OR IGNORE INTO runs (id, event_id, rule, rule_version, status, created_at, updated_at)
+VALUES (?, ?, ?, ?, 'active', ?, ?);
+
+-- name: put_step
+INSERT OR IGNORE INTO steps (run_id, idx, step_id, action, status, due_at) VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: event_matched
+UPDATE events SET status = 'matched', explain = ? WHERE id = ? AND status = 'pending';
+
+-- name: claim_steps
+UPDATE steps SET status = 'running', attempt = attempt + 1, due_at = :lease_until, started_at = :now
+WHERE rowid IN (
+    SELECT rowid FROM steps WHERE status IN ('ready', 'running') AND due_at <= :now ORDER BY due_at LIMIT :limit
+)
+RETURNING run_id, idx, step_id, action, attempt, overrides;
+
+-- name: next_step_due
+SELECT MIN(due_at) FROM steps WHERE status IN ('ready', 'running');
+
+-- name: step_context
+SELECT r.rule, r.rule_version, e.id, e.source, e.type, e.delivery_id, e.body, e.headers, e.query, e.received_at, e.depth
+FROM runs r JOIN events e ON e.id = r.event_id
+WHERE r.id = ?;
+
+-- name: step_outputs
+SELECT step_id, output FROM steps WHERE run_id = ? AND idx < ? AND status = 'succeeded';
+
+-- name: finish_step
+UPDATE steps SET status = ?, output = ?, params = ?, error = ?, finished_at = ?, due_at = NULL
+WHERE run_id = ? AND idx = ? AND status = 'running' AND attempt = ?;
+
+-- name: retry_step
+UPDATE steps SET status = 'ready', due_at = ?, params = ?, error = ?, finished_at = ?
+WHERE run_id = ? AND idx = ? AND status = 'running' AND attempt = ?;
+
+-- name: start_next_step
+UPDATE steps SET status = 'ready', due_at = ? WHERE run_id = ? AND idx = ? AND status = 'waiting';
+
+-- name: update_run
+UPDATE runs SET status = ?, step = ?, error = ?, updated_at = ? WHERE id = ?;
+
+-- name: get_event
+SELECT id, source, type, delivery_id, body, headers, query, received_at, depth, status, explain FROM events WHERE id = ?;
+
+-- name: list_events
+SELECT id, source, type, delivery_id, received_at, status FROM events ORDER BY seq DESC LIMIT ?;
+
+-- name: runs_of_event
+SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs WHERE event_id = ? ORDER BY created_at, rule;
+
+-- name: get_run
+SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs WHERE id = ?;
+
+-- name: list_runs
+SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs
+WHERE (:status IS NULL OR status = :status) ORDER BY updated_at DESC LIMIT :limit;
+
+-- name: steps_of_run
+SELECT run_id, idx, step_id, action, status, attempt, due_at, params, output, error, started_at, finished_at
+FROM steps WHERE run_id = ? ORDER BY idx;
+
+-- name: count_events
+SELECT status, COUNT(*) FROM events GROUP BY status;

@@ -1,0 +1,346 @@
+"""The worker: claim stored events, match them, create runs; claim due steps, run them,
+record what happened.
+
+One dispatcher thread talks to the store and a thread pool runs the actions (plain
+synchronous code). Every store write the worker makes goes through the dispatcher, in
+batches: claims of events and steps, the runs created for matched events, and the results
+of finished steps. Claims carry a lease, so the work of a killed process comes back to
+whichever worker claims next.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .action import Action, Context
+from .errors import ConfigError, Fail, ParamsError, RenderError, Retry, StoreError
+from .events import Event
+from .ids import derived_id
+from .loader import Loaded
+from .plan import should_run, step_context
+from .rules import Rule, RuleLoader
+from .runs import StepResult, StepTask, retry_delay
+from .store import Incoming, Matched, NewRun, Store
+
+log = logging.getLogger("hookwise.worker")
+
+#: Largest number of events claimed and matched in one transaction.
+EVENT_BATCH = 256
+#: Grace added to a step's timeout for its claim's lease.
+LEASE_MARGIN = 30.0
+#: Lease of a claimed event (matching takes milliseconds).
+EVENT_LEASE = 60.0
+#: Largest output a step may return, as JSON text.
+MAX_OUTPUT = 1024 * 1024
+
+
+@dataclass
+class _InFlight:
+    task: StepTask
+    deadline: float
+    started: float
+
+
+class Worker:
+    """Runs the workflow side of hookwise on one store.
+
+    ``loaded`` returns the current rule set and registry (it changes on reload; runs keep
+    the rule version that created them).
+    """
+
+    def __init__(self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 16, poll: float = 0.25) -> None:
+        self.store = store
+        self.loaded = loaded
+        self.concurrency = concurrency
+        self.poll = poll
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._results: queue.SimpleQueue[StepResult] = queue.SimpleQueue()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hookwise-step")
+        self._in_flight: dict[Future[StepResult], _InFlight] = {}
+        self._busy = 0  # pool threads still running, abandoned ones included
+        self._busy_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._rules_by_version: dict[str, Rule] = {}
+        self._actions: dict[tuple[int, str], Action] = {}
+        self._leases: dict[int, float] = {}
+        self._stop_timeout = 30.0
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="hookwise-worker", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look for work now (a new event was stored)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; wait up to ``timeout`` seconds for running steps to finish and
+        record them. Steps still running after that keep their claim until its lease runs
+        out, and are then run again by whichever worker claims them."""
+        self._stop_timeout = timeout
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout + 5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- the dispatcher loop --------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                busy = self._tick()
+            except StoreError as exc:
+                log.error("store unavailable: %s", exc)
+                busy = False
+                self._stopping.wait(1.0)
+            except Exception:  # a bug must not end the worker: log it and go on
+                log.exception("worker loop failed")
+                busy = False
+                self._stopping.wait(1.0)
+            if not busy:
+                self._wake.wait(self._idle_wait())
+                self._wake.clear()
+        self._drain()
+
+    def _tick(self) -> bool:
+        recorded = self._record_results()
+        matched = self._match_events()
+        started = self._start_steps()
+        return bool(recorded or matched or started)
+
+    def _idle_wait(self) -> float:
+        if self._in_flight:
+            soonest = min(f.deadline for f in self._in_flight.values())
+            return max(0.0, min(self.poll, soonest - time.time()))
+        return self.poll
+
+    def _drain(self) -> None:
+        deadline = time.time() + self._stop_timeout
+        while self._in_flight and time.time() < deadline:
+            self._wake.wait(0.05)
+            self._wake.clear()
+            self._record_results()
+        self._record_results()
+
+    # --- matching -------------------------------------------------------------------------
+
+    def _match_events(self) -> int:
+        events = self.store.claim_events(EVENT_BATCH, EVENT_LEASE)
+        if not events:
+            return 0
+        loaded = self.loaded()
+        self.store.record_matches([self._match(loaded, event) for event in events])
+        return len(events)
+
+    def _match(self, loaded: Loaded, event: Event) -> Matched:
+        match = loaded.rules.match(event)
+        runs = [
+            NewRun(
+                id=derived_id(event.id, rule.name), rule=rule.name, version=rule.version, rule_file=rule.file,
+                rule_text=rule.text, steps=[(s.index, s.id, s.action) for s in rule.steps],
+                first_delay=rule.steps[0].delay if rule.steps else 0.0,
+            )
+            for rule in match.rules
+        ]
+        for run in runs:
+            log.info("event %s matched rule %s: run %s", event.id, run.rule, run.id)
+        return Matched(event.id, loaded.masker.mask_value(match.explain()), runs)
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _start_steps(self) -> int:
+        with self._busy_lock:
+            free = self.concurrency - self._busy
+        if free <= 0 or self._stopping.is_set():
+            return 0
+        tasks = self.store.claim_steps(free, self._lease())
+        for task in tasks:
+            self._submit(task)
+        return len(tasks)
+
+    def _lease(self) -> float:
+        """A claim outlives the longest step timeout of the rule set."""
+        loaded = self.loaded()
+        lease = self._leases.get(id(loaded))
+        if lease is None:
+            lease = max([s.timeout for r in loaded.rules for s in r.steps] or [30.0]) + LEASE_MARGIN
+            self._leases = {id(loaded): lease}
+        return lease
+
+    def _submit(self, task: StepTask) -> None:
+        with self._busy_lock:
+            self._busy += 1
+        now = time.time()
+        future = self._pool.submit(self._execute, task)
+        self._in_flight[future] = _InFlight(task, now + self._timeout_of(task), now)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[StepResult]) -> None:
+        with self._busy_lock:
+            self._busy -= 1
+        self._wake.set()
+
+    def _timeout_of(self, task: StepTask) -> float:
+        rule = self._rule(task)
+        if rule is None or task.index >= len(rule.steps):
+            return 30.0
+        return rule.steps[task.index].timeout
+
+    def _record_results(self) -> int:
+        results = []
+        now = time.time()
+        for future, flight in list(self._in_flight.items()):
+            if future.done():
+                del self._in_flight[future]
+                results.append(self._result_of(future, flight))
+            elif now > flight.deadline:
+                # The thread cannot be stopped; its eventual result is dropped.
+                del self._in_flight[future]
+                results.append(self._timed_out(flight, now))
+        if results:
+            self.store.record_steps(results)
+        return len(results)
+
+    def _result_of(self, future: Future[StepResult], flight: _InFlight) -> StepResult:
+        try:
+            return future.result()
+        except BaseException as exc:  # _execute catches everything; this is a last guard
+            return self._failure(flight.task, f"internal error: {exc}", None, flight.started)
+
+    def _timed_out(self, flight: _InFlight, now: float) -> StepResult:
+        limit = flight.deadline - flight.started
+        log.warning("run %s step %s timed out after %.1fs", flight.task.run_id, flight.task.index, limit)
+        return self._failure(flight.task, f"timed out after {limit:g}s", None, flight.started)
+
+    # --- executing one step (in a pool thread) ------------------------------------------------
+
+    def _execute(self, task: StepTask) -> StepResult:
+        started = time.time()
+        rule = self._rule(task)
+        if rule is None or task.index >= len(rule.steps):
+            return self._failure(task, f"rule {task.rule!r} version {task.rule_version} is not available", None, started, final=True)
+        step = rule.steps[task.index]
+        loaded = self.loaded()
+        context = step_context(task.event, rule, task.outputs, task.attempt)
+        params: Any = None
+        try:
+            if not should_run(step, context):
+                return self._success(task, rule, "skipped", None, None, started)
+            params = {**step.params.render(context), **task.overrides}
+            model = loaded.registry.validate(step.action, params)
+            output = self._action(loaded, step.action).run(model, self._context(task, rule, step.timeout))
+            output = _checked_output(output)
+        except Retry as exc:
+            return self._failure(task, str(exc), exc.after, started, params=params, rule=rule)
+        except (Fail, RenderError, ParamsError) as exc:
+            return self._failure(task, str(exc), None, started, params=params, rule=rule, final=True)
+        except Exception as exc:  # a plugin's crash is the step's failure, never the worker's
+            log.debug("step failed", exc_info=True)
+            return self._failure(task, f"{type(exc).__name__}: {exc}", None, started, params=params, rule=rule)
+        return self._success(task, rule, "succeeded", output, params, started)
+
+    def _success(self, task: StepTask, rule: Rule, outcome: str, output: Any, params: Any, started: float) -> StepResult:
+        masker = self.loaded().masker
+        log.info("run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome)
+        return StepResult(
+            task=task, outcome=outcome, output=masker.mask_value(output), params=masker.mask_value(params),
+            started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index),
+        )
+
+    def _failure(
+        self, task: StepTask, error: str, after: float | None, started: float, *,
+        params: Any = None, rule: Rule | None = None, final: bool = False,
+    ) -> StepResult:
+        masker = self.loaded().masker
+        rule = rule or self._rule(task)
+        step = rule.steps[task.index] if rule is not None and task.index < len(rule.steps) else None
+        policy = step.retry if step is not None else self.loaded().config.settings.defaults.retry
+        retry_in = None if final else retry_delay(policy, task.attempt, after)
+        error = masker.mask(error)
+        level = logging.WARNING if retry_in is not None else logging.ERROR
+        log.log(level, "run %s step %s (%s) attempt %d failed: %s%s", task.run_id, task.index, task.action, task.attempt, error,
+                f"; retrying in {retry_in:.1f}s" if retry_in is not None else "")
+        return StepResult(
+            task=task, outcome="failed", error=error, retry_in=retry_in, params=masker.mask_value(params),
+            started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index) if rule else 0.0,
+            continue_on_error=bool(step and step.continue_on_error),
+        )
+
+    def _context(self, task: StepTask, rule: Rule, timeout: float) -> Context:
+        logger = logging.LoggerAdapter(logging.getLogger("hookwise.action"), {"run": task.run_id, "step": task.index})
+        return Context(
+            event=task.event, run_id=task.run_id, step_id=task.step_id, attempt=task.attempt,
+            idempotency_key=task.idempotency_key, logger=logger, rule=rule.name, timeout=timeout,
+            emit=lambda type_, data, source, delay: self._emit(task, type_, data, source, delay),
+        )
+
+    def _emit(self, task: StepTask, type_: str, data: Any, source: str, delay: float) -> str:
+        now = time.time()
+        incoming = Incoming(
+            source=source, type=type_, body=json.dumps(data, ensure_ascii=False, default=str), headers={}, query={},
+            received_at=now, id=derived_id("emit", task.run_id, str(task.index)), depth=task.event.depth + 1,
+            available_at=now + delay,
+        )
+        (stored,) = self.store.put_events([incoming])
+        self._wake.set()
+        return stored.event_id
+
+    def _action(self, loaded: Loaded, name: str) -> Action:
+        key = (id(loaded), name)
+        action = self._actions.get(key)
+        if action is None:
+            action = loaded.registry[name](loaded.config.settings)
+            self._actions[key] = action
+        return action
+
+    def _rule(self, task: StepTask) -> Rule | None:
+        loaded = self.loaded()
+        rule = loaded.rules.get(task.rule)
+        if rule is not None and rule.version == task.rule_version:
+            return rule
+        found = self._rules_by_version.get(task.rule_version)
+        if found is None:
+            found = self._compile_stored(loaded, task.rule_version)
+        return found
+
+    def _compile_stored(self, loaded: Loaded, version: str) -> Rule | None:
+        stored = self.store.rule_text(version)
+        if stored is None:
+            return None
+        name, file, text = stored
+        try:
+            rule = RuleLoader(loaded.config, loaded.registry, loaded.templates).compile_text(text, file, version)
+        except ConfigError as exc:
+            log.error("rule %s version %s no longer compiles: %s", name, version, exc)
+            return None
+        self._rules_by_version[version] = rule
+        return rule
+
+
+def _next_delay(rule: Rule | None, index: int) -> float:
+    if rule is None or index + 1 >= len(rule.steps):
+        return 0.0
+    return rule.steps[index + 1].delay
+
+
+def _checked_output(output: Any) -> Any:
+    if output is None:
+        return None
+    try:
+        text = json.dumps(output, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise Fail(f"the action returned an output that is not JSON: {exc}") from None
+    if len(text) > MAX_OUTPUT:
+        raise Fail(f"the action's output is {len(text)} bytes of JSON, more than the {MAX_OUTPUT} allowed")
+    return json.loads(text) if not isinstance(output, dict) else dict(output)

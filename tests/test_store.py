@@ -1,0 +1,157 @@
+"""The store contract, on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.events import Event
+from engine.runs import StepResult, StepTask
+from engine.store import Incoming, Matched, NewRun, Store, open_store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield s
+    s.close()
+
+
+def incoming(body: dict[str, object] | None = None, delivery: str | None = None, **kw: object) -> Incoming:
+    return Incoming(source="hover", type="t", body=json.dumps(body or {"a": 1}), headers={"x": "y"}, query={}, received_at=time.time(), delivery_id=delivery, **kw)  # type: ignore[arg-type]
+
+
+def new_run(event_id: str, rule: str = "r", steps: int = 2) -> NewRun:
+    return NewRun(id=f"{event_id}-{rule}", rule=rule, version="v1", rule_file="f.yaml", rule_text="name: r", steps=[(i, f"s{i}", "log") for i in range(steps)])
+
+
+def result(task: StepTask, outcome: str = "succeeded", **kw: object) -> StepResult:
+    return StepResult(task=task, outcome=outcome, finished_at=time.time(), **kw)  # type: ignore[arg-type]
+
+
+def test_put_and_read_back(store: Store) -> None:
+    (stored,) = store.put_events([incoming({"k": [1, 2]}, "d1")])
+    assert not stored.duplicate
+    event = store.get_event(stored.event_id)
+    assert event is not None
+    assert (event["body"], event["headers"], event["status"], event["delivery_id"]) == ({"k": [1, 2]}, {"x": "y"}, "pending", "d1")
+
+
+def test_delivery_ids_deduplicate_within_the_window_per_source(store: Store) -> None:
+    first, again, other_source = store.put_events([incoming(delivery="d1"), incoming(delivery="d1"), Incoming("github", "t", "{}", {}, {}, time.time(), "d1")])
+    assert not first.duplicate and again.duplicate and again.event_id == first.event_id
+    assert not other_source.duplicate
+    (expired,) = store.put_events([incoming(delivery="d2", dedupe_window=0.0)])
+    (after,) = store.put_events([incoming(delivery="d2")])
+    assert not after.duplicate and after.event_id != expired.event_id
+    assert len(store.list_events()) == 4
+
+
+def test_claimed_events_are_hidden_until_the_lease_ends(store: Store) -> None:
+    store.put_events([incoming(), incoming()])
+    assert len(store.claim_events(10, lease=0.2)) == 2
+    assert store.claim_events(10, lease=0.2) == []
+    time.sleep(0.25)
+    assert len(store.claim_events(10, lease=60)) == 2
+
+
+def test_a_delayed_event_waits(store: Store) -> None:
+    store.put_events([incoming(available_at=time.time() + 60)])
+    assert store.claim_events(10, 60) == []
+    due = store.next_due()
+    assert due is not None and due > time.time() + 50
+
+
+def test_one_run_per_event_and_rule_even_when_matched_twice(store: Store) -> None:
+    (stored,) = store.put_events([incoming()])
+    (event,) = store.claim_events(10, 60)
+    match = Matched(event.id, [{"rule": "r", "matched": True}], [new_run(event.id)])
+    store.record_matches([match])
+    store.record_matches([match])  # a second worker whose claim had run out
+    runs = store.runs_of_event(stored.event_id)
+    assert [r["status"] for r in runs] == ["active"]
+    assert [s["status"] for s in store.steps_of_run(runs[0]["id"])] == ["ready", "waiting"]
+    record = store.get_event(stored.event_id)
+    assert record is not None and record["status"] == "matched" and record["explain"] == [{"rule": "r", "matched": True}]
+    assert store.rule_text("v1") == ("r", "f.yaml", "name: r")
+
+
+def matched_run(store: Store, steps: int = 2) -> str:
+    store.put_events([incoming()])
+    (event,) = store.claim_events(10, 60)
+    store.record_matches([Matched(event.id, [], [new_run(event.id, steps=steps)])])
+    return f"{event.id}-r"
+
+
+def test_steps_run_in_order_and_outputs_reach_later_steps(store: Store) -> None:
+    run_id = matched_run(store)
+    (first,) = store.claim_steps(10, 60)
+    assert (first.index, first.attempt, first.outputs) == (0, 1, {})
+    assert store.claim_steps(10, 60) == []  # the second waits for the first
+    store.record_steps([result(first, output={"n": 1})])
+    (second,) = store.claim_steps(10, 60)
+    assert (second.index, second.outputs) == (1, {"s0": {"n": 1}})
+    assert second.event.body == {"a": 1} and second.idempotency_key == f"{run_id}-1"
+    store.record_steps([result(second, "skipped")])
+    run = store.get_run(run_id)
+    assert run is not None and run["status"] == "succeeded"
+    assert [s["status"] for s in store.steps_of_run(run_id)] == ["succeeded", "skipped"]
+
+
+def test_a_retry_makes_the_step_due_later_then_dead_ends_the_run(store: Store) -> None:
+    run_id = matched_run(store)
+    (task,) = store.claim_steps(10, 60)
+    store.record_steps([result(task, "failed", error="boom", retry_in=0.1)])
+    assert store.claim_steps(10, 60) == []
+    time.sleep(0.15)
+    (again,) = store.claim_steps(10, 60)
+    assert again.attempt == 2
+    store.record_steps([result(again, "failed", error="still boom")])
+    run = store.get_run(run_id)
+    assert run is not None and (run["status"], run["error"]) == ("dead", "still boom")
+    assert [r["id"] for r in store.list_runs("dead")] == [run_id]
+    assert store.steps_of_run(run_id)[1]["status"] == "waiting"
+
+
+def test_continue_on_error_moves_on(store: Store) -> None:
+    run_id = matched_run(store)
+    (task,) = store.claim_steps(10, 60)
+    store.record_steps([result(task, "failed", error="x", continue_on_error=True)])
+    (nxt,) = store.claim_steps(10, 60)
+    assert nxt.index == 1 and nxt.outputs == {}
+    assert store.steps_of_run(run_id)[0]["status"] == "failed"
+
+
+def test_an_expired_step_claim_is_taken_again_and_the_late_result_ignored(store: Store) -> None:
+    run_id = matched_run(store, steps=1)
+    (lost,) = store.claim_steps(10, lease=0.1)
+    time.sleep(0.15)
+    (again,) = store.claim_steps(10, 60)
+    assert again.attempt == 2 and again.idempotency_key == lost.idempotency_key
+    store.record_steps([result(lost, output={"from": "the lost worker"})])  # ignored: not its claim any more
+    assert store.steps_of_run(run_id)[0]["status"] == "running"
+    store.record_steps([result(again, output={"from": "the live worker"})])
+    assert store.steps_of_run(run_id)[0]["output"] == {"from": "the live worker"}
+
+
+def test_the_step_delay_is_honoured(store: Store) -> None:
+    matched_run(store)
+    (task,) = store.claim_steps(10, 60)
+    store.record_steps([result(task, next_delay=60.0)])
+    assert store.claim_steps(10, 60) == []
+
+
+def test_an_emitted_event_is_stored_once(store: Store) -> None:
+    item = incoming(id="fixed-id", depth=1)
+    (a,) = store.put_events([item])
+    (b,) = store.put_events([item])
+    assert not a.duplicate and b.duplicate and a.event_id == b.event_id == "fixed-id"
+
+
+def test_events_come_back_as_events(store: Store) -> None:
+    store.put_events([incoming({"x": 1}, "d9")])
+    (event,) = store.claim_events(1, 60)
+    assert isinstance(event, Event) and event.body == {"x": 1} and event.delivery_id == "d9" and event.received_at.tzinfo is not None
