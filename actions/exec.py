@@ -88,16 +88,15 @@ class ExecAction(Action):
             raise Retry(f"exec: {_program(params)} timed out after {timeout:g}s; its process group was killed") from None
         finally:
             _close_pipes(proc)
-        result = {
+        if proc.returncode != 0:
+            raise Retry(f"exec: {_program(params)} {_exit_status(proc.returncode)}{_excerpt(err.text())}")
+        return {
             "exit_code": proc.returncode,
             "stdout": out.text(),
             "stderr": err.text(),
             "stdout_truncated": out.truncated,
             "stderr_truncated": err.truncated,
         }
-        if proc.returncode != 0:
-            raise Retry(f"exec: {_program(params)} {_exit_status(proc.returncode)}{_excerpt(result['stderr'])}")
-        return result
 
     def _default_timeout(self) -> float:
         defaults: Defaults = self.settings.defaults if self.settings is not None else Defaults()

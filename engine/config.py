@@ -174,6 +174,8 @@ class Source(Model):
     def _check_preset(self) -> Source:
         if self.preset in _NEEDS_SECRET and not self.secret:
             raise ValueError(f"the {self.preset} preset needs 'secret'")
+        if self.preset == "hover" and self.secret:
+            raise ValueError("the hover preset takes 'hmac_secret' (and 'token'), not 'secret'")
         if self.preset is None and self.secret:
             raise ValueError("'secret' belongs to a preset; a custom source uses verify.hmac")
         if self.hmac_secret and self.preset != "hover":

@@ -159,7 +159,7 @@ def _header(request: Request, name: str) -> str:
 
 
 def _from_hex(text: str) -> bytes | None:
-    return bytes.fromhex(text)
+    return bytes.fromhex(text) if _HEX.fullmatch(text) and len(text) % 2 == 0 else None
 
 
 def _from_base64(text: str) -> bytes | None:
@@ -255,9 +255,12 @@ def _addresses(client: str | None) -> list[IpAddress]:
         address = ipaddress.ip_address(client or "")
     except ValueError:
         return []
-    if isinstance(address, ipaddress.IPv6Address):
-        return [address] + ([address.ipv4_mapped] if address.ipv4_mapped else [])
-    return [address, ipaddress.IPv6Address(f"::ffff:{address}")]
+    found: list[IpAddress] = [address]
+    if isinstance(address, ipaddress.IPv4Address):
+        found.append(ipaddress.IPv6Address(f"::ffff:{address}"))
+    elif address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    return found
 
 
 @dataclass(frozen=True)

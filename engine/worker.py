@@ -33,10 +33,11 @@ log = logging.getLogger("hookwise.worker")
 
 #: Largest number of events claimed and matched in one transaction.
 EVENT_BATCH = 256
-#: Grace added to a step's timeout for its claim's lease.
-LEASE_MARGIN = 30.0
+#: Lease of a claimed step. The worker renews it every LEASE / 3 while the step runs, so
+#: the steps of a killed worker come back to the others within this many seconds.
+STEP_LEASE = 15.0
 #: Lease of a claimed event (matching takes milliseconds).
-EVENT_LEASE = 60.0
+EVENT_LEASE = 10.0
 #: Largest output a step may return, as JSON text.
 MAX_OUTPUT = 1024 * 1024
 
@@ -70,7 +71,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._rules_by_version: dict[str, Rule] = {}
         self._actions: dict[tuple[int, str], Action] = {}
-        self._leases: dict[int, float] = {}
+        self._renewed = 0.0
         self._stop_timeout = 30.0
 
     # --- life cycle ---------------------------------------------------------------------
@@ -114,16 +115,18 @@ class Worker:
         self._drain()
 
     def _tick(self) -> bool:
+        self._renew_leases()
         recorded = self._record_results()
         matched = self._match_events()
         started = self._start_steps()
         return bool(recorded or matched or started)
 
     def _idle_wait(self) -> float:
+        wait = self.poll
         if self._in_flight:
             soonest = min(f.deadline for f in self._in_flight.values())
-            return max(0.0, min(self.poll, soonest - time.time()))
-        return self.poll
+            wait = min(wait, soonest - time.time())
+        return max(0.0, wait)
 
     def _drain(self) -> None:
         deadline = time.time() + self._stop_timeout
@@ -164,19 +167,18 @@ class Worker:
             free = self.concurrency - self._busy
         if free <= 0 or self._stopping.is_set():
             return 0
-        tasks = self.store.claim_steps(free, self._lease())
+        tasks = self.store.claim_steps(free, STEP_LEASE)
         for task in tasks:
             self._submit(task)
         return len(tasks)
 
-    def _lease(self) -> float:
-        """A claim outlives the longest step timeout of the rule set."""
-        loaded = self.loaded()
-        lease = self._leases.get(id(loaded))
-        if lease is None:
-            lease = max([s.timeout for r in loaded.rules for s in r.steps] or [30.0]) + LEASE_MARGIN
-            self._leases = {id(loaded): lease}
-        return lease
+    def _renew_leases(self) -> None:
+        now = time.time()
+        if now - self._renewed < STEP_LEASE / 3:
+            return
+        self._renewed = now
+        if self._in_flight:
+            self.store.extend_leases([f.task for f in self._in_flight.values()], STEP_LEASE)
 
     def _submit(self, task: StepTask) -> None:
         with self._busy_lock:

@@ -44,7 +44,8 @@ sys.addaudithook(_audit)
 @pytest.fixture
 def connects() -> Iterator[list[Any]]:
     global _connects
-    _connects = seen = []
+    seen: list[Any] = []
+    _connects = seen
     yield seen
     _connects = None
 

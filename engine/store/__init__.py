@@ -95,6 +95,9 @@ class Store(Protocol):
         """Record step outcomes, advance or finish their runs; results of claims that
         were lost to another worker are ignored."""
 
+    def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
+        """Keep the claims of steps that are still running for ``lease`` more seconds."""
+
     def next_due(self) -> float | None:
         """The earliest time an event or step becomes due, or None."""
 

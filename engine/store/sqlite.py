@@ -194,6 +194,11 @@ class SQLiteStore:
         else:
             db.execute(Q["update_run"], (RunStatus.SUCCEEDED.value, t.index, None, now, t.run_id))
 
+    def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
+        until = time.time() + lease
+        with self._write() as db:
+            db.executemany(Q["extend_lease"], [(until, t.run_id, t.index, t.attempt) for t in tasks])
+
     def next_due(self) -> float | None:
         times = [row[0] for q in ("next_event_due", "next_step_due") for row in self._read(Q[q]) if row[0] is not None]
         return min(times) if times else None

@@ -110,6 +110,9 @@ WHERE rowid IN (
 )
 RETURNING run_id, idx, step_id, action, attempt, overrides;
 
+-- name: extend_lease
+UPDATE steps SET due_at = ? WHERE run_id = ? AND idx = ? AND status = 'running' AND attempt = ?;
+
 -- name: next_step_due
 SELECT MIN(due_at) FROM steps WHERE status IN ('ready', 'running');
 
