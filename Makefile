@@ -15,9 +15,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: $(STAMP)
-	mkdir -p data
-	$(BIN)/hookwise check -c config.example.yaml
-	$(BIN)/hookwise dry-run -c config.example.yaml --source hover rules/tests/events/job-state-changed-v2_failed.json
+	$(BIN)/hookwise serve -c config.example.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

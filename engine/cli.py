@@ -67,7 +67,7 @@ def check(config_path: str | None, strict: bool) -> None:
     click.echo(
         f"{loaded.config.path.name}: ok: {len(loaded.config.settings.sources)} sources, "
         f"{len(loaded.rules)} rules, {steps} steps"
-        + (f", {len(loaded.warnings)} warnings" if loaded.warnings else "")
+        + (f", {len(loaded.warnings)} warning{'s' if len(loaded.warnings) != 1 else ''}" if loaded.warnings else "")
     )
     if strict and loaded.warnings:
         raise Exit(EXIT_FAILED)

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Iterable, Iterator, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import yamlfile
-from .action import Registry
+from .action import Action, Registry
 from .conditions import MATCHED, Condition, Outcome, compile_when
 from .config import NAME_PATTERN, Config, RetryPolicy, locate_all
 from .errors import ConfigError, Loc, Problem, RenderError
@@ -365,8 +365,10 @@ class RuleLoader:
         steps = self._compile_steps(model, loc, problems)
         events, glob = _event_selector(model.event)
         self._warn_unknown_sources(model, loc, doc)
-        self.problems.extend(sorted(locate_all(doc, problems), key=lambda p: (p.line or 0, p.col or 0)))
-        if problems:
+        located = sorted(locate_all(doc, problems), key=lambda p: (p.line or 0, p.col or 0))
+        self.problems.extend(p for p in located if not p.warning)
+        self.warnings.extend(p for p in located if p.warning)
+        if any(not p.warning for p in problems):
             return None
         source = doc.source(loc)
         version = hashlib.sha256(source.encode()).hexdigest()[:12]
@@ -485,9 +487,11 @@ class RuleLoader:
         except ConfigError as exc:
             problems.extend(p.under(loc) for p in exc.problems)
             return None
+        if self.registry[action].run is Action.run:
+            problems.append(Problem(f"the {action} action cannot run in this version of hookwise: its steps will fail", loc, warning=True))
         found = self.registry.check_params(action, raw, compiled.template_paths())
         problems.extend(p.under(loc) for p in found)
-        return None if found else compiled
+        return None if any(not p.warning for p in found) else compiled
 
     def _retry(self, step: StepRetry | None) -> RetryPolicy:
         default = self.config.settings.defaults.retry

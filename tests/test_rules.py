@@ -142,7 +142,7 @@ def test_a_rule_without_actions_must_stop(project: Project) -> None:
 
 def test_unknown_source_is_a_warning(project: Project) -> None:
     loaded = load(project(RULE.replace("source: hover", "source: hovr")), {})
-    assert [str(w) for w in loaded.warnings] == [
+    assert [str(w) for w in loaded.warnings if "source" in w.message] == [
         "rules/rules.yaml:3:13: rules[0].source: warning: no source named 'hovr' is configured (did you mean 'hover'?)"
     ]
 
