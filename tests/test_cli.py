@@ -34,11 +34,15 @@ def test_check_passes_on_the_example_config() -> None:
     assert "config.example.yaml: ok: 1 sources, 5 rules" in result.stdout
 
 
-def test_check_strict_promotes_warnings() -> None:
-    result = hookwise("check", "--strict", "-c", EXAMPLE)
+def test_check_strict_promotes_warnings(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("rules: [r.yaml]\nsources:\n  hover: {preset: hover, token: \"${HOVER_URL_TOKEN:-}\"}\n")
+    (tmp_path / "r.yaml").write_text("rules:\n  - name: a\n    source: hover\n    actions: [{log: {message: x}}]\n")
+    result = hookwise("check", "--strict", "-c", config)
     assert result.returncode == 1
-    assert "sources.hover: warning: accepts requests from anyone" in result.stderr
-    assert hookwise("check", "--strict", "-c", EXAMPLE, env={"HOVER_URL_TOKEN": "abcdef"}).returncode == 0
+    assert result.stderr.strip() == f"{config}:3:3: sources.hover: warning: accepts requests from anyone: set a secret, verify.hmac or token"
+    assert hookwise("check", "-c", config).returncode == 0
+    assert hookwise("check", "--strict", "-c", config, env={"HOVER_URL_TOKEN": "abcdef"}).returncode == 0
 
 
 @pytest.fixture
