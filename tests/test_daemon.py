@@ -214,3 +214,16 @@ def test_killed_daemon_loses_no_acknowledged_event(tmp_path: Path, sink: Sink) -
     assert run_count[0] == run_count[1]  # one run per (event, rule)
     keys = {h.headers["idempotency-key"] for h in sink.hits if h.path == "/crash"}
     assert len(keys) >= len(survivors)
+
+
+def test_receiver_and_worker_as_separate_processes(tmp_path: Path, sink: Sink) -> None:
+    config = write_config(tmp_path, sink)
+    receiver = DaemonProcess(config, free_port(), "--role", "receiver")
+    worker = DaemonProcess(config, free_port(), "--role", "worker")
+    try:
+        receiver.wait_ready()
+        assert post(receiver.url + "/hooks/open", json.dumps({"type": "order.created", "id": "split-1"}))[0] == 202
+        assert sink.wait_for(1, path="/second")[0].json() == {"echo": "split-1", "status": 200}
+    finally:
+        assert receiver.stop() == 0, receiver.output()
+        assert worker.stop() == 0, worker.output()

@@ -1,0 +1,194 @@
+"""engine/worker.py in process: a real store, real rules, real actions and plugins."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from engine.loader import Current, load
+from engine.store import Incoming, Store, open_store
+from engine.worker import Worker
+
+PLUGIN = '''
+import threading, time
+import pydantic
+from engine import Action, Fail, Retry
+
+CALLS = []
+
+class Crashy(Action):
+    name = "crashy"
+    class Params(pydantic.BaseModel):
+        mode: str
+    def run(self, params, ctx):
+        CALLS.append((ctx.idempotency_key, ctx.attempt, params.mode))
+        if params.mode == "crash":
+            raise ZeroDivisionError("plugin bug")
+        if params.mode == "fail":
+            raise Fail("no such customer")
+        if params.mode == "sleep":
+            time.sleep(2)
+        if params.mode == "retry-once" and ctx.attempt == 1:
+            raise Retry("busy", after=0.05)
+        return {"mode": params.mode, "attempt": ctx.attempt, "key": ctx.idempotency_key}
+'''
+
+
+class Harness:
+    def __init__(self, root: Path, rules: str) -> None:
+        (root / "plugins").mkdir()
+        (root / "plugins" / "wplug.py").write_text(PLUGIN)
+        sys.path.insert(0, str(root / "plugins"))
+        (root / "rules.yaml").write_text(rules)
+        (root / "config.yaml").write_text(
+            "store: sqlite:///store.db\nrules: [rules.yaml]\nplugins: {crashy: 'wplug:Crashy'}\n"
+            "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\nsources:\n  s: {token: abcd1234}\n"
+        )
+        self.root = root
+        self.current = Current(load(root / "config.yaml", {}))
+        self.store: Store = open_store(self.current().config.store_url())
+        self.worker = Worker(self.store, self.current, concurrency=4, poll=0.02)
+        self.worker.start()
+
+    def put(self, type_: str, body: dict[str, Any]) -> str:
+        (stored,) = self.store.put_events([Incoming("s", type_, json.dumps(body), {}, {}, time.time())])
+        self.worker.wake()
+        return stored.event_id
+
+    def wait(self, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = check()
+            if found:
+                return found
+            time.sleep(0.02)
+        raise AssertionError("timed out")
+
+    def finished_run(self, event_id: str, rule: str | None = None) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            runs = [r for r in self.store.runs_of_event(event_id) if rule is None or r["rule"] == rule]
+            return runs[0] if runs and runs[0]["status"] != "active" else None
+
+        return self.wait(done)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.worker.stop(5)
+        self.store.close()
+        sys.path.remove(str(self.root / "plugins"))
+        sys.modules.pop("wplug", None)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Callable[[str], Harness]]:
+    made: list[Harness] = []
+
+    def make(rules: str) -> Harness:
+        made.append(Harness(tmp_path, rules))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def steps(h: Harness, run_id: str) -> list[tuple[str, str, Any, Any]]:
+    return [(s["id"], s["status"], s["output"], s["error"]) for s in h.store.steps_of_run(run_id)]
+
+
+def test_skip_continue_on_error_and_outputs(harness: Callable[[str], Harness]) -> None:
+    h = harness("""
+rules:
+  - name: r
+    event: go
+    actions:
+      - {id: a, crashy: {mode: ok}}
+      - {id: b, if: "steps.a.mode == 'other'", crashy: {mode: ok}}
+      - {id: c, continue_on_error: true, crashy: {mode: fail}}
+      - {id: d, crashy: {mode: "{{ steps.a.mode }}-{{ steps.a.attempt }}"}}
+""")
+    run = h.finished_run(h.put("go", {}))
+    assert run["status"] == "succeeded"
+    found = steps(h, run["id"])
+    assert [(i, s) for i, s, _, _ in found] == [("a", "succeeded"), ("b", "skipped"), ("c", "failed"), ("d", "succeeded")]
+    assert found[2][3] == "no such customer"
+    assert found[3][2]["mode"] == "ok-1" and found[3][2]["key"] == f"{run['id']}-3"
+
+
+def test_a_plugin_crash_is_a_step_failure_retried_then_dead(harness: Callable[[str], Harness]) -> None:
+    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: crash}}, {log: {message: after}}]\n")
+    run = h.finished_run(h.put("go", {}))
+    assert run["status"] == "dead" and run["error"] == "ZeroDivisionError: plugin bug"
+    (first, second) = h.store.steps_of_run(run["id"])
+    assert (first["status"], first["attempt"], second["status"]) == ("dead", 3, "waiting")
+    assert h.worker._thread is not None and h.worker._thread.is_alive()  # the worker lives on
+
+
+def test_retry_after_and_permanent_failures(harness: Callable[[str], Harness]) -> None:
+    h = harness("""
+rules:
+  - {name: once, event: once, actions: [{crashy: {mode: retry-once}}]}
+  - {name: perm, event: perm, actions: [{crashy: {mode: fail}}]}
+  - {name: render, event: render, actions: [{crashy: {mode: "{{ event.missing }}"}}]}
+""")
+    once = h.finished_run(h.put("once", {}))
+    assert once["status"] == "succeeded" and h.store.steps_of_run(once["id"])[0]["attempt"] == 2
+    perm = h.finished_run(h.put("perm", {}))
+    assert perm["status"] == "dead" and h.store.steps_of_run(perm["id"])[0]["attempt"] == 1
+    render = h.finished_run(h.put("render", {}))
+    assert render["status"] == "dead" and "missing" in render["error"]
+    assert h.store.steps_of_run(render["id"])[0]["attempt"] == 1
+
+
+def test_a_step_past_its_timeout_fails(harness: Callable[[str], Harness]) -> None:
+    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: sleep}, timeout: 200ms, retry: {attempts: 1}}]\n")
+    run = h.finished_run(h.put("go", {}))
+    assert run["status"] == "dead" and run["error"] == "timed out after 0.2s"
+
+
+def test_delay_between_steps(harness: Callable[[str], Harness]) -> None:
+    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: ok}}, {crashy: {mode: ok}, delay: 500ms}]\n")
+    run = h.finished_run(h.put("go", {}))
+    first, second = h.store.steps_of_run(run["id"])
+    assert second["started_at"] - first["finished_at"] >= 0.45
+
+
+def test_emit_chains_stop_past_eight(harness: Callable[[str], Harness]) -> None:
+    h = harness("""
+rules:
+  - name: again
+    event: [start, loop]
+    actions:
+      - emit: {type: loop, data: {n: "{{ (event.n | default(0)) + 1 }}"}}
+""")
+    h.put("start", {})
+
+    def dead_run() -> list[dict[str, Any]]:
+        return h.store.list_runs("dead")
+
+    (dead,) = h.wait(dead_run)
+    assert "deeper than 8" in dead["error"]
+    loops = [e for e in h.store.list_events(100) if e["type"] == "loop"]
+    assert len(loops) == 8
+    depths = sorted(h.store.get_event(e["id"])["depth"] for e in loops)  # type: ignore[index]
+    assert depths == list(range(1, 9))
+    bodies = sorted(h.store.get_event(e["id"])["body"]["n"] for e in loops)  # type: ignore[index]
+    assert bodies == list(range(1, 9))
+
+
+def test_a_run_in_flight_keeps_its_rule_version_after_a_reload(harness: Callable[[str], Harness]) -> None:
+    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: old}}, {id: two, crashy: {mode: old}, delay: 400ms}]\n")
+    event_id = h.put("go", {})
+    h.wait(lambda: [s for r in h.store.runs_of_event(event_id) for s in h.store.steps_of_run(r["id"]) if s["status"] == "succeeded"])
+    (h.root / "rules.yaml").write_text("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: new}}, {id: two, crashy: {mode: new}}]\n")
+    h.current.swap(load(h.root / "config.yaml", {}))
+    h.worker._rules_by_version.clear()
+    run = h.finished_run(event_id)
+    assert [s[2]["mode"] for s in steps(h, run["id"])] == ["old", "old"]
+    assert h.current().rules.get("r").version != run["rule_version"]  # type: ignore[union-attr]
+    fresh = h.finished_run(h.put("go", {}))
+    assert [s[2]["mode"] for s in steps(h, fresh["id"])] == ["new", "new"]
