@@ -1,15 +1,18 @@
 """The ``requeue`` action: put an item in a named, durable work queue.
 
-Its ``run`` comes later; until then the base class's ``run`` refuses to run.
+Field tools take the items through ``hookwise queue`` or ``/api/queues``. The step's
+idempotency key goes with the request, so a step run twice (after a crash) counts once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from engine.action import Action
+from engine.action import Action, Context
+from engine.errors import Fail
 from engine.units import Duration
 
 #: Attempts an item gets before it goes to the queue's dead list, unless a step says
@@ -43,3 +46,16 @@ class RequeueAction(Action):
 
     name = "requeue"
     Params = RequeueParams
+
+    def run(self, params: BaseModel, ctx: Context) -> Mapping[str, Any] | None:
+        assert isinstance(params, RequeueParams)
+        if ctx.store is None:
+            raise Fail("requeue: no store to keep the queue in")
+        item = ctx.store.requeue(
+            params.queue, params.key, params.data, delay=params.delay, max_attempts=params.max_attempts,
+            request_id=ctx.idempotency_key,
+        )
+        output: dict[str, Any] = {"item_id": item.id, "attempt": item.attempts, "status": item.status}
+        if item.exhausted_event is not None:
+            output["exhausted_event"] = item.exhausted_event
+        return output

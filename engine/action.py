@@ -53,6 +53,11 @@ class Context:
     #: stores a follow-up event: ``emit(type, data, source, delay) -> event id``
     #: (set by the worker; None where nothing can be stored)
     emit: Callable[[str, Any, str, float], str] | None = None
+    #: the store, for the built-in actions that keep state in it (requeue, hover);
+    #: plugins should not depend on it
+    store: Any = None
+    #: the process's Hover API client (``engine.hover.HoverClient``), for the hover action
+    hover: Any = None
 
 
 class Action:

@@ -174,6 +174,92 @@ def send(config_path: str | None, source_name: str, event_file: str, url: str | 
         raise Exit(EXIT_FAILED)
 
 
+def _store(config_path: str | None) -> Any:
+    """The store named by the config (the commands that read or change it work whether or
+    not the daemon runs)."""
+    from .config import find_config, load_config
+    from .store import open_store
+
+    return open_store(load_config(find_config(config_path)).store_url())
+
+
+def _duration(text: str, option: str) -> float:
+    from .units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+@cli.group()
+def queue() -> None:
+    """The work queues of the requeue action."""
+
+
+@queue.command("list")
+@config_option
+@click.argument("name", required=False)
+@click.option("--status", type=click.Choice(["waiting", "claimed", "done", "dead"]), help="Only items with this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def queue_list(config_path: str | None, name: str | None, status: str | None, as_json: bool) -> None:
+    """Queues with their counts, or the items of queue NAME."""
+    from .api import item_json
+
+    store = _store(config_path)
+    if name is None:
+        counts = store.queue_counts()
+        if as_json:
+            click.echo(json.dumps(counts, indent=2))
+            return
+        for queue_name, by_status in counts.items():
+            click.echo(f"{queue_name}: " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())))
+        if not counts:
+            click.echo("no queues yet")
+        return
+    items = store.list_queue_items(name, status, 1000)
+    if as_json:
+        click.echo(json.dumps([item_json(i) for i in items], indent=2, default=str))
+        return
+    for item in items:
+        click.echo(f"{item.id}  {item.status:<8} attempts {item.attempts}/{item.max_attempts}  key {item.key}  {item.error or ''}".rstrip())
+
+
+@queue.command("claim")
+@config_option
+@click.argument("name")
+@click.option("--lease", default="5m", show_default=True, help="How long the item is yours.")
+def queue_claim(config_path: str | None, name: str, lease: str) -> None:
+    """Take the next item of queue NAME; print it as JSON (null when there is none)."""
+    from .api import item_json
+
+    item = _store(config_path).claim_queue_item(name, _duration(lease, "--lease"))
+    click.echo(json.dumps(item_json(item) if item else None, indent=2, default=str))
+
+
+@queue.command("done")
+@config_option
+@click.argument("item_id", metavar="ITEM")
+def queue_done(config_path: str | None, item_id: str) -> None:
+    """Mark a claimed item done."""
+    if _store(config_path).finish_queue_item(item_id) is None:
+        raise UsageError(f"item {item_id} is not claimed (unknown, or its lease ran out)")
+    click.echo(f"{item_id} done")
+
+
+@queue.command("fail")
+@config_option
+@click.argument("item_id", metavar="ITEM")
+@click.option("--retry-in", default="0s", show_default=True, help="When the item may be claimed again.")
+@click.option("--error", "error", help="Why it failed.")
+def queue_fail(config_path: str | None, item_id: str, retry_in: str, error: str | None) -> None:
+    """Give a claimed item back; past its max_attempts it goes to the dead list."""
+    item = _store(config_path).fail_queue_item(item_id, _duration(retry_in, "--retry-in"), error)
+    if item is None:
+        raise UsageError(f"item {item_id} is not claimed (unknown, or its lease ran out)")
+    click.echo(f"{item_id} {item.status} (attempt {item.attempts} of {item.max_attempts})")
+
+
 def _read_bytes(path: str) -> bytes:
     try:
         return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()

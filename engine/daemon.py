@@ -80,7 +80,7 @@ class Daemon:
 
         self.ingest = Ingest(self.store, on_stored=self.worker.wake if self.worker else None)
         self.ingest.start()
-        app = create_app(self.current, self.ingest, self.health, self.store.ping)
+        app = create_app(self.current, self.ingest, self.health, self.store)
         settings = self.config.settings.server
         config = uvicorn.Config(
             app, host=self.options.host or settings.host, port=self.options.port if self.options.port is not None else settings.port,

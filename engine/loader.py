@@ -14,7 +14,7 @@ from typing import Mapping
 from .action import Registry
 from .config import Config, load_config
 from .errors import ConfigError, Problem
-from .rules import RuleLoader, RuleSet
+from .rules import Rule, RuleLoader, RuleSet
 from .secrets import Masker
 from .templates import Templates
 
@@ -51,11 +51,21 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
         raise ConfigError(problems + exc.problems) from None
     if problems:
         raise ConfigError(problems)
+    rules = RuleSet([*rules, *_builtin(config, loader, len(rules))])
     masker = Masker(config.secrets | loader.secrets)
     plugin_warnings = tuple(config.document.locate(w) if config.document else w for w in registry.warnings)
     warnings = config.warnings + plugin_warnings + tuple(loader.warnings)
     return Loaded(config, registry, templates, rules, masker, warnings)
 
+
+
+def _builtin(config: Config, loader: RuleLoader, after: int) -> list[Rule]:
+    """The built-in rules (Hover's handshake), ordered after the user's."""
+    from dataclasses import replace
+
+    from .handshake import builtin_rules
+
+    return [replace(rule, order=after + i) for i, rule in enumerate(builtin_rules(config, loader))]
 
 
 def _source_problems(config: Config) -> list[Problem]:

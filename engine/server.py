@@ -27,7 +27,7 @@ from .ingest import Ingest
 from .loader import Loaded
 from .secrets import MASK
 from .sources import Reader
-from .store import Incoming
+from .store import Incoming, Store
 from .verify import Rejected, Verifier, verifier_for
 from .verify import Request as Signed
 
@@ -208,9 +208,12 @@ def _is_json(text: str) -> bool:
     return True
 
 
-def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store_ping: Callable[[], None]) -> Starlette:
-    """The app: the receiver (when ``ingest`` is given) and the health endpoints."""
-    routes = [
+def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store) -> Starlette:
+    """The app: the receiver (when ``ingest`` is given), the API and the health endpoints."""
+    from .api import api_routes
+
+    store_ping = store.ping
+    routes = [*api_routes(current, store),
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
         Route("/readyz", _readiness(current, health, store_ping)),
         Route("/healthz", _readiness(current, health, store_ping)),

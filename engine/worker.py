@@ -72,6 +72,8 @@ class Worker:
         self._rules_by_version: dict[str, Rule] = {}
         self._actions: dict[tuple[int, str], Action] = {}
         self._renewed = 0.0
+        self._hover: tuple[Any, Any] | None = None
+        self._hover_lock = threading.Lock()
         self._stop_timeout = 30.0
 
     # --- life cycle ---------------------------------------------------------------------
@@ -285,7 +287,19 @@ class Worker:
             event=task.event, run_id=task.run_id, step_id=task.step_id, attempt=task.attempt,
             idempotency_key=task.idempotency_key, logger=logger, rule=rule.name, timeout=timeout,
             emit=lambda type_, data, source, delay: self._emit(task, type_, data, source, delay),
+            store=self.store, hover=self._hover_client(),
         )
+
+    def _hover_client(self) -> Any:
+        """The process's Hover client: one, so its rate limit holds for the process; made
+        anew when a reload changes the ``hover:`` settings."""
+        settings = self.loaded().config.settings.hover
+        with self._hover_lock:
+            if self._hover is None or self._hover[0] != settings:
+                from .hover import HoverClient
+
+                self._hover = (settings, HoverClient(settings, self.store))
+            return self._hover[1]
 
     def _emit(self, task: StepTask, type_: str, data: Any, source: str, delay: float) -> str:
         now = time.time()

@@ -40,7 +40,7 @@ class Served:
         self.ingest = Ingest(self.store)
         self.ingest.start()
         self.port = free_port()
-        app = create_app(Current(loaded), self.ingest, Health(), self.store.ping)
+        app = create_app(Current(loaded), self.ingest, Health(), self.store)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", access_log=False, lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -192,3 +192,23 @@ def test_a_run_in_flight_keeps_its_rule_version_after_a_reload(harness: Callable
     assert h.current().rules.get("r").version != run["rule_version"]  # type: ignore[union-attr]
     fresh = h.finished_run(h.put("go", {}))
     assert [s[2]["mode"] for s in steps(h, fresh["id"])] == ["new", "new"]
+
+
+def test_an_exhausted_queue_item_emits_an_event_rules_match(harness: Callable[[str], Harness]) -> None:
+    h = harness("""
+rules:
+  - name: to-queue
+    event: failed
+    actions: [{requeue: {queue: field-techs, key: "{{ event.job }}", max_attempts: 2}}]
+  - name: alert
+    source: hookwise
+    event: queue.exhausted
+    when: {queue: field-techs}
+    actions: [{crashy: {mode: "alert {{ event.key }} after {{ event.attempts }}"}}]
+""")
+    for _ in range(3):
+        h.finished_run(h.put("failed", {"job": 42}))
+    alert = h.wait(lambda: [r for r in h.store.list_runs() if r["rule"] == "alert" and r["status"] == "succeeded"])
+    assert steps(h, alert[0]["id"])[0][2]["mode"] == "alert 42 after 3"
+    (dead,) = h.store.list_queue_items("field-techs", "dead")
+    assert dead.attempts == 3

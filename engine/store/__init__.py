@@ -67,6 +67,34 @@ class Matched:
     runs: Sequence[NewRun] = ()
 
 
+@dataclass(frozen=True)
+class QueueItem:
+    """An item of a work queue (the ``requeue`` action's)."""
+
+    id: str
+    queue: str
+    key: str
+    #: waiting | claimed | done | dead
+    status: str
+    data: Any
+    attempts: int
+    max_attempts: int
+    #: waiting: not before; claimed: the lease's end
+    available_at: float
+    error: str | None
+    created_at: float
+    updated_at: float
+    #: the ``queue.exhausted`` event stored when this change made the item dead
+    exhausted_event: str | None = None
+
+
+@dataclass(frozen=True)
+class HoverTokens:
+    access_token: str
+    refresh_token: str
+    expires_at: float
+
+
 class Store(Protocol):
     """What the receiver, the worker and the commands need of a store."""
 
@@ -104,6 +132,51 @@ class Store(Protocol):
     def rule_text(self, version: str) -> tuple[str, str, str] | None:
         """(name, file, text) of a rule version that created runs."""
 
+    # --- work queues ---
+
+    def requeue(self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str) -> QueueItem:
+        """Put an item in ``queue``, or update the open one with the same ``key`` (its
+        attempts rise). Past ``max_attempts`` the item is dead and a ``queue.exhausted``
+        event is stored in the same transaction. A repeat of the same ``request_id``
+        (a retried step) changes nothing."""
+
+    def claim_queue_item(self, queue: str, lease: float) -> QueueItem | None: ...
+
+    def finish_queue_item(self, item_id: str) -> QueueItem | None:
+        """Mark a claimed item done; None when it is not claimed."""
+
+    def fail_queue_item(self, item_id: str, retry_in: float, error: str | None) -> QueueItem | None:
+        """A claimed item back to waiting in ``retry_in`` seconds (its attempts rise), or
+        dead past its ``max_attempts``; None when it is not claimed."""
+
+    def get_queue_item(self, item_id: str) -> QueueItem | None: ...
+
+    def list_queue_items(self, queue: str, status: str | None = None, limit: int = 100) -> list[QueueItem]: ...
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        """{queue: {status: count}}."""
+
+    # --- the Hover account ---
+
+    def hover_tokens(self, account: str = "default") -> HoverTokens | None: ...
+
+    def save_hover_tokens(self, tokens: HoverTokens, account: str = "default") -> None: ...
+
+    def lock_hover_account(self, holder: str, ttl: float, account: str = "default") -> bool:
+        """Take the account's refresh lock for ``ttl`` seconds (or keep it, for its
+        holder); False while another holder has it."""
+
+    def unlock_hover_account(self, holder: str, account: str = "default") -> None: ...
+
+    def save_hover_webhook(
+        self, webhook_id: str, *, source: str | None = None, url: str | None = None,
+        verified_at: float | None = None, last_error: str | None = None,
+    ) -> None: ...
+
+    def hover_webhooks(self) -> list[dict[str, Any]]: ...
+
+    # --- reading ---
+
     def get_event(self, event_id: str) -> dict[str, Any] | None: ...
 
     def list_events(self, limit: int = 50) -> list[dict[str, Any]]: ...
@@ -131,4 +204,4 @@ def open_store(url: str) -> Store:
     raise StoreError(f"unsupported store URL {url!r}")
 
 
-__all__ = ["Incoming", "Matched", "NewRun", "Store", "Stored", "open_store"]
+__all__ = ["HoverTokens", "Incoming", "Matched", "NewRun", "QueueItem", "Store", "Stored", "open_store"]

@@ -18,7 +18,8 @@ from typing import Any, Iterator, Sequence
 from ..errors import StoreError
 from ..events import Event
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
-from . import Incoming, Matched, Stored
+from ..ids import derived_id, new_id
+from . import HoverTokens, Incoming, Matched, QueueItem, Stored
 from .queries import load_queries
 
 Q = load_queries("sqlite")
@@ -207,6 +208,105 @@ class SQLiteStore:
         rows = self._read(Q["get_rule_version"], (version,))
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
+    # --- work queues ----------------------------------------------------------------------
+
+    def requeue(self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str) -> QueueItem:
+        now = time.time()
+        with self._write() as db:
+            row = db.execute(Q["open_queue_item"], (queue, key)).fetchone()
+            if row is None:
+                item_id = new_id()
+                db.execute(Q["insert_queue_item"], (item_id, queue, key, _dumps(data), max_attempts, now + delay, request_id, now, now))
+                return self._queue_item(db, item_id)
+            item_id, status, attempts, _, last_request = row
+            if last_request == request_id:  # the same step again (a retry after a crash)
+                return self._queue_item(db, item_id)
+            db.execute(Q["requeue_item"], (_dumps(data), max_attempts, now + delay, request_id, now, item_id))
+            if attempts + 1 > max_attempts:
+                return self._exhaust(db, item_id, f"requeued {attempts + 1} times, more than max_attempts {max_attempts}", now)
+            return self._queue_item(db, item_id)
+
+    def _exhaust(self, db: sqlite3.Connection, item_id: str, error: str, now: float) -> QueueItem:
+        db.execute(Q["queue_item_dead"], (error, now, item_id))
+        item = self._queue_item(db, item_id)
+        body = {"queue": item.queue, "key": item.key, "item_id": item.id, "attempts": item.attempts,
+                "max_attempts": item.max_attempts, "data": item.data, "error": error}
+        event = Incoming(source="hookwise", type="queue.exhausted", body=_dumps(body) or "{}", headers={}, query={},
+                         received_at=now, id=derived_id("queue.exhausted", item_id, str(item.attempts)))
+        stored = self._put_event(db, event, now)
+        return QueueItem(**{**item.__dict__, "exhausted_event": stored.event_id})
+
+    def _queue_item(self, db: sqlite3.Connection, item_id: str) -> QueueItem:
+        return _queue_item(db.execute(Q["get_queue_item"], (item_id,)).fetchone())
+
+    def claim_queue_item(self, queue: str, lease: float) -> QueueItem | None:
+        now = time.time()
+        with self._write() as db:
+            row = db.execute(Q["claim_queue_item"], {"queue": queue, "now": now, "lease_until": now + lease}).fetchone()
+        return _queue_item(row) if row else None
+
+    def finish_queue_item(self, item_id: str) -> QueueItem | None:
+        with self._write() as db:
+            if not db.execute(Q["queue_item_done"], (time.time(), item_id)).rowcount:
+                return None
+            return self._queue_item(db, item_id)
+
+    def fail_queue_item(self, item_id: str, retry_in: float, error: str | None) -> QueueItem | None:
+        now = time.time()
+        with self._write() as db:
+            if not db.execute(Q["queue_item_retry"], (now + retry_in, error, now, item_id)).rowcount:
+                return None
+            item = self._queue_item(db, item_id)
+            if item.attempts > item.max_attempts:
+                return self._exhaust(db, item_id, error or f"failed {item.attempts} times", now)
+            return item
+
+    def get_queue_item(self, item_id: str) -> QueueItem | None:
+        rows = self._read(Q["get_queue_item"], (item_id,))
+        return _queue_item(rows[0]) if rows else None
+
+    def list_queue_items(self, queue: str, status: str | None = None, limit: int = 100) -> list[QueueItem]:
+        return [_queue_item(r) for r in self._read(Q["list_queue_items"], {"queue": queue, "status": status, "limit": limit})]
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for queue, status, count in self._read(Q["queue_counts"]):
+            counts.setdefault(queue, {})[status] = count
+        return counts
+
+    # --- the Hover account ----------------------------------------------------------------
+
+    def hover_tokens(self, account: str = "default") -> HoverTokens | None:
+        rows = self._read(Q["get_hover_account"], (account,))
+        if not rows or rows[0][0] is None:
+            return None
+        return HoverTokens(rows[0][0], rows[0][1], rows[0][2])
+
+    def save_hover_tokens(self, tokens: HoverTokens, account: str = "default") -> None:
+        with self._write() as db:
+            db.execute(Q["save_hover_tokens"], (account, tokens.access_token, tokens.refresh_token, tokens.expires_at, time.time()))
+
+    def lock_hover_account(self, holder: str, ttl: float, account: str = "default") -> bool:
+        now = time.time()
+        with self._write() as db:
+            db.execute(Q["ensure_hover_account"], (account, now))
+            return bool(db.execute(Q["lock_hover_account"], (holder, now + ttl, account, now, holder)).rowcount)
+
+    def unlock_hover_account(self, holder: str, account: str = "default") -> None:
+        with self._write() as db:
+            db.execute(Q["unlock_hover_account"], (account, holder))
+
+    def save_hover_webhook(
+        self, webhook_id: str, *, source: str | None = None, url: str | None = None,
+        verified_at: float | None = None, last_error: str | None = None,
+    ) -> None:
+        with self._write() as db:
+            db.execute(Q["save_hover_webhook"], (webhook_id, source, url, verified_at, last_error, time.time()))
+
+    def hover_webhooks(self) -> list[dict[str, Any]]:
+        keys = ("webhook_id", "source", "url", "verified_at", "last_error", "updated_at")
+        return [dict(zip(keys, row)) for row in self._read(Q["list_hover_webhooks"])]
+
     # --- reading ----------------------------------------------------------------------
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
@@ -242,6 +342,11 @@ class SQLiteStore:
             step["params"], step["output"] = _loads(step["params"]), _loads(step["output"])
             out.append(step)
         return out
+
+
+def _queue_item(row: Sequence[Any]) -> QueueItem:
+    item_id, queue, key, status, data, attempts, max_attempts, available_at, error, created, updated = row
+    return QueueItem(item_id, queue, key, status, _loads(data), attempts, max_attempts, available_at, error, created, updated)
 
 
 def _run(row: Sequence[Any]) -> dict[str, Any]:

@@ -67,6 +67,42 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_due ON steps (due_at) WHERE status IN ('ready', 'running');
 
+CREATE TABLE IF NOT EXISTS queue_items (
+    id           TEXT PRIMARY KEY,
+    queue        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    status       TEXT NOT NULL,                     -- waiting | claimed | done | dead
+    data         TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    max_attempts INTEGER NOT NULL,
+    available_at REAL NOT NULL,                     -- waiting: not before; claimed: lease end
+    last_request TEXT,                              -- idempotency key of the last requeue
+    error        TEXT,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS queue_items_open ON queue_items (queue, key) WHERE status IN ('waiting', 'claimed');
+CREATE INDEX IF NOT EXISTS queue_items_due ON queue_items (queue, available_at) WHERE status IN ('waiting', 'claimed');
+
+CREATE TABLE IF NOT EXISTS hover_account (
+    id            TEXT PRIMARY KEY,
+    access_token  TEXT,
+    refresh_token TEXT,
+    expires_at    REAL,
+    lock_holder   TEXT,
+    lock_until    REAL,
+    updated_at    REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS hover_webhooks (
+    webhook_id  TEXT PRIMARY KEY,
+    source      TEXT,
+    url         TEXT,
+    verified_at REAL,
+    last_error  TEXT,
+    updated_at  REAL NOT NULL
+) WITHOUT ROWID;
+
 -- name: find_delivery
 SELECT event_id FROM deliveries WHERE source = ? AND delivery_id = ? AND expires_at > ?;
 
@@ -160,3 +196,68 @@ FROM steps WHERE run_id = ? ORDER BY idx;
 
 -- name: count_events
 SELECT status, COUNT(*) FROM events GROUP BY status;
+
+-- name: open_queue_item
+SELECT id, status, attempts, max_attempts, last_request FROM queue_items WHERE queue = ? AND key = ? AND status IN ('waiting', 'claimed');
+
+-- name: insert_queue_item
+INSERT INTO queue_items (id, queue, key, status, data, attempts, max_attempts, available_at, last_request, created_at, updated_at)
+VALUES (?, ?, ?, 'waiting', ?, 1, ?, ?, ?, ?, ?);
+
+-- name: requeue_item
+-- A claimed item keeps its claim (someone is working on it); a waiting one waits anew.
+UPDATE queue_items SET data = ?, attempts = attempts + 1, max_attempts = ?,
+    available_at = CASE WHEN status = 'claimed' THEN available_at ELSE ? END, last_request = ?, updated_at = ?
+WHERE id = ?;
+
+-- name: queue_item_dead
+UPDATE queue_items SET status = 'dead', error = ?, updated_at = ? WHERE id = ?;
+
+-- name: claim_queue_item
+UPDATE queue_items SET status = 'claimed', available_at = :lease_until, updated_at = :now
+WHERE id = (
+    SELECT id FROM queue_items WHERE queue = :queue AND status IN ('waiting', 'claimed') AND available_at <= :now
+    ORDER BY available_at LIMIT 1
+)
+RETURNING id, queue, key, status, data, attempts, max_attempts, available_at, error, created_at, updated_at;
+
+-- name: get_queue_item
+SELECT id, queue, key, status, data, attempts, max_attempts, available_at, error, created_at, updated_at FROM queue_items WHERE id = ?;
+
+-- name: queue_item_done
+UPDATE queue_items SET status = 'done', error = NULL, updated_at = ? WHERE id = ? AND status = 'claimed';
+
+-- name: queue_item_retry
+UPDATE queue_items SET status = 'waiting', attempts = attempts + 1, available_at = ?, error = ?, updated_at = ? WHERE id = ? AND status = 'claimed';
+
+-- name: list_queue_items
+SELECT id, queue, key, status, data, attempts, max_attempts, available_at, error, created_at, updated_at FROM queue_items
+WHERE queue = :queue AND (:status IS NULL OR status = :status) ORDER BY created_at LIMIT :limit;
+
+-- name: queue_counts
+SELECT queue, status, COUNT(*) FROM queue_items GROUP BY queue, status ORDER BY queue, status;
+
+-- name: get_hover_account
+SELECT access_token, refresh_token, expires_at, lock_holder, lock_until FROM hover_account WHERE id = ?;
+
+-- name: save_hover_tokens
+INSERT INTO hover_account (id, access_token, refresh_token, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET access_token = excluded.access_token, refresh_token = excluded.refresh_token,
+    expires_at = excluded.expires_at, updated_at = excluded.updated_at;
+
+-- name: ensure_hover_account
+INSERT OR IGNORE INTO hover_account (id, updated_at) VALUES (?, ?);
+
+-- name: lock_hover_account
+UPDATE hover_account SET lock_holder = ?, lock_until = ? WHERE id = ? AND (lock_until IS NULL OR lock_until < ? OR lock_holder = ?);
+
+-- name: unlock_hover_account
+UPDATE hover_account SET lock_holder = NULL, lock_until = NULL WHERE id = ? AND lock_holder = ?;
+
+-- name: save_hover_webhook
+INSERT INTO hover_webhooks (webhook_id, source, url, verified_at, last_error, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (webhook_id) DO UPDATE SET source = COALESCE(excluded.source, source), url = COALESCE(excluded.url, url),
+    verified_at = COALESCE(excluded.verified_at, verified_at), last_error = excluded.last_error, updated_at = excluded.updated_at;
+
+-- name: list_hover_webhooks
+SELECT webhook_id, source, url, verified_at, last_error, updated_at FROM hover_webhooks ORDER BY updated_at DESC;

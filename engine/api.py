@@ -1,0 +1,165 @@
+"""The management API under ``/api`` (SPEC 10): closed without its token.
+
+With ``api.token`` set, every request needs ``Authorization: Bearer <token>``; without one,
+only loopback clients are answered. Errors are JSON with ``error`` and ``message``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import asdict
+from typing import Any, Awaitable, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .loader import Loaded
+from .store import QueueItem, Store
+from .units import parse_duration
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+#: Lease of a claimed queue item unless the consumer asks for another.
+DEFAULT_QUEUE_LEASE = 300.0
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def guarded(current: Callable[[], Loaded], handler: Handler) -> Handler:
+    """``handler`` behind the API's access check and its JSON errors."""
+
+    async def endpoint(request: Request) -> Response:
+        token = current().config.settings.api.token
+        if token is None:
+            if not _is_loopback(request.client.host if request.client else None):
+                return _error(403, "forbidden", "the API answers loopback clients only until api.token is set")
+        else:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return JSONResponse({"error": "unauthorized", "message": "a valid bearer token is required"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _error(exc.status, exc.error, exc.message)
+
+    return endpoint
+
+
+def _error(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status)
+
+
+def item_json(item: QueueItem) -> dict[str, Any]:
+    return {k: v for k, v in asdict(item).items() if k != "exhausted_event" or v is not None}
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return body
+
+
+def _duration(body: dict[str, Any], key: str, default: float) -> float:
+    if key not in body:
+        return default
+    try:
+        return parse_duration(body[key])
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"{key}: {exc}") from None
+
+
+class QueueApi:
+    """``/api/queues``: the work queues of the ``requeue`` action, for field tools."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def list_queues(self, request: Request) -> Response:
+        return JSONResponse({"queues": await run_in_threadpool(self.store.queue_counts)})
+
+    async def list_items(self, request: Request) -> Response:
+        status = request.query_params.get("status")
+        if status not in (None, "waiting", "claimed", "done", "dead"):
+            raise ApiError(400, "bad_request", "status is one of waiting, claimed, done, dead")
+        limit = _limit(request.query_params.get("limit"))
+        items = await run_in_threadpool(self.store.list_queue_items, request.path_params["name"], status, limit)
+        return JSONResponse({"items": [item_json(i) for i in items]})
+
+    async def claim(self, request: Request) -> Response:
+        lease = _duration(await _json_body(request), "lease", DEFAULT_QUEUE_LEASE)
+        item = await run_in_threadpool(self.store.claim_queue_item, request.path_params["name"], lease)
+        if item is None:
+            return Response(status_code=204)
+        return JSONResponse({"item": item_json(item)})
+
+    async def done(self, request: Request) -> Response:
+        item_id = await self._claimed(request)
+        item = await run_in_threadpool(self.store.finish_queue_item, item_id)
+        return self._changed(item)
+
+    async def fail(self, request: Request) -> Response:
+        body = await _json_body(request)
+        retry_in = _duration(body, "retry_in", 0.0)
+        error = body.get("error")
+        if error is not None and not isinstance(error, str):
+            raise ApiError(400, "bad_request", "error must be a string")
+        item_id = await self._claimed(request)
+        item = await run_in_threadpool(self.store.fail_queue_item, item_id, retry_in, error)
+        return self._changed(item)
+
+    async def _claimed(self, request: Request) -> str:
+        item_id = request.path_params["item"]
+        item = await run_in_threadpool(self.store.get_queue_item, item_id)
+        if item is None or item.queue != request.path_params["name"]:
+            raise ApiError(404, "not_found", f"no item {item_id!r} in queue {request.path_params['name']!r}")
+        return item_id
+
+    def _changed(self, item: QueueItem | None) -> Response:
+        if item is None:
+            raise ApiError(409, "conflict", "the item is not claimed (its lease may have run out)")
+        return JSONResponse({"item": item_json(item)})
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return 100
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise ApiError(400, "bad_request", "limit is a number from 1 to 1000")
+    return int(text)
+
+
+def api_routes(current: Callable[[], Loaded], store: Store) -> list[Route]:
+    queues = QueueApi(store)
+
+    def route(path: str, handler: Handler, method: str) -> Route:
+        return Route(path, guarded(current, handler), methods=[method])
+
+    return [
+        route("/api/queues", queues.list_queues, "GET"),
+        route("/api/queues/{name}", queues.list_items, "GET"),
+        route("/api/queues/{name}/claim", queues.claim, "POST"),
+        route("/api/queues/{name}/items/{item}/done", queues.done, "POST"),
+        route("/api/queues/{name}/items/{item}/fail", queues.fail, "POST"),
+    ]

@@ -1,0 +1,40 @@
+"""Built-in rules: Hover's webhook verification handshake (SPEC 9).
+
+Every ``hover`` source gets a rule that answers ``webhook-verification-code`` events by
+calling ``PUT /api/v2/webhooks/{code}/verify`` with the account's token. It is an ordinary
+rule, so the call is a run like any other: retried, explained, visible; users may still
+match the event in their own rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .config import Config
+from .rules import Rule, RuleLoader
+
+BUILTIN_FILE = "<built-in>"
+
+_VERIFY = """\
+name: hookwise.hover-verify.{source}
+description: Answers Hover's webhook verification handshake (built in).
+source: {source}
+event: webhook-verification-code
+actions:
+  - id: verify
+    hover:
+      method: PUT
+      path: "/api/v2/webhooks/{{{{ event.code }}}}/verify"
+    retry: {{attempts: 10, backoff: 5s, max_backoff: 10m}}
+"""
+
+
+def builtin_rules(config: Config, loader: RuleLoader) -> list[Rule]:
+    """The built-in rules for the sources of ``config``."""
+    rules = []
+    for name, source in sorted(config.settings.sources.items()):
+        if source.preset == "hover":
+            text = _VERIFY.format(source=name)
+            version = hashlib.sha256(text.encode()).hexdigest()[:12]
+            rules.append(loader.compile_text(text, BUILTIN_FILE, version))
+    return rules
