@@ -287,7 +287,7 @@ class Worker:
             event=task.event, run_id=task.run_id, step_id=task.step_id, attempt=task.attempt,
             idempotency_key=task.idempotency_key, logger=logger, rule=rule.name, timeout=timeout,
             emit=lambda type_, data, source, delay: self._emit(task, type_, data, source, delay),
-            store=self.store, hover=self._hover_client(),
+            store=self.store, hover=self._hover_client() if task.action == "hover" else None,
         )
 
     def _hover_client(self) -> Any:
