@@ -142,10 +142,10 @@ class EmailAction(Action):
         sender = parseaddr(self._smtp.from_)[1]
         if "@" not in sender:
             raise Fail(f"email: smtp.from {self._smtp.from_!r} is not an email address")
-        message = build_message(params, self._smtp.from_, message_id(ctx.idempotency_key, sender))
-        recipients = _envelope_recipients(params)
-        refused = _send(self._smtp, min(self._smtp.timeout, ctx.timeout), message, sender, recipients)
-        output: dict[str, Any] = {"message_id": str(message["Message-ID"])}
+        msg_id = message_id(ctx.idempotency_key, sender)
+        message = build_message(params, self._smtp.from_, msg_id)
+        refused = _send(self._smtp, min(self._smtp.timeout, ctx.timeout), message, sender, _envelope_recipients(params))
+        output: dict[str, Any] = {"message_id": msg_id}
         if refused:
             output["refused"] = refused
             ctx.logger.warning("email %s: refused for %s", output["message_id"], ", ".join(f"{a} ({r})" for a, r in refused.items()))
@@ -271,6 +271,9 @@ def _classify(exc: Exception, timeout: float) -> tuple[type[Retry] | type[Fail],
     if isinstance(exc, smtplib.SMTPResponseException):
         return _by_code(exc.smtp_code), f"the server replied {_reply(exc.smtp_code, exc.smtp_error)}"
     if isinstance(exc, smtplib.SMTPServerDisconnected):
+        # smtplib reports a read that timed out as a disconnect; say what happened.
+        if isinstance(exc.__context__, TimeoutError):
+            return Retry, f"timed out after {timeout:g}s"
         return Retry, f"the server closed the connection ({exc or 'unexpectedly'})"
     if isinstance(exc, smtplib.SMTPException):  # AUTH not offered, no common mechanism, ...
         return Fail, str(exc) or type(exc).__name__

@@ -1,16 +1,23 @@
 """The ``hover`` action: call the Hover API with the account's token.
 
-Its ``run`` (token refresh, rate limit) comes later; until then the base class's ``run``
-refuses to run.
+The process's :class:`engine.hover.HoverClient` (``ctx.hover``) does the work: token refresh,
+the rate limit, and the mapping of statuses to Retry and Fail. A 2xx answer is the step's
+output ``{status, json}``; anything else fails the step. A ``PUT
+/api/v2/webhooks/<code>/verify`` (the verification handshake of SPEC 9) also records the
+event's ``webhook_id`` as verified, or its last error, in the store.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from engine.action import Action
+from engine.action import Action, Context
+from engine.errors import Fail
+from engine.hover import VERIFY_PATH, record_verification
 
 from ._params import QueryParams, at_most_one, upper
 
@@ -49,3 +56,28 @@ class HoverAction(Action):
 
     name = "hover"
     Params = HoverParams
+
+    def run(self, params: BaseModel, ctx: Context) -> Mapping[str, Any]:
+        assert isinstance(params, HoverParams)
+        if ctx.hover is None:
+            raise Fail("hover: no Hover client in this process (the hover action runs in the worker of `hookwise serve`)")
+        handshake = VERIFY_PATH.fullmatch(params.path) is not None and params.method == "PUT"
+        try:
+            status, body, _ = ctx.hover.request(
+                params.method, params.path, params=params.params, json=params.json_, form=params.form, timeout=ctx.timeout,
+            )
+            if not 200 <= status < 300:
+                raise Fail(f"hover: {params.method} {params.path}: {status} (expected 2xx)")
+        except Fail as exc:
+            if handshake:
+                _record(ctx, error=str(exc))
+            raise
+        if handshake:
+            _record(ctx, verified_at=time.time())
+        return {"status": status, "json": body}
+
+
+def _record(ctx: Context, *, verified_at: float | None = None, error: str | None = None) -> None:
+    body = ctx.event.body
+    webhook_id = body.get("webhook_id") if isinstance(body, dict) else None
+    record_verification(ctx.store, webhook_id, source=ctx.event.source, verified_at=verified_at, error=error)

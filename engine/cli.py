@@ -63,10 +63,14 @@ def check(config_path: str | None, strict: bool) -> None:
     """Load config, rules, templates and plugins as `serve` does, and report every problem."""
     loaded = _load(config_path)
     _print_problems(loaded.warnings)
-    steps = sum(len(r.steps) for r in loaded.rules)
+    from .handshake import BUILTIN_FILE
+
+    steps = sum(len(r.steps) for r in loaded.rules if r.file != BUILTIN_FILE)
+    builtin = sum(r.file == BUILTIN_FILE for r in loaded.rules)
     click.echo(
         f"{loaded.config.path.name}: ok: {len(loaded.config.settings.sources)} sources, "
-        f"{len(loaded.rules)} rules, {steps} steps"
+        f"{len(loaded.rules) - builtin} rules, {steps} steps"
+        + (f", {builtin} built-in rule{'s' if builtin != 1 else ''}" if builtin else "")
         + (f", {len(loaded.warnings)} warning{'s' if len(loaded.warnings) != 1 else ''}" if loaded.warnings else "")
     )
     if strict and loaded.warnings:
@@ -295,6 +299,15 @@ def _pick_source(loaded: Any, name: str | None) -> str:
     if len(sources) == 1:
         return sources[0]
     raise UsageError(f"--source is required: the config has {len(sources)} sources ({', '.join(sources) or 'none'})")
+
+
+def _register_groups() -> None:
+    from .hover_commands import hover_group
+
+    cli.add_command(hover_group)
+
+
+_register_groups()
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -28,7 +28,7 @@ from .loader import Loaded
 from .secrets import MASK
 from .sources import Reader
 from .store import Incoming, Store
-from .verify import Rejected, Verifier, verifier_for
+from .verify import AcceptAll, Rejected, Verifier, verifier_for
 from .verify import Request as Signed
 
 log = logging.getLogger("hookwise.server")
@@ -62,11 +62,22 @@ class Endpoint:
     def build(cls, name: str, source: Source) -> Endpoint:
         return cls(name, source, verifier_for(source), Reader.for_source(source))
 
+    @property
+    def verifies(self) -> bool:
+        return not isinstance(self.verifier, AcceptAll)
+
+    @property
+    def secret_headers(self) -> frozenset[str]:
+        token_header = self.source.token_header
+        return SECRET_HEADERS | {token_header.lower()} if token_header else SECRET_HEADERS
+
     def masked(self, headers: dict[str, str], query: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """Headers and query as stored: credentials replaced by ``****``."""
-        secret_headers = SECRET_HEADERS | ({self.source.token_header.lower()} if self.source.token_header else set())
-        headers = {k: (MASK if k in secret_headers else v) for k, v in headers.items()}
-        query = {k: (MASK if k == "token" and self.source.token else v) for k, v in query.items()}
+        secret = self.secret_headers
+        if not secret.isdisjoint(headers):
+            headers = {k: (MASK if k in secret else v) for k, v in headers.items()}
+        if self.source.token and "token" in query:
+            query = {**query, "token": MASK}
         return headers, query
 
 
@@ -78,8 +89,24 @@ class Health:
     started: float = field(default_factory=time.time)
 
 
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+class Disconnected(Exception):
+    """The client went away before its request was read."""
+
+
 class Receiver:
-    """Turns requests into stored events."""
+    """Turns requests into stored events.
+
+    It is a plain ASGI handler, in front of Starlette's router: every event goes through
+    it, and the framework's layers (routing, middleware, request and response objects)
+    would cost more than all of its own work together.
+    """
 
     def __init__(self, current: Callable[[], Loaded], ingest: Ingest) -> None:
         self.current = current
@@ -94,25 +121,42 @@ class Receiver:
             self._endpoints = (id(loaded), endpoints)
         return endpoints.get(name)
 
-    async def handle(self, request: Request) -> Response:
-        name = request.path_params["source"]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["path"][len("/hooks/") :]
         try:
-            return await self.receive(request, name)
+            status, body, headers = await self.receive(scope, receive, name)
         except Refused as exc:
-            if exc.status in (401, 403):
-                log.warning("refused a request to source %s from %s: %s", name, _client(request), exc.message)
-                return error_response(exc.status, exc.error, "verification failed" if exc.status == 401 else "sender not allowed")
-            return error_response(exc.status, exc.error, exc.message)
+            status, body, headers = self._refused(scope, name, exc), b"", _JSON
+            body = json.dumps({"error": exc.error, "message": status[1]}).encode()
+            status = status[0]
+        except Disconnected:
+            return
+        except Exception:  # a bug: the sender gets a 500 and the log the traceback
+            log.exception("receiving an event for source %s failed", name)
+            status, headers = 500, _JSON
+            body = b'{"error": "internal", "message": "internal error"}'
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
-    async def receive(self, request: Request, name: str) -> Response:
+    def _refused(self, scope: Scope, name: str, exc: Refused) -> tuple[int, str]:
+        if exc.status in (401, 403):
+            client = scope.get("client")
+            log.warning("refused a request to source %s from %s: %s", name, client[0] if client else None, exc.message)
+            return exc.status, "verification failed" if exc.status == 401 else "sender not allowed"
+        return exc.status, exc.message
+
+    async def receive(self, scope: Scope, receive: Receive, name: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         endpoint = self.endpoint(name)
         if endpoint is None:
             raise Refused(404, "not_found", f"no source named {name!r}")
-        kind = _body_kind(request.headers.get("content-type", ""))
-        raw = await _read_body(request, self.current().config.settings.server.max_body)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        query = dict(request.query_params)
-        _verify(endpoint, request, raw, headers, query)
+        # Header names arrive lower-cased in the ASGI scope.
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        kind = _body_kind(headers.get("content-type", ""))
+        raw = await _read_body(receive, headers, self.current().config.settings.server.max_body)
+        query_string = scope["query_string"].decode("latin-1")
+        query = dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
+        if endpoint.verifies:
+            _verify(endpoint, scope, raw, headers, query, query_string)
         body = _parse(raw, kind)
         stored_headers, stored_query = endpoint.masked(headers, query)
         incoming = Incoming(
@@ -126,17 +170,14 @@ class Receiver:
         except StoreError as exc:
             raise Refused(503, "unavailable", "the event could not be stored now; retry later") from exc
         if stored.duplicate:
-            return JSONResponse({"event_id": stored.event_id, "duplicate": True}, status_code=200)
+            return 200, b'{"event_id":"%s","duplicate":true}' % stored.event_id.encode(), _JSON
         return _accepted(endpoint.source, stored.event_id)
 
 
-def _client(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-def _verify(endpoint: Endpoint, request: Request, raw: bytes, headers: dict[str, str], query: dict[str, str]) -> None:
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    signed = Signed(body=raw, headers=headers, query=query, method=request.method, path=path, client=_client(request))
+def _verify(endpoint: Endpoint, scope: Scope, raw: bytes, headers: dict[str, str], query: dict[str, str], query_string: str) -> None:
+    path = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (f"?{query_string}" if query_string else "")
+    client = scope.get("client")
+    signed = Signed(body=raw, headers=headers, query=query, method=scope["method"], path=path, client=client[0] if client else None)
     try:
         endpoint.verifier.verify(signed)
     except Rejected as exc:
@@ -153,20 +194,25 @@ def _body_kind(content_type: str) -> str:
     raise Refused(415, "unsupported_media_type", f"content type {shown!r} is not accepted: send application/json or application/x-www-form-urlencoded")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
     """The body, refused as soon as it is known to exceed ``limit`` (from Content-Length,
     or while streaming), without reading it whole."""
-    declared = request.headers.get("content-length", "")
+    declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise Refused(413, "payload_too_large", f"the body is larger than {limit} bytes")
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise Refused(413, "payload_too_large", f"the body is larger than {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _parse(raw: bytes, kind: str) -> Any:
@@ -191,13 +237,16 @@ def _parse(raw: bytes, kind: str) -> Any:
     return fields
 
 
-def _accepted(source: Source, event_id: str) -> Response:
+def _accepted(source: Source, event_id: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     if source.response is None:
-        return JSONResponse({"event_id": event_id}, status_code=202)
+        return 202, b'{"event_id":"%s"}' % event_id.encode(), _JSON
     custom = source.response
     body = custom.body if custom.body is not None else json.dumps({"event_id": event_id})
-    media = "application/json" if _is_json(body) else "text/plain"
-    return Response(body, status_code=custom.status, headers=custom.headers, media_type=media)
+    media = b"application/json" if _is_json(body) else b"text/plain; charset=utf-8"
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in custom.headers.items() if k.lower() != "content-length"]
+    if not any(k == b"content-type" for k, _ in extra):
+        extra.append((b"content-type", media))
+    return custom.status, body.encode(), extra
 
 
 def _is_json(text: str) -> bool:
@@ -208,19 +257,41 @@ def _is_json(text: str) -> bool:
     return True
 
 
-def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store) -> Starlette:
+class App:
+    """The ASGI app: ``POST /hooks/<source>`` to the receiver, everything else (the API,
+    health, errors such as 405) to Starlette."""
+
+    def __init__(self, receiver: Receiver | None, rest: Starlette) -> None:
+        self.receiver = receiver
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.receiver is not None and scope["type"] == "http" and scope["method"] == "POST"
+            and scope["path"].startswith("/hooks/") and "/" not in scope["path"][7:] and len(scope["path"]) > 7
+        ):
+            await self.receiver(scope, receive, send)
+        else:
+            await self.rest(scope, receive, send)
+
+
+def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store) -> App:
     """The app: the receiver (when ``ingest`` is given), the API and the health endpoints."""
     from .api import api_routes
 
-    store_ping = store.ping
-    routes = [*api_routes(current, store),
+    routes = [
+        *api_routes(current, store),
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
-        Route("/readyz", _readiness(current, health, store_ping)),
-        Route("/healthz", _readiness(current, health, store_ping)),
+        Route("/readyz", _readiness(current, health, store.ping)),
+        Route("/healthz", _readiness(current, health, store.ping)),
     ]
-    if ingest is not None:
-        routes.append(Route("/hooks/{source}", Receiver(current, ingest).handle, methods=["POST"]))
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    if ingest is not None:  # only to answer other methods with 405: POSTs never reach it
+        routes.append(Route("/hooks/{source}", _not_here, methods=["POST"]))
+    return App(Receiver(current, ingest) if ingest is not None else None, Starlette(routes=routes, exception_handlers={HTTPException: _http_error}))
+
+
+async def _not_here(request: Request) -> Response:
+    return error_response(404, "not_found", f"no such endpoint: {request.url.path}")
 
 
 def _readiness(current: Callable[[], Loaded], health: Health, store_ping: Callable[[], None]) -> Callable[[Request], Any]:

@@ -31,7 +31,7 @@ def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 def test_check_passes_on_the_example_config() -> None:
     result = hookwise("check", "-c", EXAMPLE)
     assert result.returncode == 0, result.stderr
-    assert "config.example.yaml: ok: 1 sources, 5 rules" in result.stdout
+    assert "config.example.yaml: ok: 1 sources, 5 rules, 9 steps, 1 built-in rule" in result.stdout
 
 
 def test_check_strict_promotes_warnings(tmp_path: Path) -> None:
@@ -91,10 +91,12 @@ def test_dry_run_explains_every_rule_and_renders_the_match() -> None:
     result = hookwise("dry-run", "-c", EXAMPLE, FAILED_V2)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "event: source=hover type=job-state-changed-v2" in out
-    assert "hover-job-failed            yes" in out
-    assert "hover-job-completed         no: when.state: expected one of ['complete', 'completed'], got 'failed'" in out
-    assert "hover-model-failed          no: event: expected 'model-state-changed', got 'job-state-changed-v2'" in out
+    lines = {" ".join(line.split()) for line in out.splitlines()}
+    assert "event: source=hover type=job-state-changed-v2" in lines
+    assert "hover-job-failed yes" in lines
+    assert "hover-job-completed no: when.state: expected one of ['complete', 'completed'], got 'failed'" in lines
+    assert "hover-model-failed no: event: expected 'model-state-changed', got 'job-state-changed-v2'" in lines
+    assert "hookwise.hover-verify.hover no: event: expected 'webhook-verification-code', got 'job-state-changed-v2'" in lines
     assert '"queue": "field-techs"' in out and '"subject": "Hover job 19402492 failed"' in out
 
 

@@ -108,23 +108,39 @@ class SQLiteStore:
 
     def put_events(self, items: Sequence[Incoming]) -> list[Stored]:
         now = time.time()
-        out = []
         with self._write() as db:
-            for item in items:
-                out.append(self._put_event(db, item, now))
-        return out
+            fast = self._put_new_events(db, items, now)
+            if fast is not None:
+                return fast
+            return [self._put_event(db, item, now) for item in items]
+
+    def _put_new_events(self, db: sqlite3.Connection, items: Sequence[Incoming], now: float) -> list[Stored] | None:
+        """The common case in a few statements for the whole batch: every delivery id is
+        new. Returns None (having changed nothing) when one is not."""
+        keyed = [i for i in items if i.delivery_id is not None]
+        db.execute("SAVEPOINT batch")
+        taken = db.executemany(Q["put_delivery"], [
+            {"source": i.source, "delivery_id": i.delivery_id, "event_id": i.id, "expires_at": i.received_at + i.dedupe_window, "now": now}
+            for i in keyed
+        ]).rowcount if keyed else 0
+        new = taken == len(keyed) and len({(i.source, i.delivery_id) for i in keyed}) == len(keyed)
+        if new:  # an emitted event's id may be stored already: then it is no fast case either
+            new = db.executemany(Q["put_event"], [_event_row(i) for i in items]).rowcount == len(items)
+        if not new:
+            db.execute("ROLLBACK TO batch")
+        db.execute("RELEASE batch")
+        return [Stored(i.id) for i in items] if new else None
 
     def _put_event(self, db: sqlite3.Connection, item: Incoming, now: float) -> Stored:
         if item.delivery_id is not None:
-            row = db.execute(Q["find_delivery"], (item.source, item.delivery_id, now)).fetchone()
-            if row is not None:
-                return Stored(row[0], duplicate=True)
-            db.execute(Q["put_delivery"], (item.source, item.delivery_id, item.id, item.received_at + item.dedupe_window))
-        cursor = db.execute(
-            Q["put_event"],
-            (item.id, item.source, item.type, item.delivery_id, item.body, _dumps(item.headers), _dumps(item.query),
-             item.received_at, item.depth, item.available_at if item.available_at is not None else item.received_at),
-        )
+            taken = db.execute(Q["put_delivery"], {
+                "source": item.source, "delivery_id": item.delivery_id, "event_id": item.id,
+                "expires_at": item.received_at + item.dedupe_window, "now": now,
+            }).rowcount
+            if not taken:
+                (event_id,) = db.execute(Q["find_delivery"], (item.source, item.delivery_id)).fetchone()
+                return Stored(event_id, duplicate=True)
+        cursor = db.execute(Q["put_event"], _event_row(item))
         return Stored(item.id, duplicate=cursor.rowcount == 0)
 
     def claim_events(self, limit: int, lease: float) -> list[Event]:
@@ -342,6 +358,14 @@ class SQLiteStore:
             step["params"], step["output"] = _loads(step["params"]), _loads(step["output"])
             out.append(step)
         return out
+
+
+def _event_row(item: Incoming) -> tuple[Any, ...]:
+    return (
+        item.id, item.source, item.type, item.delivery_id, item.body, _dumps(item.headers),
+        _dumps(item.query) if item.query else "{}", item.received_at, item.depth,
+        item.available_at if item.available_at is not None else item.received_at,
+    )
 
 
 def _queue_item(row: Sequence[Any]) -> QueueItem:

@@ -18,7 +18,6 @@ CREATE TABLE IF NOT EXISTS events (
     explain      TEXT
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (available_at) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
 
 CREATE TABLE IF NOT EXISTS deliveries (
     source      TEXT NOT NULL,
@@ -104,10 +103,14 @@ CREATE TABLE IF NOT EXISTS hover_webhooks (
 ) WITHOUT ROWID;
 
 -- name: find_delivery
-SELECT event_id FROM deliveries WHERE source = ? AND delivery_id = ? AND expires_at > ?;
+SELECT event_id FROM deliveries WHERE source = ? AND delivery_id = ?;
 
 -- name: put_delivery
-INSERT OR REPLACE INTO deliveries (source, delivery_id, event_id, expires_at) VALUES (?, ?, ?, ?);
+-- Takes the delivery id unless it is held, unexpired, by an earlier event: one statement,
+-- whose row count says whether this event is new.
+INSERT INTO deliveries (source, delivery_id, event_id, expires_at) VALUES (:source, :delivery_id, :event_id, :expires_at)
+ON CONFLICT (source, delivery_id) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
+WHERE deliveries.expires_at <= :now;
 
 -- name: put_event
 INSERT OR IGNORE INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at)

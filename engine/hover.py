@@ -1,0 +1,462 @@
+"""The Hover account: OAuth tokens kept in the store, the process's rate limit, the API client.
+
+Outcomes of one :meth:`HoverClient.request`:
+
+    status below 400 (redirects are not followed)   -> (status, parsed JSON or None, headers)
+    401                                             -> refresh the access token once, send once more
+    429                                             -> Retry(after=Retry-After)
+    5xx, connection error, timeout                  -> Retry
+    any other 4xx (also a 401 after the refresh)    -> Fail, with the status and a body excerpt
+    no tokens in the store                          -> Fail: run `hookwise hover login`
+
+Tokens live in the store, not in memory, so every thread and every process sees the latest
+pair. Hover rotates refresh tokens and a used one dies, so refreshes happen one at a time:
+threads of a process queue on a lock; processes take the store's account lock, re-read the
+tokens (another process may have refreshed meanwhile: then those are used), refresh, save
+the new pair before releasing the lock. Hover allows 120 requests per minute per
+integration; :class:`RateLimiter` keeps the whole process under it.
+
+Tokens and the client secret never appear in logs or error messages. Only ``actions/http.py``
+may import ``requests``, so Hover is called with :mod:`urllib.request`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from .config import Hover
+from .errors import Fail, Retry
+from .store import HoverTokens, Store
+
+log = logging.getLogger("hookwise.hover")
+
+#: Hover's documented limit: 120 requests per minute (developers.hover.to, "Rate Limits").
+RATE_LIMIT = 120
+#: The access token is refreshed when it expires within this many seconds.
+REFRESH_MARGIN = 300.0
+#: How long the store's refresh lock is held at most (a crashed holder frees it then).
+LOCK_TTL = 30.0
+#: How long to wait for another process's refresh before giving up with Retry.
+LOCK_WAIT = 30.0
+POLL = 0.1
+#: Time limit of a token request; below LOCK_TTL so a refresh ends while the lock is held.
+TOKEN_TIMEOUT = 20.0
+#: Hover's access tokens live 2 h; used when a token response has no ``expires_in``.
+DEFAULT_EXPIRES_IN = 7200.0
+MAX_BODY = 8 * 1024 * 1024
+MAX_PAGES = 100
+_EXCERPT = 200
+_OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
+#: ``PUT /api/v2/webhooks/<code>/verify``: the verification handshake (SPEC 9).
+VERIFY_PATH = re.compile(r"/api/v2/webhooks/([^/?#]+)/verify")
+
+NOT_LOGGED_IN = "hover: not logged in: run `hookwise hover login`"
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # urllib would resend the Authorization header to wherever a redirect points (Hover
+    # redirects file downloads to storage hosts): a redirect is returned, not followed.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class RateLimiter:
+    """At most ``limit`` acquisitions in any ``period`` seconds (a sliding window), shared
+    by every thread of the process."""
+
+    def __init__(self, limit: int, period: float = 60.0, *, clock: Clock = time.time, sleep: Sleep = time.sleep) -> None:
+        if limit < 1:
+            raise ValueError("the rate limit must be at least 1 request per period")
+        self.limit, self.period = limit, period
+        self._clock, self._sleep = clock, sleep
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, timeout: float) -> None:
+        """Take a slot, waiting for one to free; raise :class:`Retry` (after the wait that
+        would be needed) when that wait would pass ``timeout`` seconds."""
+        waited = 0.0
+        while (wait := self._take()) is not None:
+            if waited + wait > timeout:
+                raise Retry(f"hover: {self.limit} requests per {self.period:g}s reached; waiting would pass the step's timeout", after=wait)
+            self._sleep(wait)
+            waited += wait
+
+    def _take(self) -> float | None:
+        """None when a slot was taken, else the seconds until one frees."""
+        with self._lock:
+            now = self._clock()
+            while self._times and self._times[0] <= now - self.period:
+                self._times.popleft()
+            if len(self._times) < self.limit:
+                self._times.append(now)
+                return None
+            return max(self._times[0] + self.period - now, 0.001)
+
+
+class HoverClient:
+    """The Hover account and API of one process: create one and share it (its rate limit
+    is the process's). ``clock`` and ``sleep`` drive token expiry and the rate limit;
+    ``rate_limit`` is requests per minute."""
+
+    def __init__(
+        self, settings: Hover, store: Store, *, clock: Clock = time.time, sleep: Sleep = time.sleep,
+        rate_limit: int = RATE_LIMIT, account: str = "default",
+    ) -> None:
+        self.settings, self.store, self.account = settings, store, account
+        self.base_url = settings.base_url.rstrip("/")
+        self._clock, self._sleep = clock, sleep
+        self.limiter = RateLimiter(rate_limit, 60.0, clock=clock, sleep=sleep)
+        self._refreshing = threading.Lock()
+        self._opener = urllib.request.build_opener(_NoRedirect())
+
+    # --- OAuth ----------------------------------------------------------------------------
+
+    def authorize_url(self, state: str | None = None) -> str:
+        """Where the user allows access: ``GET {base_url}/oauth/authorize``."""
+        self._require("client_id", "redirect_uri")
+        query = {"client_id": self.settings.client_id, "redirect_uri": self.settings.redirect_uri, "response_type": "code"}
+        if state:
+            query["state"] = state
+        return f"{self.base_url}/oauth/authorize?{urlencode(query)}"
+
+    def exchange_code(self, code: str) -> HoverTokens:
+        """Trade an authorization code for tokens and save them in the store at once."""
+        self._require("client_id", "client_secret", "redirect_uri")
+        tokens = self._grant("exchanging the authorization code", {
+            "grant_type": "authorization_code", "code": code, "redirect_uri": self.settings.redirect_uri or "",
+        })
+        self.store.save_hover_tokens(tokens, self.account)
+        log.info("hover: logged in; the access token expires at %s", iso(tokens.expires_at))
+        return tokens
+
+    def access_token(self) -> str:
+        """A usable access token, refreshed first when it expires within 5 minutes."""
+        return self._current().access_token
+
+    def _current(self) -> HoverTokens:
+        tokens = self._stored()
+        if tokens.expires_at - self._clock() > REFRESH_MARGIN:
+            return tokens
+        return self._refresh(tokens)
+
+    def _stored(self) -> HoverTokens:
+        tokens = self.store.hover_tokens(self.account)
+        if tokens is None:
+            raise Fail(NOT_LOGGED_IN)
+        return tokens
+
+    def _refresh(self, seen: HoverTokens) -> HoverTokens:
+        """Replace ``seen`` with a new pair, unless another thread or process already has:
+        then the pair in the store is used (``seen``'s refresh token is dead by then)."""
+        with self._refreshing:
+            holder = self._lock_account(seen)
+            if isinstance(holder, HoverTokens):
+                return holder
+            try:
+                current = self._stored()  # re-read under the lock: the last holder may have refreshed
+                if current != seen:
+                    return current
+                fresh = self._grant("refreshing the access token", {"grant_type": "refresh_token", "refresh_token": current.refresh_token})
+                self.store.save_hover_tokens(fresh, self.account)  # at once: the old refresh token is dead
+                log.info("hover: refreshed the access token; it expires at %s", iso(fresh.expires_at))
+                return fresh
+            finally:
+                self.store.unlock_hover_account(holder, self.account)
+
+    def _lock_account(self, seen: HoverTokens) -> str | HoverTokens:
+        """Take the store's refresh lock (returns its holder id), or return the tokens
+        another holder saved while this one waited."""
+        holder = uuid.uuid4().hex
+        waited = 0.0
+        while not self.store.lock_hover_account(holder, LOCK_TTL, self.account):
+            current = self._stored()
+            if current != seen:
+                return current
+            if waited >= LOCK_WAIT:
+                raise Retry("hover: another process has been refreshing the access token for too long", after=LOCK_TTL)
+            self._sleep(POLL)
+            waited += POLL
+        return holder
+
+    def _grant(self, doing: str, fields: dict[str, str]) -> HoverTokens:
+        """POST /oauth/token with the client's credentials; the pair it answers."""
+        self._require("client_id", "client_secret")
+        body = {**fields, "client_id": self.settings.client_id or "", "client_secret": self.settings.client_secret or ""}
+        started = self._clock()
+        request = urllib.request.Request(
+            f"{self.base_url}/oauth/token", data=urlencode(body).encode(), method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+        )
+        response = self._open(request, TOKEN_TIMEOUT, f"hover: {doing}")
+        answer = _parse(response.body)
+        if response.status == 429 or response.status >= 500:
+            raise Retry(f"hover: {doing}: {response.status} from {self.base_url}/oauth/token", after=_retry_after(response.headers))
+        if response.status != 200:
+            raise Fail(f"hover: {doing}: refused ({response.status}{_oauth_error(answer)}): run `hookwise hover login` again")
+        return _tokens(answer, started, doing)
+
+    def _require(self, *keys: str) -> None:
+        missing = missing_settings(self.settings, *keys)
+        if missing:
+            raise Fail(f"hover: set {', '.join('hover.' + k for k in missing)} in the config")
+
+    # --- the API --------------------------------------------------------------------------
+
+    def request(
+        self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
+        form: Mapping[str, Any] | None = None, timeout: float = 30.0,
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Call ``path`` on the Hover API as the account; see the module docstring for the
+        outcomes. Each wait (rate limit, connection, response) is bounded by ``timeout``."""
+        url = self.base_url + path + _query(params)
+        data, content_type = _body(json, form)
+        tokens = self._current()
+        response = self._send(method, url, path, tokens.access_token, data, content_type, timeout)
+        if response.status == 401:
+            # Expired early or revoked; one refresh (or the pair another process just saved).
+            tokens = self._refresh(tokens)
+            response = self._send(method, url, path, tokens.access_token, data, content_type, timeout)
+        return self._outcome(method, path, response)
+
+    def _send(self, method: str, url: str, path: str, token: str, data: bytes | None, content_type: str | None, timeout: float) -> _Response:
+        self.limiter.acquire(timeout)
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        return self._open(request, timeout, f"hover: {method} {path}")
+
+    def _open(self, request: urllib.request.Request, timeout: float, what: str) -> _Response:
+        try:
+            with self._opener.open(request, timeout=timeout) as response:
+                return _Response(response.status, response.read(MAX_BODY), _headers(response.headers))
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return _Response(exc.code, _read(exc), _headers(exc.headers))
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise Retry(f"{what}: {_reason(exc)}") from None
+
+    def _outcome(self, method: str, path: str, response: _Response) -> tuple[int, Any, dict[str, str]]:
+        status, what = response.status, f"hover: {method} {path}"
+        if status < 400:
+            return status, _parse(response.body), response.headers
+        if status == 429:
+            raise Retry(f"{what}: 429 rate limited by Hover", after=_retry_after(response.headers))
+        if status >= 500:
+            raise Retry(f"{what}: {status}{_excerpt(response.body)}", after=_retry_after(response.headers))
+        if status == 401:
+            raise Fail(f"{what}: 401 even after refreshing the access token: run `hookwise hover login` again")
+        raise Fail(f"{what}: {status}{_excerpt(response.body)}")
+
+    # --- webhooks, for `hookwise hover` -----------------------------------------------------
+
+    def register_webhook(self, url: str, *, source: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        """``POST /api/v2/webhooks``; Hover answers with the webhook's ``id`` and
+        ``hmac_secret`` (which hookwise prints only at registration) and POSTs a verification code to ``url``."""
+        _, body, _ = self.request("POST", "/api/v2/webhooks", json={"webhook": {"url": url, "content_type": "json"}}, timeout=timeout)
+        if not isinstance(body, dict) or "id" not in body:
+            raise Fail("hover: POST /api/v2/webhooks: the answer has no webhook id")
+        self.store.save_hover_webhook(str(body["id"]), source=source, url=body.get("url") or url)
+        return body
+
+    def list_webhooks(self, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The account's webhooks at Hover (every page) merged with what the store recorded;
+        see :func:`merge_webhooks`."""
+        remote: list[dict[str, Any]] = []
+        for page in range(1, MAX_PAGES + 1):
+            _, body, _ = self.request("GET", "/api/v2/webhooks", params={"page": page}, timeout=timeout)
+            results, last = _page(body, page)
+            remote.extend(results)
+            if last or not results:
+                break
+        return merge_webhooks(remote, self.store.hover_webhooks())
+
+    def verify_webhook(self, code: str, webhook_id: str | None = None, *, source: str | None = None, timeout: float = 30.0) -> int:
+        """``PUT /api/v2/webhooks/{code}/verify``; records ``verified_at`` (or, on a
+        permanent failure, ``last_error``) for ``webhook_id`` in the store. Returns the status."""
+        path = f"/api/v2/webhooks/{quote(code, safe='')}/verify"
+        try:
+            status, _, _ = self.request("PUT", path, timeout=timeout)
+        except Fail as exc:
+            record_verification(self.store, webhook_id, source=source, error=str(exc))
+            raise
+        record_verification(self.store, webhook_id, source=source, verified_at=time.time())
+        return status
+
+
+def record_verification(
+    store: Store | None, webhook_id: Any, *, source: str | None = None,
+    verified_at: float | None = None, error: str | None = None,
+) -> None:
+    """Note the outcome of a verification handshake for ``webhook_id`` (nothing to note
+    without one, or without a store)."""
+    if store is None or webhook_id is None or webhook_id == "":
+        return
+    store.save_hover_webhook(str(webhook_id), source=source, verified_at=verified_at, last_error=error)
+
+
+def merge_webhooks(remote: Iterable[Mapping[str, Any]], recorded: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per webhook: ``id, url, source, verified_at, last_error, at_hover``. Hover's
+    ``verified_at``/``last_error`` win; the store's fill in (and are all there is for a
+    webhook Hover no longer lists). ``hmac_secret`` is left out: it is a secret."""
+    mine = {str(r["webhook_id"]): r for r in recorded}
+    rows = []
+    for hook in remote:
+        key = str(hook.get("id"))
+        own = mine.pop(key, {})
+        rows.append({
+            "id": key, "url": hook.get("url") or own.get("url"), "source": own.get("source"),
+            "verified_at": hook.get("verified_at") or _iso_or_none(own.get("verified_at")),
+            "last_error": hook.get("last_error") or own.get("last_error"), "at_hover": True,
+        })
+    for key, own in mine.items():
+        rows.append({
+            "id": key, "url": own.get("url"), "source": own.get("source"),
+            "verified_at": _iso_or_none(own.get("verified_at")), "last_error": own.get("last_error"), "at_hover": False,
+        })
+    return rows
+
+
+def missing_settings(settings: Hover, *keys: str) -> list[str]:
+    """Which of ``keys`` (``client_id``, ``client_secret``, ``redirect_uri``) are unset."""
+    return [k for k in keys if not getattr(settings, k)]
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _iso_or_none(value: Any) -> str | None:
+    return iso(value) if isinstance(value, (int, float)) else value
+
+
+def _tokens(answer: Any, started: float, doing: str) -> HoverTokens:
+    if not isinstance(answer, dict) or not answer.get("access_token") or not answer.get("refresh_token"):
+        raise Fail(f"hover: {doing}: the answer has no access_token and refresh_token")
+    try:
+        expires_in = float(answer.get("expires_in") or DEFAULT_EXPIRES_IN)
+    except (TypeError, ValueError):
+        expires_in = DEFAULT_EXPIRES_IN
+    # Counted from when the request was sent, so a slow answer errs towards refreshing early.
+    return HoverTokens(str(answer["access_token"]), str(answer["refresh_token"]), started + expires_in)
+
+
+def _page(body: Any, page: int) -> tuple[list[dict[str, Any]], bool]:
+    """Hover's list wrapper ``{"pagination": {current_page, total_pages, total}, "results": [...]}``
+    -> (results, whether this is the last page)."""
+    if isinstance(body, list):
+        return [r for r in body if isinstance(r, dict)], True
+    if not isinstance(body, dict):
+        return [], True
+    results = [r for r in body.get("results") or [] if isinstance(r, dict)]
+    pagination = body.get("pagination") or {}
+    total_pages = pagination.get("total_pages") if isinstance(pagination, dict) else None
+    return results, not isinstance(total_pages, int) or page >= total_pages
+
+
+def _query(params: Mapping[str, Any] | None) -> str:
+    if not params:
+        return ""
+    pairs = []
+    for name, value in params.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append((name, str(item).lower() if isinstance(item, bool) else str(item)))
+    return "?" + urlencode(pairs)
+
+
+def _body(json_value: Any, form: Mapping[str, Any] | None) -> tuple[bytes | None, str | None]:
+    if form is not None:
+        return urlencode({k: _form_value(v) for k, v in form.items()}).encode(), "application/x-www-form-urlencoded"
+    if json_value is not None:
+        return json.dumps(json_value).encode(), "application/json"
+    return None, None
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _parse(raw: bytes) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _headers(headers: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()} if headers is not None else {}
+
+
+def _read(exc: urllib.error.HTTPError) -> bytes:
+    try:
+        return exc.read(MAX_BODY)
+    except (OSError, http.client.HTTPException):
+        return b""
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        return "timed out"
+    return f"cannot connect: {reason}"
+
+
+def _excerpt(raw: bytes) -> str:
+    flat = " ".join(raw[: _EXCERPT * 2].decode("utf-8", "replace").split())
+    if not flat:
+        return ""
+    return f": {flat[:_EXCERPT]}{'…' if len(flat) > _EXCERPT else ''}"
+
+
+def _oauth_error(answer: Any) -> str:
+    # Only the error code (e.g. invalid_grant): descriptions are free text from the server.
+    code = answer.get("error") if isinstance(answer, dict) else None
+    return f" {code}" if isinstance(code, str) and _OAUTH_ERROR.fullmatch(code) else ""
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+__all__ = ["HoverClient", "NOT_LOGGED_IN", "RATE_LIMIT", "RateLimiter", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification"]

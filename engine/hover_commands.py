@@ -1,0 +1,155 @@
+"""``hookwise hover``: log in to the Hover account and set up its webhooks (SPEC 9).
+
+Registered on the ``hookwise`` group by :mod:`engine.cli`. Failures are raised as
+:class:`~engine.errors.HookwiseError` (a usage problem as :class:`UsageError`) so that the
+CLI's one error handler prints them as one line with its exit code. The commands read only
+the config file (not the rules): a broken rule file must not stop a login.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import click
+
+from .errors import Fail, HookwiseError, Retry, UsageError
+
+#: How long each Hover call of a command may take.
+TIMEOUT = 30.0
+_COLUMNS = ("id", "url", "verified_at", "last_error")
+
+
+def _config_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    # The same option as engine.cli's config_option; not imported from there because
+    # engine.cli imports this module to register the group.
+    return click.option(
+        "-c", "--config", "config_path", metavar="FILE",
+        help="Config file (default: $HOOKWISE_CONFIG, ./hookwise.yaml, /etc/hookwise/config.yaml).",
+    )(func)
+
+
+@click.group("hover")
+def hover_group() -> None:
+    """Hover account and webhook setup."""
+
+
+@hover_group.command()
+@_config_option
+@click.option("--code", metavar="CODE", help="The authorization code (or the whole redirect URL); asked for when not given.")
+def login(config_path: str | None, code: str | None) -> None:
+    """Log in to Hover (OAuth2): open the printed URL, allow access, paste the code."""
+    from .hover import iso, missing_settings
+
+    with _client(config_path) as client:
+        missing = missing_settings(client.settings, "client_id", "client_secret", "redirect_uri")
+        if missing:
+            raise UsageError(f"hover login needs {', '.join('hover.' + k for k in missing)} in the config")
+        state = secrets.token_urlsafe(16)
+        click.echo(f"Open this URL, log in to Hover and allow access:\n\n  {client.authorize_url(state)}\n")
+        if code is None:
+            code = click.prompt("Paste the code from the redirect URL (or the whole URL)")
+        tokens = _hover(lambda: client.exchange_code(_code_from(code, state)))
+    click.echo(f"logged in; the access token expires at {iso(tokens.expires_at)} and is refreshed automatically")
+
+
+@hover_group.command()
+@_config_option
+@click.argument("url")
+@click.option("--source", metavar="S", help="The hookwise source URL belongs to (recorded with the webhook).")
+def register(config_path: str | None, url: str, source: str | None) -> None:
+    """Register URL as a webhook of the Hover account; prints its id and hmac_secret."""
+    if not url.startswith(("https://", "http://")):
+        raise UsageError(f"URL must start with https:// (got {url!r})")
+    with _client(config_path) as client:
+        hook = _hover(lambda: client.register_webhook(url, source=source, timeout=TIMEOUT))
+    click.echo(f"webhook {hook['id']} registered for {hook.get('url') or url}")
+    if hook.get("hmac_secret"):
+        click.echo(f"hmac_secret: {hook['hmac_secret']}")
+        click.echo(
+            "  hookwise shows it only here: keep it in an environment variable and give it to the source,\n"
+            f"  e.g. sources: {{{source or 'hover'}: {{preset: hover, hmac_secret: \"${{HOVER_HMAC_SECRET}}\"}}}}"
+        )
+    click.echo(
+        "Hover now posts a webhook-verification-code event to the URL; a running hookwise verifies it.\n"
+        f"Without one: hookwise hover verify CODE --webhook-id {hook['id']}"
+    )
+
+
+@hover_group.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def webhooks(config_path: str | None, as_json: bool) -> None:
+    """List the account's webhooks with verified_at and last_error."""
+    with _client(config_path) as client:
+        rows = _hover(lambda: client.list_webhooks(timeout=TIMEOUT))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("no webhooks: register one with `hookwise hover register URL`")
+    else:
+        click.echo(_table(rows))
+
+
+@hover_group.command()
+@_config_option
+@click.argument("code")
+@click.option("--webhook-id", metavar="ID", help="The webhook the code belongs to, to record it as verified.")
+def verify(config_path: str | None, code: str, webhook_id: str | None) -> None:
+    """Verify a webhook with the code Hover posted to it."""
+    with _client(config_path) as client:
+        _hover(lambda: client.verify_webhook(code, webhook_id, timeout=TIMEOUT))
+    click.echo(f"webhook {webhook_id} verified" if webhook_id else "webhook verified")
+
+
+@contextmanager
+def _client(config_path: str | None) -> Iterator[Any]:
+    from .config import find_config, load_config
+    from .hover import HoverClient
+    from .store import open_store
+
+    config = load_config(find_config(config_path))
+    store = open_store(config.store_url())
+    try:
+        yield HoverClient(config.settings.hover, store)
+    finally:
+        store.close()
+
+
+def _hover(call: Callable[[], Any]) -> Any:
+    """``call()``, with the client's Fail and Retry turned into errors the CLI reports."""
+    try:
+        return call()
+    except Fail as exc:
+        raise HookwiseError(str(exc)) from None
+    except Retry as exc:
+        later = f"; try again in {exc.after:g}s" if exc.after else "; try again later"
+        raise HookwiseError(f"{exc}{later}") from None
+
+
+def _code_from(text: str, state: str) -> str:
+    """The code itself, or the ``code`` of a pasted redirect URL (whose ``state``, when it
+    has one, must be this login's)."""
+    text = text.strip()
+    if "code=" not in text:
+        if not text:
+            raise UsageError("no authorization code given")
+        return text
+    query = parse_qs(urlsplit(text).query or text.partition("?")[2] or text)
+    if query.get("state", [state])[0] != state:
+        raise UsageError("the pasted URL belongs to another login attempt (its state differs): use the URL printed above")
+    codes = query.get("code")
+    if not codes or not codes[0]:
+        raise UsageError("the pasted URL has no code")
+    return codes[0]
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    cells = [[str(row.get(c) if row.get(c) is not None else "-") for c in _COLUMNS] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(_COLUMNS)]
+    lines = [_COLUMNS, *cells]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
