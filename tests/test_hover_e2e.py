@@ -1,0 +1,137 @@
+"""The shipped Hover rules end to end: the daemon as a process, a fake Hover API, a CRM
+sink and an SMTP server, all on loopback."""
+
+from __future__ import annotations
+
+import email
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from .conftest import ROOT
+from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover
+from .support import DaemonProcess, Sink, free_port
+
+EVENTS = ROOT / "rules" / "tests" / "events"
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], email.message.Message]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
+        return "250 OK"
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[tuple[list[str], email.message.Message]]:
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(self.messages) < count:
+            time.sleep(0.05)
+        assert len(self.messages) >= count, f"expected {count} messages, got {len(self.messages)}"
+        return self.messages
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    hover = FakeHover()
+    crm = Sink()
+    mailbox = Mailbox()
+    smtp_port = free_port()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    shutil.copy(ROOT / "rules" / "hover.yaml", tmp_path / "hover.yaml")
+    config = tmp_path / "hookwise.yaml"
+    config.write_text(f"""\
+store: sqlite:///data/hookwise.db
+rules: [hover.yaml]
+http: {{allow_private: true}}
+smtp: {{host: 127.0.0.1, port: {smtp_port}, from: "hookwise <hookwise@example.com>"}}
+hover: {{base_url: "{hover.url}", client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}, redirect_uri: "{REDIRECT_URI}"}}
+sources:
+  hover: {{preset: hover, token: "${{HOVER_URL_TOKEN}}"}}
+""")
+    env = {"HOVER_URL_TOKEN": "url-t0ken", "CRM_URL": f"{crm.url}/crm/jobs", "CRM_TOKEN": "crm-s3cret", "OPS_EMAIL": "ops@example.com"}
+    try:
+        yield {"hover": hover, "crm": crm, "mailbox": mailbox, "config": config, "env": env, "root": tmp_path}
+    finally:
+        smtp.stop()
+        crm.close()
+        hover.close()
+
+
+def hookwise(world: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "engine", *args, "-c", str(world["config"])], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **world["env"]}, cwd=world["root"])
+
+
+def send(world: dict[str, Any], daemon: DaemonProcess, event: Path) -> None:
+    result = hookwise(world, "send", "--source", "hover", str(event), "--url", f"{daemon.url}/hooks/hover")
+    assert result.returncode == 0 and result.stdout.startswith("202 "), result.stdout + result.stderr
+
+
+def test_hover_workflows(world: dict[str, Any]) -> None:
+    hover: FakeHover = world["hover"]
+    login = hookwise(world, "hover", "login", "--code", hover.authorize())
+    assert login.returncode == 0, login.stderr
+    job = hover.add_job(19402492)
+    job["customer"].update(name="Ada", email="ada@example.com")
+
+    daemon = DaemonProcess(world["config"], free_port(), env=world["env"])
+    try:
+        daemon.wait_ready()
+
+        # job completed: fetch the job, push its measurements to the CRM, email the customer
+        send(world, daemon, EVENTS / "job-state-changed-v2_completed.json")
+        (push,) = world["crm"].wait_for(1, path="/crm/jobs")
+        assert push.headers["authorization"] == "Bearer crm-s3cret"
+        assert push.json()["hover_job_id"] == 19402492 and push.json()["address"] == "4312 Meadow Drive"
+        assert [m["id"] for m in push.json()["models"]] == [m["id"] for m in job["models"]]
+        assert any(c.path == "/api/v3/jobs/19402492" for c in hover.calls)
+        (rcpt, message), = world["mailbox"].wait_for(1)
+        assert rcpt == ["ada@example.com"] and "4312 Meadow Drive" in message["Subject"]
+
+        # job failed: back to the field technicians' queue, ops get an email
+        send(world, daemon, EVENTS / "job-state-changed-v2_failed.json")
+        messages = world["mailbox"].wait_for(2)
+        assert messages[1][0] == ["ops@example.com"] and messages[1][1]["Subject"] == "Hover job 19402492 failed"
+        queue = json.loads(hookwise(world, "queue", "list", "field-techs", "--json").stdout)
+        assert [(i["key"], i["status"], i["data"]["reason"]) for i in queue] == [("19402492", "waiting", "job failed")]
+
+        # the verification handshake: registered, Hover posts the code, hookwise verifies it
+        registered = hookwise(world, "hover", "register", f"{daemon.url}/hooks/hover?token=url-t0ken")
+        assert registered.returncode == 0, registered.stderr
+        webhook_id = next(iter(hover.webhooks))
+        code_event = world["root"] / "code.json"
+        code_event.write_text(json.dumps({"event": "webhook-verification-code", "webhook_id": webhook_id, "code": hover.code_for(webhook_id)}))
+        send(world, daemon, code_event)
+        deadline = time.time() + 20
+        while time.time() < deadline and not hover.webhooks[webhook_id].get("verified_at"):
+            time.sleep(0.05)
+        assert hover.webhooks[webhook_id]["verified_at"]
+        listed = hookwise(world, "hover", "webhooks", "--json")
+        assert listed.returncode == 0, listed.stderr
+        (row,) = [w for w in json.loads(listed.stdout) if str(w["id"]) == str(webhook_id)]
+        assert row["verified_at"]
+    finally:
+        assert daemon.stop() == 0, daemon.output()
+    log = daemon.output()
+    for secret in ("crm-s3cret", "url-t0ken"):
+        assert secret not in log
+    db = sqlite3.connect(world["root"] / "data" / "hookwise.db")
+    try:
+        stored = " ".join(str(r) for r in db.execute("SELECT params, output, error FROM steps"))
+        assert "crm-s3cret" not in stored  # the CRM token came from the environment: masked
+        dead = db.execute("SELECT COUNT(*) FROM runs WHERE status != 'succeeded'").fetchone()[0]
+    finally:
+        db.close()
+    assert dead == 0
