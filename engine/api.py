@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import operations as ops
+from .errors import UsageError
 from .loader import Loaded
 from .store import QueueItem, Store
 from .units import parse_duration
@@ -56,6 +58,8 @@ def guarded(current: Callable[[], Loaded], handler: Handler) -> Handler:
             return await handler(request)
         except ApiError as exc:
             return _error(exc.status, exc.error, exc.message)
+        except UsageError as exc:
+            return _error(400, "bad_request", exc.message)
 
     return endpoint
 
@@ -142,9 +146,98 @@ class QueueApi:
         return JSONResponse({"item": item_json(item)})
 
 
-def _limit(text: str | None) -> int:
+class InspectApi:
+    """Events, runs, rules, sources and dry-runs (SPEC 10)."""
+
+    def __init__(self, current: Callable[[], Loaded], store: Store) -> None:
+        self.current = current
+        self.store = store
+
+    async def events(self, request: Request) -> Response:
+        q = request.query_params
+        page = await run_in_threadpool(
+            ops.list_events, self.current(), self.store, limit=_limit(q.get("limit"), 50), cursor=q.get("cursor"),
+            source=q.get("source"), type=q.get("type"), status=q.get("status"), since=q.get("since"), until=q.get("until"),
+        )
+        return JSONResponse(page)
+
+    async def event(self, request: Request) -> Response:
+        event_id = request.path_params["id"]
+        detail = await run_in_threadpool(ops.event_detail, self.current(), self.store, event_id)
+        if detail is None:
+            raise ApiError(404, "not_found", f"no event {event_id!r}")
+        return JSONResponse(detail)
+
+    async def replay(self, request: Request) -> Response:
+        body = await _json_body(request)
+        rules = body.get("rules", [])
+        if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
+            raise ApiError(400, "bad_request", "rules must be a list of rule names")
+        event_id = request.path_params["id"]
+        new = await run_in_threadpool(ops.replay, self.current(), self.store, event_id, rules)
+        if new is None:
+            raise ApiError(404, "not_found", f"no event {event_id!r}")
+        return JSONResponse({"event_id": new, "replay_of": event_id}, status_code=202)
+
+    async def runs(self, request: Request) -> Response:
+        q = request.query_params
+        found = await run_in_threadpool(ops.list_runs, self.current(), self.store, status=q.get("status"), rule=q.get("rule"),
+                                        limit=_limit(q.get("limit"), 50))
+        return JSONResponse(found)
+
+    async def run(self, request: Request) -> Response:
+        run_id = request.path_params["id"]
+        detail = await run_in_threadpool(ops.run_detail, self.current(), self.store, run_id)
+        if detail is None:
+            raise ApiError(404, "not_found", f"no run {run_id!r}")
+        return JSONResponse(detail)
+
+    async def retry(self, request: Request) -> Response:
+        body = await _json_body(request)
+        sets = body.get("set", {})
+        if not isinstance(sets, dict) or not all(isinstance(k, str) for k in sets):
+            raise ApiError(400, "bad_request", 'set must be an object: {"STEP.PARAM": value}')
+        parsed = []
+        for key, value in sets.items():
+            step, dot, param = key.partition(".")
+            if not dot or not step or not param:
+                raise ApiError(400, "bad_request", f"set: {key!r} is not STEP.PARAM")
+            parsed.append((step, param, value))
+        try:
+            detail = await run_in_threadpool(ops.retry, self.current(), self.store, request.path_params["id"], parsed)
+        except LookupError as exc:
+            raise ApiError(404, "not_found", str(exc.args[0])) from None
+        except UsageError as exc:
+            raise ApiError(409, "conflict", exc.message) from None
+        return JSONResponse(detail)
+
+    async def rules(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(ops.rules_info, self.current(), self.store))
+
+    async def sources(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(ops.sources_info, self.current(), self.store))
+
+    async def dry_run(self, request: Request) -> Response:
+        from .dryrun import dry_run
+
+        body = await _json_body(request)
+        loaded = self.current()
+        source = body.get("source")
+        if not isinstance(source, str) or not source:
+            raise ApiError(400, "bad_request", "source: the name of the source the event arrives on")
+        event = body.get("event")
+        if not isinstance(event, (dict, list)):
+            raise ApiError(400, "bad_request", "event: the event body, a JSON object or array")
+        headers = body.get("headers", {})
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise ApiError(400, "bad_request", "headers: an object of strings")
+        result = await run_in_threadpool(dry_run, loaded, event, source, {k.lower(): v for k, v in headers.items()})
+        return JSONResponse(result)
+
+
+def _limit(text: str | None, default: int = 100) -> int:
     if text is None:
-        return 100
+        return default
     if not text.isdigit() or not 1 <= int(text) <= 1000:
         raise ApiError(400, "bad_request", "limit is a number from 1 to 1000")
     return int(text)
@@ -156,7 +249,17 @@ def api_routes(current: Callable[[], Loaded], store: Store) -> list[Route]:
     def route(path: str, handler: Handler, method: str) -> Route:
         return Route(path, guarded(current, handler), methods=[method])
 
+    inspect = InspectApi(current, store)
     return [
+        route("/api/events", inspect.events, "GET"),
+        route("/api/events/{id}", inspect.event, "GET"),
+        route("/api/events/{id}/replay", inspect.replay, "POST"),
+        route("/api/runs", inspect.runs, "GET"),
+        route("/api/runs/{id}", inspect.run, "GET"),
+        route("/api/runs/{id}/retry", inspect.retry, "POST"),
+        route("/api/rules", inspect.rules, "GET"),
+        route("/api/sources", inspect.sources, "GET"),
+        route("/api/dry-run", inspect.dry_run, "POST"),
         route("/api/queues", queues.list_queues, "GET"),
         route("/api/queues/{name}", queues.list_items, "GET"),
         route("/api/queues/{name}/claim", queues.claim, "POST"),

@@ -196,6 +196,191 @@ def _duration(text: str, option: str) -> float:
         raise UsageError(f"{option}: {exc}") from None
 
 
+def _inspect(config_path: str | None) -> tuple[Any, Any]:
+    """The loaded config and rules, and the store they name."""
+    from .store import open_store
+
+    loaded = _load(config_path)
+    return loaded, open_store(loaded.config.store_url())
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@cli.group()
+def events() -> None:
+    """Stored events."""
+
+
+@events.command("list")
+@config_option
+@click.option("--source", help="Only events of this source.")
+@click.option("--type", "type_", help="Only events of this type.")
+@click.option("--status", type=click.Choice(["pending", "matched"]))
+@click.option("--since", metavar="TIME", help="Received at or after (ISO-8601).")
+@click.option("--until", metavar="TIME", help="Received before (ISO-8601).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--cursor", help="The next_cursor of a previous page.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def events_list(config_path: str | None, source: str | None, type_: str | None, status: str | None, since: str | None,
+                until: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
+    """Events, newest first."""
+    from . import operations as ops
+
+    loaded, store = _inspect(config_path)
+    page = ops.list_events(loaded, store, limit=limit, cursor=cursor, source=source, type=type_, status=status, since=since, until=until)
+    if as_json:
+        _print_json(page)
+        return
+    _table([[e["id"], e["received_at"], e["source"], e["type"], e["status"]] for e in page["events"]], ["ID", "RECEIVED", "SOURCE", "TYPE", "STATUS"])
+    if page["next_cursor"]:
+        click.echo(f"more: --cursor {page['next_cursor']}")
+
+
+@events.command("show")
+@config_option
+@click.argument("event_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def events_show(config_path: str | None, event_id: str, as_json: bool) -> None:
+    """An event with its body, explain record and runs."""
+    from . import operations as ops
+
+    loaded, store = _inspect(config_path)
+    detail = ops.event_detail(loaded, store, event_id)
+    if detail is None:
+        raise UsageError(f"no event {event_id!r}")
+    if as_json:
+        _print_json(detail)
+        return
+    event = detail["event"]
+    click.echo(f"event {event['id']}  {event['source']}/{event['type']}  received {event['received_at']}  {event['status']}")
+    if event.get("replay_of"):
+        click.echo(f"replay of {event['replay_of']}" + (f" for {', '.join(event['only_rules'])}" if event.get("only_rules") else ""))
+    click.echo("body:")
+    click.echo("\n".join("  " + line for line in json.dumps(event["body"], indent=2, ensure_ascii=False).splitlines()))
+    _print_explain(event.get("explain"))
+    for run in detail["runs"]:
+        _print_run(run)
+
+
+def _print_explain(explain: list[dict[str, Any]] | None) -> None:
+    if explain is None:
+        click.echo("explain: not matched yet")
+        return
+    click.echo("rules:" if explain else "rules: none could match")
+    width = max((len(r["rule"]) for r in explain), default=0)
+    for record in explain:
+        click.echo(f"  {record['rule']:<{width}}  {record['reason']}")
+
+
+def _print_run(run: dict[str, Any]) -> None:
+    click.echo(f"run {run['id']}  rule {run['rule']} (version {run['rule_version']})  {run['status']}" + (f": {run['error']}" if run.get("error") else ""))
+    for step in run["steps"]:
+        line = f"  step {step['index']} {step['id']} ({step['action']})  {step['status']}"
+        if step["attempt"]:
+            line += f", attempt {step['attempt']}"
+        if step.get("error"):
+            line += f": {step['error']}"
+        click.echo(line)
+
+
+@cli.command()
+@config_option
+@click.argument("event_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def explain(config_path: str | None, event_id: str, as_json: bool) -> None:
+    """Which rules an event's matching considered, and why each did or did not match."""
+    loaded, store = _inspect(config_path)
+    event = store.get_event(event_id)
+    if event is None:
+        raise UsageError(f"no event {event_id!r}")
+    if as_json:
+        _print_json(loaded.masker.mask_value({"event_id": event_id, "explain": event["explain"]}))
+        return
+    click.echo(f"event {event_id}  {event['source']}/{event['type']}")
+    _print_explain(loaded.masker.mask_value(event["explain"]))
+
+
+@cli.command()
+@config_option
+@click.argument("event_id", metavar="ID")
+@click.option("--rule", "rules", multiple=True, metavar="R", help="Only for this rule; repeatable.")
+def replay(config_path: str | None, event_id: str, rules: tuple[str, ...]) -> None:
+    """Send a stored event through the rules again (as a new event)."""
+    from . import operations as ops
+
+    loaded, store = _inspect(config_path)
+    new = ops.replay(loaded, store, event_id, rules)
+    if new is None:
+        raise UsageError(f"no event {event_id!r}")
+    click.echo(f"replayed {event_id} as {new}")
+
+
+@cli.group()
+def runs() -> None:
+    """Runs of rules."""
+
+
+@runs.command("list")
+@config_option
+@click.option("--status", type=click.Choice(["active", "succeeded", "dead"]))
+@click.option("--rule", help="Only runs of this rule.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_list(config_path: str | None, status: str | None, rule: str | None, limit: int, as_json: bool) -> None:
+    """Runs, most recently changed first."""
+    from . import operations as ops
+
+    loaded, store = _inspect(config_path)
+    found = ops.list_runs(loaded, store, status=status, rule=rule, limit=limit)
+    if as_json:
+        _print_json(found)
+        return
+    _table([[r["id"], r["updated_at"], r["rule"], r["status"], f"step {r['step']}", r["error"] or ""] for r in found["runs"]],
+           ["ID", "UPDATED", "RULE", "STATUS", "AT", "ERROR"])
+
+
+@runs.command("show")
+@config_option
+@click.argument("run_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_show(config_path: str | None, run_id: str, as_json: bool) -> None:
+    """A run with its steps, their params, outputs and errors."""
+    from . import operations as ops
+
+    loaded, store = _inspect(config_path)
+    detail = ops.run_detail(loaded, store, run_id)
+    if detail is None:
+        raise UsageError(f"no run {run_id!r}")
+    if as_json:
+        _print_json(detail)
+    else:
+        _print_run(detail)
+
+
+@runs.command("retry")
+@config_option
+@click.argument("run_id", metavar="ID")
+@click.option("--set", "sets", multiple=True, metavar="STEP.PARAM=VALUE", help="Change a param of the dead step; repeatable.")
+def runs_retry(config_path: str | None, run_id: str, sets: tuple[str, ...]) -> None:
+    """Resume a dead run from its failed step, earlier outputs kept."""
+    from . import operations as ops
+
+    loaded, store = _inspect(config_path)
+    try:
+        detail = ops.retry(loaded, store, run_id, ops.parse_sets(sets))
+    except LookupError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    click.echo(f"run {run_id} resumes at step {detail['step']}")
+
+
 @cli.group()
 def queue() -> None:
     """The work queues of the requeue action."""

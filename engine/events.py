@@ -29,6 +29,9 @@ class Event:
     received_at: datetime = field(default_factory=utcnow)
     delivery_id: str | None = None
     depth: int = 0
+    #: a replay: the event it repeats, and the rules it is for (None: every rule)
+    replay_of: str | None = None
+    only_rules: tuple[str, ...] | None = None
 
     def envelope(self) -> dict[str, Any]:
         """The ``$``-paths of conditions: ``$headers``, ``$query``, ``$source``, ``$type``,

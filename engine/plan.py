@@ -7,6 +7,7 @@ given in advance (or none). Both go through :func:`step_context` and :func:`rend
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -89,3 +90,20 @@ def _plan_step(rule: Rule, step: Step, context: Mapping[str, Any], registry: Reg
         return PlannedStep(**base, params=render_step(step, context, registry))
     except (RenderError, ParamsError) as exc:
         return PlannedStep(**base, error=str(exc))
+
+
+def apply_overrides(params: Any, overrides: Mapping[str, Any]) -> Any:
+    """``params`` with each ``{"dotted.path": value}`` of ``overrides`` set (``runs retry
+    --set STEP.PARAM=VALUE``); missing mappings on the way are created."""
+    if not overrides:
+        return params
+    out = json.loads(json.dumps(params))  # a deep copy of plain JSON data
+    for path, value in overrides.items():
+        target = out
+        *parents, last = path.split(".")
+        for key in parents:
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+            target = target[key]
+        target[last] = value
+    return out

@@ -24,8 +24,8 @@ from .errors import ConfigError, Fail, ParamsError, RenderError, Retry, StoreErr
 from .events import Event
 from .ids import derived_id
 from .loader import Loaded
-from .plan import should_run, step_context
-from .rules import Rule, RuleLoader
+from .plan import apply_overrides, should_run, step_context
+from .rules import Match, Rule, RuleLoader
 from .runs import StepResult, StepTask, retry_delay
 from .store import Incoming, Matched, NewRun, Store
 
@@ -150,6 +150,8 @@ class Worker:
 
     def _match(self, loaded: Loaded, event: Event) -> Matched:
         match = loaded.rules.match(event)
+        if event.only_rules is not None:  # a replay for some rules
+            match = Match(tuple(v for v in match.verdicts if v.rule.name in event.only_rules))
         runs = [
             NewRun(
                 id=derived_id(event.id, rule.name), rule=rule.name, version=rule.version, rule_file=rule.file,
@@ -241,7 +243,7 @@ class Worker:
         try:
             if not should_run(step, context):
                 return self._success(task, rule, "skipped", None, None, started)
-            params = {**step.params.render(context), **task.overrides}
+            params = apply_overrides(step.params.render(context), task.overrides)
             model = loaded.registry.validate(step.action, params)
             output = self._action(loaded, step.action).run(model, self._context(task, rule, step.timeout))
             output = _checked_output(output)

@@ -179,13 +179,33 @@ class Store(Protocol):
 
     def get_event(self, event_id: str) -> dict[str, Any] | None: ...
 
-    def list_events(self, limit: int = 50) -> list[dict[str, Any]]: ...
+    def list_events(
+        self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
+        since: float | None = None, until: float | None = None, cursor: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events newest first; ``cursor`` is the ``seq`` of the last event of the page
+        before."""
+
+    def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
+        """Store a copy of an event to be matched again (for ``rules`` only, when given);
+        its id, or None when there is no such event."""
+
+    def retry_run(self, run_id: str, overrides: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Resume a dead run from its dead step (attempts start again), with ``overrides``
+        (``{"param.path": value}``) replacing rendered params; None unless the run is dead."""
+
+    def rule_counts(self) -> dict[str, dict[str, int]]:
+        """{rule: {run status: count}}."""
+
+    def prune(self, before: float, batch: int = 500) -> dict[str, int]:
+        """Delete one batch of succeeded runs and of matched events without runs older than
+        ``before``, and of expired delivery ids; dead and active runs are kept."""
 
     def runs_of_event(self, event_id: str) -> list[dict[str, Any]]: ...
 
     def get_run(self, run_id: str) -> dict[str, Any] | None: ...
 
-    def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]: ...
+    def list_runs(self, status: str | None = None, limit: int = 50, rule: str | None = None) -> list[dict[str, Any]]: ...
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]: ...
 

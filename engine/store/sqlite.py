@@ -24,6 +24,9 @@ from .queries import load_queries
 
 Q = load_queries("sqlite")
 
+#: Columns added after a table was first released: (name, type) by table.
+_ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {"events": [("replay_of", "TEXT"), ("only_rules", "TEXT")]}
+
 #: How long a writer waits for the database lock before the operation fails.
 BUSY_TIMEOUT_MS = 10_000
 
@@ -92,8 +95,15 @@ class SQLiteStore:
         self._read("SELECT 1")
 
     def migrate(self) -> None:
+        """Create the schema, and add the columns later versions brought to an older file."""
+        conn = self._connection()
         try:
-            self._connection().executescript(Q["schema"])
+            conn.executescript(Q["schema"])
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns:
+                    if name not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot create the schema in {self.path}: {exc}") from None
 
@@ -333,12 +343,54 @@ class SQLiteStore:
         return {
             "id": r[0], "source": r[1], "type": r[2], "delivery_id": r[3], "body": _loads(r[4]),
             "headers": _loads(r[5]), "query": _loads(r[6]), "received_at": r[7], "depth": r[8],
-            "status": r[9], "explain": _loads(r[10]),
+            "status": r[9], "explain": _loads(r[10]), "replay_of": r[11], "only_rules": _loads(r[12]),
         }
 
-    def list_events(self, limit: int = 50) -> list[dict[str, Any]]:
-        keys = ("id", "source", "type", "delivery_id", "received_at", "status")
-        return [dict(zip(keys, row)) for row in self._read(Q["list_events"], (limit,))]
+    def list_events(
+        self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
+        since: float | None = None, until: float | None = None, cursor: int | None = None,
+    ) -> list[dict[str, Any]]:
+        keys = ("seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of")
+        params = {"limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until, "cursor": cursor}
+        return [dict(zip(keys, row)) for row in self._read(Q["list_events"], params)]
+
+    def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
+        new = new_id()
+        now = time.time()
+        with self._write() as db:
+            params = {"id": new, "now": now, "of": event_id, "only_rules": _dumps(list(rules)) if rules else None}
+            if not db.execute(Q["put_replay"], params).rowcount:
+                return None
+        return new
+
+    def retry_run(self, run_id: str, overrides: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT idx FROM steps WHERE run_id = ? AND status = 'dead'", (run_id,)).fetchone()
+            if row is None or not db.execute(Q["revive_run"], (now, run_id)).rowcount:
+                return None
+            db.execute(Q["retry_dead_step"], (now, _dumps(overrides) if overrides else None, run_id, row[0]))
+            db.execute(Q["update_run"], ("active", row[0], None, now, run_id))
+        return self.get_run(run_id)
+
+    def rule_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for rule, status, count in self._read(Q["rule_counts"]):
+            counts.setdefault(rule, {})[status] = count
+        return counts
+
+    def prune(self, before: float, batch: int = 500) -> dict[str, int]:
+        """Delete one batch of finished runs, events and delivery ids older than
+        ``before``; small transactions, so ingest never waits long."""
+        now = time.time()
+        with self._write() as db:
+            runs = [r[0] for r in db.execute(Q["prune_runs"], (before, batch)).fetchall()]
+            db.executemany(Q["prune_steps"], [(r,) for r in runs])
+        with self._write() as db:
+            events = db.execute(Q["prune_events"], (before, batch)).rowcount
+        with self._write() as db:
+            deliveries = db.execute(Q["prune_deliveries"], (now, batch)).rowcount
+        return {"runs": len(runs), "events": events, "deliveries": deliveries}
 
     def runs_of_event(self, event_id: str) -> list[dict[str, Any]]:
         return [_run(row) for row in self._read(Q["runs_of_event"], (event_id,))]
@@ -347,8 +399,8 @@ class SQLiteStore:
         rows = self._read(Q["get_run"], (run_id,))
         return _run(rows[0]) if rows else None
 
-    def list_runs(self, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        return [_run(row) for row in self._read(Q["list_runs"], {"status": status, "limit": limit})]
+    def list_runs(self, status: str | None = None, limit: int = 50, rule: str | None = None) -> list[dict[str, Any]]:
+        return [_run(row) for row in self._read(Q["list_runs"], {"status": status, "limit": limit, "rule": rule})]
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
         keys = ("run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at", "finished_at")
@@ -379,8 +431,9 @@ def _run(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def _event(row: Sequence[Any]) -> Event:
-    event_id, source, type_, delivery_id, body, headers, query, received_at, depth = row
+    event_id, source, type_, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules = row
     return Event(
         source=source, type=type_, body=json.loads(body), headers=json.loads(headers), query=json.loads(query),
         id=event_id, received_at=datetime.fromtimestamp(received_at, timezone.utc), delivery_id=delivery_id, depth=depth,
+        replay_of=replay_of, only_rules=tuple(json.loads(only_rules)) if only_rules else None,
     )

@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS events (
     depth        INTEGER NOT NULL DEFAULT 0,
     status       TEXT NOT NULL DEFAULT 'pending',   -- pending | matched
     available_at REAL NOT NULL,                     -- not before (a delay, or a claim's lease)
-    explain      TEXT
+    explain      TEXT,
+    replay_of    TEXT,                              -- the event this one replays
+    only_rules   TEXT                               -- a replay for these rules only (JSON list)
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (available_at) WHERE status = 'pending';
 
@@ -116,12 +118,16 @@ WHERE deliveries.expires_at <= :now;
 INSERT OR IGNORE INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
+-- name: put_replay
+INSERT INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at, replay_of, only_rules)
+SELECT :id, source, type, NULL, body, headers, query, :now, depth, :now, id, :only_rules FROM events WHERE id = :of;
+
 -- name: claim_events
 UPDATE events SET available_at = :lease_until
 WHERE seq IN (
     SELECT seq FROM events WHERE status = 'pending' AND available_at <= :now ORDER BY available_at, seq LIMIT :limit
 )
-RETURNING id, source, type, delivery_id, body, headers, query, received_at, depth;
+RETURNING id, source, type, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules;
 
 -- name: next_event_due
 SELECT MIN(available_at) FROM events WHERE status = 'pending';
@@ -156,7 +162,8 @@ UPDATE steps SET due_at = ? WHERE run_id = ? AND idx = ? AND status = 'running' 
 SELECT MIN(due_at) FROM steps WHERE status IN ('ready', 'running');
 
 -- name: step_context
-SELECT r.rule, r.rule_version, e.id, e.source, e.type, e.delivery_id, e.body, e.headers, e.query, e.received_at, e.depth
+SELECT r.rule, r.rule_version, e.id, e.source, e.type, e.delivery_id, e.body, e.headers, e.query, e.received_at, e.depth,
+    e.replay_of, e.only_rules
 FROM runs r JOIN events e ON e.id = r.event_id
 WHERE r.id = ?;
 
@@ -178,10 +185,15 @@ UPDATE steps SET status = 'ready', due_at = ? WHERE run_id = ? AND idx = ? AND s
 UPDATE runs SET status = ?, step = ?, error = ?, updated_at = ? WHERE id = ?;
 
 -- name: get_event
-SELECT id, source, type, delivery_id, body, headers, query, received_at, depth, status, explain FROM events WHERE id = ?;
+SELECT id, source, type, delivery_id, body, headers, query, received_at, depth, status, explain, replay_of, only_rules
+FROM events WHERE id = ?;
 
 -- name: list_events
-SELECT id, source, type, delivery_id, received_at, status FROM events ORDER BY seq DESC LIMIT ?;
+SELECT seq, id, source, type, delivery_id, received_at, status, replay_of FROM events
+WHERE (:source IS NULL OR source = :source) AND (:type IS NULL OR type = :type) AND (:status IS NULL OR status = :status)
+    AND (:since IS NULL OR received_at >= :since) AND (:until IS NULL OR received_at < :until)
+    AND (:cursor IS NULL OR seq < :cursor)
+ORDER BY seq DESC LIMIT :limit;
 
 -- name: runs_of_event
 SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs WHERE event_id = ? ORDER BY created_at, rule;
@@ -191,7 +203,37 @@ SELECT id, event_id, rule, rule_version, status, step, error, created_at, update
 
 -- name: list_runs
 SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs
-WHERE (:status IS NULL OR status = :status) ORDER BY updated_at DESC LIMIT :limit;
+WHERE (:status IS NULL OR status = :status) AND (:rule IS NULL OR rule = :rule) ORDER BY updated_at DESC LIMIT :limit;
+
+-- name: retry_dead_step
+UPDATE steps SET status = 'ready', attempt = 0, due_at = ?, overrides = ?, error = NULL
+WHERE run_id = ? AND idx = ? AND status = 'dead';
+
+-- name: revive_run
+UPDATE runs SET status = 'active', error = NULL, updated_at = ? WHERE id = ? AND status = 'dead';
+
+-- name: rule_counts
+SELECT rule, status, COUNT(*) FROM runs GROUP BY rule, status;
+
+-- name: prune_runs
+DELETE FROM runs WHERE rowid IN (
+    SELECT rowid FROM runs WHERE status = 'succeeded' AND updated_at < ? LIMIT ?
+) RETURNING id;
+
+-- name: prune_steps
+DELETE FROM steps WHERE run_id = ?;
+
+-- name: prune_events
+DELETE FROM events WHERE seq IN (
+    SELECT e.seq FROM events e WHERE e.received_at < ? AND e.status = 'matched'
+        AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_id = e.id)
+    ORDER BY e.seq LIMIT ?
+);
+
+-- name: prune_deliveries
+DELETE FROM deliveries WHERE (source, delivery_id) IN (
+    SELECT source, delivery_id FROM deliveries WHERE expires_at < ? LIMIT ?
+);
 
 -- name: steps_of_run
 SELECT run_id, idx, step_id, action, status, attempt, due_at, params, output, error, started_at, finished_at

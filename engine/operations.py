@@ -1,0 +1,170 @@
+"""What operators ask of a running (or stopped) hookwise: events with their explain records
+and runs, replays, retries of dead runs, rules with their counts, sources. Shared by the
+management API and the CLI, so both answer alike; every answer is masked."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from .errors import UsageError
+from .handshake import BUILTIN_FILE
+from .loader import Loaded
+from .store import Store
+
+EVENT_STATUSES = ("pending", "matched")
+RUN_STATUSES = ("active", "succeeded", "dead")
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str | None, name: str) -> float | None:
+    """An ISO-8601 date-time (or unix seconds) as unix seconds."""
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{name}: expected an ISO-8601 date-time, got {text!r}") from None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def list_events(
+    loaded: Loaded, store: Store, *, limit: int = 50, cursor: str | None = None, source: str | None = None,
+    type: str | None = None, status: str | None = None, since: str | None = None, until: str | None = None,
+) -> dict[str, Any]:
+    """A page of events, newest first, and the cursor of the next page (None at the end)."""
+    if status is not None and status not in EVENT_STATUSES:
+        raise UsageError(f"status: expected one of {', '.join(EVENT_STATUSES)}")
+    if cursor is not None and not cursor.isdigit():
+        raise UsageError("cursor: expected the next_cursor of a previous page")
+    rows = store.list_events(
+        limit + 1, source=source, type=type, status=status, since=parse_time(since, "since"),
+        until=parse_time(until, "until"), cursor=int(cursor) if cursor else None,
+    )
+    page = rows[:limit]
+    next_cursor = str(page[-1]["seq"]) if len(rows) > limit else None
+    events = [{**{k: v for k, v in row.items() if k != "seq"}, "received_at": iso(row["received_at"])} for row in page]
+    return loaded.masker.mask_value({"events": events, "next_cursor": next_cursor})  # type: ignore[no-any-return]
+
+
+def event_detail(loaded: Loaded, store: Store, event_id: str) -> dict[str, Any] | None:
+    """An event with its body, headers (credentials masked when stored), explain record and
+    runs with their steps."""
+    event = store.get_event(event_id)
+    if event is None:
+        return None
+    event["received_at"] = iso(event["received_at"])
+    runs = [run_detail(loaded, store, run["id"]) for run in store.runs_of_event(event_id)]
+    return loaded.masker.mask_value({"event": event, "runs": runs})  # type: ignore[no-any-return]
+
+
+def run_detail(loaded: Loaded, store: Store, run_id: str) -> dict[str, Any] | None:
+    run = store.get_run(run_id)
+    if run is None:
+        return None
+    run["created_at"], run["updated_at"] = iso(run["created_at"]), iso(run["updated_at"])
+    steps = store.steps_of_run(run_id)
+    for step in steps:
+        step["started_at"], step["finished_at"] = iso(step["started_at"]), iso(step["finished_at"])
+        step["due_at"] = iso(step["due_at"]) if step["status"] in ("ready", "running") else None
+    return loaded.masker.mask_value({**run, "steps": steps})  # type: ignore[no-any-return]
+
+
+def list_runs(loaded: Loaded, store: Store, *, status: str | None = None, rule: str | None = None, limit: int = 50) -> dict[str, Any]:
+    if status is not None and status not in RUN_STATUSES:
+        raise UsageError(f"status: expected one of {', '.join(RUN_STATUSES)}")
+    runs = store.list_runs(status, limit, rule)
+    for run in runs:
+        run["created_at"], run["updated_at"] = iso(run["created_at"]), iso(run["updated_at"])
+    return loaded.masker.mask_value({"runs": runs})  # type: ignore[no-any-return]
+
+
+def replay(loaded: Loaded, store: Store, event_id: str, rules: Sequence[str] = ()) -> str | None:
+    """Store a copy of the event to go through the rules again (only ``rules`` when
+    given); None when there is no such event."""
+    unknown = [r for r in rules if loaded.rules.get(r) is None]
+    if unknown:
+        raise UsageError(f"no rule named {', '.join(map(repr, unknown))}")
+    return store.replay_event(event_id, list(rules) or None)
+
+
+def parse_sets(values: Sequence[str]) -> list[tuple[str, str, Any]]:
+    """``STEP.PARAM=VALUE`` options as (step, param path, value); the value is JSON when it
+    parses as JSON, else text."""
+    out = []
+    for value in values:
+        target, sep, raw = value.partition("=")
+        step, dot, param = target.partition(".")
+        if not sep or not dot or not step or not param:
+            raise UsageError(f"--set {value!r}: expected STEP.PARAM=VALUE, e.g. crm.url=https://crm.example.com")
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            parsed = raw
+        out.append((step, param, parsed))
+    return out
+
+
+def retry(loaded: Loaded, store: Store, run_id: str, sets: Sequence[tuple[str, str, Any]] = ()) -> dict[str, Any]:
+    """Resume a dead run from its dead step; ``sets`` edit that step's params."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise LookupError(f"no run {run_id!r}")
+    if run["status"] != "dead":
+        raise UsageError(f"run {run_id} is {run['status']}, not dead: only a dead run can be retried")
+    dead = next(s for s in store.steps_of_run(run_id) if s["status"] == "dead")
+    overrides = {}
+    for step, param, value in sets:
+        if step not in (dead["id"], str(dead["index"])):
+            raise UsageError(f"run {run_id} is dead at step {dead['index']} ({dead['id']}): --set can change that step only")
+        overrides[param] = value
+    if store.retry_run(run_id, overrides or None) is None:
+        raise UsageError(f"run {run_id} is no longer dead")
+    detail = run_detail(loaded, store, run_id)
+    assert detail is not None
+    return detail
+
+
+def rules_info(loaded: Loaded, store: Store) -> dict[str, Any]:
+    """Every rule with its version, file, line and the counts of its runs."""
+    counts = store.rule_counts()
+    rules = []
+    for rule in loaded.rules:
+        by_status = counts.get(rule.name, {})
+        rules.append({
+            "name": rule.name, "description": rule.description, "version": rule.version, "file": rule.file,
+            "line": rule.line, "builtin": rule.file == BUILTIN_FILE, "enabled": rule.enabled, "priority": rule.priority,
+            "source": sorted(rule.sources) if rule.sources is not None else None, "event": list(rule.event_text) or None,
+            "steps": [{"id": s.id, "action": s.action} for s in rule.steps],
+            "counts": {"runs": sum(by_status.values()), "succeeded": by_status.get("succeeded", 0),
+                       "dead": by_status.get("dead", 0), "active": by_status.get("active", 0)},
+        })
+    return loaded.masker.mask_value({"rules": rules})  # type: ignore[no-any-return]
+
+
+def sources_info(loaded: Loaded, store: Store) -> dict[str, Any]:
+    """Every source: its preset, how requests prove themselves, and for Hover the webhooks'
+    verification state and last error."""
+    webhooks = store.hover_webhooks()
+    sources = []
+    for name, source in sorted(loaded.config.settings.sources.items()):
+        entry: dict[str, Any] = {
+            "name": name, "preset": source.preset, "path": f"/hooks/{name}", "authenticated": source.authenticated(),
+            "checks": [c for c, on in (("signature", bool(source.secret or source.verify or source.hmac_secret)),
+                                       ("token", bool(source.token)), ("allow_ips", bool(source.allow_ips))) if on],
+        }
+        if source.preset == "hover":
+            entry["hover"] = {"webhooks": [
+                {**w, "verified_at": iso(w["verified_at"]), "updated_at": iso(w["updated_at"])}
+                for w in webhooks if w["source"] in (None, name)
+            ]}
+        sources.append(entry)
+    return loaded.masker.mask_value({"sources": sources})  # type: ignore[no-any-return]
