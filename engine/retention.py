@@ -1,0 +1,64 @@
+"""Retention: prune events and finished runs older than ``retention.events``.
+
+A thread in the worker process deletes in small batches (each its own short transaction)
+with a pause between them, so ingest never waits on it for long. Dead and active runs are
+kept, and so are the events they belong to.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from .errors import StoreError
+from .loader import Loaded
+from .store import Store
+
+log = logging.getLogger("hookwise.retention")
+
+#: Rows deleted per transaction.
+BATCH = 500
+#: Pause between batches, and how often to look for old rows.
+PAUSE = 0.05
+INTERVAL = 60.0
+
+
+class Retention:
+    def __init__(self, store: Store, loaded: Callable[[], Loaded], *, interval: float = INTERVAL) -> None:
+        self.store = store
+        self.loaded = loaded
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="hookwise-retention", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.prune_once()
+            except StoreError as exc:
+                log.warning("pruning failed: %s", exc)
+
+    def prune_once(self) -> dict[str, int]:
+        """Prune everything now due, batch by batch; the totals deleted."""
+        before = time.time() - self.loaded().config.settings.retention.events
+        totals = {"runs": 0, "events": 0, "deliveries": 0}
+        while not self._stop.is_set():
+            counts = self.store.prune(before, BATCH)
+            for key, n in counts.items():
+                totals[key] += n
+            if not any(counts.values()):
+                break
+            time.sleep(PAUSE)
+        if any(totals.values()):
+            log.info("pruned %(runs)d runs, %(events)d events and %(deliveries)d delivery ids", totals)
+        return totals
