@@ -250,7 +250,14 @@ def api_routes(current: Callable[[], Loaded], store: Store) -> list[Route]:
         return Route(path, guarded(current, handler), methods=[method])
 
     inspect = InspectApi(current, store)
+
+    async def openapi(request: Request) -> Response:
+        from .openapi import spec
+
+        return JSONResponse(spec())
+
     return [
+        Route("/openapi.json", openapi, methods=["GET"]),
         route("/api/events", inspect.events, "GET"),
         route("/api/events/{id}", inspect.event, "GET"),
         route("/api/events/{id}/replay", inspect.replay, "POST"),
