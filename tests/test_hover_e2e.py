@@ -24,10 +24,19 @@ EVENTS = ROOT / "rules" / "tests" / "events"
 
 
 class Mailbox:
+    """An SMTP handler that keeps what it accepts; ``refuse`` answers the next DATA
+    commands with a temporary failure."""
+
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], email.message.Message]] = []
+        self.refuse = 0
+        self.refused = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse:
+            self.refuse -= 1
+            self.refused += 1
+            return "451 4.3.0 try again later"
         self.messages.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
         return "250 OK"
 
@@ -52,6 +61,7 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
     config.write_text(f"""\
 store: sqlite:///data/hookwise.db
 rules: [hover.yaml]
+defaults: {{retry: {{attempts: 5, backoff: 100ms, max_backoff: 200ms}}}}
 http: {{allow_private: true}}
 smtp: {{host: 127.0.0.1, port: {smtp_port}, from: "hookwise <hookwise@example.com>"}}
 hover: {{base_url: "{hover.url}", client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}, redirect_uri: "{REDIRECT_URI}"}}
@@ -74,9 +84,9 @@ def hookwise(world: dict[str, Any], *args: str) -> subprocess.CompletedProcess[s
                           timeout=60, env={**os.environ, **world["env"]}, cwd=world["root"])
 
 
-def send(world: dict[str, Any], daemon: DaemonProcess, event: Path) -> None:
+def send(world: dict[str, Any], daemon: DaemonProcess, event: Path, status: str = "202") -> None:
     result = hookwise(world, "send", "--source", "hover", str(event), "--url", f"{daemon.url}/hooks/hover")
-    assert result.returncode == 0 and result.stdout.startswith("202 "), result.stdout + result.stderr
+    assert result.returncode == 0 and result.stdout.startswith(status + " "), result.stdout + result.stderr
 
 
 def test_hover_workflows(world: dict[str, Any]) -> None:
@@ -100,12 +110,16 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
         (rcpt, message), = world["mailbox"].wait_for(1)
         assert rcpt == ["ada@example.com"] and "4312 Meadow Drive" in message["Subject"]
 
-        # job failed: back to the field technicians' queue, ops get an email
+        # job failed, and Hover sends it twice: one queue item; the SMTP server refuses the
+        # first attempt of ops' email, which arrives on the retry
+        world["mailbox"].refuse = 1
         send(world, daemon, EVENTS / "job-state-changed-v2_failed.json")
+        send(world, daemon, EVENTS / "job-state-changed-v2_failed.json", status="200")  # identical body: a duplicate
         messages = world["mailbox"].wait_for(2)
+        assert world["mailbox"].refused == 1
         assert messages[1][0] == ["ops@example.com"] and messages[1][1]["Subject"] == "Hover job 19402492 failed"
         queue = json.loads(hookwise(world, "queue", "list", "field-techs", "--json").stdout)
-        assert [(i["key"], i["status"], i["data"]["reason"]) for i in queue] == [("19402492", "waiting", "job failed")]
+        assert [(i["key"], i["status"], i["attempts"], i["data"]["reason"]) for i in queue] == [("19402492", "waiting", 1, "job failed")]
 
         # the verification handshake: registered, Hover posts the code, hookwise verifies it
         registered = hookwise(world, "hover", "register", f"{daemon.url}/hooks/hover?token=url-t0ken")
@@ -124,7 +138,31 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
         assert row["verified_at"]
     finally:
         assert daemon.stop() == 0, daemon.output()
-    log = daemon.output()
+
+    first_log = daemon.output()
+
+    # the access token expires while the daemon is down; after a restart the next Hover call
+    # gets a 401, refreshes once, and the rotated refresh token is the one kept
+    hover.expire_access_tokens()
+    refreshes = hover.refreshes
+    daemon = DaemonProcess(world["config"], free_port(), env=world["env"])
+    try:
+        daemon.wait_ready()
+        hover.add_job(19402493)
+        legacy = world["root"] / "legacy.json"
+        legacy.write_text(json.dumps({**json.loads((EVENTS / "job-state-changed_complete.json").read_text()), "job_id": 19402493}))
+        send(world, daemon, legacy)
+        world["crm"].wait_for(2, path="/crm/jobs")
+        assert hover.refreshes == refreshes + 1
+    finally:
+        assert daemon.stop() == 0, daemon.output()
+    from engine.store import open_store
+
+    store = open_store(f"sqlite:///{world['root'] / 'data' / 'hookwise.db'}")
+    tokens = store.hover_tokens()
+    store.close()
+    assert tokens is not None and hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(tokens.access_token)
+    log = first_log + daemon.output()
     for secret in ("crm-s3cret", "url-t0ken"):
         assert secret not in log
     db = sqlite3.connect(world["root"] / "data" / "hookwise.db")
