@@ -83,6 +83,12 @@ class Http(Model):
     allow_private: bool = Field(False, description="Let the http action reach private, loopback and link-local addresses.")
     allow_hosts: list[str] = Field(default_factory=list, description="Hosts the http action may reach even when private.")
 
+    @field_validator("allow_hosts", mode="before")
+    @classmethod
+    def _drop_empty(cls, value: Any) -> Any:
+        # An unset ${VAR:-} leaves an empty entry: it names no host.
+        return [v for v in value if v != ""] if isinstance(value, list) else value
+
 
 class RetryPolicy(Model):
     attempts: int = Field(5, ge=1, le=1000, description="Attempts in all, the first included.")

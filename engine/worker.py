@@ -24,6 +24,8 @@ from .errors import ConfigError, Fail, ParamsError, RenderError, Retry, StoreErr
 from .events import Event
 from .ids import derived_id
 from .loader import Loaded
+from .logs import step_fields
+from .metrics import Metrics
 from .plan import apply_overrides, should_run, step_context
 from .rules import Match, Rule, RuleLoader
 from .runs import StepResult, StepTask, retry_delay
@@ -56,8 +58,11 @@ class Worker:
     the rule version that created them).
     """
 
-    def __init__(self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 16, poll: float = 0.25) -> None:
+    def __init__(
+        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 16, poll: float = 0.25, metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
+        self.metrics = metrics
         self.loaded = loaded
         self.concurrency = concurrency
         self.poll = poll
@@ -161,7 +166,9 @@ class Worker:
             for rule in match.rules
         ]
         for run in runs:
-            log.info("event %s matched rule %s: run %s", event.id, run.rule, run.id)
+            log.info("event %s matched rule %s: run %s", event.id, run.rule, run.id, extra={"event": event.id, "rule": run.rule, "run": run.id})
+            if self.metrics is not None:
+                self.metrics.matched(run.rule)
         return Matched(event.id, loaded.masker.mask_value(match.explain()), runs)
 
     # --- steps ----------------------------------------------------------------------------
@@ -216,6 +223,8 @@ class Worker:
                 results.append(self._timed_out(flight, now))
         if results:
             self.store.record_steps(results)
+            if self.metrics is not None:
+                self.metrics.recorded(results)
         return len(results)
 
     def _result_of(self, future: Future[StepResult], flight: _InFlight) -> StepResult:
@@ -226,7 +235,7 @@ class Worker:
 
     def _timed_out(self, flight: _InFlight, now: float) -> StepResult:
         limit = flight.deadline - flight.started
-        log.warning("run %s step %s timed out after %.1fs", flight.task.run_id, flight.task.index, limit)
+        log.warning("run %s step %s timed out after %.1fs", flight.task.run_id, flight.task.index, limit, extra=step_fields(flight.task, flight.started))
         return self._failure(flight.task, f"timed out after {limit:g}s", None, flight.started)
 
     # --- executing one step (in a pool thread) ------------------------------------------------
@@ -258,9 +267,11 @@ class Worker:
 
     def _success(self, task: StepTask, rule: Rule, outcome: str, output: Any, params: Any, started: float) -> StepResult:
         masker = self.loaded().masker
-        log.info("run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome)
+        log.info("run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome, extra=step_fields(task, started))
         return StepResult(
-            task=task, outcome=outcome, output=masker.mask_value(output), params=masker.mask_value(params),
+            # Outputs are stored as they are: later steps render from them. They are masked
+            # where they are shown (API, CLI); params are masked here, as nothing reads them back.
+            task=task, outcome=outcome, output=output, params=masker.mask_value(params),
             started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index),
         )
 
@@ -276,7 +287,7 @@ class Worker:
         error = masker.mask(error)
         level = logging.WARNING if retry_in is not None else logging.ERROR
         log.log(level, "run %s step %s (%s) attempt %d failed: %s%s", task.run_id, task.index, task.action, task.attempt, error,
-                f"; retrying in {retry_in:.1f}s" if retry_in is not None else "")
+                f"; retrying in {retry_in:.1f}s" if retry_in is not None else "", extra=step_fields(task, started))
         return StepResult(
             task=task, outcome="failed", error=error, retry_in=retry_in, params=masker.mask_value(params),
             started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index) if rule else 0.0,
@@ -284,7 +295,7 @@ class Worker:
         )
 
     def _context(self, task: StepTask, rule: Rule, timeout: float) -> Context:
-        logger = logging.LoggerAdapter(logging.getLogger("hookwise.action"), {"run": task.run_id, "step": task.index})
+        logger = logging.LoggerAdapter(logging.getLogger("hookwise.action"), step_fields(task))
         return Context(
             event=task.event, run_id=task.run_id, step_id=task.step_id, attempt=task.attempt,
             idempotency_key=task.idempotency_key, logger=logger, rule=rule.name, timeout=timeout,
@@ -340,7 +351,7 @@ class Worker:
         try:
             rule = RuleLoader(loaded.config, loaded.registry, loaded.templates).compile_text(text, file, version)
         except ConfigError as exc:
-            log.error("rule %s version %s no longer compiles: %s", name, version, exc)
+            log.error("rule %s version %s no longer compiles: %s", name, version, exc, extra={"rule": name})
             return None
         self._rules_by_version[version] = rule
         return rule

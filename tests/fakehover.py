@@ -77,6 +77,7 @@ class FakeHover:
         self, *, rate_limit: int = 120, access_ttl: float = 7200.0, clock: Callable[[], float] = time.time,
         token_delay: float = 0.0, post_verifications: bool = False,
         client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET, redirect_uri: str = REDIRECT_URI,
+        port: int = 0,
     ) -> None:
         self.rate_limit, self.access_ttl, self.clock = rate_limit, access_ttl, clock
         #: seconds a refresh takes: widens the window in which refreshes can race
@@ -100,7 +101,7 @@ class FakeHover:
         self._hooks: deque[Callable[[], object]] = deque()
         self._windows: dict[str, deque[float]] = {}
         self._ids = iter(range(10_000, 1_000_000))
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -501,3 +502,38 @@ def _measurement_json(model_id: int, version: str) -> dict[str, Any]:
         "version": version, "model_id": model_id,
         "summary": {"roof": {"area": 2890.5, "pitch": "6/12", "facets": 12}, "siding": {"area": 2104.0}},
     }
+
+
+def main() -> None:
+    """``python -m tests.fakehover``: the fake Hover (and a CRM that prints what it gets)
+    on loopback, to follow the README's Hover walkthrough without a Hover account."""
+    import argparse
+
+    from tests.support import Sink
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakehover", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8900, help="the fake Hover's port (the CRM listens on the next one)")
+    parser.add_argument("--redirect-uri", default="http://127.0.0.1:8000/hover/callback", help="the integration's redirect URI")
+    args = parser.parse_args()
+    hover = FakeHover(port=args.port, redirect_uri=args.redirect_uri, post_verifications=True)
+    job = hover.add_job(19402492)
+    job["customer"].update(name="Ada", email="ada@example.com")
+
+    def crm(hit: Any) -> tuple[int, str]:
+        print(f"CRM got {hit.method} {hit.path}: {hit.body.decode(errors='replace')[:300]}", flush=True)
+        return 201, '{"id": "crm-1"}'
+
+    sink = Sink(crm, port=args.port + 1)
+    print(f"fake Hover on {hover.url}: client_id {hover.client_id}, client_secret {hover.client_secret}, redirect_uri {args.redirect_uri}")
+    print(f"a CRM on {sink.url}/jobs; job 19402492 exists (customer ada@example.com). Ctrl-C stops.", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sink.close()
+        hover.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -40,7 +40,7 @@ class Crashy(Action):
 
 
 class Harness:
-    def __init__(self, root: Path, rules: str) -> None:
+    def __init__(self, root: Path, rules: str, environ: dict[str, str] | None = None) -> None:
         (root / "plugins").mkdir()
         (root / "plugins" / "wplug.py").write_text(PLUGIN)
         sys.path.insert(0, str(root / "plugins"))
@@ -50,7 +50,7 @@ class Harness:
             "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\nsources:\n  s: {token: abcd1234}\n"
         )
         self.root = root
-        self.current = Current(load(root / "config.yaml", {}))
+        self.current = Current(load(root / "config.yaml", environ or {}))
         self.store: Store = open_store(self.current().config.store_url())
         self.worker = Worker(self.store, self.current, concurrency=4, poll=0.02)
         self.worker.start()
@@ -212,3 +212,25 @@ rules:
     assert steps(h, alert[0]["id"])[0][2]["mode"] == "alert 42 after 3"
     (dead,) = h.store.list_queue_items("field-techs", "dead")
     assert dead.attempts == 3
+
+
+def test_outputs_reach_later_steps_unmasked_and_show_masked(tmp_path: Path) -> None:
+    h = Harness(tmp_path, """
+rules:
+  - name: r
+    event: go
+    actions:
+      - {id: a, crashy: {mode: "${SECRET_MODE}"}}
+      - {id: b, crashy: {mode: "seen {{ steps.a.mode }}"}}
+""", environ={"SECRET_MODE": "s3cret-mode"})
+    try:
+        run = h.finished_run(h.put("go", {}))
+        first, second = h.store.steps_of_run(run["id"])
+        assert first["params"] == {"mode": "****"}  # stored params are masked
+        assert second["output"]["mode"] == "seen s3cret-mode"  # the next step saw the real value
+        from engine import operations
+
+        shown = operations.run_detail(h.current(), h.store, run["id"])
+        assert "s3cret-mode" not in str(shown)
+    finally:
+        h.close()
