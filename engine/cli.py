@@ -147,16 +147,17 @@ def schema(kind: str | None, config_path: str | None) -> None:
 @click.option("--port", metavar="P", type=click.IntRange(0, 65535), help="Port to listen on (default: server.port).")
 @click.option("--role", type=click.Choice(["all", "receiver", "worker"]), default="all", show_default=True,
               help="Run the receiver, the worker, or both.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="Log format (default: text).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="Log format (default: text on a terminal, else json).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
-def serve(config_path: str | None, host: str | None, port: int | None, role: str, log_format: str | None, log_level: str) -> None:
+@click.option("--watch", is_flag=True, help="Reload when the config or a rule file changes.")
+def serve(config_path: str | None, host: str | None, port: int | None, role: str, log_format: str | None, log_level: str, watch: bool) -> None:
     """Run the daemon: receive webhooks, match rules, run workflows."""
     from .config import find_config
     from .daemon import Options, serve as run_daemon
     from .logs import setup_logging
 
-    setup_logging(log_format or "text", log_level)
-    run_daemon(Options(config_path=find_config(config_path), host=host, port=port, role=role))
+    setup_logging(log_format, log_level)
+    run_daemon(Options(config_path=find_config(config_path), host=host, port=port, role=role, watch=watch))
 
 
 @cli.command()

@@ -1,9 +1,14 @@
 """``hookwise serve``: the receiver (uvicorn) and the worker in one process, or either
-alone (``--role``), with signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads rules.
+alone (``--role``), with signals: SIGTERM/SIGINT drain and stop, SIGHUP (and, with
+``--watch``, a change to the config or a rule file) reloads rules.
 
-Draining: the receiver stops taking connections and finishes the requests it has (each
-answered only after its event is committed), the group commit flushes, then the worker
-stops claiming, lets running steps finish (up to the drain timeout) and records them.
+Reloading loads and validates everything again and swaps it in whole, or keeps the rules
+in use and logs every problem (``FILE:LINE:COL: ...``); both are counted in the metrics.
+
+Draining: /readyz answers 503 from the moment the signal arrives; the receiver stops
+taking connections and finishes the requests it has (each answered only after its event is
+committed), the group commit flushes, then the worker stops claiming, lets running steps
+finish (up to the drain timeout) and records them.
 Steps still running after that keep their claim until its lease runs out and are then run
 again, so nothing is lost either way.
 """
@@ -11,17 +16,21 @@ again, so nothing is lost either way.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from .config import Config
 from .errors import ConfigError
 from .ingest import Ingest
 from .loader import Current, Loaded, load
+from .logs import mask_with
+from .metrics import Metrics
+from .rules import rule_files
 from .server import Health, create_app
 from .store import Store, open_store
 from .worker import Worker
@@ -38,6 +47,10 @@ class Options:
     port: int | None = None
     role: str = "all"
     drain_timeout: float = 30.0
+    #: reload when the config or a rule file changes (``serve --watch``)
+    watch: bool = False
+    #: seconds between two looks at the watched files
+    watch_interval: float = 1.0
 
 
 class Daemon:
@@ -48,10 +61,13 @@ class Daemon:
         self.current = Current(loaded)
         self.store: Store = open_store(loaded.config.store_url())
         self.health = Health()
+        self.metrics = Metrics(self.store.queue_counts)
         self.worker: Worker | None = None
         self.ingest: Ingest | None = None
+        self.watcher: RuleWatcher | None = None
         self._stop = threading.Event()
         self._server: Any = None
+        self._reload_lock = threading.Lock()
 
     @property
     def config(self) -> Config:
@@ -59,9 +75,14 @@ class Daemon:
 
     def run(self) -> None:
         role = self.options.role
+        mask_with(lambda: self.current().masker)
         if role in ("all", "worker"):
-            self.worker = Worker(self.store, self.current, concurrency=self.config.settings.workers.concurrency)
+            self.worker = Worker(self.store, self.current, concurrency=self.config.settings.workers.concurrency, metrics=self.metrics)
             self.worker.start()
+        if self.options.watch:
+            self.watcher = RuleWatcher(self.watched_files, self.reload, self.options.watch_interval)
+            self.watcher.start()
+            log.info("watching the config and rule files for changes")
         signal.signal(signal.SIGHUP, self._on_hup)
         # Ours before uvicorn's: uvicorn restores and re-raises the signal it caught once it
         # has shut down, and that must not end the process before the worker has drained.
@@ -80,19 +101,30 @@ class Daemon:
 
         self.ingest = Ingest(self.store, on_stored=self.worker.wake if self.worker else None)
         self.ingest.start()
-        app = create_app(self.current, self.ingest, self.health, self.store)
+        app = create_app(self.current, self.ingest, self.health, self.store, self.metrics)
         settings = self.config.settings.server
         config = uvicorn.Config(
             app, host=self.options.host or settings.host, port=self.options.port if self.options.port is not None else settings.port,
             access_log=False, log_level="warning", lifespan="off", timeout_graceful_shutdown=self.options.drain_timeout,
             server_header=False,
+            log_config=None,  # uvicorn's own lines go through our handler: our format, secrets masked
         )
-        self._server = uvicorn.Server(config)
+        self._server = _server(config, self._draining)
         log.info("receiving on http://%s:%s (role %s)", config.host, config.port, self.options.role)
         self._server.run()  # returns after SIGTERM/SIGINT and a graceful shutdown
         self.health.draining = True
 
+    def _draining(self, signum: int) -> None:
+        """Called in a signal handler (uvicorn's, before it starts shutting down, or ours):
+        /readyz answers 503 from now on."""
+        if not self.health.draining:
+            self.health.draining = True
+            # Not logged here: a signal handler may interrupt this thread inside the log handler.
+            message = f"{signal.Signals(signum).name}: draining"
+            threading.Thread(target=log.info, args=(message,), name="hookwise-drain-log", daemon=True).start()
+
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._draining(signum)
         self._stop.set()
 
     def _wait_for_signal(self) -> None:
@@ -102,6 +134,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.health.draining = True
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.ingest is not None:
             self.ingest.stop()
         if self.worker is not None:
@@ -114,16 +148,120 @@ class Daemon:
 
     def reload(self) -> bool:
         """Load the config and rules again; swap them in only when they are valid."""
-        try:
-            loaded = load(self.config.path)
-        except ConfigError as exc:
-            log.error("reload failed, the previous rules stay:\n%s", exc)
-            return False
-        self.current.swap(loaded)
+        with self._reload_lock:  # a SIGHUP and the watcher at once: one after the other
+            try:
+                loaded = load(self.config.path)
+            except ConfigError as exc:
+                self._reload_failed(exc.problems)
+                return False
+            except Exception as exc:  # e.g. a plugin failing on import: still keep the old set
+                log.exception("reload failed, the previous rules stay")
+                self._reload_failed([f"{type(exc).__name__}: {exc}"])
+                return False
+            self.current.swap(loaded)
+        self.metrics.reloaded(True)
         log.info("reloaded: %d rules", len(loaded.rules))
         if self.worker is not None:
             self.worker.wake()
         return True
+
+    def _reload_failed(self, problems: Iterable[object]) -> None:
+        self.metrics.reloaded(False)
+        problems = list(problems)
+        log.error("reload failed, the previous rules stay: %d problem%s", len(problems), "" if len(problems) == 1 else "s")
+        for problem in problems:  # one line each, FILE:LINE:COL first, as `hookwise check` prints them
+            log.error("reload: %s", problem)
+
+    def watched_files(self) -> list[Path]:
+        """The files a reload reads: the config, and the rule files of the config in use
+        (looked up each time, so a file added to a rules folder is seen)."""
+        config = self.config
+        named = [config.resolve(entry) for entry in config.settings.rules]
+        found, _ = rule_files(config)
+        # A named file that does not exist yet is watched for its arrival; folders are
+        # not watched themselves (an editor's swap file changes them).
+        return [config.path, *(path for path in named if not path.is_dir()), *found]
+
+
+Stat = tuple[int, int, int] | None
+
+
+class RuleWatcher:
+    """Calls ``on_change`` when the files ``paths`` returns change: one is edited,
+    replaced, added or removed.
+
+    It looks every ``interval`` seconds at each file's modification time, size and inode
+    (no new dependency, works on every filesystem), and calls ``on_change`` once a change
+    has stayed the same for one more look, so an editor's save in several writes is one
+    reload of the finished file. ``on_change`` runs in the watcher's thread.
+    """
+
+    def __init__(self, paths: Callable[[], Iterable[Path]], on_change: Callable[[], object], interval: float = 1.0) -> None:
+        self.paths = paths
+        self.on_change = on_change
+        self.interval = interval
+        self._seen: dict[Path, Stat] | None = None  # None: the first look sets what "unchanged" is
+        self._changed = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._seen = self.snapshot()
+        self._thread = threading.Thread(target=self._loop, name="hookwise-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.interval + 5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # a bug must not end the watching: log it and look again
+                log.exception("watching the rule files failed")
+
+    def check(self) -> bool:
+        """Look once; True when ``on_change`` was called."""
+        now = self.snapshot()
+        if self._seen is None:
+            self._seen = now
+            return False
+        if now != self._seen:  # changed since the last look: wait until it settles
+            self._seen, self._changed = now, True
+            return False
+        if not self._changed:
+            return False
+        # Not looked at again after the reload: a write during it is seen next time. (A
+        # reload that changes `rules:` makes the next look differ: one more, harmless reload.)
+        self._changed = False
+        self.on_change()
+        return True
+
+    def snapshot(self) -> dict[Path, Stat]:
+        return {path: _stat(path) for path in self.paths()}
+
+
+def _stat(path: Path) -> Stat:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _server(config: Any, on_signal: Callable[[int], None]) -> Any:
+    """A uvicorn server that calls ``on_signal`` as soon as SIGTERM or SIGINT arrives,
+    before its graceful shutdown starts."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            on_signal(sig)
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 def serve(options: Options) -> None:

@@ -25,6 +25,8 @@ from .config import Source
 from .errors import StoreError
 from .ingest import Ingest
 from .loader import Loaded
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import UNKNOWN_SOURCE, Metrics
 from .secrets import MASK
 from .sources import Reader
 from .store import Incoming, Store
@@ -108,9 +110,10 @@ class Receiver:
     would cost more than all of its own work together.
     """
 
-    def __init__(self, current: Callable[[], Loaded], ingest: Ingest) -> None:
+    def __init__(self, current: Callable[[], Loaded], ingest: Ingest, metrics: Metrics | None = None) -> None:
         self.current = current
         self.ingest = ingest
+        self.metrics = metrics
         self._endpoints: tuple[int, dict[str, Endpoint]] = (0, {})
 
     def endpoint(self, name: str) -> Endpoint | None:
@@ -135,6 +138,8 @@ class Receiver:
             log.exception("receiving an event for source %s failed", name)
             status, headers = 500, _JSON
             body = b'{"error": "internal", "message": "internal error"}'
+        if self.metrics is not None:  # a configured source's name, else "unknown": labels stay bounded
+            self.metrics.received(name if name in self._endpoints[1] else UNKNOWN_SOURCE, status)
         await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
@@ -275,8 +280,9 @@ class App:
             await self.rest(scope, receive, send)
 
 
-def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store) -> App:
-    """The app: the receiver (when ``ingest`` is given), the API and the health endpoints."""
+def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store, metrics: Metrics | None = None) -> App:
+    """The app: the receiver (when ``ingest`` is given), the API, the health endpoints and
+    ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
     from .api import api_routes
 
     routes = [
@@ -284,10 +290,11 @@ def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Hea
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
         Route("/readyz", _readiness(current, health, store.ping)),
         Route("/healthz", _readiness(current, health, store.ping)),
+        *([Route("/metrics", lambda request: Response(metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE}))] if metrics is not None else []),
     ]
     if ingest is not None:  # only to answer other methods with 405: POSTs never reach it
         routes.append(Route("/hooks/{source}", _not_here, methods=["POST"]))
-    return App(Receiver(current, ingest) if ingest is not None else None, Starlette(routes=routes, exception_handlers={HTTPException: _http_error}))
+    return App(Receiver(current, ingest, metrics) if ingest is not None else None, Starlette(routes=routes, exception_handlers={HTTPException: _http_error}))
 
 
 async def _not_here(request: Request) -> Response:

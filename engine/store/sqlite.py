@@ -98,7 +98,9 @@ class SQLiteStore:
         """Create the schema, and add the columns later versions brought to an older file."""
         conn = self._connection()
         try:
-            conn.executescript(Q["schema"])
+            # One write transaction taken up front: processes starting together wait for
+            # each other (busy timeout) instead of failing half way through the schema.
+            conn.executescript(f"BEGIN IMMEDIATE;\n{Q['schema']}\nCOMMIT;")
             for table, columns in _ADDED_COLUMNS.items():
                 have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
                 for name, kind in columns:

@@ -1,0 +1,128 @@
+"""Prometheus metrics of one hookwise process, served at ``/metrics``.
+
+:class:`Metrics` owns its registry (no process-wide default registry): the daemon builds
+one and hands it to the receiver, the worker and the reload, which call the recording
+methods below; ``None`` in their place records nothing. Queue depth is read from the
+store when scraped, not kept in memory, so every process sharing a store reports the
+same numbers.
+
+Labels stay bounded: sources are configured names (a request to an unknown source counts
+as ``unknown``), rules and actions come from the loaded rule set, statuses and outcomes
+are fixed sets. No label carries an event's data or a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .errors import StoreError
+from .runs import StepResult
+
+log = logging.getLogger("hookwise.metrics")
+
+#: The text format ``generate_latest`` writes, understood by every Prometheus version.
+#: (Recent prometheus-client versions name format 1.0.0 in CONTENT_TYPE_LATEST: not this output.)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Label of a request to a path that names no configured source.
+UNKNOWN_SOURCE = "unknown"
+
+#: Queue item statuses, always reported (0 when empty) so a series never disappears.
+QUEUE_STATUSES = ("waiting", "claimed", "done", "dead")
+
+#: Step latency buckets, seconds: from a local log step to a slow HTTP call at its timeout.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+QueueCounts = Callable[[], dict[str, dict[str, int]]]
+
+
+class Metrics:
+    """The counters, histograms and scrape-time gauges of one process."""
+
+    def __init__(self, queue_counts: QueueCounts | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_received = Counter(
+            "hookwise_events_received", "Webhook requests answered, by source and HTTP status.", ["source", "status"], registry=r)
+        self.rule_matches = Counter("hookwise_rule_matches", "Runs created, by rule.", ["rule"], registry=r)
+        self.steps = Counter(
+            "hookwise_steps", "Step attempts recorded, by action and outcome "
+            "(succeeded, skipped, retried, failed: attempts used up with continue_on_error, dead).", ["action", "outcome"], registry=r)
+        self.step_seconds = Histogram(
+            "hookwise_step_duration_seconds", "Time a step attempt ran, by action (skipped steps excluded).", ["action"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.dead_runs = Counter("hookwise_dead_runs", "Runs that died: a step used up its attempts.", registry=r)
+        self.reloads = Counter("hookwise_reloads", "Successful reloads of the config and rules.", registry=r)
+        self.reload_failures = Counter("hookwise_reload_failures", "Reloads refused (the previous rules stayed).", registry=r)
+        if queue_counts is not None:
+            r.register(QueueDepth(queue_counts))
+
+    # --- recording --------------------------------------------------------------------
+
+    def received(self, source: str, status: int) -> None:
+        self.events_received.labels(source, str(status)).inc()
+
+    def matched(self, rule: str) -> None:
+        self.rule_matches.labels(rule).inc()
+
+    def recorded(self, results: Iterable[StepResult]) -> None:
+        """Count step results as they are handed to the store."""
+        for result in results:
+            outcome = step_outcome(result)
+            action = result.task.action
+            self.steps.labels(action, outcome).inc()
+            if outcome != "skipped":
+                self.step_seconds.labels(action).observe(max(0.0, result.finished_at - result.started_at))
+            if outcome == "dead":
+                self.dead_runs.inc()
+
+    def reloaded(self, ok: bool) -> None:
+        (self.reloads if ok else self.reload_failures).inc()
+
+    # --- exposition -------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format (serve it with :data:`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+
+def step_outcome(result: StepResult) -> str:
+    """What a recorded result means for its step: succeeded, skipped, retried (another
+    attempt is scheduled), failed (no attempt left, but continue_on_error) or dead (no
+    attempt left: the run is dead)."""
+    if result.outcome != "failed":
+        return result.outcome
+    if result.retry_in is not None:
+        return "retried"
+    return "failed" if result.continue_on_error else "dead"
+
+
+class QueueDepth(Collector):
+    """``hookwise_queue_items{queue, status}``, read from the store at scrape time."""
+
+    NAME = "hookwise_queue_items"
+    HELP = "Work queue items, by queue and status."
+
+    def __init__(self, counts: QueueCounts) -> None:
+        self.counts = counts
+
+    def describe(self) -> Sequence[Metric]:
+        # Without this the registry would call collect(), and the store, on register.
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["queue", "status"])]
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = self.counts()
+        except StoreError as exc:  # the scrape still answers; the gauge is absent meanwhile
+            log.warning("queue depth not collected: %s", exc)
+            return
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["queue", "status"])
+        for queue, by_status in sorted(counts.items()):
+            for status in sorted({*QUEUE_STATUSES, *by_status}):
+                family.add_metric([queue, status], by_status.get(status, 0))
+        yield family
