@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -32,6 +34,7 @@ from .logs import mask_with
 from .metrics import Metrics
 from .rules import rule_files
 from .server import Health, create_app
+from .retention import Retention
 from .store import Store, open_store
 from .worker import Worker
 
@@ -65,6 +68,7 @@ class Daemon:
         self.worker: Worker | None = None
         self.ingest: Ingest | None = None
         self.watcher: RuleWatcher | None = None
+        self.retention: Retention | None = None
         self._stop = threading.Event()
         self._server: Any = None
         self._reload_lock = threading.Lock()
@@ -79,6 +83,8 @@ class Daemon:
         if role in ("all", "worker"):
             self.worker = Worker(self.store, self.current, concurrency=self.config.settings.workers.concurrency, metrics=self.metrics)
             self.worker.start()
+            self.retention = Retention(self.store, self.current)
+            self.retention.start()
         if self.options.watch:
             self.watcher = RuleWatcher(self.watched_files, self.reload, self.options.watch_interval)
             self.watcher.start()
@@ -111,8 +117,15 @@ class Daemon:
         )
         self._server = _server(config, self._draining)
         log.info("receiving on http://%s:%s (role %s)", config.host, config.port, self.options.role)
+        threading.Thread(target=self._notify_when_started, name="hookwise-notify", daemon=True).start()
         self._server.run()  # returns after SIGTERM/SIGINT and a graceful shutdown
         self.health.draining = True
+
+    def _notify_when_started(self) -> None:
+        """Tell systemd (``Type=notify``) once the listener is up."""
+        while self._server is not None and not self._server.started and not self._stop.is_set():
+            time.sleep(0.05)
+        notify("READY=1")
 
     def _draining(self, signum: int) -> None:
         """Called in a signal handler (uvicorn's, before it starts shutting down, or ours):
@@ -129,11 +142,15 @@ class Daemon:
 
     def _wait_for_signal(self) -> None:
         log.info("worker running (role worker)")
+        notify("READY=1")
         while not self._stop.wait(1.0):
             pass
 
     def _shutdown(self) -> None:
+        notify("STOPPING=1")
         self.health.draining = True
+        if self.retention is not None:
+            self.retention.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self.ingest is not None:
@@ -262,6 +279,21 @@ def _server(config: Any, on_signal: Callable[[int], None]) -> Any:
             super().handle_exit(sig, frame)
 
     return Server(config)
+
+
+def notify(state: str) -> None:
+    """Send ``state`` to systemd when it started us with ``Type=notify`` (sd_notify's
+    protocol: one datagram to the socket named by ``$NOTIFY_SOCKET``); else nothing."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(state.encode(), address)
+    except OSError as exc:
+        log.warning("could not notify systemd: %s", exc)
 
 
 def serve(options: Options) -> None:

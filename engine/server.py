@@ -1,4 +1,4 @@
-"""The Starlette app: ``POST /hooks/<source>`` and the health endpoints.
+"""The HTTP app: ``POST /hooks/<source>``, the API, health and metrics endpoints.
 
 One request's way: find the source (404), check the content type (415), read the body
 while counting (413), verify on the raw bytes (401/403), parse (400), read type and
@@ -129,9 +129,8 @@ class Receiver:
         try:
             status, body, headers = await self.receive(scope, receive, name)
         except Refused as exc:
-            status, body, headers = self._refused(scope, name, exc), b"", _JSON
-            body = json.dumps({"error": exc.error, "message": status[1]}).encode()
-            status = status[0]
+            status, headers = exc.status, _JSON
+            body = json.dumps({"error": exc.error, "message": self._public_message(scope, name, exc)}).encode()
         except Disconnected:
             return
         except Exception:  # a bug: the sender gets a 500 and the log the traceback
@@ -143,12 +142,14 @@ class Receiver:
         await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    def _refused(self, scope: Scope, name: str, exc: Refused) -> tuple[int, str]:
-        if exc.status in (401, 403):
-            client = scope.get("client")
-            log.warning("refused a request to source %s from %s: %s", name, client[0] if client else None, exc.message)
-            return exc.status, "verification failed" if exc.status == 401 else "sender not allowed"
-        return exc.status, exc.message
+    def _public_message(self, scope: Scope, name: str, exc: Refused) -> str:
+        """What the sender is told. A failed verification is logged with its reason but
+        answered without it: the answer must not say which secret or part failed."""
+        if exc.status not in (401, 403):
+            return exc.message
+        client = scope.get("client")
+        log.warning("refused a request to source %s from %s: %s", name, client[0] if client else None, exc.message)
+        return "verification failed" if exc.status == 401 else "sender not allowed"
 
     async def receive(self, scope: Scope, receive: Receive, name: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         endpoint = self.endpoint(name)

@@ -518,3 +518,25 @@ def test_json_logs_carry_event_rule_run_step_and_never_the_secret(tmp_path: Path
     assert (failed["event"], failed["rule"], failed["run"], failed["attempt"]) == (event_id, "crm", run_id, 1)
     assert isinstance(failed["duration"], float) and failed["duration"] >= 0
     assert "returned 401" in failed["message"] and "****" in failed["message"]
+
+
+def test_serve_tells_systemd_it_is_ready_and_stopping(tmp_path: Path) -> None:
+    """Type=notify: READY=1 once the listener is up, STOPPING=1 when draining starts."""
+    import socket as socketlib
+
+    from .support import DaemonProcess, free_port
+
+    address = str(tmp_path / "notify.sock")
+    listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(20)
+    config = tmp_path / "hookwise.yaml"
+    config.write_text("store: sqlite:///s.db\nrules: []\nsources: {}\n")
+    daemon = DaemonProcess(config, free_port(), env={"NOTIFY_SOCKET": address})
+    try:
+        assert listener.recv(100) == b"READY=1"
+        daemon.wait_ready()
+    finally:
+        assert daemon.stop() == 0, daemon.output()
+    assert listener.recv(100) == b"STOPPING=1"
+    listener.close()
