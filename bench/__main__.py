@@ -1,21 +1,66 @@
-"""``make bench``: run every benchmark and write bench/results.json."""
+"""``make bench`` (``python -m bench [--quick]``): every benchmark of SPEC 12, side by side
+in one run, printed as a table and written to bench/results.json.
+
+``--quick`` (``make bench QUICK=1``) runs shorter and fewer rounds, under a minute.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import subprocess
+import time
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from . import matching
+from . import e2e, ingest, matching, memory, peer
+
+HERE = Path(__file__).resolve().parent
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in ("hookwise", "starlette", "uvicorn", "pydantic", "jinja2", "requests"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    for tool, args in (("wrk", ["wrk", "--version"]), ("webhook", ["webhook", "-version"]), ("sqlite", ["sqlite3", "--version"])):
+        try:
+            out = subprocess.run(args, capture_output=True, text=True, timeout=10)
+            found[tool] = (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            pass
+    return found
 
 
 def main() -> None:
-    print("matching (best of 5 rounds, 2,000 events)")
-    results = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()}, "matching": matching.main()}
-    out = Path(__file__).parent / "results.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="shorter and fewer rounds (under a minute)")
+    quick = parser.parse_args().quick
+    seconds, rounds = (2.0, 1) if quick else (5.0, 3)
+    started = time.time()
+    results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "platform": platform.platform()}, "versions": versions(), "quick": quick}
+
+    results["ingest"] = {}
+    for connections in (16, 64):
+        results["ingest"][str(connections)] = ingest.measure(seconds, rounds, connections)
+        ingest.report(results["ingest"][str(connections)])
+    results["peer"] = peer.measure(seconds, rounds, 64)
+    peer.report(results["peer"])
+    results["end_to_end"] = e2e.measure(seconds)
+    e2e.report(results["end_to_end"])
+    print("matching (rules over 50 event types, two field conditions each)")
+    results["matching"] = matching.main((10, 1000, 10000) if quick else (10, 100, 1000, 10000))
+    results["memory"] = memory.measure(10_000 if quick else 100_000)
+    memory.report(results["memory"])
+    results["seconds"] = round(time.time() - started, 1)
+    out = HERE / "results.json"
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"wrote {out} ({results['seconds']} s)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,13 @@
 
 Each thread has its own connection. Writes run in ``BEGIN IMMEDIATE`` transactions, so a
 writer waits for the lock up front (up to the busy timeout) instead of failing half way.
+
+The worker's own bookkeeping (claims, leases, runs created, step outcomes) commits with
+``synchronous=NORMAL``: in WAL mode such a commit survives any crash of the process, and
+only an OS crash or power cut can lose the last ones — which at-least-once tolerates, as the
+lost work is claimed and done again (and the next FULL commit makes them durable too).
+Everything a sender or a person was told is stored (events, delivery ids, queue items,
+Hover tokens) commits with ``synchronous=FULL``.
 """
 
 from __future__ import annotations
@@ -71,9 +78,12 @@ class SQLiteStore:
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, sync: str = "FULL") -> Iterator[sqlite3.Connection]:
         conn = self._connection()
         try:
+            if getattr(self._local, "sync", "FULL") != sync:
+                conn.execute(f"PRAGMA synchronous={sync}")
+                self._local.sync = sync
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -157,13 +167,13 @@ class SQLiteStore:
 
     def claim_events(self, limit: int, lease: float) -> list[Event]:
         now = time.time()
-        with self._write() as db:
+        with self._write("NORMAL") as db:
             rows = db.execute(Q["claim_events"], {"now": now, "lease_until": now + lease, "limit": limit}).fetchall()
         return [_event(row) for row in rows]
 
     def record_matches(self, matches: Sequence[Matched]) -> None:
         now = time.time()
-        with self._write() as db:
+        with self._write("NORMAL") as db:
             for match in matches:
                 for run in match.runs:
                     db.execute(Q["put_rule_version"], (run.version, run.rule, run.rule_file, run.rule_text))
@@ -182,7 +192,7 @@ class SQLiteStore:
 
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
         now = time.time()
-        with self._write() as db:
+        with self._write("NORMAL") as db:
             rows = db.execute(Q["claim_steps"], {"now": now, "lease_until": now + lease, "limit": limit}).fetchall()
         return [self._task(row) for row in rows]
 
@@ -198,7 +208,7 @@ class SQLiteStore:
 
     def record_steps(self, results: Sequence[StepResult]) -> None:
         now = time.time()
-        with self._write() as db:
+        with self._write("NORMAL") as db:
             for result in results:
                 self._record_step(db, result, now)
 
@@ -225,7 +235,7 @@ class SQLiteStore:
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
         until = time.time() + lease
-        with self._write() as db:
+        with self._write("NORMAL") as db:
             db.executemany(Q["extend_lease"], [(until, t.run_id, t.index, t.attempt) for t in tasks])
 
     def next_due(self) -> float | None:

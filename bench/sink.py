@@ -1,0 +1,29 @@
+"""The target of the end-to-end benchmark: answers 200 at once and writes
+``<idempotency key> <unix time>`` for every request it gets (the sink's own timestamp)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import uvicorn
+
+
+def make_app(out: Any) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        key = dict(scope["headers"]).get(b"idempotency-key", b"-").decode()
+        out.write(f"{key} {time.time():.6f}\n")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app
+
+
+if __name__ == "__main__":
+    with open(sys.argv[2], "w", buffering=1) as out:
+        uvicorn.run(make_app(out), host="127.0.0.1", port=int(sys.argv[1]), log_level="error", access_log=False, lifespan="off")
