@@ -52,7 +52,10 @@ class Sink:
         class Handler(BaseHTTPRequestHandler):
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
-                hit = Hit(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length), time.time())
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request (a kill -9 test): not a delivery
+                    return
+                hit = Hit(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
                 with sink.lock:
                     sink.hits.append(hit)
                 status, body = sink.responder(hit) if sink.responder else (200, '{"ok": true}')
