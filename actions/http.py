@@ -17,7 +17,8 @@ towards a metadata address at all. Redirects are followed here, hop by hop, so e
 meets the guard. Proxies from the environment are ignored (the guard would otherwise check
 the proxy, not the target).
 
-This is the only module that imports ``requests`` and ``urllib3``.
+This is the only module that imports ``urllib3`` (the HTTP client under requests; used
+directly, it costs a third of the CPU per call).
 """
 
 from __future__ import annotations
@@ -25,24 +26,24 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from http.cookiejar import DefaultCookiePolicy
 from importlib import metadata
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
-import requests
+import urllib3
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
+from urllib3._collections import HTTPHeaderDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, ProxyError, SSLError, TimeoutError
+from urllib3.exceptions import ConnectTimeoutError
+from urllib3.response import BaseHTTPResponse
 
 from engine.action import Action, Context
 from engine.config import Http
@@ -265,22 +266,13 @@ def _pool_classes(guard: Guard) -> dict[str, type[HTTPConnectionPool]]:
     }
 
 
-class _GuardedAdapter(HTTPAdapter):
-    """A requests transport whose every new connection passes ``guard``; no retries of
-    its own (the step's retry policy decides) and no proxies."""
-
-    def __init__(self, guard: Guard) -> None:
-        self._pools = _pool_classes(guard)  # before super().__init__, which builds the pool manager
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pools
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        # Unreachable with trust_env off and no proxies given; kept as a hard stop because
-        # through a proxy the guard would check the proxy's address, not the target's.
-        raise Fail("http: proxies are not supported (the address guard needs a direct connection)")
+def _pool_manager(guard: Guard, maxsize: int) -> urllib3.PoolManager:
+    """A urllib3 pool manager whose every new connection passes ``guard``: no retries of
+    its own (the step's retry policy decides), no proxies, no cookies. Safe to share
+    between threads; ``maxsize`` connections are kept per host."""
+    manager = urllib3.PoolManager(num_pools=64, maxsize=maxsize, retries=False)
+    manager.pool_classes_by_scheme = _pool_classes(guard)  # type: ignore[assignment]
+    return manager
 
 
 # -- one call --------------------------------------------------------------------------------
@@ -300,7 +292,7 @@ USER_AGENT = f"hookwise/{_version()}"
 class _Request:
     method: str
     url: str
-    headers: CaseInsensitiveDict[str]
+    headers: HTTPHeaderDict
     data: bytes | None
 
     def describe(self) -> str:
@@ -316,9 +308,8 @@ class HttpAction(Action):
     ``json`` None. Sends ``Idempotency-Key: <ctx.idempotency_key>`` unless the step's
     headers set it, and ``User-Agent: hookwise/<version>`` unless they set that.
 
-    Each thread keeps one ``requests.Session`` (connection reuse); no cookies are kept
-    between calls, so one rule's calls never carry another's cookies. :meth:`close`
-    releases the sessions' connections."""
+    Connections are kept per host and reused across steps and threads; no cookies are
+    kept, so one rule's calls never carry another's. :meth:`close` releases them."""
 
     name = "http"
     Params = HttpParams
@@ -327,22 +318,19 @@ class HttpAction(Action):
         super().__init__(settings)
         http: Http = settings.http if settings is not None else Http()
         self._timeout = http.timeout
-        self._guard = Guard.from_settings(http)
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
+        concurrency = settings.workers.concurrency if settings is not None else 16
+        self._pool = _pool_manager(Guard.from_settings(http), maxsize=concurrency)
 
     def run(self, params: BaseModel, ctx: Context) -> dict[str, Any]:
         assert isinstance(params, HttpParams)
         timeout = params.timeout or self._timeout
         request = _first_request(params, ctx.idempotency_key)
         response, request = self._follow(request, params.follow_redirects, timeout)
-        with response:
-            body, truncated = _read_capped(response, request, time.monotonic() + timeout)
+        body, truncated = _read_capped(response, request, time.monotonic() + timeout)
         text = _decode(body, response)
         _judge(request, response, text, params.expect)
         return {
-            "status": response.status_code,
+            "status": response.status,
             "headers": {name.lower(): value for name, value in response.headers.items()},
             "json": None if truncated else _parse_json(text),
             "text": text,
@@ -350,48 +338,28 @@ class HttpAction(Action):
         }
 
     def close(self) -> None:
-        """Close every session this action opened (in any thread). Call it when the
-        action is retired (shutdown, reload); it must not be used afterwards."""
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        """Close the pooled connections. Call it when the action is retired (shutdown,
+        reload); it must not be used afterwards."""
+        self._pool.clear()
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = _new_session(self._guard)
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
-    def _follow(self, request: _Request, follow: bool, timeout: float) -> tuple[requests.Response, _Request]:
+    def _follow(self, request: _Request, follow: bool, timeout: float) -> tuple[BaseHTTPResponse, _Request]:
         """The final response and the request that got it, following at most
         MAX_REDIRECTS redirects when ``follow`` is true (each hop goes through the guard)."""
         for _ in range(MAX_REDIRECTS + 1):
-            response = _send(self._session(), request, timeout)
+            response = _send(self._pool, request, timeout)
             location = response.headers.get("location")
-            if not follow or response.status_code not in _REDIRECTS or not location:
+            if not follow or response.status not in _REDIRECTS or not location:
                 return response, request
-            response.close()
-            request = _redirected(request, response.status_code, location)
+            response.drain_conn()
+            response.release_conn()
+            request = _redirected(request, response.status, location)
         raise Fail(f"http: {request.describe()}: stopped after {MAX_REDIRECTS} redirects")
 
 
-def _new_session(guard: Guard) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxies, netrc or CA bundle from the environment
-    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    session.headers["User-Agent"] = USER_AGENT
-    adapter = _GuardedAdapter(guard)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
 def _first_request(params: HttpParams, idempotency_key: str) -> _Request:
-    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(params.headers or {})
+    headers = HTTPHeaderDict(params.headers or {})
     headers.setdefault("Idempotency-Key", idempotency_key)
+    headers.setdefault("User-Agent", USER_AGENT)
     if params.auth is not None:
         headers["Authorization"] = _authorization(params.auth)
     data = _body(params, headers)
@@ -405,7 +373,7 @@ def _authorization(auth: Auth) -> str:
     return f"Bearer {auth.bearer}"
 
 
-def _body(params: HttpParams, headers: CaseInsensitiveDict[str]) -> bytes | None:
+def _body(params: HttpParams, headers: HTTPHeaderDict) -> bytes | None:
     """The encoded body; sets a Content-Type unless the step's headers give one."""
     if params.json_ is not None:
         headers.setdefault("Content-Type", "application/json")
@@ -443,33 +411,30 @@ def _with_query(url: str, params: Mapping[str, Any] | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
-def _send(session: requests.Session, request: _Request, timeout: float) -> requests.Response:
+def _send(pool: urllib3.PoolManager, request: _Request, timeout: float) -> BaseHTTPResponse:
     """One hop; connection trouble becomes Retry, a refused address or a request that
     cannot be made becomes Fail. Causes are dropped (``from None``): their text may
     carry the URL's query string."""
     try:
-        return session.request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            data=request.data,
-            timeout=(timeout, timeout),
-            allow_redirects=False,
-            stream=True,
+        return pool.request(
+            request.method, request.url, body=request.data, headers=request.headers,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout), redirect=False, preload_content=False,
         )
     except _Refused as exc:
         raise Fail(str(exc)) from None
-    except requests.Timeout as exc:
-        phase = "connecting" if isinstance(exc, requests.ConnectTimeout) else "waiting for the response"
-        raise Retry(f"http: {request.describe()}: timed out after {timeout:g}s {phase}") from None
-    except requests.ConnectionError as exc:
+    except NewConnectionError as exc:  # before the timeouts: it is one of them for urllib3
         raise Retry(f"http: {request.describe()}: cannot connect: {_reason(exc)}") from None
-    except requests.RequestException as exc:
+    except TimeoutError as exc:
+        phase = "connecting" if isinstance(exc, ConnectTimeoutError) else "waiting for the response"
+        raise Retry(f"http: {request.describe()}: timed out after {timeout:g}s {phase}") from None
+    except (ProtocolError, SSLError, ProxyError, OSError) as exc:
+        raise Retry(f"http: {request.describe()}: cannot connect: {_reason(exc)}") from None
+    except HTTPError as exc:
         raise Fail(f"http: {request.describe()}: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:
-    """The innermost cause of a requests/urllib3 error, e.g. ``Connection refused``:
+    """The innermost cause of a urllib3 error, e.g. ``Connection refused``:
     their outer messages repeat the pool, the path and the query."""
     seen: set[int] = set()
     while id(exc) not in seen:
@@ -490,7 +455,7 @@ def _redirected(request: _Request, status: int, location: str) -> _Request:
     url = urljoin(request.url, location)
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise Fail(f"http: {request.describe()}: redirected to {safe_url(url)}, which is not an http(s) URL")
-    headers = CaseInsensitiveDict(request.headers)
+    headers = HTTPHeaderDict(request.headers)
     method, data = request.method, request.data
     if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
         method, data = "GET", None
@@ -505,29 +470,44 @@ def _leaves_origin(old: str, new: str) -> bool:
     return a.hostname != b.hostname or (a.scheme == "https" and b.scheme == "http")
 
 
-def _read_capped(response: requests.Response, request: _Request, deadline: float) -> tuple[bytes, bool]:
+def _read_capped(response: BaseHTTPResponse, request: _Request, deadline: float) -> tuple[bytes, bool]:
     """At most MAX_BODY bytes of the body, and whether there was more. The read timeout
-    bounds each read; ``deadline`` bounds them all (a server dripping bytes)."""
+    bounds each read; ``deadline`` bounds them all (a server dripping bytes). The
+    connection goes back to the pool only when the body was read to its end."""
     body = bytearray()
+    complete = False
     try:
-        for chunk in response.iter_content(chunk_size=64 * 1024):
+        for chunk in response.stream(64 * 1024):
             body += chunk
             if len(body) > MAX_BODY:
                 return bytes(body[:MAX_BODY]), True
             if time.monotonic() > deadline:
                 raise Retry(f"http: {request.describe()}: timed out reading the response body")
-    except requests.RequestException as exc:
+        complete = True
+    except (HTTPError, OSError) as exc:
         raise Retry(f"http: {request.describe()}: the response body broke off: {_reason(exc)}") from None
+    finally:
+        if not complete:
+            response.close()
+        response.release_conn()
     return bytes(body), False
 
 
-def _decode(body: bytes, response: requests.Response) -> str:
-    # requests guesses ISO-8859-1 for text/* without a charset; only a named charset counts.
-    named = "charset" in response.headers.get("content-type", "").lower()
+def _decode(body: bytes, response: BaseHTTPResponse) -> str:
+    # Only a charset the response names counts; else UTF-8.
+    charset = _charset(response.headers.get("content-type", ""))
     try:
-        return body.decode(response.encoding if named and response.encoding else "utf-8", errors="replace")
+        return body.decode(charset or "utf-8", errors="replace")
     except LookupError:  # a charset Python does not know
         return body.decode("utf-8", errors="replace")
+
+
+def _charset(content_type: str) -> str | None:
+    for part in content_type.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip('"')
+    return None
 
 
 def _parse_json(text: str) -> Any:
@@ -539,9 +519,9 @@ def _parse_json(text: str) -> Any:
         return None
 
 
-def _judge(request: _Request, response: requests.Response, text: str, expect: Iterable[int] | None) -> None:
+def _judge(request: _Request, response: BaseHTTPResponse, text: str, expect: Iterable[int] | None) -> None:
     """Return when the status is expected; else raise Retry (5xx, 429) or Fail."""
-    status = response.status_code
+    status = response.status
     if (status in expect) if expect is not None else 200 <= status < 300:
         return
     message = f"http: {request.describe()} returned {status} {response.reason or ''}".rstrip() + _excerpt(text)

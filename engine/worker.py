@@ -150,8 +150,17 @@ class Worker:
         if not events:
             return 0
         loaded = self.loaded()
-        self.store.record_matches([self._match(loaded, event) for event in events])
+        # First steps are claimed as their runs are created: no second round trip for them.
+        tasks = self.store.record_matches([self._match(loaded, event) for event in events], claim=self._free(), lease=STEP_LEASE)
+        for task in tasks:
+            self._submit(task)
         return len(events)
+
+    def _free(self) -> int:
+        if self._stopping.is_set():
+            return 0
+        with self._busy_lock:
+            return max(0, self.concurrency - self._busy)
 
     def _match(self, loaded: Loaded, event: Event) -> Matched:
         match = loaded.rules.match(event)
@@ -169,14 +178,13 @@ class Worker:
             log.info("event %s matched rule %s: run %s", event.id, run.rule, run.id, extra={"event": event.id, "rule": run.rule, "run": run.id})
             if self.metrics is not None:
                 self.metrics.matched(run.rule)
-        return Matched(event.id, loaded.masker.mask_value(match.explain()), runs)
+        return Matched(event.id, loaded.masker.mask_value(match.explain()), runs, event)
 
     # --- steps ----------------------------------------------------------------------------
 
     def _start_steps(self) -> int:
-        with self._busy_lock:
-            free = self.concurrency - self._busy
-        if free <= 0 or self._stopping.is_set():
+        free = self._free()
+        if free <= 0:
             return 0
         tasks = self.store.claim_steps(free, STEP_LEASE)
         for task in tasks:

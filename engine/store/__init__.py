@@ -65,6 +65,8 @@ class Matched:
     event_id: str
     explain: list[dict[str, Any]]
     runs: Sequence[NewRun] = ()
+    #: the event itself, so that first steps can be claimed as their runs are created
+    event: Event | None = None
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,10 @@ class Store(Protocol):
         """Take up to ``limit`` events due for matching, hidden from other claims for
         ``lease`` seconds (after which, unrecorded, they come back)."""
 
-    def record_matches(self, matches: Sequence[Matched]) -> None:
+    def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
         """Store explain records and create runs (exactly once per event and rule) with
-        their first step due."""
+        their first step due; up to ``claim`` first steps due now are claimed at once (for
+        ``lease`` seconds) and returned, saving a claim's round trip."""
 
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
         """Take up to ``limit`` due steps (ready, or running with an expired lease)."""

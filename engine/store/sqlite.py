@@ -171,8 +171,9 @@ class SQLiteStore:
             rows = db.execute(Q["claim_events"], {"now": now, "lease_until": now + lease, "limit": limit}).fetchall()
         return [_event(row) for row in rows]
 
-    def record_matches(self, matches: Sequence[Matched]) -> None:
+    def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
         now = time.time()
+        claimed: list[StepTask] = []
         with self._write("NORMAL") as db:
             for match in matches:
                 for run in match.runs:
@@ -180,13 +181,28 @@ class SQLiteStore:
                     created = db.execute(Q["put_run"], (run.id, match.event_id, run.rule, run.version, now, now)).rowcount
                     if not created:  # matched before by a worker whose claim ran out: its run stands
                         continue
-                    for index, step_id, action in run.steps:
-                        status = StepStatus.READY if index == 0 else StepStatus.WAITING
-                        due = now + run.first_delay if index == 0 else None
-                        db.execute(Q["put_step"], (run.id, index, step_id, action, status.value, due))
                     if not run.steps:
                         db.execute(Q["update_run"], (RunStatus.SUCCEEDED.value, 0, None, now, run.id))
+                        continue
+                    take = len(claimed) < claim and run.first_delay <= 0 and match.event is not None
+                    self._put_steps(db, run, now, lease if take else None)
+                    if take:
+                        assert match.event is not None
+                        _, step_id, action = run.steps[0]
+                        claimed.append(StepTask(run.id, 0, step_id, action, 1, run.rule, run.version, match.event))
                 db.execute(Q["event_matched"], (_dumps(match.explain), match.event_id))
+        return claimed
+
+    def _put_steps(self, db: sqlite3.Connection, run: Any, now: float, lease: float | None) -> None:
+        """The run's steps: the first ready (or, with ``lease``, running: claimed by the
+        caller), the others waiting."""
+        for index, step_id, action in run.steps:
+            if index == 0 and lease is not None:
+                db.execute(Q["put_claimed_step"], (run.id, index, step_id, action, now + lease, now))
+            elif index == 0:
+                db.execute(Q["put_step"], (run.id, index, step_id, action, StepStatus.READY.value, now + run.first_delay))
+            else:
+                db.execute(Q["put_step"], (run.id, index, step_id, action, StepStatus.WAITING.value, None))
 
     # --- steps ------------------------------------------------------------------------
 
@@ -200,7 +216,7 @@ class SQLiteStore:
         run_id, index, step_id, action, attempt, overrides = row
         (context,) = self._read(Q["step_context"], (run_id,))
         rule, version = context[0], context[1]
-        outputs = {sid: _loads(out) for sid, out in self._read(Q["step_outputs"], (run_id, index))}
+        outputs = {sid: _loads(out) for sid, out in self._read(Q["step_outputs"], (run_id, index))} if index else {}
         return StepTask(
             run_id=run_id, index=index, step_id=step_id, action=action, attempt=attempt, rule=rule,
             rule_version=version, event=_event(context[2:]), outputs=outputs, overrides=_loads(overrides) or {},

@@ -145,6 +145,10 @@ VALUES (?, ?, ?, ?, 'active', ?, ?);
 -- name: put_step
 INSERT OR IGNORE INTO steps (run_id, idx, step_id, action, status, due_at) VALUES (?, ?, ?, ?, ?, ?);
 
+-- name: put_claimed_step
+INSERT OR IGNORE INTO steps (run_id, idx, step_id, action, status, attempt, due_at, started_at)
+VALUES (?, ?, ?, ?, 'running', 1, ?, ?);
+
 -- name: event_matched
 UPDATE events SET status = 'matched', explain = ? WHERE id = ? AND status = 'pending';
 
