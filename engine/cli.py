@@ -383,6 +383,33 @@ def runs_retry(config_path: str | None, run_id: str, sets: tuple[str, ...]) -> N
 
 
 @cli.group()
+def store() -> None:
+    """The store itself."""
+
+
+@store.command("migrate")
+@config_option
+def store_migrate(config_path: str | None) -> None:
+    """Create or upgrade the store's schema (serve does it at start too)."""
+    from .config import find_config, load_config
+    from .store import open_store
+
+    config = load_config(find_config(config_path))
+    opened = open_store(config.store_url())
+    opened.close()
+    click.echo(f"{_safe_url(config.store_url())}: schema up to date")
+
+
+def _safe_url(url: str) -> str:
+    """A store URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        userinfo, _, host = rest.partition("@")
+        rest = f"{userinfo.split(':', 1)[0]}:****@{host}" if ":" in userinfo else f"{userinfo}@{host}"
+    return f"{scheme}{sep}{rest}"
+
+
+@cli.group()
 def queue() -> None:
     """The work queues of the requeue action."""
 
