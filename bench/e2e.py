@@ -9,9 +9,7 @@ and the sink share core 1.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -167,7 +165,7 @@ def measure(seconds: float = 5.0) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> None:
     top, half = result["max"], result["half_rate"]
-    print(f"end to end (one http step to a local sink; daemon on one core)")
+    print("end to end (one http step to a local sink; daemon on one core)")
     print(f"  max: {top['events_per_s']:.0f} events/s ({top['events']} events in {top['seconds']:.1f}s; all completed: {top['all_completed']})")
     print(f"  at {half['rate']:.0f} events/s: p50 {half['p50_ms']:.1f} ms, p99 {half['p99_ms']:.1f} ms from receipt to the sink ({half['measured']} events)")
 
