@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import e2e, ingest, matching, memory, peer
+from . import e2e, ingest, matching, memory, peer, scale
 
 HERE = Path(__file__).resolve().parent
 
@@ -57,6 +57,11 @@ def main() -> None:
     results["matching"] = matching.main((10, 1000, 10000) if quick else (10, 100, 1000, 10000))
     results["memory"] = memory.measure(10_000, time_limit=20.0, catch_up_limit=5.0) if quick else memory.measure()
     memory.report(results["memory"])
+    if quick:
+        print("stores and layouts (PostgreSQL next to SQLite): in the full run only")
+    else:
+        results["scale"] = scale.measure(seconds)
+        scale.report(results["scale"])
     results["seconds"] = round(time.time() - started, 1)
     out = HERE / "results.json"
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")

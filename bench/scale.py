@@ -1,0 +1,142 @@
+"""PostgreSQL next to SQLite: ingest and end to end with one receiver and one worker, and
+with two of each, on one machine (a PostgreSQL server must answer at HOOKWISE_BENCH_POSTGRES,
+default postgresql://postgres@127.0.0.1:5432/hookwise_test; each layout gets a fresh schema).
+
+Receivers are pinned to core 0, workers to core 1 (with the sink and wrk): on two cores
+this shows what the layouts cost, not what more machines would give.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from .ingest import HERE, free_port, parse_wrk, pinned, stop, wait_up
+
+POSTGRES = os.environ.get("HOOKWISE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/hookwise_test")
+
+RULES = """\
+rules:
+  - name: push
+    source: bench
+    actions:
+      - http: {{method: POST, url: "http://127.0.0.1:{port}/sink", json: {{job: "{{{{ event.job_id }}}}"}}}}
+"""
+
+
+class Layout:
+    """Receivers and workers on one store, a sink, in a temporary folder."""
+
+    def __init__(self, folder: Path, store: str, receivers: int, workers: int) -> None:
+        self.folder, self.store = folder, store
+        sink_port = free_port()
+        (folder / "rules.yaml").write_text(RULES.format(port=sink_port))
+        (folder / "config.yaml").write_text(
+            f"store: {json.dumps(store)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  bench: {{type: 'body:event'}}\n"
+        )
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs.append(subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(sink_port), os.devnull], 1)))
+        self.ports = [free_port() for _ in range(receivers)]
+        for port in self.ports:
+            self._serve(port, "receiver", 0)
+        for _ in range(workers):
+            self._serve(free_port(), "worker", 1)
+        wait_up(sink_port, "/")
+        for port in self.ports:
+            wait_up(port, "/livez")
+
+    def _serve(self, port: int, role: str, core: int) -> None:
+        cmd = [sys.executable, "-m", "engine", "serve", "-c", str(self.folder / "config.yaml"), "--port", str(port), "--role", role, "--log-level", "warning"]
+        self.procs.append(subprocess.Popen(pinned(cmd, core), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent))
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            stop(proc)
+
+    def counts(self) -> tuple[int, int, float | None, float | None]:
+        """(events, succeeded runs, first receipt, last completion)."""
+        query = ("SELECT (SELECT COUNT(*) FROM events), COUNT(*), (SELECT MIN(received_at) FROM events), MAX(updated_at) "
+                 "FROM runs WHERE status = 'succeeded'")
+        if self.store.startswith("sqlite:///"):
+            db = sqlite3.connect(self.store[len("sqlite:///"):])
+            try:
+                return db.execute(query).fetchone()  # type: ignore[no-any-return]
+            finally:
+                db.close()
+        import psycopg
+
+        with psycopg.connect(self.store) as conn:
+            return conn.execute(query).fetchone()  # type: ignore[return-value]
+
+
+def _flood(layout: Layout, seconds: float) -> dict[str, float]:
+    """wrk against every receiver at once (64 connections shared out)."""
+    share = max(1, 64 // len(layout.ports))
+    runs = [subprocess.Popen(pinned(["wrk", "-t1", f"-c{share}", f"-d{max(1, round(seconds))}s", "-s", str(HERE / "post.lua"),
+                                     f"http://127.0.0.1:{port}/hooks/bench"], 1), stdout=subprocess.PIPE, text=True) for port in layout.ports]
+    results = [parse_wrk(proc.communicate(timeout=seconds + 30)[0]) for proc in runs]
+    return {"rps": sum(r["rps"] for r in results), "p99_ms": max(r["p99_ms"] for r in results)}
+
+
+def measure_layout(store: str, receivers: int, workers: int, seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = Layout(Path(tmp), store.replace("{dir}", tmp), receivers, workers)
+        try:
+            ingest = _flood(layout, seconds)
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                events, done, first, last = layout.counts()
+                if events and done >= events:
+                    break
+                time.sleep(0.3)
+            events, done, first, last = layout.counts()
+        finally:
+            layout.close()
+    rate = done / (last - first) if done and first and last and last > first else 0.0
+    return {"receivers": receivers, "workers": workers, "ingest_rps": ingest["rps"], "ingest_p99_ms": ingest["p99_ms"],
+            "events": events, "completed": done, "end_to_end_per_s": rate}
+
+
+def _pg_schema() -> tuple[str, Callable[[], None]]:
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+
+    def drop() -> None:
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    return f"{POSTGRES}?options=-csearch_path%3D{schema}", drop
+
+
+def measure(seconds: float = 5.0) -> dict[str, Any]:
+    rows = [dict(store="sqlite", **measure_layout("sqlite:///{dir}/hookwise.db", 1, 1, seconds))]
+    for receivers, workers in ((1, 1), (2, 2)):
+        url, drop = _pg_schema()
+        try:
+            rows.append(dict(store="postgresql", **measure_layout(url, receivers, workers, seconds)))
+        finally:
+            drop()
+    return {"seconds": seconds, "layouts": rows}
+
+
+def report(result: dict[str, Any]) -> None:
+    print(f"stores and layouts (receivers on core 0; workers, sink and wrk on core 1; {result['seconds']:g}s of load)")
+    print(f"  {'store':11} {'layout':7} {'ingest req/s':>12} {'p99 ms':>7} {'end to end /s':>14} {'completed':>10}")
+    for row in result["layouts"]:
+        print(f"  {row['store']:11} {row['receivers']}r+{row['workers']}w   {row['ingest_rps']:>12.0f} {row['ingest_p99_ms']:>7.1f} "
+              f"{row['end_to_end_per_s']:>14.0f} {row['completed']:>5}/{row['events']}")
+
+
+if __name__ == "__main__":
+    report(measure(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0))
