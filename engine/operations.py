@@ -31,9 +31,9 @@ def parse_time(text: str | None, name: str) -> float | None:
         pass
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    except (ValueError, OverflowError, OSError):
         raise UsageError(f"{name}: expected an ISO-8601 date-time, got {text!r}") from None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def list_events(
@@ -43,7 +43,7 @@ def list_events(
     """A page of events, newest first, and the cursor of the next page (None at the end)."""
     if status is not None and status not in EVENT_STATUSES:
         raise UsageError(f"status: expected one of {', '.join(EVENT_STATUSES)}")
-    if cursor is not None and not cursor.isdigit():
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit() and int(cursor) < 2**63):
         raise UsageError("cursor: expected the next_cursor of a previous page")
     rows = store.list_events(
         limit + 1, source=source, type=type, status=status, since=parse_time(since, "since"),

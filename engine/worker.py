@@ -86,6 +86,20 @@ class Worker:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="hookwise-worker", daemon=True)
         self._thread.start()
+        if hasattr(self.store, "wait_for_events"):  # PostgreSQL: LISTEN/NOTIFY wakes us early
+            threading.Thread(target=self._listen, name="hookwise-listen", daemon=True).start()
+
+    def _listen(self) -> None:
+        """Wake the dispatcher when another process stores an event. Only a wake-up: the
+        dispatcher polls all the same, so a lost notification costs a poll interval."""
+        wait = getattr(self.store, "wait_for_events")
+        while not self._stopping.is_set():
+            try:
+                if wait(1.0):
+                    self._wake.set()
+            except StoreError as exc:
+                log.debug("listening for events failed: %s", exc)
+                self._stopping.wait(1.0)
 
     def wake(self) -> None:
         """Look for work now (a new event was stored)."""

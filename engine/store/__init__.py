@@ -216,14 +216,16 @@ class Store(Protocol):
 
 
 def open_store(url: str) -> Store:
-    """The store at ``url`` (``sqlite:///PATH``; ``postgresql://`` comes with the
-    postgres backend)."""
+    """The store at ``url``: ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB`` (the
+    latter needs the ``postgres`` extra)."""
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
         return SQLiteStore(url[len("sqlite:///") :])
     if url.startswith(("postgresql://", "postgres://")):
-        raise StoreError("the PostgreSQL store is not available in this version; use sqlite:///PATH")
+        from .postgres import PostgresStore  # psycopg is an extra: imported only when used
+
+        return PostgresStore(url)
     raise StoreError(f"unsupported store URL {url!r}")
 
 

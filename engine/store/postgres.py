@@ -1,0 +1,573 @@
+"""The PostgreSQL store: the :class:`~engine.store.Store` contract on a database that several
+hookwise processes (or hosts) share.
+
+It behaves like the SQLite store, method for method; what differs is how it stays right
+when processes run side by side:
+
+- claims (of events, steps and queue items) take rows ``FOR UPDATE SKIP LOCKED``, so two
+  workers never take the same row and never wait for each other;
+- leases, retries, delays and the Hover lock are judged by the database's clock, never the
+  caller's, so hosts whose clocks disagree still agree on when a lease ends;
+- exactly one run per (event, rule) comes from the unique key and ``ON CONFLICT DO NOTHING``;
+- the schema is created under an advisory lock, so processes starting together take turns.
+
+Connections come from a pool (autocommit; a method that writes more than one statement runs
+them in one transaction). ``LISTEN``/``NOTIFY`` is offered as a wake-up for workers
+(:meth:`PostgresStore.wait_for_events`); nothing depends on it for correctness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import StoreError
+
+try:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.types.string import StrDumperUnknown
+    from psycopg_pool import ConnectionPool
+except ImportError as exc:
+    raise StoreError("the PostgreSQL store needs psycopg: pip install 'hookwise[postgres]'") from exc
+
+from ..events import Event
+from ..ids import derived_id, new_id
+from ..runs import RunStatus, StepResult, StepStatus, StepTask
+from . import HoverTokens, Incoming, Matched, NewRun, QueueItem, Stored
+from .queries import load_queries
+
+# The row converters are the SQLite store's own, so both backends return the same shapes.
+from .sqlite import _dumps, _event, _loads, _queue_item, _run
+
+Q = load_queries("postgres")
+
+#: Connections in the pool: the receiver's commits, the worker's claims and the commands'.
+MAX_CONNECTIONS = 10
+#: Seconds to wait for the server when connecting (unless the URL sets connect_timeout).
+CONNECT_TIMEOUT = 10
+#: Seconds a call waits for a connection from the pool before it fails.
+POOL_TIMEOUT = 10.0
+#: Times a requeue looks again for the open item a concurrent requeue created.
+REQUEUE_TRIES = 5
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+Row = tuple[Any, ...]
+
+
+class PostgresStore:
+    """The :class:`~engine.store.Store` on a PostgreSQL database (``postgresql://`` URL)."""
+
+    def __init__(self, url: str) -> None:
+        self._conninfo, self.where = _conninfo(url)
+        self._listener: Connection | None = None
+        self._listen_lock = threading.Lock()
+        self._probe()
+        self._pool: ConnectionPool[Connection] = ConnectionPool(
+            self._conninfo, min_size=1, max_size=MAX_CONNECTIONS, open=False, timeout=POOL_TIMEOUT,
+            kwargs={"autocommit": True}, configure=_configure, check=ConnectionPool.check_connection, name="hookwise",
+        )
+        try:
+            with self._errors("connect"):
+                self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+            self.migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    # --- connections, transactions and errors -------------------------------------------
+
+    def _probe(self) -> None:
+        """Connect once, directly, so that a wrong URL or a server that is down fails at
+        once with libpq's own reason (the pool would retry in the background and time out)."""
+        try:
+            psycopg.connect(self._conninfo).close()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to the PostgreSQL store {self.where}: {_reason(exc)}") from exc
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Translate psycopg's errors, once, at this boundary."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate[:2] in ("08", "57")):
+                raise StoreError(f"the PostgreSQL store {self.where} is unavailable ({doing}): {_reason(exc)}") from exc
+            raise StoreError(f"store {doing} failed: {_reason(exc)}") from exc
+
+    @contextmanager
+    def _transaction(self, doing: str = "write") -> Iterator[Connection]:
+        with self._errors(doing), self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    def _query(self, name: str, params: dict[str, Any] | None = None, doing: str = "read") -> list[Row]:
+        """One statement on its own (autocommit): its rows, if it returns any."""
+        with self._errors(doing), self._pool.connection() as conn:
+            cursor = conn.execute(Q[name], params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def _count(self, name: str, params: dict[str, Any] | None = None) -> int:
+        """One writing statement on its own (autocommit): the rows it changed."""
+        with self._errors("write"), self._pool.connection() as conn:
+            return conn.execute(Q[name], params).rowcount
+
+    def ping(self) -> None:
+        self._query("ping")
+
+    def migrate(self) -> None:
+        """Create the schema (idempotent). Processes starting together take turns on an
+        advisory lock held until the transaction ends."""
+        with self._transaction("migrate") as db:
+            db.execute(Q["migrate_lock"])
+            db.execute(Q["schema"])
+
+    def close(self) -> None:
+        """Close the pool and the listening connection (call it once the thread waiting in
+        :meth:`wait_for_events`, if any, has stopped)."""
+        with self._listen_lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+        self._pool.close()
+
+    # --- wake-ups -----------------------------------------------------------------------
+
+    def notify_events(self) -> None:
+        """Wake the processes waiting in :meth:`wait_for_events` (``NOTIFY``). Storing
+        events does this itself, in its transaction, so the wake-up comes with the commit."""
+        self._query("notify_events", doing="notify")
+
+    def wait_for_events(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for events stored by any process; True when woken
+        by one, False when the time ran out. A wake-up, not a promise: the caller claims as
+        usual either way, and events stored before the first call wake nobody.
+
+        One thread waits at a time, on a connection of its own that ``LISTEN``s."""
+        with self._listen_lock, self._errors("wait for events"):
+            try:
+                listener = self._listening()
+                woken = False
+                for _ in listener.notifies(timeout=max(0.0, timeout), stop_after=1):
+                    woken = True
+                if woken:  # the wake-ups queued meanwhile say nothing more
+                    for _ in listener.notifies(timeout=0):
+                        pass
+                return woken
+            except psycopg.Error:
+                self._drop_listener()
+                raise
+
+    def _listening(self) -> Connection:
+        if self._listener is None or self._listener.closed:
+            listener = psycopg.connect(self._conninfo, autocommit=True)
+            listener.execute(Q["listen_events"])
+            self._listener = listener
+        return self._listener
+
+    def _drop_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    # --- events -------------------------------------------------------------------------
+
+    def put_events(self, items: Sequence[Incoming]) -> list[Stored]:
+        """The batch in one transaction and three round trips, whatever its size: the
+        delivery ids, then the events, then (for duplicates) the events that hold the ids.
+        The server runs each group's statements in order, so a delivery id twice in one
+        batch is a duplicate the second time, as when they come one by one."""
+        with self._transaction() as db:
+            keyed = [n for n, item in enumerate(items) if item.delivery_id is not None]
+            took = _each(db, "put_delivery", [_delivery_row(items[n]) for n in keyed])
+            dups = {n for n, rows in zip(keyed, took) if not rows}
+            new = [n for n in range(len(items)) if n not in dups]
+            inserted = {n for n, rows in zip(new, _each(db, "put_event", [_event_row(items[n]) for n in new])) if rows}
+            held = sorted(dups)
+            holders = {n: rows[0][0] for n, rows in zip(held, _each(db, "find_delivery", [_delivery_row(items[n]) for n in held]))}
+            if inserted:
+                db.execute(Q["notify_events"])
+        return [Stored(holders[n], True) if n in holders else Stored(item.id, n not in inserted) for n, item in enumerate(items)]
+
+    def _put_event(self, db: Connection, item: Incoming) -> Stored:
+        """One event and its delivery id, in the caller's transaction: a failure later in
+        it rolls the delivery id back with the event, so a refused request never burns it."""
+        if item.delivery_id is not None:
+            key = {"source": item.source, "delivery_id": item.delivery_id}
+            taken = db.execute(Q["put_delivery"], {**key, "event_id": item.id, "expires_at": item.received_at + item.dedupe_window})
+            if taken.fetchone() is None:
+                (event_id,) = _one(db.execute(Q["find_delivery"], key).fetchone())
+                return Stored(event_id, duplicate=True)
+        cursor = db.execute(Q["put_event"], _event_row(item))
+        return Stored(item.id, duplicate=cursor.rowcount == 0)
+
+    def claim_events(self, limit: int, lease: float) -> list[Event]:
+        rows = self._query("claim_events", {"limit": limit, "lease": float(lease)}, doing="claim")
+        return [_event(row) for row in rows]
+
+    def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
+        claimed: list[StepTask] = []
+        with self._transaction() as db:
+            for match in matches:
+                for run in match.runs:
+                    if not self._put_run(db, match.event_id, run):  # matched before by a worker whose claim ran out
+                        continue
+                    if not run.steps:
+                        _update_run(db, run.id, RunStatus.SUCCEEDED, 0, None)
+                        continue
+                    take = len(claimed) < claim and run.first_delay <= 0 and match.event is not None
+                    _put_steps(db, run, lease if take else None)
+                    if take:
+                        assert match.event is not None
+                        _, step_id, action = run.steps[0]
+                        claimed.append(StepTask(run.id, 0, step_id, action, 1, run.rule, run.version, match.event))
+                db.execute(Q["event_matched"], {"explain": _dumps(match.explain), "id": match.event_id})
+        return claimed
+
+    def _put_run(self, db: Connection, event_id: str, run: NewRun) -> bool:
+        """Whether the run was created (False: the (event, rule) pair has its run)."""
+        db.execute(Q["put_rule_version"], {"version": run.version, "name": run.rule, "file": run.rule_file, "text": run.rule_text})
+        params = {"id": run.id, "event_id": event_id, "rule": run.rule, "version": run.version}
+        return bool(db.execute(Q["put_run"], params).rowcount)
+
+    # --- steps --------------------------------------------------------------------------
+
+    def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
+        rows = self._query("claim_steps", {"limit": limit, "lease": float(lease)}, doing="claim")
+        return [_task(row) for row in rows]
+
+    def record_steps(self, results: Sequence[StepResult]) -> None:
+        with self._transaction() as db:
+            for result in results:
+                _record_step(db, result)
+
+    def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
+        if not tasks:
+            return
+        with self._transaction() as db:
+            db.cursor().executemany(Q["extend_lease"], [
+                {"lease": float(lease), "run_id": t.run_id, "idx": t.index, "attempt": t.attempt} for t in tasks
+            ])
+
+    def next_due(self) -> float | None:
+        due: float | None = self._query("next_due")[0][0]
+        return due
+
+    def rule_text(self, version: str) -> tuple[str, str, str] | None:
+        rows = self._query("get_rule_version", {"version": version})
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    # --- work queues --------------------------------------------------------------------
+
+    def requeue(self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str) -> QueueItem:
+        with self._transaction() as db:
+            for _ in range(REQUEUE_TRIES):
+                row = db.execute(Q["open_queue_item"], {"queue": queue, "key": key}).fetchone()
+                if row is not None:
+                    break
+                item_id = new_id()
+                inserted = db.execute(Q["insert_queue_item"], {
+                    "id": item_id, "queue": queue, "key": key, "data": _dumps(data), "max_attempts": max_attempts,
+                    "delay": float(delay), "request_id": request_id,
+                }).rowcount
+                if inserted:
+                    return _get_queue_item(db, item_id)
+                # else a concurrent requeue of the same key inserted first: update its item
+            else:
+                raise StoreError(f"cannot requeue {key!r} in {queue!r}: its item kept changing; try again")
+            item_id, _, attempts, _, last_request = row
+            if last_request == request_id:  # the same step again (a retry after a crash)
+                return _get_queue_item(db, item_id)
+            db.execute(Q["requeue_item"], {
+                "data": _dumps(data), "max_attempts": max_attempts, "delay": float(delay), "request_id": request_id, "id": item_id,
+            })
+            if attempts + 1 > max_attempts:
+                return self._exhaust(db, item_id, f"requeued {attempts + 1} times, more than max_attempts {max_attempts}")
+            return _get_queue_item(db, item_id)
+
+    def _exhaust(self, db: Connection, item_id: str, error: str) -> QueueItem:
+        """Mark the item dead and store its ``queue.exhausted`` event, in the caller's
+        transaction."""
+        db.execute(Q["queue_item_dead"], {"error": error, "id": item_id})
+        item = _get_queue_item(db, item_id)
+        body = {"queue": item.queue, "key": item.key, "item_id": item.id, "attempts": item.attempts,
+                "max_attempts": item.max_attempts, "data": item.data, "error": error}
+        event = Incoming(source="hookwise", type="queue.exhausted", body=_dumps(body) or "{}", headers={}, query={},
+                         received_at=item.updated_at, id=derived_id("queue.exhausted", item_id, str(item.attempts)))
+        stored = self._put_event(db, event)
+        db.execute(Q["notify_events"])
+        return dataclasses.replace(item, exhausted_event=stored.event_id)
+
+    def claim_queue_item(self, queue: str, lease: float) -> QueueItem | None:
+        rows = self._query("claim_queue_item", {"queue": queue, "lease": float(lease)}, doing="claim")
+        return _queue_item(rows[0]) if rows else None
+
+    def finish_queue_item(self, item_id: str) -> QueueItem | None:
+        rows = self._query("queue_item_done", {"id": item_id}, doing="write")
+        return _queue_item(rows[0]) if rows else None
+
+    def fail_queue_item(self, item_id: str, retry_in: float, error: str | None) -> QueueItem | None:
+        with self._transaction() as db:
+            row = db.execute(Q["queue_item_retry"], {"retry_in": float(retry_in), "error": error, "id": item_id}).fetchone()
+            if row is None:
+                return None
+            item = _queue_item(row)
+            if item.attempts > item.max_attempts:
+                return self._exhaust(db, item_id, error or f"failed {item.attempts} times")
+            return item
+
+    def get_queue_item(self, item_id: str) -> QueueItem | None:
+        rows = self._query("get_queue_item", {"id": item_id})
+        return _queue_item(rows[0]) if rows else None
+
+    def list_queue_items(self, queue: str, status: str | None = None, limit: int = 100) -> list[QueueItem]:
+        return [_queue_item(r) for r in self._query("list_queue_items", {"queue": queue, "status": status, "limit": limit})]
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for queue, status, count in self._query("queue_counts"):
+            counts.setdefault(queue, {})[status] = count
+        return counts
+
+    # --- the Hover account --------------------------------------------------------------
+
+    def hover_tokens(self, account: str = "default") -> HoverTokens | None:
+        rows = self._query("get_hover_account", {"account": account})
+        if not rows or rows[0][0] is None:
+            return None
+        return HoverTokens(rows[0][0], rows[0][1], rows[0][2])
+
+    def save_hover_tokens(self, tokens: HoverTokens, account: str = "default") -> None:
+        self._count("save_hover_tokens", {
+            "account": account, "access_token": tokens.access_token, "refresh_token": tokens.refresh_token,
+            "expires_at": tokens.expires_at,
+        })
+
+    def lock_hover_account(self, holder: str, ttl: float, account: str = "default") -> bool:
+        return bool(self._query("lock_hover_account", {"account": account, "holder": holder, "ttl": float(ttl)}, doing="write"))
+
+    def unlock_hover_account(self, holder: str, account: str = "default") -> None:
+        self._count("unlock_hover_account", {"account": account, "holder": holder})
+
+    def save_hover_webhook(
+        self, webhook_id: str, *, source: str | None = None, url: str | None = None,
+        verified_at: float | None = None, last_error: str | None = None,
+    ) -> None:
+        self._count("save_hover_webhook", {
+            "webhook_id": webhook_id, "source": source, "url": url, "verified_at": verified_at, "last_error": last_error,
+        })
+
+    def hover_webhooks(self) -> list[dict[str, Any]]:
+        keys = ("webhook_id", "source", "url", "verified_at", "last_error", "updated_at")
+        return [dict(zip(keys, row)) for row in self._query("list_hover_webhooks")]
+
+    # --- reading ------------------------------------------------------------------------
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        rows = self._query("get_event", {"id": event_id})
+        if not rows:
+            return None
+        r = rows[0]
+        return {
+            "id": r[0], "source": r[1], "type": r[2], "delivery_id": r[3], "body": _loads(r[4]),
+            "headers": _loads(r[5]), "query": _loads(r[6]), "received_at": r[7], "depth": r[8],
+            "status": r[9], "explain": _loads(r[10]), "replay_of": r[11], "only_rules": _loads(r[12]),
+        }
+
+    def list_events(
+        self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
+        since: float | None = None, until: float | None = None, cursor: int | None = None,
+    ) -> list[dict[str, Any]]:
+        keys = ("seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of")
+        params = {"limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until, "cursor": cursor}
+        return [dict(zip(keys, row)) for row in self._query("list_events", params)]
+
+    def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
+        new = new_id()
+        with self._transaction() as db:
+            params = {"id": new, "of": event_id, "only_rules": _dumps(list(rules)) if rules else None}
+            if not db.execute(Q["put_replay"], params).rowcount:
+                return None
+            db.execute(Q["notify_events"])
+        return new
+
+    def retry_run(self, run_id: str, overrides: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        with self._transaction() as db:
+            row = db.execute(Q["dead_step"], {"run_id": run_id}).fetchone()
+            if row is None or not db.execute(Q["revive_run"], {"id": run_id}).rowcount:
+                return None
+            db.execute(Q["retry_dead_step"], {"overrides": _dumps(overrides) if overrides else None, "run_id": run_id, "idx": row[0]})
+            _update_run(db, run_id, RunStatus.ACTIVE, row[0], None)
+        return self.get_run(run_id)
+
+    def rule_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for rule, status, count in self._query("rule_counts"):
+            counts.setdefault(rule, {})[status] = count
+        return counts
+
+    def prune(self, before: float, batch: int = 500) -> dict[str, int]:
+        """Delete one batch of finished runs, events and delivery ids older than
+        ``before``; small transactions, rows other transactions hold are left for later."""
+        with self._transaction() as db:
+            runs = [r[0] for r in db.execute(Q["prune_runs"], {"before": before, "batch": batch}).fetchall()]
+            if runs:
+                db.execute(Q["prune_steps"], {"runs": runs})
+        events = self._count("prune_events", {"before": before, "batch": batch})
+        deliveries = self._count("prune_deliveries", {"batch": batch})
+        return {"runs": len(runs), "events": events, "deliveries": deliveries}
+
+    def runs_of_event(self, event_id: str) -> list[dict[str, Any]]:
+        return [_run(row) for row in self._query("runs_of_event", {"event_id": event_id})]
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._query("get_run", {"id": run_id})
+        return _run(rows[0]) if rows else None
+
+    def list_runs(self, status: str | None = None, limit: int = 50, rule: str | None = None) -> list[dict[str, Any]]:
+        return [_run(row) for row in self._query("list_runs", {"status": status, "limit": limit, "rule": rule})]
+
+    def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
+        keys = ("run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at", "finished_at")
+        out = []
+        for row in self._query("steps_of_run", {"run_id": run_id}):
+            step = dict(zip(keys, row))
+            step["params"], step["output"] = _loads(step["params"]), _loads(step["output"])
+            out.append(step)
+        return out
+
+
+# --- statements inside a caller's transaction ---------------------------------------------
+
+
+def _put_steps(db: Connection, run: NewRun, lease: float | None) -> None:
+    """The run's steps: the first ready (or, with ``lease``, running: claimed by the
+    caller), the others waiting."""
+    rows = [{"run_id": run.id, "idx": index, "step_id": step_id, "action": action} for index, step_id, action in run.steps]
+    for row in rows:
+        if row["idx"] == 0 and lease is not None:
+            db.execute(Q["put_claimed_step"], {**row, "lease": float(lease)})
+        elif row["idx"] == 0:
+            db.execute(Q["put_ready_step"], {**row, "delay": float(run.first_delay)})
+    waiting = [row for row in rows if row["idx"] != 0]
+    if waiting:
+        db.cursor().executemany(Q["put_waiting_step"], waiting)
+
+
+def _record_step(db: Connection, r: StepResult) -> None:
+    """Record one outcome; a result whose claim is no longer current (the step's attempt
+    changed, or it is not running any more) changes nothing."""
+    t = r.task
+    key = {"run_id": t.run_id, "idx": t.index, "attempt": t.attempt, "params": _dumps(r.params), "finished_at": r.finished_at}
+    if r.outcome in ("succeeded", "skipped"):
+        if _finish_step(db, key, r.outcome, _dumps(r.output), None):
+            _advance(db, t, r.next_delay)
+    elif r.retry_in is not None:
+        db.execute(Q["retry_step"], {**key, "retry_in": float(r.retry_in), "error": r.error})
+    elif r.continue_on_error:
+        if _finish_step(db, key, StepStatus.FAILED.value, None, r.error):
+            _advance(db, t, r.next_delay)
+    elif _finish_step(db, key, StepStatus.DEAD.value, None, r.error):
+        _update_run(db, t.run_id, RunStatus.DEAD, t.index, r.error)
+
+
+def _finish_step(db: Connection, key: dict[str, Any], status: str, output: str | None, error: str | None) -> bool:
+    return bool(db.execute(Q["finish_step"], {**key, "status": status, "output": output, "error": error}).rowcount)
+
+
+def _advance(db: Connection, t: StepTask, delay: float) -> None:
+    if db.execute(Q["start_next_step"], {"delay": float(delay), "run_id": t.run_id, "idx": t.index + 1}).rowcount:
+        _update_run(db, t.run_id, RunStatus.ACTIVE, t.index + 1, None)
+    else:
+        _update_run(db, t.run_id, RunStatus.SUCCEEDED, t.index, None)
+
+
+def _update_run(db: Connection, run_id: str, status: RunStatus, step: int, error: str | None) -> None:
+    db.execute(Q["update_run"], {"status": status.value, "step": step, "error": error, "id": run_id})
+
+
+def _get_queue_item(db: Connection, item_id: str) -> QueueItem:
+    return _queue_item(_one(db.execute(Q["get_queue_item"], {"id": item_id}).fetchone()))
+
+
+# --- values -------------------------------------------------------------------------------
+
+
+def _one(row: Row | None) -> Row:
+    if row is None:  # a row this transaction wrote or locked: it cannot be gone
+        raise StoreError("store read failed: a row vanished within its transaction")
+    return row
+
+
+def _each(db: Connection, name: str, params: list[dict[str, Any]]) -> list[list[Row]]:
+    """Run query ``name`` once for each of ``params`` in one round trip (a pipeline); the
+    rows each run returned."""
+    if not params:
+        return []
+    cursor = db.cursor()
+    cursor.executemany(Q[name], params, returning=True)
+    results = [cursor.fetchall()]
+    while cursor.nextset():
+        results.append(cursor.fetchall())
+    return results
+
+
+def _delivery_row(item: Incoming) -> dict[str, Any]:
+    return {"source": item.source, "delivery_id": item.delivery_id, "event_id": item.id, "expires_at": item.received_at + item.dedupe_window}
+
+
+def _event_row(item: Incoming) -> dict[str, Any]:
+    return {
+        "id": item.id, "source": item.source, "type": item.type, "delivery_id": item.delivery_id, "body": item.body,
+        "headers": _dumps(item.headers), "query": _dumps(item.query) if item.query else "{}",
+        "received_at": item.received_at, "depth": item.depth,
+        "available_at": item.available_at if item.available_at is not None else item.received_at,
+    }
+
+
+def _task(row: Row) -> StepTask:
+    run_id, index, step_id, action, attempt, overrides, rule, version = row[:8]
+    output_ids, output_values = row[19], row[20]
+    outputs = {sid: _loads(out) for sid, out in zip(output_ids, output_values)} if index else {}
+    return StepTask(
+        run_id=run_id, index=index, step_id=step_id, action=action, attempt=attempt, rule=rule,
+        rule_version=version, event=_event(row[8:19]), outputs=outputs, overrides=_loads(overrides) or {},
+    )
+
+
+# --- connecting ---------------------------------------------------------------------------
+
+
+class _NulSafeStrDumper(StrDumperUnknown):
+    """Strings as psycopg sends them, with NUL characters (which PostgreSQL text cannot hold,
+    while SQLite can) replaced by U+FFFD: a NUL in an event type or an action's error message
+    must not make the whole batch it belongs to fail, again and again."""
+
+    def dump(self, obj: str) -> bytes:
+        return obj.replace("\x00", "\ufffd").encode(self._encoding)
+
+
+def _configure(conn: Connection) -> None:
+    conn.adapters.register_dumper(str, _NulSafeStrDumper)
+
+
+def _conninfo(url: str) -> tuple[str, str]:
+    """The connection string (with hookwise's defaults), and the URL without its password,
+    for messages."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        raise StoreError(f"invalid PostgreSQL store URL: {_reason(exc)}") from None
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    params.setdefault("application_name", "hookwise")
+    user = f"{params['user']}@" if params.get("user") else ""
+    port = f":{params['port']}" if params.get("port") else ""
+    where = f"postgresql://{user}{params.get('host') or ''}{port}/{params.get('dbname') or ''}"
+    return make_conninfo("", **params), where
+
+
+def _reason(exc: BaseException) -> str:
+    """psycopg's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
