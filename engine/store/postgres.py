@@ -58,6 +58,17 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 Row = tuple[Any, ...]
 
 
+#: The version of the schema this code creates (``schema_version`` in the database).
+SCHEMA_VERSION = 1
+
+
+def _version_in(conn: Any) -> int:
+    """The schema version recorded in the database (0 when there is none yet)."""
+    if not conn.execute(Q["schema_exists"]).fetchone()[0]:
+        return 0
+    return int(conn.execute(Q["schema_version"]).fetchone()[0])
+
+
 class PostgresStore:
     """The :class:`~engine.store.Store` on a PostgreSQL database (``postgresql://`` URL)."""
 
@@ -119,10 +130,19 @@ class PostgresStore:
 
     def migrate(self) -> None:
         """Create the schema (idempotent). Processes starting together take turns on an
-        advisory lock held until the transaction ends."""
+        advisory lock held until the transaction ends. A schema already at this version is
+        left alone: DDL, even ``IF NOT EXISTS``, locks the tables that running processes
+        write to, and could deadlock with them."""
+        if self._schema_version() >= SCHEMA_VERSION:
+            return
         with self._transaction("migrate") as db:
             db.execute(Q["migrate_lock"])
-            db.execute(Q["schema"])
+            if _version_in(db) < SCHEMA_VERSION:  # another process may have migrated meanwhile
+                db.execute(Q["schema"])
+
+    def _schema_version(self) -> int:
+        with self._errors("migrate"), self._pool.connection() as conn:
+            return _version_in(conn)
 
     def close(self) -> None:
         """Close the pool and the listening connection (call it once the thread waiting in

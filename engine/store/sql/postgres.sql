@@ -18,6 +18,12 @@
 -- Processes starting together take turns: CREATE ... IF NOT EXISTS races otherwise.
 SELECT pg_advisory_xact_lock(7310652148901324806);
 
+-- name: schema_exists
+SELECT to_regclass('schema_version') IS NOT NULL;
+
+-- name: schema_version
+SELECT COALESCE(MAX(version), 0) FROM schema_version;
+
 -- name: schema
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
