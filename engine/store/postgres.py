@@ -110,8 +110,15 @@ class PostgresStore:
             raise StoreError(f"store {doing} failed: {_reason(exc)}") from exc
 
     @contextmanager
-    def _transaction(self, doing: str = "write") -> Iterator[Connection]:
+    def _transaction(self, doing: str = "write", *, relaxed: bool = False) -> Iterator[Connection]:
+        """A transaction. ``relaxed`` (the worker's bookkeeping: claims, leases, runs created,
+        step outcomes) commits without waiting for the WAL flush: a crash of any hookwise
+        process loses nothing, and what a crash of the database server could lose is work
+        claimed and done again — at-least-once allows it. Events and everything else a
+        sender or a person was told wait for the flush."""
         with self._errors(doing), self._pool.connection() as conn, conn.transaction():
+            if relaxed:
+                conn.execute(Q["relaxed_commit"])
             yield conn
 
     def _query(self, name: str, params: dict[str, Any] | None = None, doing: str = "read") -> list[Row]:
@@ -224,12 +231,13 @@ class PostgresStore:
         return Stored(item.id, duplicate=cursor.rowcount == 0)
 
     def claim_events(self, limit: int, lease: float) -> list[Event]:
-        rows = self._query("claim_events", {"limit": limit, "lease": float(lease)}, doing="claim")
+        with self._transaction("claim", relaxed=True) as db:
+            rows = db.execute(Q["claim_events"], {"limit": limit, "lease": float(lease)}).fetchall()
         return [_event(row) for row in rows]
 
     def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
         claimed: list[StepTask] = []
-        with self._transaction() as db:
+        with self._transaction(relaxed=True) as db:
             for match in matches:
                 for run in match.runs:
                     if not self._put_run(db, match.event_id, run):  # matched before by a worker whose claim ran out
@@ -255,18 +263,19 @@ class PostgresStore:
     # --- steps --------------------------------------------------------------------------
 
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
-        rows = self._query("claim_steps", {"limit": limit, "lease": float(lease)}, doing="claim")
+        with self._transaction("claim", relaxed=True) as db:
+            rows = db.execute(Q["claim_steps"], {"limit": limit, "lease": float(lease)}).fetchall()
         return [_task(row) for row in rows]
 
     def record_steps(self, results: Sequence[StepResult]) -> None:
-        with self._transaction() as db:
+        with self._transaction(relaxed=True) as db:
             for result in results:
                 _record_step(db, result)
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
         if not tasks:
             return
-        with self._transaction() as db:
+        with self._transaction(relaxed=True) as db:
             db.cursor().executemany(Q["extend_lease"], [
                 {"lease": float(lease), "run_id": t.run_id, "idx": t.index, "attempt": t.attempt} for t in tasks
             ])

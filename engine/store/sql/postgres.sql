@@ -18,6 +18,9 @@
 -- Processes starting together take turns: CREATE ... IF NOT EXISTS races otherwise.
 SELECT pg_advisory_xact_lock(7310652148901324806);
 
+-- name: relaxed_commit
+SET LOCAL synchronous_commit = off;
+
 -- name: schema_exists
 SELECT to_regclass('schema_version') IS NOT NULL;
 
