@@ -17,7 +17,7 @@ the new pair before releasing the lock. Hover allows 120 requests per minute per
 integration; :class:`RateLimiter` keeps the whole process under it.
 
 Tokens and the client secret never appear in logs or error messages. Only ``actions/http.py``
-may import ``requests``, so Hover is called with :mod:`urllib.request`.
+imports an HTTP client library, so Hover is called with :mod:`urllib.request`.
 """
 
 from __future__ import annotations
