@@ -96,10 +96,10 @@ class Outcome:
 MATCHED: Final = Outcome(True)
 
 _new = object.__new__
-_set_matched = Outcome.matched.__set__  # type: ignore[attr-defined]
-_set_path = Outcome.path.__set__  # type: ignore[attr-defined]
-_set_expected = Outcome.expected.__set__  # type: ignore[attr-defined]
-_set_got = Outcome.got.__set__  # type: ignore[attr-defined]
+_set_matched = Outcome.matched.__set__  # type: ignore[attr-defined,misc]
+_set_path = Outcome.path.__set__  # type: ignore[attr-defined,misc]
+_set_expected = Outcome.expected.__set__  # type: ignore[attr-defined,misc]
+_set_got = Outcome.got.__set__  # type: ignore[attr-defined,misc]
 
 
 def _failure(path: str, expected: str, got: Any) -> Outcome:

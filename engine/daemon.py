@@ -111,7 +111,7 @@ class Daemon:
         settings = self.config.settings.server
         config = uvicorn.Config(
             app, host=self.options.host or settings.host, port=self.options.port if self.options.port is not None else settings.port,
-            access_log=False, log_level="warning", lifespan="off", timeout_graceful_shutdown=self.options.drain_timeout,
+            access_log=False, log_level="warning", lifespan="off", timeout_graceful_shutdown=int(self.options.drain_timeout),
             server_header=False,
             log_config=None,  # uvicorn's own lines go through our handler: our format, secrets masked
         )

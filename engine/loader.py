@@ -72,7 +72,7 @@ def _source_problems(config: Config) -> list[Problem]:
     """Secrets a source cannot use (a Standard Webhooks key that does not decode)."""
     from .verify import verifier_for
 
-    found = []
+    found: list[Problem] = []
     for name, source in config.settings.sources.items():
         try:
             verifier_for(source)

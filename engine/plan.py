@@ -8,7 +8,7 @@ given in advance (or none). Both go through :func:`step_context` and :func:`rend
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from .action import Registry
@@ -83,13 +83,13 @@ def plan(rule: Rule, event: Event, registry: Registry, outputs: Mapping[str, Any
 
 
 def _plan_step(rule: Rule, step: Step, context: Mapping[str, Any], registry: Registry) -> PlannedStep:
-    base = dict(rule=rule.name, index=step.index, id=step.id, action=step.action)
+    base = PlannedStep(rule=rule.name, index=step.index, id=step.id, action=step.action)
     try:
         if not should_run(step, context):
-            return PlannedStep(**base, skipped=True)
-        return PlannedStep(**base, params=render_step(step, context, registry))
+            return replace(base, skipped=True)
+        return replace(base, params=render_step(step, context, registry))
     except (RenderError, ParamsError) as exc:
-        return PlannedStep(**base, error=str(exc))
+        return replace(base, error=str(exc))
 
 
 def apply_overrides(params: Any, overrides: Mapping[str, Any]) -> Any:

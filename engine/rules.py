@@ -275,7 +275,7 @@ class RuleSet:
 
 def _index_keys(rule: Rule) -> list[tuple[str | None, str | None]]:
     sources: Iterable[str | None] = sorted(rule.sources) if rule.sources is not None else [None]
-    types: list[str | None] = [None] if rule.event_glob is not None or rule.events is None else sorted(rule.events)
+    types: list[str | None] = [None] if rule.event_glob is not None or rule.events is None else list(sorted(rule.events))
     return [(s, t) for s in sources for t in types]
 
 
@@ -347,7 +347,7 @@ class RuleLoader:
         except ValidationError as exc:
             self.problems.extend(locate_all(doc, pydantic_problems(exc, RuleFile)))
             return []
-        rules = []
+        rules: list[Rule] = []
         for i, model in enumerate(parsed.rules):
             rule = self._compile(doc, ("rules", i), model, order + len(rules))
             if rule is not None:

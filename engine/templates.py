@@ -38,7 +38,7 @@ import re
 import string
 import time
 import types
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -638,7 +638,7 @@ def _check_binop(budget: _Budget, operator: str, left: Any, right: Any) -> None:
 # --- compile time -----------------------------------------------------------------------
 
 
-def _env_call(name: str, *args: nodes.Expr, lineno: int) -> nodes.Call:
+def _env_call(name: str, *args: nodes.Node, lineno: int) -> nodes.Call:
     return nodes.Call(nodes.EnvironmentAttribute(name, lineno=lineno), list(args), [], None, None, lineno=lineno)
 
 
@@ -664,7 +664,7 @@ class _Guard(NodeTransformer):
         ]
         return node
 
-    def _literal(self, node: nodes.List | nodes.Tuple | nodes.Dict, items: list[nodes.Node]) -> nodes.Node:
+    def _literal(self, node: nodes.List | nodes.Tuple | nodes.Dict, items: Sequence[nodes.Node]) -> nodes.Node:
         self.generic_visit(node)
         if getattr(node, "ctx", "load") != "load" or all(isinstance(i, nodes.Const) for i in items):
             return node
@@ -723,7 +723,7 @@ def _owners(tree: nodes.Node) -> Mapping[Any, str]:
         else:
             continue
         seen.setdefault(key, set()).add(_path_text(node.node))
-    return types.MappingProxyType({k: p.pop() for k, p in seen.items() if len(p) == 1 and None not in p})
+    return types.MappingProxyType({k: str(p.pop()) for k, p in seen.items() if len(p) == 1 and None not in p})
 
 
 def _single_expression(source: str, tree: nodes.Template) -> nodes.Expr | None:
