@@ -114,6 +114,17 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait for /readyz; on failure the process is stopped before the error is raised
+        (a leaked process would fail a later test with a ResourceWarning)."""
+        try:
+            self._wait_ready(timeout)
+        except AssertionError:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(10)
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -65,17 +65,34 @@ class SQLiteStore:
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+            conn = self._open()
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection in WAL mode. Switching a new file to WAL takes an exclusive
+        lock that SQLite does not wait for (no busy handler), so processes opening the same
+        new file at once try again for up to the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=FULL")
+                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                except sqlite3.Error:
+                    conn.close()
+                    raise
+                return conn
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+                time.sleep(0.05)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open the store {self.path}: {exc}") from None
 
     @contextmanager
     def _write(self, sync: str = "FULL") -> Iterator[sqlite3.Connection]:
