@@ -154,6 +154,7 @@ class Worker:
         while self._in_flight and time.time() < deadline:
             self._wake.wait(0.05)
             self._wake.clear()
+            self._renew_leases()  # a drain may outlast a lease: keep the claims of running steps
             self._record_results()
         self._record_results()
 
