@@ -29,8 +29,6 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from importlib import metadata
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Annotated, Any, ClassVar, Literal
@@ -48,6 +46,7 @@ from urllib3.response import BaseHTTPResponse
 from engine.action import Action, Context
 from engine.config import Http
 from engine.errors import ConfigError, Fail, Problem, Retry
+from engine.runs import retry_after
 from engine.units import Duration
 from engine.validation import key_error
 
@@ -537,23 +536,6 @@ def _excerpt(text: str) -> str:
     if not flat:
         return ""
     return f": {flat[:_EXCERPT]}{'…' if len(flat) > _EXCERPT or len(text) > _EXCERPT * 2 else ''}"
-
-
-def retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP-date; a
-    date in the past is 0), or None when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 def safe_url(url: str) -> str:

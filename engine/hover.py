@@ -35,12 +35,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from .config import Hover
 from .errors import Fail, Retry
+from .runs import retry_after
 from .store import HoverTokens, Store
 
 log = logging.getLogger("hookwise.hover")
@@ -216,7 +216,7 @@ class HoverClient:
         response = self._open(request, TOKEN_TIMEOUT, f"hover: {doing}")
         answer = _parse(response.body)
         if response.status == 429 or response.status >= 500:
-            raise Retry(f"hover: {doing}: {response.status} from {self.base_url}/oauth/token", after=_retry_after(response.headers))
+            raise Retry(f"hover: {doing}: {response.status} from {self.base_url}/oauth/token", after=retry_after(response.headers.get("retry-after")))
         if response.status != 200:
             raise Fail(f"hover: {doing}: refused ({response.status}{_oauth_error(answer)}): run `hookwise hover login` again")
         return _tokens(answer, started, doing)
@@ -267,9 +267,9 @@ class HoverClient:
         if status < 400:
             return status, _parse(response.body), response.headers
         if status == 429:
-            raise Retry(f"{what}: 429 rate limited by Hover", after=_retry_after(response.headers))
+            raise Retry(f"{what}: 429 rate limited by Hover", after=retry_after(response.headers.get("retry-after")))
         if status >= 500:
-            raise Retry(f"{what}: {status}{_excerpt(response.body)}", after=_retry_after(response.headers))
+            raise Retry(f"{what}: {status}{_excerpt(response.body)}", after=retry_after(response.headers.get("retry-after")))
         if status == 401:
             raise Fail(f"{what}: 401 even after refreshing the access token: run `hookwise hover login` again")
         raise Fail(f"{what}: {status}{_excerpt(response.body)}")
@@ -442,21 +442,6 @@ def _oauth_error(answer: Any) -> str:
     # Only the error code (e.g. invalid_grant): descriptions are free text from the server.
     code = answer.get("error") if isinstance(answer, dict) else None
     return f" {code}" if isinstance(code, str) and _OAUTH_ERROR.fullmatch(code) else ""
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = (headers.get("retry-after") or "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 __all__ = ["HoverClient", "NOT_LOGGED_IN", "RATE_LIMIT", "RateLimiter", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification"]

@@ -1,10 +1,13 @@
-"""Run and Step values, their statuses, and the retry policy (pure: no I/O)."""
+"""Run and Step values, their statuses, and the retry policy with its reading of
+``Retry-After`` (pure: no I/O)."""
 
 from __future__ import annotations
 
 import enum
 import random
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .config import RetryPolicy
@@ -53,6 +56,23 @@ def retry_delay(policy: RetryPolicy, attempt: int, after: float | None = None) -
     if after is not None:
         return max(0.0, min(after, policy.max_backoff))
     return backoff(policy, attempt)
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP-date; a
+    date in the past is 0), or None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 @dataclass(frozen=True)
