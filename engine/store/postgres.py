@@ -38,10 +38,9 @@ from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
 from . import HoverTokens, Incoming, Matched, NewRun, QueueItem, Stored
+from . import rows as shapes  # shared with the SQLite store: the same values from both
 from .queries import load_queries
-
-# The row converters are the SQLite store's own, so both backends return the same shapes.
-from .sqlite import _dumps, _event, _loads, _queue_item, _run
+from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
 
 Q = load_queries("postgres")
 
@@ -233,7 +232,7 @@ class PostgresStore:
     def claim_events(self, limit: int, lease: float) -> list[Event]:
         with self._transaction("claim", relaxed=True) as db:
             rows = db.execute(Q["claim_events"], {"limit": limit, "lease": float(lease)}).fetchall()
-        return [_event(row) for row in rows]
+        return [shapes.event(row) for row in rows]
 
     def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
         claimed: list[StepTask] = []
@@ -331,28 +330,28 @@ class PostgresStore:
 
     def claim_queue_item(self, queue: str, lease: float) -> QueueItem | None:
         rows = self._query("claim_queue_item", {"queue": queue, "lease": float(lease)}, doing="claim")
-        return _queue_item(rows[0]) if rows else None
+        return shapes.queue_item(rows[0]) if rows else None
 
     def finish_queue_item(self, item_id: str) -> QueueItem | None:
         rows = self._query("queue_item_done", {"id": item_id}, doing="write")
-        return _queue_item(rows[0]) if rows else None
+        return shapes.queue_item(rows[0]) if rows else None
 
     def fail_queue_item(self, item_id: str, retry_in: float, error: str | None) -> QueueItem | None:
         with self._transaction() as db:
             row = db.execute(Q["queue_item_retry"], {"retry_in": float(retry_in), "error": error, "id": item_id}).fetchone()
             if row is None:
                 return None
-            item = _queue_item(row)
+            item = shapes.queue_item(row)
             if item.attempts > item.max_attempts:
                 return self._exhaust(db, item_id, error or f"failed {item.attempts} times")
             return item
 
     def get_queue_item(self, item_id: str) -> QueueItem | None:
         rows = self._query("get_queue_item", {"id": item_id})
-        return _queue_item(rows[0]) if rows else None
+        return shapes.queue_item(rows[0]) if rows else None
 
     def list_queue_items(self, queue: str, status: str | None = None, limit: int = 100) -> list[QueueItem]:
-        return [_queue_item(r) for r in self._query("list_queue_items", {"queue": queue, "status": status, "limit": limit})]
+        return [shapes.queue_item(r) for r in self._query("list_queue_items", {"queue": queue, "status": status, "limit": limit})]
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -389,8 +388,7 @@ class PostgresStore:
         })
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
-        keys = ("webhook_id", "source", "url", "verified_at", "last_error", "updated_at")
-        return [dict(zip(keys, row)) for row in self._query("list_hover_webhooks")]
+        return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._query("list_hover_webhooks")]
 
     # --- reading ------------------------------------------------------------------------
 
@@ -398,20 +396,14 @@ class PostgresStore:
         rows = self._query("get_event", {"id": event_id})
         if not rows:
             return None
-        r = rows[0]
-        return {
-            "id": r[0], "source": r[1], "type": r[2], "delivery_id": r[3], "body": _loads(r[4]),
-            "headers": _loads(r[5]), "query": _loads(r[6]), "received_at": r[7], "depth": r[8],
-            "status": r[9], "explain": _loads(r[10]), "replay_of": r[11], "only_rules": _loads(r[12]),
-        }
+        return shapes.event_detail(rows[0])
 
     def list_events(
         self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
         since: float | None = None, until: float | None = None, cursor: int | None = None,
     ) -> list[dict[str, Any]]:
-        keys = ("seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of")
         params = {"limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until, "cursor": cursor}
-        return [dict(zip(keys, row)) for row in self._query("list_events", params)]
+        return [dict(zip(shapes.EVENT_SUMMARY, row)) for row in self._query("list_events", params)]
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
         new = new_id()
@@ -449,23 +441,17 @@ class PostgresStore:
         return {"runs": len(runs), "events": events, "deliveries": deliveries}
 
     def runs_of_event(self, event_id: str) -> list[dict[str, Any]]:
-        return [_run(row) for row in self._query("runs_of_event", {"event_id": event_id})]
+        return [shapes.run(row) for row in self._query("runs_of_event", {"event_id": event_id})]
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         rows = self._query("get_run", {"id": run_id})
-        return _run(rows[0]) if rows else None
+        return shapes.run(rows[0]) if rows else None
 
     def list_runs(self, status: str | None = None, limit: int = 50, rule: str | None = None) -> list[dict[str, Any]]:
-        return [_run(row) for row in self._query("list_runs", {"status": status, "limit": limit, "rule": rule})]
+        return [shapes.run(row) for row in self._query("list_runs", {"status": status, "limit": limit, "rule": rule})]
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
-        keys = ("run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at", "finished_at")
-        out = []
-        for row in self._query("steps_of_run", {"run_id": run_id}):
-            step = dict(zip(keys, row))
-            step["params"], step["output"] = _loads(step["params"]), _loads(step["output"])
-            out.append(step)
-        return out
+        return shapes.steps(self._query("steps_of_run", {"run_id": run_id}))
 
 
 # --- statements inside a caller's transaction ---------------------------------------------
@@ -518,7 +504,7 @@ def _update_run(db: Connection, run_id: str, status: RunStatus, step: int, error
 
 
 def _get_queue_item(db: Connection, item_id: str) -> QueueItem:
-    return _queue_item(_one(db.execute(Q["get_queue_item"], {"id": item_id}).fetchone()))
+    return shapes.queue_item(_one(db.execute(Q["get_queue_item"], {"id": item_id}).fetchone()))
 
 
 # --- values -------------------------------------------------------------------------------
@@ -562,7 +548,7 @@ def _task(row: Row) -> StepTask:
     outputs = {sid: _loads(out) for sid, out in zip(output_ids, output_values)} if index else {}
     return StepTask(
         run_id=run_id, index=index, step_id=step_id, action=action, attempt=attempt, rule=rule,
-        rule_version=version, event=_event(row[8:19]), outputs=outputs, overrides=_loads(overrides) or {},
+        rule_version=version, event=shapes.event(row[8:19]), outputs=outputs, overrides=_loads(overrides) or {},
     )
 
 

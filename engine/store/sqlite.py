@@ -13,21 +13,21 @@ Hover tokens) commits with ``synchronous=FULL``.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..errors import StoreError
 from ..events import Event
-from ..runs import RunStatus, StepResult, StepStatus, StepTask
 from ..ids import derived_id, new_id
+from ..runs import RunStatus, StepResult, StepStatus, StepTask
 from . import HoverTokens, Incoming, Matched, QueueItem, Stored
+from . import rows as shapes
 from .queries import load_queries
+from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
 
 Q = load_queries("sqlite")
 
@@ -38,12 +38,8 @@ _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {"events": [("replay_of", "TE
 BUSY_TIMEOUT_MS = 10_000
 
 
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 class SQLiteStore:
@@ -186,7 +182,7 @@ class SQLiteStore:
         now = time.time()
         with self._write("NORMAL") as db:
             rows = db.execute(Q["claim_events"], {"now": now, "lease_until": now + lease, "limit": limit}).fetchall()
-        return [_event(row) for row in rows]
+        return [shapes.event(row) for row in rows]
 
     def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
         now = time.time()
@@ -236,7 +232,7 @@ class SQLiteStore:
         outputs = {sid: _loads(out) for sid, out in self._read(Q["step_outputs"], (run_id, index))} if index else {}
         return StepTask(
             run_id=run_id, index=index, step_id=step_id, action=action, attempt=attempt, rule=rule,
-            rule_version=version, event=_event(context[2:]), outputs=outputs, overrides=_loads(overrides) or {},
+            rule_version=version, event=shapes.event(context[2:]), outputs=outputs, overrides=_loads(overrides) or {},
         )
 
     def record_steps(self, results: Sequence[StepResult]) -> None:
@@ -308,13 +304,13 @@ class SQLiteStore:
         return QueueItem(**{**item.__dict__, "exhausted_event": stored.event_id})
 
     def _queue_item(self, db: sqlite3.Connection, item_id: str) -> QueueItem:
-        return _queue_item(db.execute(Q["get_queue_item"], (item_id,)).fetchone())
+        return shapes.queue_item(db.execute(Q["get_queue_item"], (item_id,)).fetchone())
 
     def claim_queue_item(self, queue: str, lease: float) -> QueueItem | None:
         now = time.time()
         with self._write() as db:
             row = db.execute(Q["claim_queue_item"], {"queue": queue, "now": now, "lease_until": now + lease}).fetchone()
-        return _queue_item(row) if row else None
+        return shapes.queue_item(row) if row else None
 
     def finish_queue_item(self, item_id: str) -> QueueItem | None:
         with self._write() as db:
@@ -334,10 +330,10 @@ class SQLiteStore:
 
     def get_queue_item(self, item_id: str) -> QueueItem | None:
         rows = self._read(Q["get_queue_item"], (item_id,))
-        return _queue_item(rows[0]) if rows else None
+        return shapes.queue_item(rows[0]) if rows else None
 
     def list_queue_items(self, queue: str, status: str | None = None, limit: int = 100) -> list[QueueItem]:
-        return [_queue_item(r) for r in self._read(Q["list_queue_items"], {"queue": queue, "status": status, "limit": limit})]
+        return [shapes.queue_item(r) for r in self._read(Q["list_queue_items"], {"queue": queue, "status": status, "limit": limit})]
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -375,8 +371,7 @@ class SQLiteStore:
             db.execute(Q["save_hover_webhook"], (webhook_id, source, url, verified_at, last_error, time.time()))
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
-        keys = ("webhook_id", "source", "url", "verified_at", "last_error", "updated_at")
-        return [dict(zip(keys, row)) for row in self._read(Q["list_hover_webhooks"])]
+        return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._read(Q["list_hover_webhooks"])]
 
     # --- reading ----------------------------------------------------------------------
 
@@ -384,20 +379,14 @@ class SQLiteStore:
         rows = self._read(Q["get_event"], (event_id,))
         if not rows:
             return None
-        r = rows[0]
-        return {
-            "id": r[0], "source": r[1], "type": r[2], "delivery_id": r[3], "body": _loads(r[4]),
-            "headers": _loads(r[5]), "query": _loads(r[6]), "received_at": r[7], "depth": r[8],
-            "status": r[9], "explain": _loads(r[10]), "replay_of": r[11], "only_rules": _loads(r[12]),
-        }
+        return shapes.event_detail(rows[0])
 
     def list_events(
         self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
         since: float | None = None, until: float | None = None, cursor: int | None = None,
     ) -> list[dict[str, Any]]:
-        keys = ("seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of")
         params = {"limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until, "cursor": cursor}
-        return [dict(zip(keys, row)) for row in self._read(Q["list_events"], params)]
+        return [dict(zip(shapes.EVENT_SUMMARY, row)) for row in self._read(Q["list_events"], params)]
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
         new = new_id()
@@ -438,23 +427,17 @@ class SQLiteStore:
         return {"runs": len(runs), "events": events, "deliveries": deliveries}
 
     def runs_of_event(self, event_id: str) -> list[dict[str, Any]]:
-        return [_run(row) for row in self._read(Q["runs_of_event"], (event_id,))]
+        return [shapes.run(row) for row in self._read(Q["runs_of_event"], (event_id,))]
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         rows = self._read(Q["get_run"], (run_id,))
-        return _run(rows[0]) if rows else None
+        return shapes.run(rows[0]) if rows else None
 
     def list_runs(self, status: str | None = None, limit: int = 50, rule: str | None = None) -> list[dict[str, Any]]:
-        return [_run(row) for row in self._read(Q["list_runs"], {"status": status, "limit": limit, "rule": rule})]
+        return [shapes.run(row) for row in self._read(Q["list_runs"], {"status": status, "limit": limit, "rule": rule})]
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
-        keys = ("run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at", "finished_at")
-        out = []
-        for row in self._read(Q["steps_of_run"], (run_id,)):
-            step = dict(zip(keys, row))
-            step["params"], step["output"] = _loads(step["params"]), _loads(step["output"])
-            out.append(step)
-        return out
+        return shapes.steps(self._read(Q["steps_of_run"], (run_id,)))
 
 
 def _event_row(item: Incoming) -> tuple[Any, ...]:
@@ -465,20 +448,6 @@ def _event_row(item: Incoming) -> tuple[Any, ...]:
     )
 
 
-def _queue_item(row: Sequence[Any]) -> QueueItem:
-    item_id, queue, key, status, data, attempts, max_attempts, available_at, error, created, updated = row
-    return QueueItem(item_id, queue, key, status, _loads(data), attempts, max_attempts, available_at, error, created, updated)
 
 
-def _run(row: Sequence[Any]) -> dict[str, Any]:
-    keys = ("id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at")
-    return dict(zip(keys, row))
 
-
-def _event(row: Sequence[Any]) -> Event:
-    event_id, source, type_, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules = row
-    return Event(
-        source=source, type=type_, body=json.loads(body), headers=json.loads(headers), query=json.loads(query),
-        id=event_id, received_at=datetime.fromtimestamp(received_at, timezone.utc), delivery_id=delivery_id, depth=depth,
-        replay_of=replay_of, only_rules=tuple(json.loads(only_rules)) if only_rules else None,
-    )
