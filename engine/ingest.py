@@ -21,11 +21,14 @@ log = logging.getLogger("hookwise.ingest")
 
 #: Most events committed in one transaction.
 MAX_BATCH = 512
-#: Loop iterations a commit waits for more events to share it: requests whose bytes have
-#: already arrived join the batch, and nothing waits for requests not yet sent. A commit
-#: writes every page it touches and fsyncs, a fixed cost of about five events' inserts,
-#: so fuller batches are much cheaper per event.
-GATHER_ROUNDS = 2
+#: A commit waits for more events to share it until this many loop iterations in a row
+#: brought none: requests whose bytes have arrived are parsed and join the batch, and
+#: nothing waits for requests not yet sent. Part of a commit's cost is the same whatever
+#: its size (the fsync, the index pages it rewrites), so on a busy server fuller batches
+#: are what keeps the store from taking the core.
+QUIET_ROUNDS = 2
+#: ... but no longer than this (seconds) after the first event of the batch.
+MAX_GATHER = 0.005
 
 
 class Ingest:
@@ -65,14 +68,20 @@ class Ingest:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                for _ in range(GATHER_ROUNDS):
-                    if len(self._pending) >= self.max_batch:
-                        break
-                    await asyncio.sleep(0)
+                await self._gather(loop)
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
                 await self._commit(loop, batch)
         finally:
             self._flushing = False
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait while the loop keeps bringing events, up to a full batch or MAX_GATHER."""
+        deadline = loop.time() + MAX_GATHER
+        quiet, seen = 0, len(self._pending)
+        while quiet < QUIET_ROUNDS and seen < self.max_batch and loop.time() < deadline:
+            await asyncio.sleep(0)
+            quiet = quiet + 1 if len(self._pending) == seen else 0
+            seen = len(self._pending)
 
     async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Incoming, asyncio.Future[Stored]]]) -> None:
         try:

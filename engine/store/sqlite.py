@@ -13,6 +13,7 @@ Hover tokens) commits with ``synchronous=FULL``.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -76,6 +77,10 @@ class SQLiteStore:
             try:
                 conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
                 try:
+                    # Statement and savepoint journals in memory: a batch of events
+                    # would otherwise spill them to a temporary file, made and deleted
+                    # per commit.
+                    conn.execute("PRAGMA temp_store=MEMORY")
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("PRAGMA synchronous=FULL")
                     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -154,13 +159,12 @@ class SQLiteStore:
         new. Returns None (having changed nothing) when one is not."""
         keyed = [i for i in items if i.delivery_id is not None]
         db.execute("SAVEPOINT batch")
-        taken = db.executemany(Q["put_delivery"], [
-            {"source": i.source, "delivery_id": i.delivery_id, "event_id": i.id, "expires_at": i.received_at + i.dedupe_window, "now": now}
-            for i in keyed
-        ]).rowcount if keyed else 0
+        taken = _insert_rows(db, "put_deliveries", [
+            (i.source, i.delivery_id, i.id, i.received_at + i.dedupe_window) for i in keyed
+        ], now) if keyed else 0
         new = taken == len(keyed) and len({(i.source, i.delivery_id) for i in keyed}) == len(keyed)
         if new:  # an emitted event's id may be stored already: then it is no fast case either
-            new = db.executemany(Q["put_event"], [_event_row(i) for i in items]).rowcount == len(items)
+            new = _insert_rows(db, "put_events", [_event_row(i) for i in items]) == len(items)
         if not new:
             db.execute("ROLLBACK TO batch")
         db.execute("RELEASE batch")
@@ -438,6 +442,31 @@ class SQLiteStore:
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
         return shapes.steps(self._read(Q["steps_of_run"], (run_id,)))
+
+
+#: Rows one multi-row INSERT takes at most; a batch is cut into chunks of powers of two,
+#: so that few statement texts are prepared and cached.
+_CHUNK = 128
+
+
+def _insert_rows(db: sqlite3.Connection, name: str, rows: list[tuple[Any, ...]], *tail: Any) -> int:
+    """Insert ``rows`` with the query ``name`` (whose ``{rows}`` stands for its VALUES
+    rows, and ``tail`` for the parameters after them), a statement per chunk rather than
+    per row: each statement is a trip into SQLite and back, with the GIL let go and taken
+    again, and per row that trip costs more than the insert. Returns the rows changed."""
+    changed, at = 0, 0
+    while at < len(rows):
+        size = min(_CHUNK, 1 << (len(rows) - at).bit_length() - 1)
+        chunk = rows[at : at + size]
+        changed += db.execute(_multi_row(name, size, len(chunk[0])), [v for row in chunk for v in row] + list(tail)).rowcount
+        at += size
+    return changed
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_row(name: str, size: int, width: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return Q[name].replace("{rows}", ", ".join([row] * size))
 
 
 def _event_row(item: Incoming) -> tuple[Any, ...]:

@@ -114,6 +114,17 @@ INSERT INTO deliveries (source, delivery_id, event_id, expires_at) VALUES (:sour
 ON CONFLICT (source, delivery_id) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
 WHERE deliveries.expires_at <= :now;
 
+-- name: put_events
+-- {rows}: the events' rows, (id, ..., available_at) each.
+INSERT OR IGNORE INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at)
+VALUES {rows};
+
+-- name: put_deliveries
+-- {rows}: (source, delivery_id, event_id, expires_at) each; then the time now.
+INSERT INTO deliveries (source, delivery_id, event_id, expires_at) VALUES {rows}
+ON CONFLICT (source, delivery_id) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
+WHERE deliveries.expires_at <= ?;
+
 -- name: put_event
 INSERT OR IGNORE INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
