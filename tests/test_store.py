@@ -50,6 +50,19 @@ def test_delivery_ids_deduplicate_within_the_window_per_source(store: Store) -> 
     assert len(store.list_events()) == 4
 
 
+def test_a_large_batch_is_stored_whole_and_a_late_duplicate_in_it_is_found(store: Store) -> None:
+    # 300 events: more than one multi-row statement takes (128 + 128 + 32 + 8 + 4).
+    items = [incoming({"n": n}, f"d{n}") for n in range(299)] + [incoming(delivery="d7")]
+    stored = store.put_events(items)
+    assert [s.duplicate for s in stored] == [False] * 299 + [True]
+    assert stored[-1].event_id == stored[7].event_id
+    assert len(store.list_events(limit=1000)) == 299
+    assert store.get_event(stored[298].event_id)["body"] == {"n": 298}  # type: ignore[index]
+    fresh = store.put_events([incoming({"m": n}, f"e{n}") for n in range(300)])
+    assert not any(s.duplicate for s in fresh) and len({s.event_id for s in fresh}) == 300
+    assert len(store.list_events(limit=1000)) == 599
+
+
 def test_claimed_events_are_hidden_until_the_lease_ends(store: Store) -> None:
     store.put_events([incoming(), incoming()])
     assert len(store.claim_events(10, lease=0.2)) == 2
