@@ -51,6 +51,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._writer = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -97,18 +98,23 @@ class SQLiteStore:
 
     @contextmanager
     def _write(self, sync: str = "FULL") -> Iterator[sqlite3.Connection]:
+        """A write transaction. Threads of this process take turns on a lock first: SQLite
+        lets one writer in at a time anyway, and its own wait for the lock is a sleep of
+        up to 100 ms between tries, where this one ends the moment the lock is free (the
+        receiver's commits and the worker's must not sleep on each other)."""
         conn = self._connection()
         try:
-            if getattr(self._local, "sync", "FULL") != sync:
-                conn.execute(f"PRAGMA synchronous={sync}")
-                self._local.sync = sync
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._writer:
+                if getattr(self._local, "sync", "FULL") != sync:
+                    conn.execute(f"PRAGMA synchronous={sync}")
+                    self._local.sync = sync
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"store write failed: {exc}") from exc
 
@@ -184,9 +190,17 @@ class SQLiteStore:
 
     def claim_events(self, limit: int, lease: float) -> list[Event]:
         now = time.time()
+        if not self._due("next_event_due", now):
+            return []
         with self._write("NORMAL") as db:
             rows = db.execute(Q["claim_events"], {"now": now, "lease_until": now + lease, "limit": limit}).fetchall()
         return [shapes.event(row) for row in rows]
+
+    def _due(self, query: str, now: float) -> bool:
+        """Whether anything is due by ``now``: a read, cheaper than a write transaction
+        that finds nothing to claim (the worker asks after every step it finishes)."""
+        (due,) = self._read(Q[query])[0]
+        return due is not None and due <= now
 
     def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
         now = time.time()
@@ -225,6 +239,8 @@ class SQLiteStore:
 
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
         now = time.time()
+        if not self._due("next_step_due", now):
+            return []
         with self._write("NORMAL") as db:
             rows = db.execute(Q["claim_steps"], {"now": now, "lease_until": now + lease, "limit": limit}).fetchall()
         return [self._task(row) for row in rows]
