@@ -115,5 +115,10 @@ class StepResult:
     next_delay: float = 0.0
     #: whether a failure with no retry left moves on (continue_on_error)
     continue_on_error: bool = False
-    #: how many steps the rule has
+    #: how many steps the rule has (0: not known); after its last step a run has no
+    #: next step to look for
     step_count: int = 0
+
+    @property
+    def last_step(self) -> bool:
+        return 0 < self.step_count <= self.task.index + 1

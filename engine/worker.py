@@ -295,7 +295,7 @@ class Worker:
             # Outputs are stored as they are: later steps render from them. They are masked
             # where they are shown (API, CLI); params are masked here, as nothing reads them back.
             task=task, outcome=outcome, output=output, params=masker.mask_value(params),
-            started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index),
+            started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index), step_count=len(rule.steps),
         )
 
     def _failure(
@@ -314,7 +314,7 @@ class Worker:
         return StepResult(
             task=task, outcome="failed", error=error, retry_in=retry_in, params=masker.mask_value(params),
             started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index) if rule else 0.0,
-            continue_on_error=bool(step and step.continue_on_error),
+            continue_on_error=bool(step and step.continue_on_error), step_count=len(rule.steps) if rule else 0,
         )
 
     def _context(self, task: StepTask, rule: Rule, timeout: float) -> Context:

@@ -478,12 +478,12 @@ def _record_step(db: Connection, r: StepResult) -> None:
     key = {"run_id": t.run_id, "idx": t.index, "attempt": t.attempt, "params": _dumps(r.params), "finished_at": r.finished_at}
     if r.outcome in ("succeeded", "skipped"):
         if _finish_step(db, key, r.outcome, _dumps(r.output), None):
-            _advance(db, t, r.next_delay)
+            _advance(db, r)
     elif r.retry_in is not None:
         db.execute(Q["retry_step"], {**key, "retry_in": float(r.retry_in), "error": r.error})
     elif r.continue_on_error:
         if _finish_step(db, key, StepStatus.FAILED.value, None, r.error):
-            _advance(db, t, r.next_delay)
+            _advance(db, r)
     elif _finish_step(db, key, StepStatus.DEAD.value, None, r.error):
         _update_run(db, t.run_id, RunStatus.DEAD, t.index, r.error)
 
@@ -492,8 +492,9 @@ def _finish_step(db: Connection, key: dict[str, Any], status: str, output: str |
     return bool(db.execute(Q["finish_step"], {**key, "status": status, "output": output, "error": error}).rowcount)
 
 
-def _advance(db: Connection, t: StepTask, delay: float) -> None:
-    if db.execute(Q["start_next_step"], {"delay": float(delay), "run_id": t.run_id, "idx": t.index + 1}).rowcount:
+def _advance(db: Connection, r: StepResult) -> None:
+    t = r.task
+    if not r.last_step and db.execute(Q["start_next_step"], {"delay": float(r.next_delay), "run_id": t.run_id, "idx": t.index + 1}).rowcount:
         _update_run(db, t.run_id, RunStatus.ACTIVE, t.index + 1, None)
     else:
         _update_run(db, t.run_id, RunStatus.SUCCEEDED, t.index, None)

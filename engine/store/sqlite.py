@@ -52,6 +52,7 @@ class SQLiteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._writer = threading.Lock()
+        self._versions: set[str] = set()  # rule versions known to be stored
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -205,10 +206,13 @@ class SQLiteStore:
     def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
         now = time.time()
         claimed: list[StepTask] = []
+        versions: set[str] = set()  # rule versions written by this transaction
         with self._write("NORMAL") as db:
             for match in matches:
                 for run in match.runs:
-                    db.execute(Q["put_rule_version"], (run.version, run.rule, run.rule_file, run.rule_text))
+                    if run.version not in self._versions:
+                        db.execute(Q["put_rule_version"], (run.version, run.rule, run.rule_file, run.rule_text))
+                        versions.add(run.version)
                     created = db.execute(Q["put_run"], (run.id, match.event_id, run.rule, run.version, now, now)).rowcount
                     if not created:  # matched before by a worker whose claim ran out: its run stands
                         continue
@@ -222,6 +226,7 @@ class SQLiteStore:
                         _, step_id, action = run.steps[0]
                         claimed.append(StepTask(run.id, 0, step_id, action, 1, run.rule, run.version, match.event))
                 db.execute(Q["event_matched"], (_dumps(match.explain), match.event_id))
+        self._versions |= versions  # committed: rule versions are never deleted
         return claimed
 
     def _put_steps(self, db: sqlite3.Connection, run: Any, now: float, lease: float | None) -> None:
@@ -267,17 +272,18 @@ class SQLiteStore:
         params = _dumps(r.params)
         if r.outcome in ("succeeded", "skipped"):
             if db.execute(Q["finish_step"], (r.outcome, _dumps(r.output), params, None, r.finished_at, *key)).rowcount:
-                self._advance(db, t, r.next_delay, now)
+                self._advance(db, r, now)
         elif r.retry_in is not None:
             db.execute(Q["retry_step"], (now + r.retry_in, params, r.error, r.finished_at, *key))
         elif r.continue_on_error:
             if db.execute(Q["finish_step"], (StepStatus.FAILED.value, None, params, r.error, r.finished_at, *key)).rowcount:
-                self._advance(db, t, r.next_delay, now)
+                self._advance(db, r, now)
         elif db.execute(Q["finish_step"], (StepStatus.DEAD.value, None, params, r.error, r.finished_at, *key)).rowcount:
             db.execute(Q["update_run"], (RunStatus.DEAD.value, t.index, r.error, now, t.run_id))
 
-    def _advance(self, db: sqlite3.Connection, t: StepTask, delay: float, now: float) -> None:
-        if db.execute(Q["start_next_step"], (now + delay, t.run_id, t.index + 1)).rowcount:
+    def _advance(self, db: sqlite3.Connection, r: StepResult, now: float) -> None:
+        t = r.task
+        if not r.last_step and db.execute(Q["start_next_step"], (now + r.next_delay, t.run_id, t.index + 1)).rowcount:
             db.execute(Q["update_run"], (RunStatus.ACTIVE.value, t.index + 1, None, now, t.run_id))
         else:
             db.execute(Q["update_run"], (RunStatus.SUCCEEDED.value, t.index, None, now, t.run_id))
