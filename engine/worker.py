@@ -42,13 +42,25 @@ STEP_LEASE = 15.0
 EVENT_LEASE = 10.0
 #: Largest output a step may return, as JSON text.
 MAX_OUTPUT = 1024 * 1024
+#: Steps claimed ahead, per step thread: first steps are claimed with their runs, in the
+#: matching transaction, and wait in the pool's queue for a free thread (their leases are
+#: renewed all the while). Claiming only as many as there are free threads would leave
+#: most of a busy worker's steps to a second claim, a second transaction and a second
+#: reading of each event.
+PREFETCH = 4
 
 
 @dataclass
 class _InFlight:
     task: StepTask
-    deadline: float
-    started: float
+    #: the step's time limit, in seconds, counted from ``started``
+    timeout: float
+    #: when a pool thread began the step; None while it waits in the queue
+    started: float | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.started is None else self.started + self.timeout
 
 
 class Worker:
@@ -71,7 +83,7 @@ class Worker:
         self._results: queue.SimpleQueue[StepResult] = queue.SimpleQueue()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hookwise-step")
         self._in_flight: dict[Future[StepResult], _InFlight] = {}
-        self._busy = 0  # pool threads still running, abandoned ones included
+        self._busy = 0  # steps submitted and not finished: queued, running, abandoned
         self._busy_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._rules_by_version: dict[str, Rule] = {}
@@ -144,9 +156,9 @@ class Worker:
 
     def _idle_wait(self) -> float:
         wait = self.poll
-        if self._in_flight:
-            soonest = min(f.deadline for f in self._in_flight.values())
-            wait = min(wait, soonest - time.time())
+        deadlines = [d for f in self._in_flight.values() if (d := f.deadline) is not None]
+        if deadlines:
+            wait = min(wait, min(deadlines) - time.time())
         return max(0.0, wait)
 
     def _drain(self) -> None:
@@ -172,10 +184,11 @@ class Worker:
         return len(events)
 
     def _free(self) -> int:
+        """How many more steps to claim: room in the pool's threads and its queue."""
         if self._stopping.is_set():
             return 0
         with self._busy_lock:
-            return max(0, self.concurrency - self._busy)
+            return max(0, self.concurrency * PREFETCH - self._busy)
 
     def _match(self, loaded: Loaded, event: Event) -> Matched:
         match = loaded.rules.match(event)
@@ -217,9 +230,9 @@ class Worker:
     def _submit(self, task: StepTask) -> None:
         with self._busy_lock:
             self._busy += 1
-        now = time.time()
-        future = self._pool.submit(self._execute, task)
-        self._in_flight[future] = _InFlight(task, now + self._timeout_of(task), now)
+        flight = _InFlight(task, self._timeout_of(task))
+        future = self._pool.submit(self._start, flight)
+        self._in_flight[future] = flight
         future.add_done_callback(self._done)
 
     def _done(self, future: Future[StepResult]) -> None:
@@ -240,7 +253,7 @@ class Worker:
             if future.done():
                 del self._in_flight[future]
                 results.append(self._result_of(future, flight))
-            elif now > flight.deadline:
+            elif (deadline := flight.deadline) is not None and now > deadline:
                 # The thread cannot be stopped; its eventual result is dropped.
                 del self._in_flight[future]
                 results.append(self._timed_out(flight, now))
@@ -254,17 +267,20 @@ class Worker:
         try:
             return future.result()
         except BaseException as exc:  # _execute catches everything; this is a last guard
-            return self._failure(flight.task, f"internal error: {exc}", None, flight.started)
+            return self._failure(flight.task, f"internal error: {exc}", None, flight.started or time.time())
 
     def _timed_out(self, flight: _InFlight, now: float) -> StepResult:
-        limit = flight.deadline - flight.started
-        log.warning("run %s step %s timed out after %.1fs", flight.task.run_id, flight.task.index, limit, extra=step_fields(flight.task, flight.started))
-        return self._failure(flight.task, f"timed out after {limit:g}s", None, flight.started)
+        started = flight.started or now
+        log.warning("run %s step %s timed out after %.1fs", flight.task.run_id, flight.task.index, flight.timeout, extra=step_fields(flight.task, started))
+        return self._failure(flight.task, f"timed out after {flight.timeout:g}s", None, started)
 
     # --- executing one step (in a pool thread) ------------------------------------------------
 
-    def _execute(self, task: StepTask) -> StepResult:
-        started = time.time()
+    def _start(self, flight: _InFlight) -> StepResult:
+        flight.started = time.time()  # its time limit runs from now
+        return self._execute(flight.task, flight.started)
+
+    def _execute(self, task: StepTask, started: float) -> StepResult:
         rule = self._rule(task)
         if rule is None or task.index >= len(rule.steps):
             return self._failure(task, f"rule {task.rule!r} version {task.rule_version} is not available", None, started, final=True)

@@ -33,6 +33,8 @@ class Crashy(Action):
             raise Fail("no such customer")
         if params.mode == "sleep":
             time.sleep(2)
+        if params.mode == "nap":
+            time.sleep(0.4)
         if params.mode == "retry-once" and ctx.attempt == 1:
             raise Retry("busy", after=0.05)
         return {"mode": params.mode, "attempt": ctx.attempt, "key": ctx.idempotency_key}
@@ -98,6 +100,21 @@ def harness(tmp_path: Path) -> Iterator[Callable[[str], Harness]]:
 
 def steps(h: Harness, run_id: str) -> list[tuple[str, str, Any, Any]]:
     return [(s["id"], s["status"], s["output"], s["error"]) for s in h.store.steps_of_run(run_id)]
+
+
+def test_a_steps_time_limit_counts_from_its_start_not_its_wait_for_a_thread(harness: Callable[[str], Harness]) -> None:
+    # 12 steps claimed at once by 4 threads: the last ones wait 0.8 s in the queue, then
+    # run 0.4 s, well within their 1 s limit.
+    h = harness("""
+rules:
+  - name: r
+    event: go
+    actions:
+      - {timeout: 1s, retry: {attempts: 1}, crashy: {mode: nap}}
+""")
+    events = [h.put("go", {"n": n}) for n in range(12)]
+    runs = [h.finished_run(e) for e in events]
+    assert [r["status"] for r in runs] == ["succeeded"] * 12
 
 
 def test_skip_continue_on_error_and_outputs(harness: Callable[[str], Harness]) -> None:
