@@ -14,7 +14,7 @@ are fixed sets. No label carries an event's data or a secret.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -61,25 +61,34 @@ class Metrics:
         self.reload_failures = Counter("hookwise_reload_failures", "Reloads refused (the previous rules stayed).", registry=r)
         if queue_counts is not None:
             r.register(QueueDepth(queue_counts))
+        # Labelled children by their labels: finding one anew costs more than counting.
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     # --- recording --------------------------------------------------------------------
 
     def received(self, source: str, status: int) -> None:
-        self.events_received.labels(source, str(status)).inc()
+        self._child(self.events_received, source, status).inc()
 
     def matched(self, rule: str) -> None:
-        self.rule_matches.labels(rule).inc()
+        self._child(self.rule_matches, rule).inc()
 
     def recorded(self, results: Iterable[StepResult]) -> None:
         """Count step results as they are handed to the store."""
         for result in results:
             outcome = step_outcome(result)
             action = result.task.action
-            self.steps.labels(action, outcome).inc()
+            self._child(self.steps, action, outcome).inc()
             if outcome != "skipped":
-                self.step_seconds.labels(action).observe(max(0.0, result.finished_at - result.started_at))
+                self._child(self.step_seconds, action).observe(max(0.0, result.finished_at - result.started_at))
             if outcome == "dead":
                 self.dead_runs.inc()
+
+    def _child(self, metric: Any, *labels: Any) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:  # a race here only makes the same child twice: labels() is safe
+            child = self._children[key] = metric.labels(*map(str, labels))
+        return child
 
     def reloaded(self, ok: bool) -> None:
         (self.reloads if ok else self.reload_failures).inc()

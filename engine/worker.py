@@ -42,6 +42,9 @@ STEP_LEASE = 15.0
 EVENT_LEASE = 10.0
 #: Largest output a step may return, as JSON text.
 MAX_OUTPUT = 1024 * 1024
+#: Seconds between looks over the running steps for one past its time limit, while the
+#: worker is busy (an idle worker wakes at the soonest limit).
+TIMEOUT_CHECK = 0.05
 #: Steps claimed ahead, per step thread: first steps are claimed with their runs, in the
 #: matching transaction, and wait in the pool's queue for a free thread (their leases are
 #: renewed all the while). Claiming only as many as there are free threads would leave
@@ -80,7 +83,10 @@ class Worker:
         self.poll = poll
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._results: queue.SimpleQueue[StepResult] = queue.SimpleQueue()
+        self._finished: queue.SimpleQueue[Future[StepResult]] = queue.SimpleQueue()
+        self._events_stored = True  # a new event may be waiting: claim before the next poll
+        self._claimed_at = 0.0  # when events were last claimed (or looked for)
+        self._timeouts_at = 0.0  # when running steps are next looked over for their time limit
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hookwise-step")
         self._in_flight: dict[Future[StepResult], _InFlight] = {}
         self._busy = 0  # steps submitted and not finished: queued, running, abandoned
@@ -108,13 +114,14 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 if wait(1.0):
-                    self._wake.set()
+                    self.wake()
             except StoreError as exc:
                 log.debug("listening for events failed: %s", exc)
                 self._stopping.wait(1.0)
 
     def wake(self) -> None:
         """Look for work now (a new event was stored)."""
+        self._events_stored = True
         self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -158,7 +165,8 @@ class Worker:
         wait = self.poll
         deadlines = [d for f in self._in_flight.values() if (d := f.deadline) is not None]
         if deadlines:
-            wait = min(wait, min(deadlines) - time.time())
+            self._timeouts_at = min(deadlines)
+            wait = min(wait, self._timeouts_at - time.time())
         return max(0.0, wait)
 
     def _drain(self) -> None:
@@ -173,7 +181,15 @@ class Worker:
     # --- matching -------------------------------------------------------------------------
 
     def _match_events(self) -> int:
+        """Claim and match events: when told of a new one, or a poll interval after the
+        last look (delayed events, events stored by other processes, expired claims)."""
+        now = time.time()
+        if not self._events_stored and now - self._claimed_at < self.poll:
+            return 0
+        self._events_stored, self._claimed_at = False, now
         events = self.store.claim_events(EVENT_BATCH, EVENT_LEASE)
+        if len(events) == EVENT_BATCH:  # more may be waiting
+            self._events_stored = True
         if not events:
             return 0
         loaded = self.loaded()
@@ -238,6 +254,7 @@ class Worker:
     def _done(self, future: Future[StepResult]) -> None:
         with self._busy_lock:
             self._busy -= 1
+        self._finished.put(future)
         self._wake.set()
 
     def _timeout_of(self, task: StepTask) -> float:
@@ -248,15 +265,19 @@ class Worker:
 
     def _record_results(self) -> int:
         results = []
-        now = time.time()
-        for future, flight in list(self._in_flight.items()):
-            if future.done():
-                del self._in_flight[future]
+        while not self._finished.empty():
+            future = self._finished.get()
+            flight = self._in_flight.pop(future, None)
+            if flight is not None:  # else it timed out, and that was recorded
                 results.append(self._result_of(future, flight))
-            elif (deadline := flight.deadline) is not None and now > deadline:
-                # The thread cannot be stopped; its eventual result is dropped.
-                del self._in_flight[future]
-                results.append(self._timed_out(flight, now))
+        now = time.time()
+        if now >= self._timeouts_at:
+            self._timeouts_at = now + TIMEOUT_CHECK
+            for future, flight in list(self._in_flight.items()):
+                if (deadline := flight.deadline) is not None and now > deadline and not future.done():
+                    # The thread cannot be stopped; its eventual result is dropped.
+                    del self._in_flight[future]
+                    results.append(self._timed_out(flight, now))
         if results:
             self.store.record_steps(results)
             if self.metrics is not None:
@@ -361,7 +382,7 @@ class Worker:
             available_at=now + delay,
         )
         (stored,) = self.store.put_events([incoming])
-        self._wake.set()
+        self.wake()
         return stored.event_id
 
     def _action(self, loaded: Loaded, name: str) -> Action:
