@@ -3,22 +3,24 @@
 Outcomes of one attempt:
 
     expected status (``expect``, else any 2xx)   -> {status, headers, json, text, truncated}
-    connection error, timeout, 5xx, 429          -> Retry (after = Retry-After, when given)
-    any other status, a refused address,
-    a bad redirect, more than 10 redirects       -> Fail
+    connection error, timeout, a response that
+    is not valid HTTP or breaks off, 5xx, 429    -> Retry (after = Retry-After, when given)
+    any other status, a refused address, a
+    header with a line break, a bad redirect,
+    more than 10 redirects                       -> Fail
 
 The guard: a connection to a private, loopback, link-local, multicast, reserved,
 unspecified or cloud metadata address is refused unless ``http.allow_private`` is true or
 the URL's host is in ``http.allow_hosts``. The address checked is the one the socket is
-actually connected to (``getpeername()`` inside urllib3's connection, before TLS and before
+actually connected to (``getpeername()`` right after the connect, before TLS and before
 any byte is sent), so a DNS answer that changes between a check and the connect cannot
 slip through; an IP-literal host is also checked before connecting, so nothing is sent
 towards a metadata address at all. Redirects are followed here, hop by hop, so every hop
 meets the guard. Proxies from the environment are ignored (the guard would otherwise check
 the proxy, not the target).
 
-This is the only module that imports ``urllib3`` (the HTTP client under requests; used
-directly, it costs a third of the CPU per call).
+The calls themselves go through :mod:`actions.wire`, our HTTP/1.1 client on plain
+sockets (a general client costs several times the CPU per call).
 """
 
 from __future__ import annotations
@@ -26,22 +28,14 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
-import urllib3
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from urllib3._collections import HTTPHeaderDict
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, ProxyError, SSLError, TimeoutError
-from urllib3.exceptions import ConnectTimeoutError
-from urllib3.response import BaseHTTPResponse
 
 from engine.action import Action, Context
 from engine.config import Http
@@ -51,6 +45,7 @@ from engine.units import Duration
 from engine.validation import key_error
 
 from ._params import Headers, QueryParams, at_most_one, one_or_many, upper
+from .wire import InvalidRequest, Pool, Response, WireError
 
 Method = Annotated[Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], BeforeValidator(upper)]
 Status = Annotated[int, Field(ge=100, le=599)]
@@ -168,7 +163,7 @@ def _norm_host(host: str) -> str:
 
 
 class _Refused(Exception):
-    """The guard refused a connection; raised inside urllib3, turned into Fail by run()."""
+    """The guard refused a connection; raised inside the pool, turned into Fail by run()."""
 
     def __init__(self, host: str, address: IPAddress, reason: str) -> None:
         shown = str(address) if _parse_ip(host) == address else f"{host} at {address}"
@@ -238,42 +233,6 @@ def _host_entry(entry: str, index: int) -> tuple[str, int | None]:
     return _norm_host(host), port
 
 
-class _GuardedConnection(HTTPConnection):
-    """Checks the address right after the TCP connect. ``HTTPSConnection.connect`` also
-    gets its socket from ``_new_conn`` and only then starts TLS, so one override covers
-    both schemes."""
-
-    guard: ClassVar[Guard]
-
-    def _new_conn(self) -> socket.socket:
-        self.guard.before_connect(self.host, self.port)
-        sock = super()._new_conn()
-        self.guard.after_connect(self.host, self.port, sock)
-        return sock
-
-
-def _pool_classes(guard: Guard) -> dict[str, type[HTTPConnectionPool]]:
-    """urllib3 pool classes whose connections carry ``guard``.
-
-    Classes, not instance arguments: urllib3's PoolManager keys its pools by a fixed set
-    of connection arguments and refuses unknown ones."""
-    plain = type("GuardedHTTPConnection", (_GuardedConnection,), {"guard": guard})
-    tls = type("GuardedHTTPSConnection", (_GuardedConnection, HTTPSConnection), {"guard": guard})
-    return {
-        "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": plain}),
-        "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": tls}),
-    }
-
-
-def _pool_manager(guard: Guard, maxsize: int) -> urllib3.PoolManager:
-    """A urllib3 pool manager whose every new connection passes ``guard``: no retries of
-    its own (the step's retry policy decides), no proxies, no cookies. Safe to share
-    between threads; ``maxsize`` connections are kept per host."""
-    manager = urllib3.PoolManager(num_pools=64, maxsize=maxsize, retries=False)
-    manager.pool_classes_by_scheme = _pool_classes(guard)  # type: ignore[assignment]
-    return manager
-
-
 # -- one call --------------------------------------------------------------------------------
 
 
@@ -291,7 +250,7 @@ USER_AGENT = f"hookwise/{_version()}"
 class _Request:
     method: str
     url: str
-    headers: HTTPHeaderDict
+    headers: dict[str, str]
     data: bytes | None
 
     def describe(self) -> str:
@@ -301,11 +260,13 @@ class _Request:
 class HttpAction(Action):
     """Calls a URL and returns ``{status, headers, json, text, truncated}``.
 
-    ``headers`` has lower-case names; ``json`` is the body parsed as JSON (whatever the
-    Content-Type) or None; ``text`` is the body decoded with the charset the response
-    names, else UTF-8; a body over 1 MiB is cut there, ``truncated`` is then true and
-    ``json`` None. Sends ``Idempotency-Key: <ctx.idempotency_key>`` unless the step's
-    headers set it, and ``User-Agent: hookwise/<version>`` unless they set that.
+    ``headers`` has lower-case names (a repeated header's values joined with ", ");
+    ``json`` is the body parsed as JSON (whatever the Content-Type) or None; ``text`` is
+    the body decoded with the charset the response names, else UTF-8; a body over 1 MiB
+    is cut there, ``truncated`` is then true and ``json`` None. Sends
+    ``Idempotency-Key: <ctx.idempotency_key>``, ``User-Agent: hookwise/<version>`` and
+    ``Accept-Encoding: identity``, each unless the step's headers set it (a gzip or
+    deflate body is decoded).
 
     Connections are kept per host and reused across steps and threads; no cookies are
     kept, so one rule's calls never carry another's. :meth:`close` releases them."""
@@ -317,31 +278,31 @@ class HttpAction(Action):
         super().__init__(settings)
         http: Http = settings.http if settings is not None else Http()
         self._timeout = http.timeout
+        # As many idle connections per host as steps can run at once.
         concurrency = settings.workers.concurrency if settings is not None else 16
-        self._pool = _pool_manager(Guard.from_settings(http), maxsize=concurrency)
+        self._pool = Pool(Guard.from_settings(http), max_idle=concurrency, max_body=MAX_BODY)
 
     def run(self, params: BaseModel, ctx: Context) -> dict[str, Any]:
         assert isinstance(params, HttpParams)
         timeout = params.timeout or self._timeout
         request = _first_request(params, ctx.idempotency_key)
         response, request = self._follow(request, params.follow_redirects, timeout)
-        body, truncated = _read_capped(response, request, time.monotonic() + timeout)
-        text = _decode(body, response)
+        text = _decode(response)
         _judge(request, response, text, params.expect)
         return {
             "status": response.status,
-            "headers": {name.lower(): value for name, value in response.headers.items()},
-            "json": None if truncated else _parse_json(text),
+            "headers": response.headers,
+            "json": None if response.truncated else _parse_json(text),
             "text": text,
-            "truncated": truncated,
+            "truncated": response.truncated,
         }
 
     def close(self) -> None:
         """Close the pooled connections. Call it when the action is retired (shutdown,
         reload); it must not be used afterwards."""
-        self._pool.clear()
+        self._pool.close()
 
-    def _follow(self, request: _Request, follow: bool, timeout: float) -> tuple[BaseHTTPResponse, _Request]:
+    def _follow(self, request: _Request, follow: bool, timeout: float) -> tuple[Response, _Request]:
         """The final response and the request that got it, following at most
         MAX_REDIRECTS redirects when ``follow`` is true (each hop goes through the guard)."""
         for _ in range(MAX_REDIRECTS + 1):
@@ -349,20 +310,37 @@ class HttpAction(Action):
             location = response.headers.get("location")
             if not follow or response.status not in _REDIRECTS or not location:
                 return response, request
-            response.drain_conn()
-            response.release_conn()
             request = _redirected(request, response.status, location)
         raise Fail(f"http: {request.describe()}: stopped after {MAX_REDIRECTS} redirects")
 
 
 def _first_request(params: HttpParams, idempotency_key: str) -> _Request:
-    headers = HTTPHeaderDict(params.headers or {})
-    headers.setdefault("Idempotency-Key", idempotency_key)
-    headers.setdefault("User-Agent", USER_AGENT)
+    data, content_type = _body(params)
+    defaults = {
+        "Idempotency-Key": idempotency_key,
+        "User-Agent": USER_AGENT,
+        # Uncompressed unless the step asks otherwise (gzip and deflate are then
+        # decoded): the bodies are small, and the CPU is better spent elsewhere.
+        "Accept-Encoding": "identity",
+    }
+    if content_type is not None:
+        defaults["Content-Type"] = content_type
+    headers = _with_defaults(params.headers or {}, defaults)
     if params.auth is not None:
+        headers = _without(headers, "Authorization")
         headers["Authorization"] = _authorization(params.auth)
-    data = _body(params, headers)
     return _Request(params.method, _with_query(params.url, params.params), headers, data)
+
+
+def _with_defaults(given: Mapping[str, str], defaults: Mapping[str, str]) -> dict[str, str]:
+    """``given`` and each default whose name it lacks (in any case)."""
+    have = {name.lower() for name in given}
+    return {**{name: value for name, value in defaults.items() if name.lower() not in have}, **given}
+
+
+def _without(headers: dict[str, str], name: str) -> dict[str, str]:
+    lower = name.lower()
+    return {given: value for given, value in headers.items() if given.lower() != lower}
 
 
 def _authorization(auth: Auth) -> str:
@@ -372,18 +350,15 @@ def _authorization(auth: Auth) -> str:
     return f"Bearer {auth.bearer}"
 
 
-def _body(params: HttpParams, headers: HTTPHeaderDict) -> bytes | None:
-    """The encoded body; sets a Content-Type unless the step's headers give one."""
+def _body(params: HttpParams) -> tuple[bytes | None, str | None]:
+    """The encoded body and its Content-Type (the step's headers may set another)."""
     if params.json_ is not None:
-        headers.setdefault("Content-Type", "application/json")
-        return json.dumps(params.json_).encode()
+        return json.dumps(params.json_).encode(), "application/json"
     if params.form is not None:
-        headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
-        return urlencode(_pairs(params.form)).encode("ascii")
+        return urlencode(_pairs(params.form)).encode("ascii"), "application/x-www-form-urlencoded"
     if params.body is not None:
-        headers.setdefault("Content-Type", "text/plain; charset=utf-8")
-        return params.body.encode()
-    return None
+        return params.body.encode(), "text/plain; charset=utf-8"
+    return None, None
 
 
 def _pairs(values: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -410,41 +385,17 @@ def _with_query(url: str, params: Mapping[str, Any] | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
-def _send(pool: urllib3.PoolManager, request: _Request, timeout: float) -> BaseHTTPResponse:
+def _send(pool: Pool, request: _Request, timeout: float) -> Response:
     """One hop; connection trouble becomes Retry, a refused address or a request that
-    cannot be made becomes Fail. Causes are dropped (``from None``): their text may
-    carry the URL's query string."""
+    cannot be made becomes Fail. The wire's messages carry neither URL nor header values."""
     try:
-        return pool.request(
-            request.method, request.url, body=request.data, headers=request.headers,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout), redirect=False, preload_content=False,
-        )
+        return pool.request(request.method, request.url, request.headers, request.data, timeout)
     except _Refused as exc:
         raise Fail(str(exc)) from None
-    except NewConnectionError as exc:  # before the timeouts: it is one of them for urllib3
-        raise Retry(f"http: {request.describe()}: cannot connect: {_reason(exc)}") from None
-    except TimeoutError as exc:
-        phase = "connecting" if isinstance(exc, ConnectTimeoutError) else "waiting for the response"
-        raise Retry(f"http: {request.describe()}: timed out after {timeout:g}s {phase}") from None
-    except (ProtocolError, SSLError, ProxyError, OSError) as exc:
-        raise Retry(f"http: {request.describe()}: cannot connect: {_reason(exc)}") from None
-    except HTTPError as exc:
-        raise Fail(f"http: {request.describe()}: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause of a urllib3 error, e.g. ``Connection refused``:
-    their outer messages repeat the pool, the path and the query."""
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = getattr(exc, "reason", None) or exc.__cause__ or (exc.args[0] if exc.args else None)
-        if not isinstance(inner, BaseException):
-            break
-        exc = inner
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
+    except InvalidRequest as exc:
+        raise Fail(f"http: {request.describe()}: {exc}") from None
+    except WireError as exc:
+        raise Retry(f"http: {request.describe()}: {exc}") from None
 
 
 def _redirected(request: _Request, status: int, location: str) -> _Request:
@@ -454,13 +405,13 @@ def _redirected(request: _Request, status: int, location: str) -> _Request:
     url = urljoin(request.url, location)
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise Fail(f"http: {request.describe()}: redirected to {safe_url(url)}, which is not an http(s) URL")
-    headers = HTTPHeaderDict(request.headers)
+    headers = request.headers
     method, data = request.method, request.data
     if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
         method, data = "GET", None
-        headers.pop("Content-Type", None)
+        headers = _without(headers, "Content-Type")
     if _leaves_origin(request.url, url):
-        headers.pop("Authorization", None)
+        headers = _without(headers, "Authorization")
     return _Request(method, url, headers, data)
 
 
@@ -469,36 +420,13 @@ def _leaves_origin(old: str, new: str) -> bool:
     return a.hostname != b.hostname or (a.scheme == "https" and b.scheme == "http")
 
 
-def _read_capped(response: BaseHTTPResponse, request: _Request, deadline: float) -> tuple[bytes, bool]:
-    """At most MAX_BODY bytes of the body, and whether there was more. The read timeout
-    bounds each read; ``deadline`` bounds them all (a server dripping bytes). The
-    connection goes back to the pool only when the body was read to its end."""
-    body = bytearray()
-    complete = False
-    try:
-        for chunk in response.stream(64 * 1024):
-            body += chunk
-            if len(body) > MAX_BODY:
-                return bytes(body[:MAX_BODY]), True
-            if time.monotonic() > deadline:
-                raise Retry(f"http: {request.describe()}: timed out reading the response body")
-        complete = True
-    except (HTTPError, OSError) as exc:
-        raise Retry(f"http: {request.describe()}: the response body broke off: {_reason(exc)}") from None
-    finally:
-        if not complete:
-            response.close()
-        response.release_conn()
-    return bytes(body), False
-
-
-def _decode(body: bytes, response: BaseHTTPResponse) -> str:
+def _decode(response: Response) -> str:
     # Only a charset the response names counts; else UTF-8.
     charset = _charset(response.headers.get("content-type", ""))
     try:
-        return body.decode(charset or "utf-8", errors="replace")
+        return response.body.decode(charset or "utf-8", errors="replace")
     except LookupError:  # a charset Python does not know
-        return body.decode("utf-8", errors="replace")
+        return response.body.decode("utf-8", errors="replace")
 
 
 def _charset(content_type: str) -> str | None:
@@ -518,7 +446,7 @@ def _parse_json(text: str) -> Any:
         return None
 
 
-def _judge(request: _Request, response: BaseHTTPResponse, text: str, expect: Iterable[int] | None) -> None:
+def _judge(request: _Request, response: Response, text: str, expect: Iterable[int] | None) -> None:
     """Return when the status is expected; else raise Retry (5xx, 429) or Fail."""
     status = response.status
     if (status in expect) if expect is not None else 200 <= status < 300:
