@@ -187,17 +187,17 @@ class Worker:
         if not self._events_stored and now - self._claimed_at < self.poll:
             return 0
         self._events_stored, self._claimed_at = False, now
-        events = self.store.claim_events(EVENT_BATCH, EVENT_LEASE)
-        if len(events) == EVENT_BATCH:  # more may be waiting
-            self._events_stored = True
-        if not events:
-            return 0
         loaded = self.loaded()
         # First steps are claimed as their runs are created: no second round trip for them.
-        tasks = self.store.record_matches([self._match(loaded, event) for event in events], claim=self._free(), lease=STEP_LEASE)
+        count, tasks = self.store.match_events(
+            EVENT_BATCH, lambda events: [self._match(loaded, event) for event in events],
+            event_lease=EVENT_LEASE, claim=self._free(), lease=STEP_LEASE,
+        )
+        if count == EVENT_BATCH:  # more may be waiting
+            self._events_stored = True
         for task in tasks:
             self._submit(task)
-        return len(events)
+        return count
 
     def _free(self) -> int:
         """How many more steps to claim: room in the pool's threads and its queue."""

@@ -174,6 +174,37 @@ def test_record_matches_claims_first_steps_when_asked(store: Store) -> None:
     assert store.rule_text("v2") == ("late", "f.yaml", "name: late")
 
 
+def test_match_events_matches_records_and_claims_in_one_call(store: Store) -> None:
+    ids = [s.event_id for s in store.put_events([incoming({"n": 1}), incoming({"n": 2}), incoming(available_at=time.time() + 60)])]
+    seen: list[Any] = []
+
+    def match(events: list[Any]) -> list[Matched]:
+        seen.extend(events)
+        return [Matched(e.id, [{"rule": "r", "matched": True}], [new_run(e.id)], e) for e in events]
+
+    count, tasks = store.match_events(10, match, event_lease=60, claim=1, lease=60)
+    assert count == 2 and [e.body for e in seen] == [{"n": 1}, {"n": 2}]  # the delayed one waits
+    assert [(t.run_id, t.event.id) for t in tasks] == [(f"{ids[0]}-r", ids[0])]
+    assert [e["status"] for e in store.list_events()] == ["pending", "matched", "matched"]
+    assert store.get_event(ids[1])["explain"] == [{"rule": "r", "matched": True}]  # type: ignore[index]
+    (due,) = store.claim_steps(10, 60)  # the second run's first step, not claimed by the call
+    assert due.run_id == f"{ids[1]}-r"
+    assert store.match_events(10, match, event_lease=60) == (0, [])
+
+
+def test_an_exception_while_matching_leaves_the_events_to_a_later_claim(store: Store) -> None:
+    (stored,) = store.put_events([incoming()])
+
+    def broken(events: list[Any]) -> list[Matched]:
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):
+        store.match_events(10, broken, event_lease=0.05)
+    time.sleep(0.1)  # PostgreSQL's claim was taken for 0.05 s; SQLite's rolled back
+    count, _ = store.match_events(10, lambda events: [Matched(e.id, [], [], e) for e in events], event_lease=60)
+    assert count == 1 and store.get_event(stored.event_id)["status"] == "matched"  # type: ignore[index]
+
+
 def test_extended_leases_keep_the_claim(store: Store) -> None:
     run_id = matched_run(store, steps=1)
     (task,) = store.claim_steps(10, lease=0.2)

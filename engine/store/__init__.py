@@ -9,7 +9,7 @@ driver's errors into :class:`~engine.errors.StoreError` at this boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import StoreError
 from ..events import Event
@@ -97,6 +97,10 @@ class HoverTokens:
     expires_at: float
 
 
+#: Matches claimed events to rules (the worker's, called by :meth:`Store.match_events`).
+Matcher = Callable[[list[Event]], list[Matched]]
+
+
 class Store(Protocol):
     """What the receiver, the worker and the commands need of a store."""
 
@@ -118,6 +122,12 @@ class Store(Protocol):
         """Store explain records and create runs (exactly once per event and rule) with
         their first step due; up to ``claim`` first steps due now are claimed at once (for
         ``lease`` seconds) and returned, saving a claim's round trip."""
+
+    def match_events(self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0) -> tuple[int, list[StepTask]]:
+        """:meth:`claim_events` (for ``event_lease`` seconds), ``match`` them and
+        :meth:`record_matches` (``claim`` and ``lease`` as there), in one transaction where
+        the store can. Returns how many events were matched and the first steps claimed. An
+        exception from ``match`` leaves the events to a later claim."""
 
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
         """Take up to ``limit`` due steps (ready, or running with an expired lease)."""

@@ -37,7 +37,7 @@ except ImportError as exc:
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
-from . import HoverTokens, Incoming, Matched, NewRun, QueueItem, Stored
+from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored
 from . import rows as shapes  # shared with the SQLite store: the same values from both
 from .queries import load_queries
 from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
@@ -252,6 +252,14 @@ class PostgresStore:
                         claimed.append(StepTask(run.id, 0, step_id, action, 1, run.rule, run.version, match.event))
                 db.execute(Q["event_matched"], {"explain": _dumps(match.explain), "id": match.event_id})
         return claimed
+
+    def match_events(self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0) -> tuple[int, list[StepTask]]:
+        """Two transactions: matching runs between them, holding no row lock; the claim's
+        lease keeps the events from other workers meanwhile."""
+        events = self.claim_events(limit, event_lease)
+        if not events:
+            return 0, []
+        return len(events), self.record_matches(match(events), claim=claim, lease=lease)
 
     def _put_run(self, db: Connection, event_id: str, run: NewRun) -> bool:
         """Whether the run was created (False: the (event, rule) pair has its run)."""

@@ -25,7 +25,7 @@ from ..errors import StoreError
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
-from . import HoverTokens, Incoming, Matched, QueueItem, Stored
+from . import HoverTokens, Incoming, Matched, Matcher, QueueItem, Stored
 from . import rows as shapes
 from .queries import load_queries
 from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
@@ -204,29 +204,52 @@ class SQLiteStore:
         return due is not None and due <= now
 
     def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
-        now = time.time()
-        claimed: list[StepTask] = []
         versions: set[str] = set()  # rule versions written by this transaction
         with self._write("NORMAL") as db:
-            for match in matches:
-                for run in match.runs:
-                    if run.version not in self._versions:
-                        db.execute(Q["put_rule_version"], (run.version, run.rule, run.rule_file, run.rule_text))
-                        versions.add(run.version)
-                    created = db.execute(Q["put_run"], (run.id, match.event_id, run.rule, run.version, now, now)).rowcount
-                    if not created:  # matched before by a worker whose claim ran out: its run stands
-                        continue
-                    if not run.steps:
-                        db.execute(Q["update_run"], (RunStatus.SUCCEEDED.value, 0, None, now, run.id))
-                        continue
-                    take = len(claimed) < claim and run.first_delay <= 0 and match.event is not None
-                    self._put_steps(db, run, now, lease if take else None)
-                    if take:
-                        assert match.event is not None
-                        _, step_id, action = run.steps[0]
-                        claimed.append(StepTask(run.id, 0, step_id, action, 1, run.rule, run.version, match.event))
-                db.execute(Q["event_matched"], (_dumps(match.explain), match.event_id))
+            claimed = self._record_matches(db, matches, time.time(), claim, lease, versions)
         self._versions |= versions  # committed: rule versions are never deleted
+        return claimed
+
+    def match_events(self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0) -> tuple[int, list[StepTask]]:
+        """One transaction, holding the write lock while ``match`` runs (a millisecond for
+        a batch): no other writer can take the events meanwhile, so they need no lease
+        (``event_lease`` is unused), and each event row is written once (matched) rather
+        than twice (leased, then matched)."""
+        now = time.time()
+        if not self._due("next_event_due", now):
+            return 0, []
+        versions: set[str] = set()
+        with self._write("NORMAL") as db:
+            rows = db.execute(Q["due_events"], {"now": now, "limit": limit}).fetchall()
+            if not rows:
+                return 0, []
+            matches = match([shapes.event(row) for row in rows])
+            claimed = self._record_matches(db, matches, now, claim, lease, versions)
+        self._versions |= versions
+        return len(rows), claimed
+
+    def _record_matches(
+        self, db: sqlite3.Connection, matches: Sequence[Matched], now: float, claim: int, lease: float, versions: set[str],
+    ) -> list[StepTask]:
+        claimed: list[StepTask] = []
+        for match in matches:
+            for run in match.runs:
+                if run.version not in self._versions and run.version not in versions:
+                    db.execute(Q["put_rule_version"], (run.version, run.rule, run.rule_file, run.rule_text))
+                    versions.add(run.version)
+                created = db.execute(Q["put_run"], (run.id, match.event_id, run.rule, run.version, now, now)).rowcount
+                if not created:  # matched before by a worker whose claim ran out: its run stands
+                    continue
+                if not run.steps:
+                    db.execute(Q["update_run"], (RunStatus.SUCCEEDED.value, 0, None, now, run.id))
+                    continue
+                take = len(claimed) < claim and run.first_delay <= 0 and match.event is not None
+                self._put_steps(db, run, now, lease if take else None)
+                if take:
+                    assert match.event is not None
+                    _, step_id, action = run.steps[0]
+                    claimed.append(StepTask(run.id, 0, step_id, action, 1, run.rule, run.version, match.event))
+            db.execute(Q["event_matched"], (_dumps(match.explain), match.event_id))
         return claimed
 
     def _put_steps(self, db: sqlite3.Connection, run: Any, now: float, lease: float | None) -> None:

@@ -140,6 +140,11 @@ WHERE seq IN (
 )
 RETURNING id, source, type, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules;
 
+-- name: due_events
+-- Events due for matching, read inside the write transaction that records their matches.
+SELECT id, source, type, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules
+FROM events WHERE status = 'pending' AND available_at <= :now ORDER BY available_at, seq LIMIT :limit;
+
 -- name: next_event_due
 SELECT MIN(available_at) FROM events WHERE status = 'pending';
 
