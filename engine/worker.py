@@ -219,7 +219,8 @@ class Worker:
             for rule in match.rules
         ]
         for run in runs:
-            log.info("event %s matched rule %s: run %s", event.id, run.rule, run.id, extra={"event": event.id, "rule": run.rule, "run": run.id})
+            if log.isEnabledFor(logging.INFO):
+                log.info("event %s matched rule %s: run %s", event.id, run.rule, run.id, extra={"event": event.id, "rule": run.rule, "run": run.id})
             if self.metrics is not None:
                 self.metrics.matched(run.rule)
         return Matched(event.id, loaded.masker.mask_value(match.explain()), runs, event)
@@ -327,7 +328,8 @@ class Worker:
 
     def _success(self, task: StepTask, rule: Rule, outcome: str, output: Any, params: Any, started: float) -> StepResult:
         masker = self.loaded().masker
-        log.info("run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome, extra=step_fields(task, started))
+        if log.isEnabledFor(logging.INFO):
+            log.info("run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome, extra=step_fields(task, started))
         return StepResult(
             # Outputs are stored as they are: later steps render from them. They are masked
             # where they are shown (API, CLI); params are masked here, as nothing reads them back.
