@@ -51,7 +51,7 @@ def main() -> None:
         ingest.report(results["ingest"][str(connections)])
     results["peer"] = peer.measure(seconds, rounds, 64)
     peer.report(results["peer"], results["ingest"]["64"]["hookwise"], "hookwise receiver (commits every event, no rules)")
-    results["end_to_end"] = e2e.measure(seconds)
+    results["end_to_end"] = e2e.measure(seconds, rounds)
     e2e.report(results["end_to_end"])
     print("matching (rules over 50 event types, two field conditions each)")
     results["matching"] = matching.main((10, 1000, 10000) if quick else (10, 100, 1000, 10000))

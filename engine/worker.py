@@ -1,8 +1,8 @@
 """The worker: claim stored events, match them, create runs; claim due steps, run them,
 record what happened.
 
-One dispatcher thread talks to the store and a thread pool runs the actions (plain
-synchronous code). Every store write the worker makes goes through the dispatcher, in
+One dispatcher thread talks to the store and step threads run the actions (plain
+synchronous code), taking steps from one queue and putting back results on another. Every store write the worker makes goes through the dispatcher, in
 batches: claims of events and steps, the runs created for matched events, and the results
 of finished steps. Claims carry a lease, so the work of a killed process comes back to
 whichever worker claims next.
@@ -15,7 +15,6 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -46,20 +45,21 @@ MAX_OUTPUT = 1024 * 1024
 #: worker is busy (an idle worker wakes at the soonest limit).
 TIMEOUT_CHECK = 0.05
 #: Steps claimed ahead, per step thread: first steps are claimed with their runs, in the
-#: matching transaction, and wait in the pool's queue for a free thread (their leases are
+#: matching transaction, and wait in the queue for a free step thread (their leases are
 #: renewed all the while). Claiming only as many as there are free threads would leave
 #: most of a busy worker's steps to a second claim, a second transaction and a second
 #: reading of each event.
 PREFETCH = 4
 
 
-@dataclass
+@dataclass(eq=False)  # compared (and hashed) by identity: a set of them is kept
 class _InFlight:
     task: StepTask
     #: the step's time limit, in seconds, counted from ``started``
     timeout: float
-    #: when a pool thread began the step; None while it waits in the queue
+    #: when a step thread began the step; None while it waits in the queue
     started: float | None = None
+    finished: bool = False
 
     @property
     def deadline(self) -> float | None:
@@ -83,12 +83,13 @@ class Worker:
         self.poll = poll
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._finished: queue.SimpleQueue[Future[StepResult]] = queue.SimpleQueue()
+        self._queued: queue.SimpleQueue[_InFlight | None] = queue.SimpleQueue()  # None: a thread's end
+        self._finished: queue.SimpleQueue[tuple[_InFlight, StepResult]] = queue.SimpleQueue()
         self._events_stored = True  # a new event may be waiting: claim before the next poll
         self._claimed_at = 0.0  # when events were last claimed (or looked for)
         self._timeouts_at = 0.0  # when running steps are next looked over for their time limit
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="hookwise-step")
-        self._in_flight: dict[Future[StepResult], _InFlight] = {}
+        self._in_flight: set[_InFlight] = set()  # queued or running, and not yet recorded
+        self._closed = False  # stopped: step threads start nothing more
         self._busy = 0  # steps submitted and not finished: queued, running, abandoned
         self._busy_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -102,6 +103,8 @@ class Worker:
     # --- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        for n in range(self.concurrency):
+            threading.Thread(target=self._serve, name=f"hookwise-step-{n}", daemon=True).start()
         self._thread = threading.Thread(target=self._loop, name="hookwise-worker", daemon=True)
         self._thread.start()
         if hasattr(self.store, "wait_for_events"):  # PostgreSQL: LISTEN/NOTIFY wakes us early
@@ -133,7 +136,10 @@ class Worker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout + 5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Steps still queued are not started: their claims run out and come back.
+        self._closed = True
+        for _ in range(self.concurrency):
+            self._queued.put(None)
 
     # --- the dispatcher loop --------------------------------------------------------------
 
@@ -163,7 +169,7 @@ class Worker:
 
     def _idle_wait(self) -> float:
         wait = self.poll
-        deadlines = [d for f in self._in_flight.values() if (d := f.deadline) is not None]
+        deadlines = [d for f in self._in_flight if (d := f.deadline) is not None]
         if deadlines:
             self._timeouts_at = min(deadlines)
             wait = min(wait, self._timeouts_at - time.time())
@@ -200,7 +206,7 @@ class Worker:
         return count
 
     def _free(self) -> int:
-        """How many more steps to claim: room in the pool's threads and its queue."""
+        """How many more steps to claim: room in the step threads and their queue."""
         if self._stopping.is_set():
             return 0
         with self._busy_lock:
@@ -242,21 +248,14 @@ class Worker:
             return
         self._renewed = now
         if self._in_flight:
-            self.store.extend_leases([f.task for f in self._in_flight.values()], STEP_LEASE)
+            self.store.extend_leases([f.task for f in self._in_flight], STEP_LEASE)
 
     def _submit(self, task: StepTask) -> None:
         with self._busy_lock:
             self._busy += 1
         flight = _InFlight(task, self._timeout_of(task))
-        future = self._pool.submit(self._start, flight)
-        self._in_flight[future] = flight
-        future.add_done_callback(self._done)
-
-    def _done(self, future: Future[StepResult]) -> None:
-        with self._busy_lock:
-            self._busy -= 1
-        self._finished.put(future)
-        self._wake.set()
+        self._in_flight.add(flight)
+        self._queued.put(flight)
 
     def _timeout_of(self, task: StepTask) -> float:
         rule = self._rule(task)
@@ -267,17 +266,17 @@ class Worker:
     def _record_results(self) -> int:
         results = []
         while not self._finished.empty():
-            future = self._finished.get()
-            flight = self._in_flight.pop(future, None)
-            if flight is not None:  # else it timed out, and that was recorded
-                results.append(self._result_of(future, flight))
+            flight, result = self._finished.get()
+            if flight in self._in_flight:  # else it timed out, and that was recorded
+                self._in_flight.remove(flight)
+                results.append(result)
         now = time.time()
         if now >= self._timeouts_at:
             self._timeouts_at = now + TIMEOUT_CHECK
-            for future, flight in list(self._in_flight.items()):
-                if (deadline := flight.deadline) is not None and now > deadline and not future.done():
+            for flight in list(self._in_flight):
+                if (deadline := flight.deadline) is not None and now > deadline and not flight.finished:
                     # The thread cannot be stopped; its eventual result is dropped.
-                    del self._in_flight[future]
+                    self._in_flight.remove(flight)
                     results.append(self._timed_out(flight, now))
         if results:
             self.store.record_steps(results)
@@ -285,22 +284,28 @@ class Worker:
                 self.metrics.recorded(results)
         return len(results)
 
-    def _result_of(self, future: Future[StepResult], flight: _InFlight) -> StepResult:
-        try:
-            return future.result()
-        except BaseException as exc:  # _execute catches everything; this is a last guard
-            return self._failure(flight.task, f"internal error: {exc}", None, flight.started or time.time())
-
     def _timed_out(self, flight: _InFlight, now: float) -> StepResult:
         started = flight.started or now
         log.warning("run %s step %s timed out after %.1fs", flight.task.run_id, flight.task.index, flight.timeout, extra=step_fields(flight.task, started))
         return self._failure(flight.task, f"timed out after {flight.timeout:g}s", None, started)
 
-    # --- executing one step (in a pool thread) ------------------------------------------------
+    # --- executing steps (in the step threads) ------------------------------------------------
 
-    def _start(self, flight: _InFlight) -> StepResult:
-        flight.started = time.time()  # its time limit runs from now
-        return self._execute(flight.task, flight.started)
+    def _serve(self) -> None:
+        """A step thread: run queued steps one at a time, hand back their results."""
+        while (flight := self._queued.get()) is not None:
+            if self._closed:
+                continue
+            flight.started = time.time()  # its time limit runs from now
+            try:
+                result = self._execute(flight.task, flight.started)
+            except BaseException as exc:  # _execute catches everything; this is a last guard
+                result = self._failure(flight.task, f"internal error: {exc}", None, flight.started)
+            flight.finished = True
+            with self._busy_lock:
+                self._busy -= 1
+            self._finished.put((flight, result))
+            self._wake.set()
 
     def _execute(self, task: StepTask, started: float) -> StepResult:
         rule = self._rule(task)
