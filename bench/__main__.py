@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for name in ("hookwise", "starlette", "uvicorn", "pydantic", "jinja2", "urllib3"):
+    for name in ("hookwise", "starlette", "uvicorn", "pydantic", "jinja2"):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
