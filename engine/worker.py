@@ -196,7 +196,7 @@ class Worker:
         loaded = self.loaded()
         # First steps are claimed as their runs are created: no second round trip for them.
         count, tasks = self.store.match_events(
-            EVENT_BATCH, lambda events: [self._match(loaded, event) for event in events],
+            EVENT_BATCH, lambda events: [self._match_or_note(loaded, event) for event in events],
             event_lease=EVENT_LEASE, claim=self._free(), lease=STEP_LEASE,
         )
         if count == EVENT_BATCH:  # more may be waiting
@@ -211,6 +211,16 @@ class Worker:
             return 0
         with self._busy_lock:
             return max(0, self.concurrency * PREFETCH - self._busy)
+
+    def _match_or_note(self, loaded: Loaded, event: Event) -> Matched:
+        """Match ``event``; if matching itself fails (a bug), the event is recorded with
+        the error as its explain and no run, rather than holding back every event claimed
+        with it, again and again. It stays stored: ``hookwise replay`` runs it after a fix."""
+        try:
+            return self._match(loaded, event)
+        except Exception as exc:
+            log.exception("matching event %s failed", event.id, extra={"event": event.id})
+            return Matched(event.id, [{"error": f"matching failed: {type(exc).__name__}: {exc}"}], [], event)
 
     def _match(self, loaded: Loaded, event: Event) -> Matched:
         match = loaded.rules.match(event)
@@ -299,11 +309,14 @@ class Worker:
             flight.started = time.time()  # its time limit runs from now
             try:
                 result = self._execute(flight.task, flight.started)
-            except BaseException as exc:  # _execute catches everything; this is a last guard
-                result = self._failure(flight.task, f"internal error: {exc}", None, flight.started)
-            flight.finished = True
-            with self._busy_lock:
-                self._busy -= 1
+            except Exception as exc:  # _execute catches everything; this is a last guard
+                log.exception("running step %s of run %s failed", flight.task.index, flight.task.run_id)
+                result = StepResult(task=flight.task, outcome="failed", error=f"internal error: {exc}", retry_in=1.0,
+                                    started_at=flight.started, finished_at=time.time())
+            finally:
+                flight.finished = True
+                with self._busy_lock:
+                    self._busy -= 1
             self._finished.put((flight, result))
             self._wake.set()
 

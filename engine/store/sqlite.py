@@ -51,7 +51,9 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._writer = threading.Lock()
+        # Re-entrant: a write begun inside another on one thread fails as SQLite says
+        # (no transaction within a transaction) rather than waiting for itself.
+        self._writer = threading.RLock()
         self._versions: set[str] = set()  # rule versions known to be stored
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
