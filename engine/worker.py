@@ -4,8 +4,8 @@ record what happened.
 One dispatcher thread talks to the store and step threads run the actions (plain
 synchronous code), taking steps from one queue and handing back results on another. Every
 store write the worker makes goes through the dispatcher, in batches: claims of events and
-steps, the runs created for matched events, and the results of finished steps. Claims carry a lease, so the work of a killed process comes back to
-whichever worker claims next.
+steps, the runs created for matched events, and the results of finished steps. Claims
+carry a lease, so the work of a killed process comes back to whichever worker claims next.
 """
 
 from __future__ import annotations
