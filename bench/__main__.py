@@ -37,6 +37,30 @@ def versions() -> dict[str, str]:
     return found
 
 
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """SPEC 12's targets against ``results``: (target, figure, met); met is None when the
+    run could not decide (memory in a quick run, which stops short of 100,000 events)."""
+    ing, top, half = results["ingest"]["64"], results["end_to_end"]["max"], results["end_to_end"]["half_rate"]
+    at_10k = next(r["us_per_event"] for r in results["matching"] if r["rules"] == 10000)
+    mem = results["memory"]
+    judged = memory.verdict(mem["rss_mib"], mem["stored"], mem["trend_mib_per_10k"])
+    return [
+        ("ingest >= 0.8 of bare, 64 connections", f"{ing['rps_ratio']:.2f}", ing["rps_ratio"] >= 0.8),
+        ("ingest p99 <= 4x bare", f"{ing['p99_ratio']:.2f}x", ing["p99_ratio"] <= 4),
+        ("end to end >= 2,000 events/s", f"{top['events_per_s']:.0f}/s", top["events_per_s"] >= 2000),
+        ("p99 < 100 ms at half that rate", f"{half['p99_ms']:.1f} ms", half["p99_ms"] < 100),
+        ("matching < 20 us at 10,000 rules", f"{at_10k:.1f} us", at_10k < 20),
+        ("memory < 200 MiB after 100,000 events, flat", f"{mem['rss_mib']:.1f} MiB at {mem['stored']:,}",
+         judged["ok"] if judged["conclusive"] else None),
+    ]
+
+
+def report_targets(rows: list[tuple[str, str, bool | None]]) -> None:
+    print("targets (SPEC 12)")
+    for target, figure, met in rows:
+        print(f"  {target:<46} {figure:<28} {'met' if met else 'not met' if met is False else 'not decided (quick run)'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="shorter and fewer rounds (under a minute)")
@@ -62,6 +86,8 @@ def main() -> None:
     else:
         results["scale"] = scale.measure(seconds)
         scale.report(results["scale"])
+    results["targets"] = [{"target": t, "figure": f, "met": m} for t, f, m in targets(results)]
+    report_targets(targets(results))
     results["seconds"] = round(time.time() - started, 1)
     out = HERE / "results.json"
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")

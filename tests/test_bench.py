@@ -266,6 +266,22 @@ def test_check_rule_refuses_a_server_that_refuses_the_matching_body(httpserver: 
         peer.check_rule(httpserver.port)
 
 
+def test_targets_judge_a_run_against_spec_12() -> None:
+    from bench.__main__ import targets
+
+    results = {
+        "ingest": {"64": {"rps_ratio": 0.53, "p99_ratio": 2.6}},
+        "end_to_end": {"max": {"events_per_s": 2315.0}, "half_rate": {"p99_ms": 50.7}},
+        "matching": [{"rules": 10, "us_per_event": 1.5}, {"rules": 10000, "us_per_event": 17.5}],
+        "memory": {"rss_mib": 64.8, "stored": 100_159, "trend_mib_per_10k": 0.2},
+    }
+    assert [(figure, met) for _, figure, met in targets(results)] == [
+        ("0.53", False), ("2.60x", True), ("2315/s", True), ("50.7 ms", True), ("17.5 us", True), ("64.8 MiB at 100,159", True),
+    ]
+    results["memory"] = {"rss_mib": 62.9, "stored": 10_208, "trend_mib_per_10k": 2.1}  # a quick run
+    assert targets(results)[-1][2] is None
+
+
 def test_verdict_text() -> None:
     assert memory.verdict_text(memory.verdict(80.0, 100_000, 0.1)) == "met: at 100,000 80.0 MiB (under 200), flat"
     assert memory.verdict_text(memory.verdict(80.0, 100_000, 1.5)) == "NOT met: at 100,000 80.0 MiB (under 200), growing"
