@@ -19,17 +19,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from .e2e import RULES
 from .ingest import HERE, free_port, parse_wrk, pinned, stop, wait_up
 
 POSTGRES = os.environ.get("HOOKWISE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/hookwise_test")
-
-RULES = """\
-rules:
-  - name: push
-    source: bench
-    actions:
-      - http: {{method: POST, url: "http://127.0.0.1:{port}/sink", json: {{job: "{{{{ event.job_id }}}}"}}}}
-"""
 
 
 class Layout:

@@ -181,15 +181,11 @@ class SQLiteStore:
 
     def _put_event(self, db: sqlite3.Connection, item: Incoming, now: float) -> Stored:
         if item.delivery_id is not None:
-            taken = db.execute(Q["put_delivery"], {
-                "source": item.source, "delivery_id": item.delivery_id, "event_id": item.id,
-                "expires_at": item.received_at + item.dedupe_window, "now": now,
-            }).rowcount
+            taken = _insert_rows(db, "put_deliveries", [(item.source, item.delivery_id, item.id, item.received_at + item.dedupe_window)], now)
             if not taken:
                 (event_id,) = db.execute(Q["find_delivery"], (item.source, item.delivery_id)).fetchone()
                 return Stored(event_id, duplicate=True)
-        cursor = db.execute(Q["put_event"], _event_row(item))
-        return Stored(item.id, duplicate=cursor.rowcount == 0)
+        return Stored(item.id, duplicate=not _insert_rows(db, "put_events", [_event_row(item)]))
 
     def claim_events(self, limit: int, lease: float) -> list[Event]:
         now = time.time()

@@ -107,27 +107,18 @@ CREATE TABLE IF NOT EXISTS hover_webhooks (
 -- name: find_delivery
 SELECT event_id FROM deliveries WHERE source = ? AND delivery_id = ?;
 
--- name: put_delivery
--- Takes the delivery id unless it is held, unexpired, by an earlier event: one statement,
--- whose row count says whether this event is new.
-INSERT INTO deliveries (source, delivery_id, event_id, expires_at) VALUES (:source, :delivery_id, :event_id, :expires_at)
-ON CONFLICT (source, delivery_id) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
-WHERE deliveries.expires_at <= :now;
-
 -- name: put_events
 -- {rows}: the events' rows, (id, ..., available_at) each.
 INSERT OR IGNORE INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at)
 VALUES {rows};
 
 -- name: put_deliveries
--- {rows}: (source, delivery_id, event_id, expires_at) each; then the time now.
+-- {rows}: (source, delivery_id, event_id, expires_at) each; then the time now. Takes each
+-- delivery id unless it is held, unexpired, by an earlier event: the row count says how
+-- many events are new.
 INSERT INTO deliveries (source, delivery_id, event_id, expires_at) VALUES {rows}
 ON CONFLICT (source, delivery_id) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
 WHERE deliveries.expires_at <= ?;
-
--- name: put_event
-INSERT OR IGNORE INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: put_replay
 INSERT INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at, replay_of, only_rules)
