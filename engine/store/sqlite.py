@@ -197,7 +197,7 @@ class SQLiteStore:
 
     def _due(self, query: str, now: float) -> bool:
         """Whether anything is due by ``now``: a read, cheaper than a write transaction
-        that finds nothing to claim (the worker asks after every step it finishes)."""
+        that finds nothing to claim (the worker asks on every round of its loop)."""
         (due,) = self._read(Q[query])[0]
         return due is not None and due <= now
 
