@@ -58,6 +58,11 @@ class Context:
     store: Any = None
     #: the process's Hover API client (``engine.hover.HoverClient``), for the hover action
     hover: Any = None
+    #: the process's delivery control (``engine.delivery.Delivery``), for the http action
+    delivery: Any = None
+    #: whether a text holds a secret of the config: the http action treats a header whose
+    #: value does as a credential (None: no secrets known)
+    secret: Callable[[str], bool] | None = None
 
 
 class Action:

@@ -27,6 +27,7 @@ from types import FrameType
 from typing import Any, Callable, Iterable
 
 from .config import Config
+from .delivery import Delivery
 from .errors import ConfigError
 from .ingest import Ingest
 from .loader import Current, Loaded, load
@@ -64,7 +65,8 @@ class Daemon:
         self.current = Current(loaded)
         self.store: Store = open_store(loaded.config.store_url())
         self.health = Health()
-        self.metrics = Metrics(self.store.queue_counts)
+        self.delivery = Delivery(loaded.config.settings.http)
+        self.metrics = Metrics(self.store.queue_counts, self.delivery.hosts)
         self.worker: Worker | None = None
         self.ingest: Ingest | None = None
         self.watcher: RuleWatcher | None = None
@@ -81,7 +83,8 @@ class Daemon:
         role = self.options.role
         mask_with(lambda: self.current().masker)
         if role in ("all", "worker"):
-            self.worker = Worker(self.store, self.current, concurrency=self.config.settings.workers.concurrency, metrics=self.metrics)
+            self.worker = Worker(self.store, self.current, concurrency=self.config.settings.workers.concurrency, metrics=self.metrics,
+                                 delivery=self.delivery)
             self.worker.start()
             self.retention = Retention(self.store, self.current)
             self.retention.start()
@@ -107,7 +110,7 @@ class Daemon:
 
         self.ingest = Ingest(self.store, on_stored=self.worker.wake if self.worker else None)
         self.ingest.start()
-        app = create_app(self.current, self.ingest, self.health, self.store, self.metrics)
+        app = create_app(self.current, self.ingest, self.health, self.store, self.metrics, self.delivery.hosts)
         settings = self.config.settings.server
         config = uvicorn.Config(
             app, host=self.options.host or settings.host, port=self.options.port if self.options.port is not None else settings.port,
@@ -176,6 +179,7 @@ class Daemon:
                 self._reload_failed([f"{type(exc).__name__}: {exc}"])
                 return False
             self.current.swap(loaded)
+            self.delivery.configure(loaded.config.settings.http)
         self.metrics.reloaded(True)
         log.info("reloaded: %d rules", len(loaded.rules))
         if self.worker is not None:

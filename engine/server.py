@@ -279,13 +279,17 @@ class App:
             await self.rest(scope, receive, send)
 
 
-def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store, metrics: Metrics | None = None) -> App:
+def create_app(
+    current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store, metrics: Metrics | None = None,
+    hosts: Callable[[], list[dict[str, Any]]] | None = None,
+) -> App:
     """The app: the receiver (when ``ingest`` is given), the API, the health endpoints and
-    ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
+    ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret);
+    ``hosts`` feeds ``/api/hosts`` (the worker's delivery control)."""
     from .api import api_routes
 
     routes = [
-        *api_routes(current, store),
+        *api_routes(current, store, hosts),
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
         Route("/readyz", _readiness(current, health, store.ping)),
         Route("/healthz", _readiness(current, health, store.ping)),

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .action import Action, Context
-from .errors import ConfigError, Fail, ParamsError, RenderError, Retry, StoreError
+from .delivery import Delivery
+from .errors import ConfigError, Defer, Fail, ParamsError, RenderError, Retry, StoreError
 from .events import Event
 from .ids import derived_id
 from .loader import Loaded
@@ -70,13 +71,16 @@ class Worker:
     """Runs the workflow side of hookwise on one store.
 
     ``loaded`` returns the current rule set and registry (it changes on reload; runs keep
-    the rule version that created them).
+    the rule version that created them). ``delivery`` is the process's delivery control
+    (made from the config's ``http:`` when not given).
     """
 
     def __init__(
-        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 16, poll: float = 0.25, metrics: Metrics | None = None,
+        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 128, poll: float = 0.25, metrics: Metrics | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         self.store = store
+        self.delivery = delivery if delivery is not None else Delivery(loaded().config.settings.http)
         self.metrics = metrics
         self.loaded = loaded
         self.concurrency = concurrency
@@ -335,6 +339,9 @@ class Worker:
             model = loaded.registry.validate(step.action, params)
             output = self._action(loaded, step.action).run(model, self._context(task, rule, step.timeout))
             output = _checked_output(output)
+        except Defer as exc:  # nothing was sent: back to the store, the attempt not spent
+            log.debug("run %s step %s deferred %.2fs: %s", task.run_id, task.index, exc.after, exc, extra=step_fields(task, started))
+            return StepResult(task=task, outcome="deferred", retry_in=exc.after, started_at=started, finished_at=time.time())
         except Retry as exc:
             return self._failure(task, str(exc), exc.after, started, params=params, rule=rule)
         except (Fail, RenderError, ParamsError) as exc:
@@ -381,7 +388,11 @@ class Worker:
             idempotency_key=task.idempotency_key, logger=logger, rule=rule.name, timeout=timeout,
             emit=lambda type_, data, source, delay: self._emit(task, type_, data, source, delay),
             store=self.store, hover=self._hover_client() if task.action == "hover" else None,
+            delivery=self.delivery, secret=self._secret,
         )
+
+    def _secret(self, text: str) -> bool:
+        return self.loaded().masker.mask(text) != text
 
     def _hover_client(self) -> Any:
         """The process's Hover client: one, so its rate limit holds for the process; made

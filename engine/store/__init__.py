@@ -134,7 +134,8 @@ class Store(Protocol):
 
     def record_steps(self, results: Sequence[StepResult]) -> None:
         """Record step outcomes, advance or finish their runs; results of claims that
-        were lost to another worker are ignored."""
+        were lost to another worker are ignored. A ``deferred`` result makes its step ready
+        again ``retry_in`` seconds from now and gives back the attempt it was claimed for."""
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
         """Keep the claims of steps that are still running for ``lease`` more seconds."""
