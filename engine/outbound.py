@@ -30,6 +30,7 @@ from __future__ import annotations
 import http.client
 import http.cookiejar
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class Client:
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._tls: ssl.SSLContext | None = None
 
     def send(
         self, method: str, url: str, *, headers: Mapping[str, str] | None = None, data: bytes | None = None, timeout: float = 30.0,
@@ -135,7 +137,7 @@ class Client:
             session.headers.clear()  # not requests' own User-Agent, Accept, Accept-Encoding
             session.headers["User-Agent"] = USER_AGENT
             session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))  # none kept
-            adapter = _Adapter(*self._adapter_args)
+            adapter = _Adapter(*self._adapter_args, self._tls_context())
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             with self._lock:
@@ -143,6 +145,14 @@ class Client:
                     raise OutboundError("the client is closed")
                 self._sessions.append(session)
         return session
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The system's trust store (and SSL_CERT_FILE, as OpenSSL reads it), to which
+        requests adds its own CA bundle; made once per client (it costs milliseconds)."""
+        with self._lock:
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            return self._tls
 
     def _read(self, response: requests.Response, timeout: float) -> tuple[bytes, bool]:
         """The body up to ``max_body`` bytes (decoded); true when there was more. A body
@@ -161,7 +171,12 @@ class Client:
             if isinstance(exc.__context__, (TimeoutError, urllib3.exceptions.ReadTimeoutError)) or "timed out" in str(exc):
                 raise OutboundError(f"timed out after {timeout:g}s reading the response body") from None
             raise OutboundError(f"the response body broke off: {_reason(exc)}") from None
-        except requests.exceptions.RequestException as exc:  # ChunkedEncodingError, ContentDecodingError
+        except requests.exceptions.ChunkedEncodingError as exc:  # also a Content-Length body cut short
+            reason = _reason(exc)
+            if reason.startswith("the response is not valid HTTP"):
+                raise OutboundError(reason) from None
+            raise OutboundError(f"the response body broke off: {reason}") from None
+        except requests.exceptions.RequestException as exc:  # ContentDecodingError
             raise OutboundError(f"the response body is not valid: {_reason(exc)}") from None
         return b"".join(parts), False
 
@@ -199,10 +214,10 @@ def _reason(exc: BaseException) -> str:
         seen.add(id(cause))
         if isinstance(cause, _NotHttp):
             return f"the response is not valid HTTP: {cause}"
+        if isinstance(cause, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.IncompleteRead)):
+            return "the server closed the connection"
         if isinstance(cause, http.client.BadStatusLine):
             return "the response is not valid HTTP: a bad status line"
-        if isinstance(cause, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
-            return "the server closed the connection"
         if isinstance(cause, http.client.HTTPException) and not isinstance(cause, http.client.IncompleteRead):
             return f"the response is not valid HTTP: {type(cause).__name__}"
         if isinstance(cause, ConnectionRefusedError):
@@ -249,6 +264,8 @@ class _Lines:
                 raise _NotHttp("a line does not end in CRLF" if line.endswith(b"\n") else "it breaks off in a line")
             if b"\0" in line:
                 raise _NotHttp("a line holds a NUL byte")
+            if b"\r" in line[:-2]:  # a lone CR would end a header for http.client's parser
+                raise _NotHttp("a line holds a lone CR")
         return line
 
     def __getattr__(self, name: str) -> Any:
@@ -286,15 +303,17 @@ class _Adapter(HTTPAdapter):
     """requests' adapter on pools of our connection classes; no retries (``max_retries``
     0: a request is sent once per call)."""
 
-    def __init__(self, connect: Connect | None, pool_size: int) -> None:
-        plain, tls = _connection_classes(connect)
+    def __init__(self, connect: Connect | None, pool_size: int, tls: ssl.SSLContext) -> None:
+        self._tls = tls
+        plain, tls_class = _connection_classes(connect)
         self._pools = {
             "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": plain}),
-            "https": type("TLSPool", (HTTPSConnectionPool,), {"ConnectionCls": tls}),
+            "https": type("TLSPool", (HTTPSConnectionPool,), {"ConnectionCls": tls_class}),
         }
         super().__init__(pool_connections=pool_size, pool_maxsize=1, max_retries=0)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        pool_kwargs.setdefault("ssl_context", self._tls)
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = self._pools  # type: ignore[attr-defined]
 
