@@ -28,7 +28,6 @@ Errors (their text carries neither URL nor header value):
 from __future__ import annotations
 
 import http.client
-import http.cookiejar
 import socket
 import ssl
 import threading
@@ -136,7 +135,7 @@ class Client:
             session.trust_env = False
             session.headers.clear()  # not requests' own User-Agent, Accept, Accept-Encoding
             session.headers["User-Agent"] = USER_AGENT
-            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))  # none kept
+            session.cookies = _NoCookies()
             adapter = _Adapter(*self._adapter_args, self._tls_context())
             session.mount("http://", adapter)
             session.mount("https://", adapter)
@@ -179,6 +178,17 @@ class Client:
         except requests.exceptions.RequestException as exc:  # ContentDecodingError
             raise OutboundError(f"the response body is not valid: {_reason(exc)}") from None
         return b"".join(parts), False
+
+
+class _NoCookies(requests.cookies.RequestsCookieJar):
+    """A jar that keeps nothing: one rule's calls never carry another's cookies (and no
+    Set-Cookie is parsed for nothing)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+    def set_cookie(self, cookie: Any, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 class _Session(requests.Session):
