@@ -126,8 +126,9 @@ class _Request:
     url: str
     headers: dict[str, str]
     data: bytes | None
-    #: names of the headers that are credentials: dropped on a hop to another origin
-    credentials: frozenset[str] = frozenset()
+    #: whether a text holds a secret of the config (credentials are judged only when a
+    #: redirect leaves the origin: not on every call)
+    secret: Secret | None = None
 
     def describe(self) -> str:
         return f"{self.method} {safe_url(self.url)}"
@@ -218,8 +219,7 @@ def _first_request(params: HttpParams, idempotency_key: str, secret: Secret | No
         headers["Authorization"] = _authorization(params.auth)
     elif userinfo is not None and not any(name.lower() == "authorization" for name in headers):
         headers["Authorization"] = _basic(*userinfo)
-    credentials = frozenset(name for name, value in headers.items() if _is_credential(name, value, secret))
-    return _Request(params.method, url, headers, data, credentials)
+    return _Request(params.method, url, headers, data, secret)
 
 
 def _is_credential(name: str, value: str, secret: Secret | None) -> bool:
@@ -327,7 +327,7 @@ def _redirected(request: _Request, status: int, location: str) -> _Request:
         method, data = "GET", None
         headers = _without(headers, "Content-Type")
     if _origin(request.url) != _origin(url):
-        headers = _without(headers, *request.credentials)
+        headers = {name: value for name, value in headers.items() if not _is_credential(name, value, request.secret)}
     if userinfo is not None and not any(name.lower() == "authorization" for name in headers):
         headers = {**headers, "Authorization": _basic(*userinfo)}
     return replace(request, method=method, url=url, headers=headers, data=data)
