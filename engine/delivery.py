@@ -9,8 +9,10 @@ the worker hands the step back to the store, due then, without spending an attem
 no thread waits meanwhile.
 
 - **concurrency**: at most N calls in flight per host. A step that finds them all taken
-  is deferred by the host's typical call time divided by N, one after the other, so the
-  waiting steps come back spread out rather than all at once.
+  is deferred and says so (``Defer.host``): the worker keeps it in memory and starts it
+  again the moment a call to the host ends (:meth:`Delivery.listen`); one it hands back
+  to the store instead is due after the host's typical call time divided by N, one after
+  the other, so the waiting steps come back spread out rather than all at once.
 - **rate**: calls start at least 1/rate apart. A step that comes too early is given the
   next free start time, reserved for it (by its idempotency key): when it comes back it
   takes its reservation, and steps arriving meanwhile queue behind it.
@@ -119,6 +121,7 @@ class Delivery:
         self._rng = rng or random.Random()
         self._hosts: dict[str, _Host] = {}
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[str], None]] = []
 
     def configure(self, http: Http) -> None:
         """New limits (a reload); each host keeps its calls in flight and breaker."""
@@ -126,6 +129,18 @@ class Delivery:
             self._http = http
             for name, state in self._hosts.items():
                 state.limits = Limits.of(http, name)
+
+    def listen(self, on_free: Callable[[str], None]) -> None:
+        """Call ``on_free(host)`` whenever a call to ``host`` ends (a slot frees), from the
+        thread that ended it."""
+        with self._lock:
+            self._listeners.append(on_free)
+
+    def room(self, host: str) -> bool:
+        """Whether ``host`` has a free slot now (its concurrency; not its rate or breaker)."""
+        with self._lock:
+            state = self._hosts.get(host.lower())
+            return state is None or state.in_flight < state.limits.concurrency
 
     # --- one call ---------------------------------------------------------------------
 
@@ -140,7 +155,9 @@ class Delivery:
             if state.in_flight >= state.limits.concurrency:
                 if probe:
                     state.probing = False
-                raise self._defer(state, "concurrency", self._queue_wait(state, now), host)
+                wait = self._defer(state, "concurrency", self._queue_wait(state, now), host)
+                wait.host = host
+                raise wait
             self._take_start(host, state, key, now, probe)
             state.in_flight += 1
             state.calls += 1
@@ -160,13 +177,15 @@ class Delivery:
             state.last_used = now
             if slot.probe:
                 state.probing = False
-            if ok is None:
-                return
-            state.call_time += (max(0.0, now - slot.started) - state.call_time) * 0.2
-            if ok:
-                self._succeeded(slot.host, state)
-            else:
-                self._failed(slot.host, state, slot.probe, now)
+            if ok is not None:
+                state.call_time += (max(0.0, now - slot.started) - state.call_time) * 0.2
+                if ok:
+                    self._succeeded(slot.host, state)
+                else:
+                    self._failed(slot.host, state, slot.probe, now)
+            listeners = list(self._listeners)
+        for on_free in listeners:
+            on_free(slot.host)
 
     # --- what is shown ------------------------------------------------------------------
 

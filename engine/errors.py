@@ -128,9 +128,12 @@ class Defer(Exception):
     concurrency, rate or circuit breaker says wait): the step goes back to the store, due
     ``after`` seconds from now, and the attempt it was claimed for is not counted."""
 
-    def __init__(self, reason: str = "deferred", *, after: float) -> None:
+    def __init__(self, reason: str = "deferred", *, after: float, host: str | None = None) -> None:
         super().__init__(reason)
         self.after = max(0.0, after)
+        #: set when the step waits for a free slot of this host (not a time): it may be
+        #: started again as soon as a call to the host ends
+        self.host = host
 
 
 class Fail(Exception):

@@ -120,6 +120,8 @@ class StepResult:
     #: how many steps the rule has (0: not known); after its last step a run has no
     #: next step to look for
     step_count: int = 0
+    #: deferred for a free slot of this host: the worker may keep the step until one frees
+    waits_for: str | None = None
 
     @property
     def last_step(self) -> bool:

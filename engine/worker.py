@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+from collections import deque
 import threading
 import time
 from dataclasses import dataclass
@@ -81,6 +82,11 @@ class Worker:
     ) -> None:
         self.store = store
         self.delivery = delivery if delivery is not None else Delivery(loaded().config.settings.http)
+        # Steps waiting for a free slot of their host, kept here (their claims renewed, no
+        # thread held) and started again the moment a call to that host ends.
+        self._parked: dict[str, deque[_InFlight]] = {}
+        self._parked_lock = threading.Lock()
+        self.delivery.listen(self._unpark)
         self.metrics = metrics
         self.loaded = loaded
         self.concurrency = concurrency
@@ -137,6 +143,7 @@ class Worker:
         out, and are then run again by whichever worker claims them."""
         self._stop_timeout = timeout
         self._stopping.set()
+        self._release_parked()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout + 5)
@@ -321,8 +328,48 @@ class Worker:
                 flight.finished = True
                 with self._busy_lock:
                     self._busy -= 1
+            if result.waits_for is not None and self._park(flight, result.waits_for):
+                continue
             self._finished.put((flight, result))
             self._wake.set()
+
+    # --- steps waiting for a slot of their host (delivery control) -------------------------
+
+    def _park(self, flight: _InFlight, host: str) -> bool:
+        """Keep ``flight`` until a call to ``host`` ends; false when it should go back to
+        the store instead (stopping, or enough are waiting here already)."""
+        with self._parked_lock:
+            waiting = self._parked.setdefault(host, deque())
+            if self._stopping.is_set() or len(waiting) >= self.concurrency:
+                return False
+            flight.started, flight.finished = None, False  # no time limit while it waits
+            waiting.append(flight)
+        with self._busy_lock:  # it still takes room in the claim budget: no more is claimed than can wait
+            self._busy += 1
+        if self.delivery.room(host):  # a call ended before it was parked: no wake-up would come
+            self._unpark(host)
+        return True
+
+    def _unpark(self, host: str) -> None:
+        """A call to ``host`` ended: start the step that waited longest for it."""
+        with self._parked_lock:
+            waiting = self._parked.get(host)
+            flight = waiting.popleft() if waiting else None
+            if flight is None or self._stopping.is_set():
+                return
+        self._queued.put(flight)
+
+    def _release_parked(self) -> None:
+        """On stop: the waiting steps go back to the store, due now, no attempt spent."""
+        with self._parked_lock:
+            flights = [flight for waiting in self._parked.values() for flight in waiting]
+            self._parked.clear()
+        now = time.time()
+        with self._busy_lock:
+            self._busy -= len(flights)
+        for flight in flights:
+            flight.finished = True
+            self._finished.put((flight, StepResult(task=flight.task, outcome="deferred", retry_in=0.0, started_at=now, finished_at=now)))
 
     def _execute(self, task: StepTask, started: float) -> StepResult:
         rule = self._rule(task)
@@ -341,7 +388,8 @@ class Worker:
             output = _checked_output(output)
         except Defer as exc:  # nothing was sent: back to the store, the attempt not spent
             log.debug("run %s step %s deferred %.2fs: %s", task.run_id, task.index, exc.after, exc, extra=step_fields(task, started))
-            return StepResult(task=task, outcome="deferred", retry_in=exc.after, started_at=started, finished_at=time.time())
+            return StepResult(task=task, outcome="deferred", retry_in=exc.after, started_at=started, finished_at=time.time(),
+                              waits_for=exc.host)
         except Retry as exc:
             return self._failure(task, str(exc), exc.after, started, params=params, rule=rule)
         except (Fail, RenderError, ParamsError) as exc:

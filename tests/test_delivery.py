@@ -219,6 +219,28 @@ def test_the_breaker_logs_when_it_opens_and_closes(caplog: pytest.LogCaptureFixt
     assert any("the probe call succeeded: the breaker is closed" in m for m in messages)
 
 
+def test_a_slot_freed_is_announced_and_room_says_so() -> None:
+    clock = Clock()
+    d = delivery(clock, concurrency=1)
+    freed: list[str] = []
+    d.listen(freed.append)
+    slot = d.admit("h", "a")
+    assert not d.room("h") and d.room("other")
+    wait = deferred(d, "h", "b")
+    assert wait.host == "h"  # it waits for a slot, and may be started as soon as one frees
+    d.done(slot, True)
+    assert freed == ["h"] and d.room("h")
+
+
+def test_rate_and_breaker_waits_are_waits_for_a_time_not_a_slot() -> None:
+    clock = Clock()
+    d = delivery(clock, rate="1/s", breaker={"failures": 1})
+    d.done(d.admit("h", "a"), True)
+    assert deferred(d, "h", "b").host is None
+    d.done(d.admit("g", "a"), False)
+    assert deferred(d, "g", "b").host is None
+
+
 # -- what is shown, and a reload --------------------------------------------------------------------
 
 
@@ -386,3 +408,21 @@ def test_a_slow_host_does_not_slow_deliveries_to_a_fast_one(setup: Callable[...,
         fast.close()
     assert [r["status"] for r in fast_runs] == ["succeeded"] * 8
     assert fast_done < 1.5, fast_done  # before the slow host answered even its first calls
+
+
+def test_steps_waiting_for_a_slot_go_back_to_the_store_when_the_worker_stops(setup: Callable[..., Setup]) -> None:
+    gauge = Gauge(pause=1.0)
+    sink = Sink(gauge)
+    try:
+        s = setup('http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 1}}}\n', "rules:" + post_rule("push", "go", f"{sink.url}/in"))
+        events = s.put("go", 5)
+        sink.wait_for(1)
+        started = time.time()
+        s.worker.stop(10)
+        stopped_in = time.time() - started
+        steps = [step for e in events for run in s.store.runs_of_event(e) for step in s.store.steps_of_run(run["id"])]
+    finally:
+        sink.close()
+    assert stopped_in < 5  # not the whole drain timeout: the waiting steps were handed back at once
+    assert sorted((step["status"], step["attempt"]) for step in steps) == [("ready", 0)] * 4 + [("succeeded", 1)]
+    assert len(sink.hits) == 1
