@@ -134,9 +134,10 @@ def measure_hookwise(events: int, delay: float, config: str = CONFIG) -> dict[st
         try:
             wait_up(port, "/livez")
             before = sink.times()
+            idle_cpu = _cpu_seconds(daemon.pid)  # start-up (imports, loading) is not an event's
             started, answered = asyncio.run(_post_all(port, events))
             times = [t for t in _settle(sink, events + len(before), timeout=120) if t >= started]
-            cpu = _cpu_seconds(daemon.pid)
+            cpu = _cpu_seconds(daemon.pid) - idle_cpu
         finally:
             stop(daemon)
             sink.close()
