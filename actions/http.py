@@ -37,7 +37,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from engine.action import Action, Context
 from engine.config import Http
 from engine.errors import Fail, Retry
-from engine.outbound import USER_AGENT, Client, InvalidRequest, OutboundError, Reply
+from engine.outbound import USER_AGENT, Client, InvalidRequest, OutboundError, Reply, safe_url
 from engine.runs import retry_after
 from engine.units import Duration
 from engine.validation import key_error
@@ -386,16 +386,6 @@ def _excerpt(text: str) -> str:
     if not flat:
         return ""
     return f": {flat[:_EXCERPT]}{'…' if len(flat) > _EXCERPT or len(text) > _EXCERPT * 2 else ''}"
-
-
-def safe_url(url: str) -> str:
-    """``url`` fit for a message: userinfo and query string masked
-    (``https://****@host/path?****``), the fragment dropped."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "****@" + netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "****" if parts.query else "", ""))
 
 
 __all__ = ["MAX_BODY", "MAX_REDIRECTS", "Guard", "HttpAction", "HttpParams", "USER_AGENT", "refusal_reason", "retry_after", "safe_url"]

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from .config import Config
 from .errors import UsageError
-from .outbound import Client, InvalidRequest, OutboundError
+from .outbound import Client, InvalidRequest, OutboundError, safe_url
 from .verify import sign
 
 
@@ -38,7 +38,7 @@ def send_event(config: Config, source_name: str, body: bytes, *, url: str | None
     try:
         reply = client.send("POST", target, headers={"Content-Type": content_type, **(headers or {}), **auth_headers}, data=body, timeout=30)
     except (OutboundError, InvalidRequest) as exc:
-        raise UsageError(f"cannot reach {target}: {exc}") from None
+        raise UsageError(f"cannot reach {safe_url(target)}: {exc}") from None  # the query may hold the source's token
     finally:
         client.close()
     return reply.status, reply.body.decode("utf-8", "replace")
