@@ -236,7 +236,8 @@ def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
         return url, None
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
-    return urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment)), (unquote(user), unquote(password))
+    bare = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    return bare, (unquote(user), unquote(password))
 
 
 def _host(url: str) -> str:
@@ -388,4 +389,7 @@ def _excerpt(text: str) -> str:
     return f": {flat[:_EXCERPT]}{'…' if len(flat) > _EXCERPT or len(text) > _EXCERPT * 2 else ''}"
 
 
-__all__ = ["MAX_BODY", "MAX_REDIRECTS", "Guard", "HttpAction", "HttpParams", "USER_AGENT", "refusal_reason", "retry_after", "safe_url"]
+__all__ = [
+    "MAX_BODY", "MAX_REDIRECTS", "Guard", "HttpAction", "HttpParams", "USER_AGENT",
+    "refusal_reason", "retry_after", "safe_url",
+]

@@ -138,7 +138,15 @@ class Guard:
         raise OSError(f"{host} resolves to no address")
 
     def _connected(
-        self, host: str, port: int, family: int, kind: int, proto: int, address: tuple[object, ...], timeout: float | None, trusted: bool,
+        self,
+        host: str,
+        port: int,
+        family: int,
+        kind: int,
+        proto: int,
+        address: tuple[object, ...],
+        timeout: float | None,
+        trusted: bool,
     ) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         try:

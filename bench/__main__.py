@@ -62,7 +62,8 @@ def _remote_targets(far: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     return [
         ("100 ms sink, defaults: >= 1,000 events/s", f"{own['events_per_s']:.0f}/s", own["events_per_s"] >= 1000),
         ("100 ms sink: >= 6x webhook + curl", f"{far['ratio']:.1f}x", far["ratio"] >= 6),
-        ("100 ms sink: none lost", f"{own['lost']} of {own['answered_2xx']}", own["lost"] == 0 and own["delivered"] == own["events"]),
+        ("100 ms sink: none lost", f"{own['lost']} of {own['answered_2xx']}",
+         own["lost"] == 0 and own["delivered"] == own["events"]),
     ]
 
 

@@ -62,8 +62,10 @@ WIRE_COMMIT = "8a7490e"
 def _old_wire() -> Any:
     """actions/wire.py as it was at WIRE_COMMIT, as a module; None without git or history."""
     try:
-        source = subprocess.run(["git", "show", f"{WIRE_COMMIT}:actions/wire.py"], capture_output=True, text=True, check=True,
-                                cwd=HERE.parent, timeout=30).stdout
+        source = subprocess.run(
+            ["git", "show", f"{WIRE_COMMIT}:actions/wire.py"], capture_output=True, text=True, check=True,
+            cwd=HERE.parent, timeout=30,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     module = types.ModuleType("hookwise_bench_old_wire")

@@ -60,7 +60,9 @@ class Sink:
     def __init__(self, folder: Path, delay: float) -> None:
         self.port = free_port()
         self.out = folder / "sink.txt"
-        self.proc = subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(self.port), str(self.out), str(delay)], 1))
+        self.proc = subprocess.Popen(
+            pinned([sys.executable, str(HERE / "sink.py"), str(self.port), str(self.out), str(delay)], 1)
+        )
         wait_up(self.port, "/")
 
     def times(self) -> list[float]:
@@ -86,10 +88,16 @@ async def _post_all(port: int, count: int, connections: int = 64) -> tuple[float
         try:
             while not queue.empty():
                 body = BODY.format(n=queue.get_nowait(), pad="x" * 860).encode()
-                writer.write(b"POST /hooks/bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(body), body))
+                writer.write(
+                    b"POST /hooks/bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
                 await reader.readexactly(length)
                 ok += head.split(b" ", 2)[1].startswith(b"2")
         finally:
@@ -119,8 +127,14 @@ def _settle(sink: Sink, expected: int, timeout: float) -> list[float]:
 def _figures(started: float, answered: int, times: list[float], events: int) -> dict[str, Any]:
     done = len(times)
     seconds = (times[-1] - started) if times else 0.0
-    return {"events": events, "answered_2xx": answered, "delivered": done, "lost": answered - done,
-            "seconds": round(seconds, 2), "events_per_s": done / seconds if seconds > 0 else 0.0}
+    return {
+        "events": events,
+        "answered_2xx": answered,
+        "delivered": done,
+        "lost": answered - done,
+        "seconds": round(seconds, 2),
+        "events_per_s": done / seconds if seconds > 0 else 0.0,
+    }
 
 
 def measure_hookwise(events: int, delay: float, config: str = CONFIG) -> dict[str, Any]:
@@ -129,7 +143,18 @@ def measure_hookwise(events: int, delay: float, config: str = CONFIG) -> dict[st
         sink = Sink(folder, delay)
         (folder / "config.yaml").write_text(config)
         (folder / "rules.yaml").write_text(RULES.format(port=sink.port))
-        cmd = [sys.executable, "-m", "engine", "serve", "-c", str(folder / "config.yaml"), "--port", str(port := free_port()), "--log-format", "text"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "-c",
+            str(folder / "config.yaml"),
+            "--port",
+            str(port := free_port()),
+            "--log-format",
+            "text",
+        ]
         daemon = subprocess.Popen(pinned(cmd, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent)
         try:
             wait_up(port, "/livez")
@@ -157,9 +182,13 @@ def peer_hooks(sink_port: int, wait: bool) -> list[dict[str, Any]]:
         "http-methods": ["POST"],
         "execute-command": shutil.which("curl") or "/usr/bin/curl",
         "pass-arguments-to-command": [
-            {"source": "string", "name": "-s"}, {"source": "string", "name": "-o"}, {"source": "string", "name": "/dev/null"},
-            {"source": "string", "name": "-H"}, {"source": "string", "name": "Content-Type: application/json"},
-            {"source": "string", "name": "--data-binary"}, {"source": "entire-payload"},
+            {"source": "string", "name": "-s"},
+            {"source": "string", "name": "-o"},
+            {"source": "string", "name": "/dev/null"},
+            {"source": "string", "name": "-H"},
+            {"source": "string", "name": "Content-Type: application/json"},
+            {"source": "string", "name": "--data-binary"},
+            {"source": "entire-payload"},
             {"source": "string", "name": f"http://127.0.0.1:{sink_port}/sink"},
         ],
     }
@@ -176,8 +205,11 @@ def measure_peer(events: int, delay: float, wait: bool) -> dict[str, Any]:
         hooks = folder / "hooks.json"
         hooks.write_text(json.dumps(peer_hooks(sink.port, wait)))
         port = free_port()
-        proc = subprocess.Popen(pinned([binary, "-hooks", str(hooks), "-ip", "127.0.0.1", "-port", str(port)], 0),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            pinned([binary, "-hooks", str(hooks), "-ip", "127.0.0.1", "-port", str(port)], 0),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_up(port, "/hooks/bench")
             before = sink.times()
@@ -194,7 +226,15 @@ def sink_alone(delay: float, seconds: float = 2.0, connections: int = 256) -> di
     with tempfile.TemporaryDirectory() as tmp:
         sink = Sink(Path(tmp), delay)
         try:
-            cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(HERE / "post.lua"), f"http://127.0.0.1:{sink.port}/sink"]
+            cmd = [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "-s",
+                str(HERE / "post.lua"),
+                f"http://127.0.0.1:{sink.port}/sink",
+            ]
             out = subprocess.run(pinned(cmd, 0), capture_output=True, text=True, timeout=seconds + 30).stdout
         finally:
             sink.close()
@@ -209,29 +249,50 @@ ONE_HOST_128 = '  hosts: {"127.0.0.1": {concurrency: 128}}\n'
 
 def measure(events: int = 3000, peer_events: int = 600, delay: float = 0.1) -> dict[str, Any]:
     hookwise = measure_hookwise(events, delay)
-    wide = measure_hookwise(events, delay, CONFIG.replace("http: {allow_private: true}\n", "http:\n  allow_private: true\n" + ONE_HOST_128))
-    peers = {"curl-async": measure_peer(peer_events, delay, wait=False), "curl-sync": measure_peer(peer_events, delay, wait=True)}
+    wide = measure_hookwise(
+        events, delay, CONFIG.replace("http: {allow_private: true}\n", "http:\n  allow_private: true\n" + ONE_HOST_128)
+    )
+    peers = {
+        "curl-async": measure_peer(peer_events, delay, wait=False),
+        "curl-sync": measure_peer(peer_events, delay, wait=True),
+    }
     best_peer = max(p["events_per_s"] for p in peers.values())
     return {
-        "delay_s": delay, "hookwise": hookwise, "hookwise_host_128": wide, "peer": peers, "peer_version": version(ensure_webhook()),
+        "delay_s": delay,
+        "hookwise": hookwise,
+        "hookwise_host_128": wide,
+        "peer": peers,
+        "peer_version": version(ensure_webhook()),
         "ratio": hookwise["events_per_s"] / best_peer if best_peer else 0.0,
-        "ratio_host_128": wide["events_per_s"] / best_peer if best_peer else 0.0, "sink_alone": sink_alone(delay),
+        "ratio_host_128": wide["events_per_s"] / best_peer if best_peer else 0.0,
+        "sink_alone": sink_alone(delay),
     }
 
 
 def report(result: dict[str, Any]) -> None:
     delay_ms = result["delay_s"] * 1000
     print(f"end to end against a sink answering after {delay_ms:.0f} ms (server on one core; default settings)")
-    rows = [("hookwise (default settings)", result["hookwise"]), ("hookwise, the sink's host at concurrency 128", result["hookwise_host_128"])]
-    rows += [(f"{result['peer_version']} + curl, {'answer waits' if k == 'curl-sync' else 'answer first'}", f)
-             for k, f in result["peer"].items()]
+    rows = [
+        ("hookwise (default settings)", result["hookwise"]),
+        ("hookwise, the sink's host at concurrency 128", result["hookwise_host_128"]),
+    ]
+    rows += [
+        (f"{result['peer_version']} + curl, {'answer waits' if k == 'curl-sync' else 'answer first'}", f)
+        for k, f in result["peer"].items()
+    ]
     print(f"  {'':52} {'events/s':>9} {'delivered':>10} {'lost':>5}")
     for label, f in rows:
         print(f"  {label:52} {f['events_per_s']:>9.0f} {f['delivered']:>5}/{f['events']:<4} {f['lost']:>5}")
-    print(f"  hookwise: {result['hookwise']['cpu_ms_per_event']:.2f} ms of CPU per event ({result['hookwise_host_128']['cpu_ms_per_event']:.2f} at"
-          f" concurrency 128); {result['ratio']:.1f}x ({result['ratio_host_128']:.1f}x) the better peer variant")
+    print(
+        f"  hookwise: {result['hookwise']['cpu_ms_per_event']:.2f} ms of CPU per event"
+        f" ({result['hookwise_host_128']['cpu_ms_per_event']:.2f} at"
+        f" concurrency 128); {result['ratio']:.1f}x ({result['ratio_host_128']:.1f}x) the better peer variant"
+    )
     alone = result["sink_alone"]
-    print(f"  the sink alone: {alone['rps']:.0f} calls/s at {alone['connections']} connections (p50 {alone['p50_ms']:.0f} ms)")
+    print(
+        f"  the sink alone: {alone['rps']:.0f} calls/s at {alone['connections']} connections"
+        f" (p50 {alone['p50_ms']:.0f} ms)"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -34,5 +34,7 @@ def make_app(out: Any, delay: float = 0.0) -> Any:
 if __name__ == "__main__":
     with open(sys.argv[2], "w", buffering=1) as out:
         delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-        uvicorn.run(make_app(out, delay), host="127.0.0.1", port=int(sys.argv[1]), log_level="error", access_log=False, lifespan="off",
-                    backlog=4096, timeout_keep_alive=30)
+        uvicorn.run(
+            make_app(out, delay), host="127.0.0.1", port=int(sys.argv[1]), log_level="error", access_log=False,
+            lifespan="off", backlog=4096, timeout_keep_alive=30,
+        )

@@ -250,7 +250,9 @@ def _limit(text: str | None, default: int = 100) -> int:
     return int(text)
 
 
-def api_routes(current: Callable[[], Loaded], store: Store, hosts: Callable[[], list[dict[str, Any]]] | None = None) -> list[Route]:
+def api_routes(
+    current: Callable[[], Loaded], store: Store, hosts: Callable[[], list[dict[str, Any]]] | None = None,
+) -> list[Route]:
     """The API's routes; ``hosts`` is the delivery control's state of each destination host
     (``engine.delivery.Delivery.hosts``: this process's worker; an empty list without one)."""
     queues = QueueApi(store)

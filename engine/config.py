@@ -95,9 +95,9 @@ class Http(Model):
     timeout: Duration = Field(10.0, description="Default timeout of the http action.")
     allow_private: bool = Field(False, description="Let the http action reach private, loopback and link-local addresses.")
     allow_hosts: list[str] = Field(default_factory=list, description="Hosts the http action may reach even when private.")
-    concurrency: int = Field(32, ge=1, le=4096, description="Calls in flight at once per destination host (default of http.hosts).")
+    concurrency: int = Field(32, ge=1, le=4096, description="Calls in flight at once per destination host.")
     rate: Rate | None = Field(None, description="Most calls per period per destination host (default: no limit).")
-    breaker: Breaker = Field(Breaker(), description="The circuit breaker of each destination host (default of http.hosts).")
+    breaker: Breaker = Field(Breaker(), description="The circuit breaker of each destination host.")
     hosts: dict[str, HostLimits] = Field(default_factory=dict, description="Delivery control by destination host name.")
 
     @field_validator("hosts")

@@ -83,8 +83,10 @@ class Daemon:
         role = self.options.role
         mask_with(lambda: self.current().masker)
         if role in ("all", "worker"):
-            self.worker = Worker(self.store, self.current, concurrency=self.config.settings.workers.concurrency, metrics=self.metrics,
-                                 delivery=self.delivery)
+            self.worker = Worker(
+                self.store, self.current, concurrency=self.config.settings.workers.concurrency, metrics=self.metrics,
+                delivery=self.delivery,
+            )
             self.worker.start()
             self.retention = Retention(self.store, self.current)
             self.retention.start()

@@ -115,7 +115,9 @@ class _Host:
 class Delivery:
     """The delivery control of one process. Safe to share between threads."""
 
-    def __init__(self, http: Http | None = None, *, clock: Clock = time.monotonic, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, http: Http | None = None, *, clock: Clock = time.monotonic, rng: random.Random | None = None
+    ) -> None:
         self._http = http or Http()
         self._clock = clock
         self._rng = rng or random.Random()
@@ -225,8 +227,14 @@ class Delivery:
         return state
 
     def _forget_idle(self, now: float) -> None:
-        idle = [name for name, s in self._hosts.items()
-                if s.in_flight == 0 and s.state is BreakerState.CLOSED and not s.reservations and name not in self._http.hosts]
+        idle = [
+            name
+            for name, s in self._hosts.items()
+            if s.in_flight == 0
+            and s.state is BreakerState.CLOSED
+            and not s.reservations
+            and name not in self._http.hosts
+        ]
         idle.sort(key=lambda name: self._hosts[name].last_used)
         for name in idle[: max(1, len(idle) // 2)]:
             del self._hosts[name]
@@ -242,7 +250,9 @@ class Delivery:
                 wait = state.retry_at - now + self._rng.uniform(0.0, max(MIN_WAIT, cooldown / 4))
                 raise self._defer(state, "breaker", wait, host)
             state.state = BreakerState.HALF_OPEN
-            log.info("http: %s: the breaker's cooldown has passed: one probe call goes through", host, extra={"host": host})
+            log.info(
+                "http: %s: the breaker's cooldown has passed: one probe call goes through", host, extra={"host": host}
+            )
         if state.probing:
             raise self._defer(state, "breaker", self._rng.uniform(0.5, 1.5) * max(1.0, state.call_time), host)
         return True
@@ -304,6 +314,8 @@ class Delivery:
             state.retry_at = now + breaker.cooldown
             log.warning(
                 "http: %s: %s: the breaker is open; its steps wait %gs for a probe call, without spending attempts",
-                host, "the probe call failed" if probe else f"{state.failures} calls failed in a row", breaker.cooldown,
+                host,
+                "the probe call failed" if probe else f"{state.failures} calls failed in a row",
+                breaker.cooldown,
                 extra={"host": host},
             )

@@ -202,7 +202,8 @@ class HoverClient:
         body = {**fields, "client_id": self.settings.client_id or "", "client_secret": self.settings.client_secret or ""}
         started = self._clock()
         response = self._open(
-            "POST", f"{self.base_url}/oauth/token", {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            "POST", f"{self.base_url}/oauth/token",
+            {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
             urlencode(body).encode(), TOKEN_TIMEOUT, f"hover: {doing}",
         )
         answer = _parse(response.body)
@@ -242,7 +243,9 @@ class HoverClient:
             headers["Content-Type"] = content_type
         return self._open(method, url, headers, data, timeout, f"hover: {method} {path}")
 
-    def _open(self, method: str, url: str, headers: dict[str, str], data: bytes | None, timeout: float, what: str) -> _Response:
+    def _open(
+        self, method: str, url: str, headers: dict[str, str], data: bytes | None, timeout: float, what: str,
+    ) -> _Response:
         try:
             reply = self._client.send(method, url, headers=headers, data=data, timeout=timeout)
         except OutboundError as exc:

@@ -169,13 +169,20 @@ class HostGauges(Collector):
         yield from families
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily, CounterMetricFamily]:
+    def _families() -> tuple[Metric, ...]:
         return (
             GaugeMetricFamily("hookwise_host_in_flight", "http calls in flight, by destination host.", labels=["host"]),
-            GaugeMetricFamily("hookwise_host_breaker", "The circuit breaker of a destination host: 1 for its current state.",
-                              labels=["host", "state"]),
+            GaugeMetricFamily(
+                "hookwise_host_breaker", "The circuit breaker of a destination host: 1 for its current state.",
+                labels=["host", "state"],
+            ),
             CounterMetricFamily("hookwise_host_calls", "http calls started, by destination host.", labels=["host"]),
-            CounterMetricFamily("hookwise_host_failures", "http calls that failed (no connection, timeout, 5xx, 429).", labels=["host"]),
-            CounterMetricFamily("hookwise_host_deferred", "Steps handed back without spending an attempt, by host and reason "
-                                "(concurrency, rate, breaker).", labels=["host", "reason"]),
+            CounterMetricFamily(
+                "hookwise_host_failures", "http calls that failed (no connection, timeout, 5xx, 429).", labels=["host"],
+            ),
+            CounterMetricFamily(
+                "hookwise_host_deferred",
+                "Steps handed back without spending an attempt, by host and reason (concurrency, rate, breaker).",
+                labels=["host", "reason"],
+            ),
         )

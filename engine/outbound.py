@@ -97,7 +97,13 @@ class Client:
         self._tls: ssl.SSLContext | None = None
 
     def send(
-        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, data: bytes | None = None, timeout: float = 30.0,
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        timeout: float = 30.0,
     ) -> Reply:
         """One request and its (capped) response; redirects are returned, not followed.
         ``timeout`` bounds the connect and each wait for bytes. Raises
@@ -108,15 +114,27 @@ class Client:
             # in (no cookies, no environment, headers of our own), which is a fifth of the
             # CPU of a call.
             request = requests.PreparedRequest()
-            request.prepare(method=method, url=url, headers={"User-Agent": USER_AGENT, **(headers or {})}, data=data,
-                            cookies=session.cookies)
+            request.prepare(
+                method=method,
+                url=url,
+                headers={"User-Agent": USER_AGENT, **(headers or {})},
+                data=data,
+                cookies=session.cookies,
+            )
             response = session.send(request, timeout=(timeout, timeout), allow_redirects=False, stream=True)
         except requests.exceptions.ConnectTimeout:
             raise OutboundError(f"timed out after {timeout:g}s connecting") from None
         except requests.exceptions.Timeout:
             raise OutboundError(f"timed out after {timeout:g}s waiting for the response") from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema, http.client.InvalidURL, UnicodeError, ValueError) as exc:
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidHeader,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            http.client.InvalidURL,
+            UnicodeError,
+            ValueError,
+        ) as exc:
             raise InvalidRequest(_request_problem(exc)) from None
         except requests.exceptions.RequestException as exc:
             raise OutboundError(_reason(exc)) from None
@@ -233,7 +251,9 @@ def _reason(exc: BaseException) -> str:
         seen.add(id(cause))
         if isinstance(cause, _NotHttp):
             return f"the response is not valid HTTP: {cause}"
-        if isinstance(cause, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.IncompleteRead)):
+        if isinstance(
+            cause, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.IncompleteRead)
+        ):
             return "the server closed the connection"
         if isinstance(cause, http.client.BadStatusLine):
             return "the response is not valid HTTP: a bad status line"
@@ -243,7 +263,9 @@ def _reason(exc: BaseException) -> str:
             return "cannot connect: Connection refused"
         if isinstance(cause, socket.gaierror):
             return "cannot connect: the host name does not resolve"
-        if isinstance(cause, TimeoutError) or (isinstance(cause, ConnectTimeoutError) and not isinstance(cause, NewConnectionError)):
+        if isinstance(cause, TimeoutError) or (
+            isinstance(cause, ConnectTimeoutError) and not isinstance(cause, NewConnectionError)
+        ):
             return "timed out connecting"
         if isinstance(cause, OSError) and cause.strerror and not isinstance(cause, NewConnectionError):
             return f"cannot connect: {cause.strerror}" if cause.errno else str(cause.strerror)
@@ -303,7 +325,7 @@ def _connection_classes(connect: Connect | None) -> tuple[type[HTTPConnection], 
     def new_conn(self: HTTPConnection) -> socket.socket:
         assert connect is not None
         try:
-            sock = connect(self._dns_host, self.port, self.timeout)  # type: ignore[arg-type]
+            sock = connect(self._dns_host, self.port, self.timeout)
         except TimeoutError as exc:
             raise ConnectTimeoutError(self, f"timed out connecting (connect timeout={self.timeout})") from exc
         except OSError as exc:
@@ -334,7 +356,7 @@ class _Adapter(HTTPAdapter):
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         pool_kwargs.setdefault("ssl_context", self._tls)
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pools  # type: ignore[attr-defined]
+        self.poolmanager.pool_classes_by_scheme = self._pools
 
 
 __all__ = ["Client", "Connect", "InvalidRequest", "MAX_BODY", "OutboundError", "Reply", "USER_AGENT", "safe_url"]

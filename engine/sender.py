@@ -36,7 +36,8 @@ def send_event(config: Config, source_name: str, body: bytes, *, url: str | None
         target += separator + "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in query.items())
     client = Client()
     try:
-        reply = client.send("POST", target, headers={"Content-Type": content_type, **(headers or {}), **auth_headers}, data=body, timeout=30)
+        headers = {"Content-Type": content_type, **(headers or {}), **auth_headers}
+        reply = client.send("POST", target, headers=headers, data=body, timeout=30)
     except (OutboundError, InvalidRequest) as exc:
         raise UsageError(f"cannot reach {safe_url(target)}: {exc}") from None  # the query may hold the source's token
     finally:

@@ -77,8 +77,8 @@ class Worker:
     """
 
     def __init__(
-        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 128, poll: float = 0.25, metrics: Metrics | None = None,
-        delivery: Delivery | None = None,
+        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 128, poll: float = 0.25,
+        metrics: Metrics | None = None, delivery: Delivery | None = None,
     ) -> None:
         self.store = store
         self.delivery = delivery if delivery is not None else Delivery(loaded().config.settings.http)
@@ -369,7 +369,8 @@ class Worker:
             self._busy -= len(flights)
         for flight in flights:
             flight.finished = True
-            self._finished.put((flight, StepResult(task=flight.task, outcome="deferred", retry_in=0.0, started_at=now, finished_at=now)))
+            back = StepResult(task=flight.task, outcome="deferred", retry_in=0.0, started_at=now, finished_at=now)
+            self._finished.put((flight, back))
 
     def _execute(self, task: StepTask, started: float) -> StepResult:
         rule = self._rule(task)
@@ -387,9 +388,10 @@ class Worker:
             output = self._action(loaded, step.action).run(model, self._context(task, rule, step.timeout))
             output = _checked_output(output)
         except Defer as exc:  # nothing was sent: back to the store, the attempt not spent
-            log.debug("run %s step %s deferred %.2fs: %s", task.run_id, task.index, exc.after, exc, extra=step_fields(task, started))
-            return StepResult(task=task, outcome="deferred", retry_in=exc.after, started_at=started, finished_at=time.time(),
-                              waits_for=exc.host)
+            log.debug("run %s step %s deferred %.2fs: %s", task.run_id, task.index, exc.after, exc,
+                      extra=step_fields(task, started))
+            return StepResult(task=task, outcome="deferred", retry_in=exc.after, started_at=started,
+                              finished_at=time.time(), waits_for=exc.host)
         except Retry as exc:
             return self._failure(task, str(exc), exc.after, started, params=params, rule=rule)
         except (Fail, RenderError, ParamsError) as exc:

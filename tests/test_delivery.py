@@ -111,7 +111,9 @@ def test_a_rate_holds_over_time_with_steps_coming_back_when_told() -> None:
     assert 90 <= len(in_five_seconds) <= 101
 
 
-@pytest.mark.parametrize(("text", "per_second"), [("50/s", 50.0), ("600/m", 10.0), ("1000/h", 1000 / 3600), ("2.5/s", 2.5), (4, 4.0)])
+@pytest.mark.parametrize(
+    ("text", "per_second"), [("50/s", 50.0), ("600/m", 10.0), ("1000/h", 1000 / 3600), ("2.5/s", 2.5), (4, 4.0)]
+)
 def test_rates_are_read_as_calls_per_period(text: Any, per_second: float) -> None:
     assert Http.model_validate({"rate": text}).rate == pytest.approx(per_second)
 
@@ -122,7 +124,9 @@ def test_a_bad_rate_is_a_config_error(text: Any) -> None:
         Http.model_validate({"rate": text})
 
 
-@pytest.mark.parametrize("host", ["https://crm.example.com", "crm.example.com:443", "crm.example.com/x", "user@crm", ""])
+@pytest.mark.parametrize(
+    "host", ["https://crm.example.com", "crm.example.com:443", "crm.example.com/x", "user@crm", ""]
+)
 def test_hosts_are_host_names(host: str) -> None:
     with pytest.raises(ValidationError, match="is not a host name"):
         Http.model_validate({"hosts": {host: {"concurrency": 1}}})
@@ -250,7 +254,13 @@ def test_hosts_show_limits_and_state() -> None:
     d.admit("crm", "a")
     (crm,) = d.hosts()
     assert {k: crm[k] for k in ("host", "concurrency", "rate_per_s", "in_flight", "breaker", "calls")} == {
-        "host": "crm", "concurrency": 3, "rate_per_s": 10.0, "in_flight": 1, "breaker": "closed", "calls": 1}
+        "host": "crm",
+        "concurrency": 3,
+        "rate_per_s": 10.0,
+        "in_flight": 1,
+        "breaker": "closed",
+        "calls": 1,
+    }
 
 
 def test_a_reload_changes_limits_and_keeps_state() -> None:
@@ -265,19 +275,24 @@ def test_a_reload_changes_limits_and_keeps_state() -> None:
 
 # -- in the worker, against real sinks on loopback ---------------------------------------------------
 
+
 class Setup:
     """A worker on a SQLite store with ``config`` (YAML, its rules inline below it)."""
 
     def __init__(self, root: Path, config: str, rules: str, concurrency: int) -> None:
         (root / "rules.yaml").write_text(rules)
-        (root / "config.yaml").write_text(f"store: sqlite:///store.db\nrules: [rules.yaml]\nsources:\n  s: {{token: abcd1234}}\n{config}")
+        (root / "config.yaml").write_text(
+            f"store: sqlite:///store.db\nrules: [rules.yaml]\nsources:\n  s: {{token: abcd1234}}\n{config}"
+        )
         self.current = Current(load(root / "config.yaml", {}))
         self.store: Store = open_store(self.current().config.store_url())
         self.worker = Worker(self.store, self.current, concurrency=concurrency, poll=0.02)
         self.worker.start()
 
     def put(self, type_: str, count: int) -> list[str]:
-        stored = self.store.put_events([Incoming("s", type_, json.dumps({"n": n}), {}, {}, time.time()) for n in range(count)])
+        stored = self.store.put_events(
+            [Incoming("s", type_, json.dumps({"n": n}), {}, {}, time.time()) for n in range(count)]
+        )
         self.worker.wake()
         return [s.event_id for s in stored]
 
@@ -345,8 +360,11 @@ def test_a_host_with_concurrency_2_never_sees_more_than_2_requests_at_once(setup
     gauge = Gauge(pause=0.15)
     sink = Sink(gauge)
     try:
-        s = setup('http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 2}}}\n',
-                  "rules:" + post_rule("push", "go", f"{sink.url}/in"), concurrency=16)
+        s = setup(
+            'http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 2}}}\n',
+            "rules:" + post_rule("push", "go", f"{sink.url}/in"),
+            concurrency=16,
+        )
         runs = s.finished(s.put("go", 12))
     finally:
         sink.close()
@@ -359,7 +377,10 @@ def test_a_host_with_concurrency_2_never_sees_more_than_2_requests_at_once(setup
 def test_a_rate_of_20_per_second_holds_within_10_percent_over_5_seconds(setup: Callable[..., Setup]) -> None:
     sink = Sink()
     try:
-        s = setup('http: {allow_private: true, hosts: {"127.0.0.1": {rate: 20/s}}}\n', "rules:" + post_rule("push", "go", f"{sink.url}/in"))
+        s = setup(
+            'http: {allow_private: true, hosts: {"127.0.0.1": {rate: 20/s}}}\n',
+            "rules:" + post_rule("push", "go", f"{sink.url}/in"),
+        )
         runs = s.finished(s.put("go", 130), timeout=30)
         times = sorted(hit.at for hit in sink.hits)
     finally:
@@ -369,11 +390,17 @@ def test_a_rate_of_20_per_second_holds_within_10_percent_over_5_seconds(setup: C
     assert 90 <= len(in_five) <= 110, len(in_five)
 
 
-def test_a_failing_host_opens_its_breaker_and_its_steps_wait_without_spending_attempts(setup: Callable[..., Setup]) -> None:
+def test_a_failing_host_opens_its_breaker_and_its_steps_wait_without_spending_attempts(
+    setup: Callable[..., Setup],
+) -> None:
     sink = Sink(Gauge(status=lambda n: 500 if n <= 10 else 200))
     try:
-        s = setup('http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 1, breaker: {failures: 10, cooldown: 1s}}}}\n',
-                  "rules:" + post_rule("push", "go", f"{sink.url}/in", retry="{attempts: 20, backoff: 10ms, max_backoff: 20ms}"))
+        s = setup(
+            "http: {allow_private: true, hosts: "
+            '{"127.0.0.1": {concurrency: 1, breaker: {failures: 10, cooldown: 1s}}}}\n',
+            "rules:"
+            + post_rule("push", "go", f"{sink.url}/in", retry="{attempts: 20, backoff: 10ms, max_backoff: 20ms}"),
+        )
         events = s.put("go", 6)
         runs = s.finished(events)
         hits = sorted(sink.hits, key=lambda hit: hit.at)
@@ -395,9 +422,13 @@ def test_a_failing_host_opens_its_breaker_and_its_steps_wait_without_spending_at
 def test_a_slow_host_does_not_slow_deliveries_to_a_fast_one(setup: Callable[..., Setup]) -> None:
     slow, fast = Sink(Gauge(pause=2.0)), Sink()
     try:
-        s = setup("http: {allow_private: true, concurrency: 2}\n",
-                  "rules:" + post_rule("slow", "slow", f"{slow.url}/in") + post_rule("fast", "fast", f"http://localhost:{fast.port}/in"),
-                  concurrency=4)
+        s = setup(
+            "http: {allow_private: true, concurrency: 2}\n",
+            "rules:"
+            + post_rule("slow", "slow", f"{slow.url}/in")
+            + post_rule("fast", "fast", f"http://localhost:{fast.port}/in"),
+            concurrency=4,
+        )
         started = time.time()
         slow_events = s.put("slow", 8)
         fast_runs = s.finished(s.put("fast", 8), timeout=10)
@@ -414,7 +445,10 @@ def test_steps_waiting_for_a_slot_go_back_to_the_store_when_the_worker_stops(set
     gauge = Gauge(pause=1.0)
     sink = Sink(gauge)
     try:
-        s = setup('http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 1}}}\n', "rules:" + post_rule("push", "go", f"{sink.url}/in"))
+        s = setup(
+            'http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 1}}}\n',
+            "rules:" + post_rule("push", "go", f"{sink.url}/in"),
+        )
         events = s.put("go", 5)
         sink.wait_for(1)
         started = time.time()

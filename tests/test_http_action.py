@@ -22,7 +22,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from actions.http import MAX_BODY, HttpAction, HttpParams, _first_request, _redirected, refusal_reason, retry_after, safe_url
+from actions.http import (
+    MAX_BODY, HttpAction, HttpParams, _first_request, _redirected, refusal_reason, retry_after, safe_url,
+)
 from engine.action import Context
 from engine.config import Settings
 from engine.errors import ConfigError, Fail, Retry
@@ -388,8 +390,8 @@ def test_credentials_are_kept_on_the_same_origin(web: HTTPServer, action: HttpAc
 def test_credentials_are_dropped_on_a_hop_to_another_host(web: HTTPServer, make: Callable[..., HttpAction]) -> None:
     web.expect_request("/echo").respond_with_handler(echo)
     redirect(web, "/other", 302, f"http://localhost:{web.port}/echo")
-    seen = call(make(allow_private=True), secret_context(), url=web.url_for("/other"), auth={"bearer": "t0k"}, follow_redirects=True,
-                headers={**CREDENTIALS, **NOT_CREDENTIALS})["json"]["headers"]
+    seen = call(make(allow_private=True), secret_context(), url=web.url_for("/other"), auth={"bearer": "t0k"},
+                follow_redirects=True, headers={**CREDENTIALS, **NOT_CREDENTIALS})["json"]["headers"]
     assert {"authorization", "cookie", "x-api-key", "x-crm", "proxy-authorization"}.isdisjoint(seen)
     assert seen["x-trace"] == ["t-1"] and seen["accept"] == ["application/json"]
     assert seen["idempotency-key"] == ["run-1-call"]
@@ -405,7 +407,8 @@ def test_credentials_are_dropped_on_a_hop_to_another_port(web: HTTPServer, actio
     finally:
         other.stop()
     assert lines[0] == b"post /there http/1.1"
-    assert not [line for line in lines if line.startswith((b"authorization", b"cookie", b"x-api-key", b"x-crm", b"proxy-auth"))]
+    dropped = (b"authorization", b"cookie", b"x-api-key", b"x-crm", b"proxy-auth")
+    assert not [line for line in lines if line.startswith(dropped)]
     assert b"x-trace: t-1" in lines
 
 
@@ -420,17 +423,20 @@ def test_credentials_are_dropped_on_a_hop_to_another_port(web: HTTPServer, actio
     ],
 )
 def test_the_origin_is_scheme_host_and_port(old: str, new: str, dropped: bool) -> None:
-    first = _first_request(HttpParams.model_validate({"url": old, "headers": {"Cookie": "c", "X-Trace": "t"}, "auth": {"bearer": "b"}}),
-                           "key", None)
+    params = {"url": old, "headers": {"Cookie": "c", "X-Trace": "t"}, "auth": {"bearer": "b"}}
+    first = _first_request(HttpParams.model_validate(params), "key", None)
     hop = _redirected(first, 302, new)
     assert ("Authorization" not in hop.headers and "Cookie" not in hop.headers) is dropped
     assert hop.headers["X-Trace"] == "t"
 
 
-def test_userinfo_in_a_redirect_becomes_basic_auth_for_that_hop(web: HTTPServer, make: Callable[..., HttpAction]) -> None:
+def test_userinfo_in_a_redirect_becomes_basic_auth_for_that_hop(
+    web: HTTPServer, make: Callable[..., HttpAction],
+) -> None:
     web.expect_request("/echo").respond_with_handler(echo)
     redirect(web, "/ui", 302, f"http://bob:pw@localhost:{web.port}/echo")
-    seen = call(make(allow_private=True), url=web.url_for("/ui"), auth={"bearer": "t0k"}, follow_redirects=True)["json"]["headers"]
+    out = call(make(allow_private=True), url=web.url_for("/ui"), auth={"bearer": "t0k"}, follow_redirects=True)
+    seen = out["json"]["headers"]
     assert seen["authorization"] == ["Basic Ym9iOnB3"]  # bob:pw, not the first origin's bearer token
 
 
@@ -484,7 +490,9 @@ def test_loopback_is_refused_by_default(web: HTTPServer) -> None:
     assert web.log == []
 
 
-def test_a_host_name_is_judged_by_what_it_resolves_to_before_connecting(web: HTTPServer, make: Callable[..., HttpAction], connects: list[Any]) -> None:
+def test_a_host_name_is_judged_by_what_it_resolves_to_before_connecting(
+    web: HTTPServer, make: Callable[..., HttpAction], connects: list[Any],
+) -> None:
     web.expect_request("/echo").respond_with_handler(echo)
     with pytest.raises(Fail, match=r"refusing to connect to localhost at (127\.0\.0\.1|::1) \(a loopback address\)"):
         call(make(), url=f"http://localhost:{web.port}/echo")

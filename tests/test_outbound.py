@@ -47,7 +47,14 @@ def action() -> Iterator[HttpAction]:
 
 def call(action: HttpAction, key: str = "run-1-0", **params: Any) -> dict[str, Any]:
     event = Event(source="test", type="thing.happened", body={}, id="ev-1")
-    ctx = Context(event=event, run_id="run-1", step_id="call", attempt=1, idempotency_key=key, logger=logging.getLogger("test.outbound"))
+    ctx = Context(
+        event=event,
+        run_id="run-1",
+        step_id="call",
+        attempt=1,
+        idempotency_key=key,
+        logger=logging.getLogger("test.outbound"),
+    )
     return action.run(HttpParams.model_validate(params), ctx)
 
 
@@ -66,7 +73,7 @@ STRAY = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nINJECTED"
     ids=["204", "304", "HEAD"],
 )
 def test_stray_bytes_after_a_bodiless_answer_never_reach_another_step(
-    raw: Callable[..., RawServer], action: HttpAction, method: str, head: bytes, status: int,
+    raw: Callable[..., RawServer], action: HttpAction, method: str, head: bytes, status: int
 ) -> None:
     server = raw((head + STRAY, "keep"), (reply("200 OK", b"mine"), "keep"))
     first = call(action, "run-1-0", method=method, url=server.url("/first"), expect=status)
@@ -87,7 +94,7 @@ def test_stray_bytes_after_a_bodiless_answer_never_reach_another_step(
     ids=["204", "304", "HEAD", "200"],
 )
 def test_bytes_arriving_on_an_idle_connection_never_reach_another_step(
-    action: HttpAction, method: str, head: bytes, status: int,
+    action: HttpAction, method: str, head: bytes, status: int
 ) -> None:
     # The stray answer arrives after the first was read, while the connection sits idle.
     server = RawServer([(head, "keep"), (reply("200 OK", b"mine"), "keep")], later=STRAY)
@@ -103,7 +110,9 @@ def test_bytes_arriving_on_an_idle_connection_never_reach_another_step(
     assert server.accepts == 2  # the connection with bytes waiting was not reused
 
 
-def test_a_post_is_not_sent_again_when_the_server_closes_the_reused_connection(raw: Callable[..., RawServer], action: HttpAction) -> None:
+def test_a_post_is_not_sent_again_when_the_server_closes_the_reused_connection(
+    raw: Callable[..., RawServer], action: HttpAction
+) -> None:
     # The server reads the second request and closes without answering (a keep-alive
     # timeout racing the request): the attempt fails and says so; nothing is resent.
     server = raw((OK, "keep"), (b"", "close"))
@@ -114,7 +123,9 @@ def test_a_post_is_not_sent_again_when_the_server_closes_the_reused_connection(r
     assert server.requests[1].endswith(b'{"n": 2}')
 
 
-def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(raw: Callable[..., RawServer], action: HttpAction) -> None:
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_sending(
+    raw: Callable[..., RawServer], action: HttpAction
+) -> None:
     server = raw((OK, "close"), (OK, "keep"))
     call(action, url=server.url())
     assert server.closed.wait(5)
@@ -138,10 +149,15 @@ def test_keep_alive_connections_are_reused(raw: Callable[..., RawServer], action
 
 @pytest.mark.parametrize(
     "answer",
-    [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ],
     ids=["connection-close", "http-1.0"],
 )
-def test_a_connection_the_server_means_to_close_is_not_reused(raw: Callable[..., RawServer], action: HttpAction, answer: bytes) -> None:
+def test_a_connection_the_server_means_to_close_is_not_reused(
+    raw: Callable[..., RawServer], action: HttpAction, answer: bytes
+) -> None:
     server = raw((answer, "keep"))  # the server keeps it open: only the client can tell
     call(action, url=server.url())
     call(action, url=server.url())
@@ -173,10 +189,21 @@ def test_each_thread_has_its_own_connections(raw: Callable[..., RawServer], acti
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\r\n0\r\n\r\n", "a line does not end in CRLF"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\n\r\n", "a line does not end in CRLF"),
     ],
-    ids=["status-099", "status-2000", "not-http", "bare-lf-head", "bare-lf-header", "nul-in-header", "lone-cr",
-         "bare-lf-chunk-size", "bare-lf-last-chunk"],
+    ids=[
+        "status-099",
+        "status-2000",
+        "not-http",
+        "bare-lf-head",
+        "bare-lf-header",
+        "nul-in-header",
+        "lone-cr",
+        "bare-lf-chunk-size",
+        "bare-lf-last-chunk",
+    ],
 )
-def test_a_response_that_is_not_valid_http_is_refused(raw: Callable[..., RawServer], action: HttpAction, answer: bytes, why: str) -> None:
+def test_a_response_that_is_not_valid_http_is_refused(
+    raw: Callable[..., RawServer], action: HttpAction, answer: bytes, why: str
+) -> None:
     server = raw((answer, "close"))
     with pytest.raises(Retry, match=f"not valid HTTP: {why}"):
         call(action, url=server.url())
@@ -198,7 +225,9 @@ def test_a_body_that_stalls_times_out(raw: Callable[..., RawServer], action: Htt
 
 
 def test_a_chunked_body_is_joined_and_its_trailer_skipped(raw: Callable[..., RawServer], action: HttpAction) -> None:
-    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n5;x=y\r\n: 12}\r\n0\r\nX-Trailer: t\r\n\r\n"
+    chunked = (
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n5;x=y\r\n: 12}\r\n0\r\nX-Trailer: t\r\n\r\n'
+    )
     server = raw((chunked, "keep"), (OK, "keep"))
     out = call(action, url=server.url())
     assert out["json"] == {"a": 12}
@@ -208,7 +237,9 @@ def test_a_chunked_body_is_joined_and_its_trailer_skipped(raw: Callable[..., Raw
 
 
 @pytest.mark.parametrize("encode", [gzip.compress, zlib.compress], ids=["gzip", "deflate"])
-def test_compressed_bodies_are_decoded_and_cut_after_decoding(raw: Callable[..., RawServer], action: HttpAction, encode: Callable[[bytes], bytes]) -> None:
+def test_compressed_bodies_are_decoded_and_cut_after_decoding(
+    raw: Callable[..., RawServer], action: HttpAction, encode: Callable[[bytes], bytes]
+) -> None:
     coding = "gzip" if encode is gzip.compress else "deflate"
     server = raw((reply("200 OK", encode(b"a" * (3 * 1024 * 1024)), f"Content-Encoding: {coding}"), "keep"))
     out = call(action, url=server.url(), headers={"Accept-Encoding": "gzip, deflate"})
@@ -231,10 +262,17 @@ def test_repeated_headers_are_joined_under_lower_case_names(raw: Callable[..., R
 # -- the request ---------------------------------------------------------------------------------
 
 
-def test_the_request_carries_host_with_port_and_its_own_content_length(raw: Callable[..., RawServer], action: HttpAction) -> None:
+def test_the_request_carries_host_with_port_and_its_own_content_length(
+    raw: Callable[..., RawServer], action: HttpAction
+) -> None:
     server = raw((OK, "keep"))
-    call(action, method="PUT", url=server.url("/c?b=1"), body="hé",
-         headers={"content-LENGTH": "99", "Transfer-Encoding": "chunked", "X-Mine": "v"})
+    call(
+        action,
+        method="PUT",
+        url=server.url("/c?b=1"),
+        body="hé",
+        headers={"content-LENGTH": "99", "Transfer-Encoding": "chunked", "X-Mine": "v"},
+    )
     lines = server.requests[0].split(b"\r\n")
     assert lines[0] == b"PUT /c?b=1 HTTP/1.1"
     assert f"Host: 127.0.0.1:{server.port}".encode() in lines
@@ -274,7 +312,9 @@ def test_a_bearer_token_with_a_line_break_is_refused_unsent(raw: Callable[..., R
     assert server.accepts == 0
 
 
-def test_userinfo_becomes_basic_auth_and_is_not_sent_in_the_url(raw: Callable[..., RawServer], action: HttpAction) -> None:
+def test_userinfo_becomes_basic_auth_and_is_not_sent_in_the_url(
+    raw: Callable[..., RawServer], action: HttpAction
+) -> None:
     server = raw((OK, "keep"))
     call(action, url=f"http://alice:s%40cret@127.0.0.1:{server.port}/in")
     lines = server.requests[0].split(b"\r\n")
@@ -298,11 +338,18 @@ def test_the_client_follows_no_redirect_and_reads_no_more_than_its_cap(raw: Call
         answer = client.send("GET", server.url())
     finally:
         client.close()
-    assert (answer.status, answer.headers["location"], len(answer.body), answer.truncated) == (302, "/elsewhere", 100, True)
+    assert (answer.status, answer.headers["location"], len(answer.body), answer.truncated) == (
+        302,
+        "/elsewhere",
+        100,
+        True,
+    )
     assert len(server.requests) == 1
 
 
-def test_the_client_does_not_read_proxies_from_the_environment(raw: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_client_does_not_read_proxies_from_the_environment(
+    raw: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = raw((OK, "keep"))
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")

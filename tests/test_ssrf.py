@@ -67,7 +67,14 @@ def make() -> Iterator[Callable[..., HttpAction]]:
 
 def call(action: HttpAction, **params: Any) -> dict[str, Any]:
     event = Event(source="test", type="t", body={}, id="ev-1")
-    ctx = Context(event=event, run_id="run-1", step_id="s", attempt=1, idempotency_key="run-1-0", logger=logging.getLogger("test.ssrf"))
+    ctx = Context(
+        event=event,
+        run_id="run-1",
+        step_id="s",
+        attempt=1,
+        idempotency_key="run-1-0",
+        logger=logging.getLogger("test.ssrf"),
+    )
     return action.run(HttpParams.model_validate({"timeout": 2, **params}), ctx)
 
 
@@ -123,7 +130,7 @@ ELSEWHERE = [
 
 @pytest.mark.parametrize(("url", "reason"), TO_THE_LISTENER, ids=[u for u, _ in TO_THE_LISTENER])
 def test_refused_without_a_connection_attempt(
-    make: Callable[..., HttpAction], listener: CountingListener, connects: list[Any], url: str, reason: str,
+    make: Callable[..., HttpAction], listener: CountingListener, connects: list[Any], url: str, reason: str
 ) -> None:
     with pytest.raises(Fail, match=rf"http: refusing to connect to \S+( at \S+)? \({reason}\); set http.allow_private"):
         call(make(), url=url.format(port=listener.port))
@@ -132,13 +139,17 @@ def test_refused_without_a_connection_attempt(
 
 
 @pytest.mark.parametrize(("url", "reason"), ELSEWHERE, ids=[u for u, _ in ELSEWHERE])
-def test_refused_without_a_connection_attempt_elsewhere(make: Callable[..., HttpAction], connects: list[Any], url: str, reason: str) -> None:
+def test_refused_without_a_connection_attempt_elsewhere(
+    make: Callable[..., HttpAction], connects: list[Any], url: str, reason: str
+) -> None:
     with pytest.raises(Fail, match=rf"refusing to connect to \S+( at \S+)? \({reason}\)"):
         call(make(), url=url)
     assert connects == []
 
 
-def test_the_listener_counts_a_connection_that_is_let_through(make: Callable[..., HttpAction], listener: CountingListener) -> None:
+def test_the_listener_counts_a_connection_that_is_let_through(
+    make: Callable[..., HttpAction], listener: CountingListener
+) -> None:
     with pytest.raises(Exception):  # the listener closes without answering
         call(make(allow_hosts=["127.0.0.1"]), url=f"http://127.0.0.1:{listener.port}/")
     assert listener.count() == 1
@@ -156,30 +167,39 @@ def test_the_listener_counts_a_connection_that_is_let_through(make: Callable[...
     ],
 )
 def test_a_redirect_to_a_refused_address_is_refused_without_connecting(
-    make: Callable[..., HttpAction], listener: CountingListener, location: str, reason: str,
+    make: Callable[..., HttpAction], listener: CountingListener, location: str, reason: str
 ) -> None:
     # The first hop is to an allowed host (the test server, by the name allow_hosts names).
     server = HTTPServer(host="127.0.0.1")
     server.start()
     try:
-        server.expect_request("/hop").respond_with_response(Response("", status=302, headers={"Location": location.format(port=listener.port)}))
+        server.expect_request("/hop").respond_with_response(
+            Response("", status=302, headers={"Location": location.format(port=listener.port)})
+        )
         with pytest.raises(Fail, match=rf"refusing to connect to \S+( at \S+)? \({reason}\)"):
-            call(make(allow_hosts=[f"127.0.0.1:{server.port}"]), url=f"http://127.0.0.1:{server.port}/hop", follow_redirects=True)
+            call(
+                make(allow_hosts=[f"127.0.0.1:{server.port}"]),
+                url=f"http://127.0.0.1:{server.port}/hop",
+                follow_redirects=True,
+            )
         assert len(server.log) == 1
     finally:
         server.stop()
     assert listener.count() == 0
 
 
-def test_a_name_resolving_to_public_and_private_addresses_connects_only_to_an_allowed_one(monkeypatch: pytest.MonkeyPatch,
-                                                                                        make: Callable[..., HttpAction],
-                                                                                        connects: list[Any]) -> None:
+def test_a_name_resolving_to_public_and_private_addresses_connects_only_to_an_allowed_one(
+    monkeypatch: pytest.MonkeyPatch, make: Callable[..., HttpAction], connects: list[Any]
+) -> None:
     # A DNS answer with a private address first and a public one after (rebinding): the
     # private one is skipped; the public one is tried (and, here, cannot be reached).
     import socket
 
     def resolve(host: str, port: int, *args: Any) -> list[Any]:
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", port)), (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("1.1.1.1", port))]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("1.1.1.1", port)),
+        ]
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     with pytest.raises(Exception) as caught:
