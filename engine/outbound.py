@@ -318,6 +318,15 @@ class _StrictResponse(http.client.HTTPResponse):
         super().__init__(sock, *args, **kwargs)
         self.fp = _Lines(self.fp)  # type: ignore[assignment]
 
+    def _read_status(self) -> tuple[str, int, str]:
+        # http.client passes over 100 Continue by itself and would take any other interim
+        # answer (103 Early Hints) for the final one: every 1xx but 101 is interim.
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        while 102 <= status < 200:
+            http.client.parse_headers(self.fp)  # its header section, dropped
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+        return version, status, reason
+
 
 def _connection_classes(connect: Connect | None) -> tuple[type[HTTPConnection], type[HTTPSConnection]]:
     """urllib3's connections with the strict response and, when given, ``connect``."""

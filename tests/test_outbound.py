@@ -248,7 +248,7 @@ def test_compressed_bodies_are_decoded_and_cut_after_decoding(
 
 
 def test_interim_responses_are_skipped(raw: Callable[..., RawServer], action: HttpAction) -> None:
-    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
     server = raw((interim + reply("201 Created", b"made"), "keep"))
     out = call(action, method="POST", url=server.url(), json={})
     assert (out["status"], out["text"]) == (201, "made")
