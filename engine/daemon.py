@@ -182,18 +182,18 @@ class Daemon:
                 return False
             self.current.swap(loaded)
             self.delivery.configure(loaded.config.settings.http)
-        self.metrics.reloaded(True)
         log.info("reloaded: %d rules", len(loaded.rules))
+        self.metrics.reloaded(True)  # after the log line: who sees the count rise finds the line
         if self.worker is not None:
             self.worker.wake()
         return True
 
     def _reload_failed(self, problems: Iterable[object]) -> None:
-        self.metrics.reloaded(False)
         problems = list(problems)
         log.error("reload failed, the previous rules stay: %d problem%s", len(problems), "" if len(problems) == 1 else "s")
         for problem in problems:  # one line each, FILE:LINE:COL first, as `hookwise check` prints them
             log.error("reload: %s", problem)
+        self.metrics.reloaded(False)  # after the log lines: who sees the count rise finds them
 
     def watched_files(self) -> list[Path]:
         """The files a reload reads: the config, and the rule files of the config in use
