@@ -49,9 +49,11 @@ from tests.test_store import (  # noqa: F401
     test_claimed_events_are_hidden_until_the_lease_ends,
     test_continue_on_error_moves_on,
     test_delivery_ids_deduplicate_within_the_window_per_source,
+    test_events_per_minute_counts_the_window_by_source,
     test_events_come_back_as_events,
     test_one_run_per_event_and_rule_even_when_matched_twice,
     test_put_and_read_back,
+    test_run_status_counts_and_retrying_steps,
     test_steps_run_in_order_and_outputs_reach_later_steps,
     test_the_step_delay_is_honoured,
 )
@@ -372,6 +374,21 @@ def test_migrate_is_idempotent_and_keeps_the_data(pg_url: str) -> None:
         assert second.get_event(stored.event_id) is not None
     finally:
         second.close()
+
+
+def test_a_version_1_schema_is_brought_to_the_current_version(pg_url: str) -> None:
+    import psycopg
+
+    from engine.store.postgres import SCHEMA_VERSION, PostgresStore
+
+    PostgresStore(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as version 1 left it
+        conn.execute("DROP INDEX events_received")
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
+    PostgresStore(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
 
 
 def test_processes_starting_together_create_the_schema_once(pg_url: str) -> None:

@@ -168,3 +168,31 @@ def test_events_come_back_as_events(store: Store) -> None:
     store.put_events([incoming({"x": 1}, "d9")])
     (event,) = store.claim_events(1, 60)
     assert isinstance(event, Event) and event.body == {"x": 1} and event.delivery_id == "d9" and event.received_at.tzinfo is not None
+
+
+def test_events_per_minute_counts_the_window_by_source(store: Store) -> None:
+    minute = 29_000_000  # a whole minute, in minutes since the epoch
+    at = minute * 60.0
+    store.put_events([
+        Incoming("hover", "t", "{}", {}, {}, at - 1),  # before the window
+        Incoming("hover", "t", "{}", {}, {}, at + 5), Incoming("hover", "t", "{}", {}, {}, at + 59),
+        Incoming("github", "push", "{}", {}, {}, at + 30), Incoming("hover", "t", "{}", {}, {}, at + 60),
+    ])
+    assert store.events_per_minute(at) == [("github", minute, 1), ("hover", minute, 2), ("hover", minute + 1, 1)]
+    assert store.events_per_minute(at + 3600) == []
+
+
+def test_run_status_counts_and_retrying_steps(store: Store) -> None:
+    dead, retrying, fine = matched_run(store, steps=1), matched_run(store, steps=1), matched_run(store, steps=1)
+    tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
+    store.record_steps([
+        result(tasks[dead], "failed", error="gone"),
+        result(tasks[retrying], "failed", error="503 from the CRM", retry_in=60),
+        result(tasks[fine], step_count=1),
+    ])
+    assert store.run_status_counts() == {"dead": 1, "active": 1, "succeeded": 1}
+    (step,) = store.retrying_steps()
+    assert (step["run_id"], step["rule"], step["index"], step["id"], step["attempt"], step["error"]) == (
+        retrying, "r", 0, "s0", 1, "503 from the CRM")
+    assert step["due_at"] > time.time() + 50 and step["event_id"] == retrying[: -len("-r")]
+    assert store.retrying_steps(limit=0) == []

@@ -57,8 +57,9 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 Row = tuple[Any, ...]
 
 
-#: The version of the schema this code creates (``schema_version`` in the database).
-SCHEMA_VERSION = 1
+#: The version of the schema this code creates (``schema_version`` in the database):
+#: ``schema`` is version 1, each ``migration_N`` block brings it to N.
+SCHEMA_VERSION = 2
 
 
 def _version_in(conn: Any) -> int:
@@ -143,8 +144,11 @@ class PostgresStore:
             return
         with self._transaction("migrate") as db:
             db.execute(Q["migrate_lock"])
-            if _version_in(db) < SCHEMA_VERSION:  # another process may have migrated meanwhile
+            version = _version_in(db)  # another process may have migrated meanwhile
+            if version < 1:
                 db.execute(Q["schema"])
+            for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                db.execute(Q[f"migration_{step}"])
 
     def _schema_version(self) -> int:
         with self._errors("migrate"), self._pool.connection() as conn:
@@ -460,6 +464,15 @@ class PostgresStore:
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
         return shapes.steps(self._query("steps_of_run", {"run_id": run_id}))
+
+    def events_per_minute(self, since: float) -> list[tuple[str, int, int]]:
+        return [(source, int(minute), count) for source, minute, count in self._query("events_per_minute", {"since": since})]
+
+    def run_status_counts(self) -> dict[str, int]:
+        return {status: count for status, count in self._query("run_status_counts")}
+
+    def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
+        return [dict(zip(shapes.RETRYING_STEP, row)) for row in self._query("retrying_steps", {"limit": limit})]
 
 
 # --- statements inside a caller's transaction ---------------------------------------------

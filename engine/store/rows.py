@@ -14,6 +14,7 @@ EVENT_SUMMARY = ("seq", "id", "source", "type", "delivery_id", "received_at", "s
 RUN = ("id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at")
 STEP = ("run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at", "finished_at")
 HOVER_WEBHOOK = ("webhook_id", "source", "url", "verified_at", "last_error", "updated_at")
+RETRYING_STEP = ("run_id", "rule", "event_id", "index", "id", "action", "attempt", "error", "due_at", "finished_at")
 
 
 def dumps(value: Any) -> str | None:
