@@ -26,6 +26,7 @@ import http.client
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 import urllib.error
@@ -310,6 +311,42 @@ class HoverClient:
         return status
 
 
+#: How long a login started here may take to come back to ``/hover/callback``.
+LOGIN_TTL = 600.0
+
+
+class LoginRefused(Exception):
+    """This login is not one this process started, has been used, or has expired: start again."""
+
+
+class Logins:
+    """OAuth logins started by this process (the UI's "connect"). Each carries a random
+    ``state`` that :meth:`finish` accepts once, within :data:`LOGIN_TTL`: a redirect with any
+    other state (an attacker's own code, to connect hookwise to their account) is refused."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._pending: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def start(self, client: HoverClient) -> str:
+        """The authorize URL of a new login."""
+        state = secrets.token_urlsafe(24)
+        now = self._clock()
+        with self._lock:
+            self._pending = {s: until for s, until in self._pending.items() if until > now}
+            self._pending[state] = now + LOGIN_TTL
+        return client.authorize_url(state)
+
+    def finish(self, client: HoverClient, state: str, code: str) -> HoverTokens:
+        """Trade ``code`` for tokens (saved in the store) if ``state`` is a pending login's."""
+        with self._lock:
+            until = self._pending.pop(state, None)
+        if until is None or until <= self._clock():
+            raise LoginRefused(LoginRefused.__doc__)
+        return client.exchange_code(code)
+
+
 def record_verification(
     store: Store | None, webhook_id: Any, *, source: str | None = None,
     verified_at: float | None = None, error: str | None = None,
@@ -444,4 +481,4 @@ def _oauth_error(answer: Any) -> str:
     return f" {code}" if isinstance(code, str) and _OAUTH_ERROR.fullmatch(code) else ""
 
 
-__all__ = ["HoverClient", "NOT_LOGGED_IN", "RATE_LIMIT", "RateLimiter", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification"]
+__all__ = ["HoverClient", "LoginRefused", "Logins", "NOT_LOGGED_IN", "RATE_LIMIT", "RateLimiter", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification"]
