@@ -42,6 +42,7 @@ class Sink:
     ``responder(hit) -> (status, body)`` (default 200 ``{"ok": true}``)."""
 
     responder: Callable[[Hit], tuple[int, str]] | None = None
+    content_type: str = "application/json"
     hits: list[Hit] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
@@ -61,7 +62,7 @@ class Sink:
                 status, body = sink.responder(hit) if sink.responder else (200, '{"ok": true}')
                 data = body.encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", sink.content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

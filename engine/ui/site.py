@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
 
 from ..api import _is_loopback
 from ..errors import StoreError, UsageError
@@ -25,6 +26,8 @@ from .forms import Form
 
 log = logging.getLogger("hookwise.ui")
 
+#: Every method reaches a page's endpoint, so that a wrong one gets the UI's own 405 page.
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 #: The static files: name -> media type.
 STATIC = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8", "icon.svg": "image/svg+xml"}
 
@@ -112,9 +115,13 @@ class Site:
 
     # --- the guard ------------------------------------------------------------------------
 
-    def route(self, get: Handler | None = None, post: Handler | None = None, *, public: bool = False) -> Callable[[Request], Awaitable[Response]]:
-        """The endpoint of one address: ``get`` answers GET and HEAD, ``post`` POST (after
-        its CSRF token is checked); ``public`` pages (sign-in) need no signed-in session."""
+    def page(self, address: str, get: Handler | None = None, post: Handler | None = None, *, public: bool = False) -> Route:
+        """The route of one address: ``get`` answers GET and HEAD, ``post`` POST (after its
+        CSRF token is checked), any other method gets a 405 page; ``public`` pages (sign-in)
+        need no signed-in session."""
+        return Route(address, self._endpoint(get, post, public), methods=_METHODS)
+
+    def _endpoint(self, get: Handler | None, post: Handler | None, public: bool) -> Callable[[Request], Awaitable[Response]]:
 
         async def endpoint(request: Request) -> Response:
             loaded = self.current()
