@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from .browser import VIEWPORT, browser, screenshot  # noqa: F401 - browser is a fixture
+from engine.store import Incoming, open_store
+
 from .fakehover import CLIENT_ID, CLIENT_SECRET, FakeHover
 from .support import DaemonProcess, Hit, Sink, free_port, post
 
@@ -449,11 +451,30 @@ def test_a_page_of_another_site_cannot_post_to_the_ui_without_a_token(browser: A
         attacker.close()
 
 
+def earlier_traffic(world: World) -> None:
+    """An hour of earlier events from two sources, written to the daemon's store (as
+    another receiver sharing it would) with the times they arrived."""
+    now = time.time()
+    rows = []
+    for minute in range(1, 58):
+        rows += [Incoming("shop", "order.viewed", '{"type": "order.viewed", "total": 1}', {}, {}, now - minute * 60 - n)
+                 for n in range(minute * 7 % 11 + 3)]
+        rows += [Incoming("hover", "model-state-changed", '{"event": "model-state-changed"}', {}, {}, now - minute * 60 - n)
+                 for n in range(minute * 5 % 7)]
+    store = open_store(f"sqlite:///{world.root / 'data' / 'hookwise.db'}")
+    try:
+        store.put_events(rows)
+    finally:
+        store.close()
+
+
 def test_the_overview_shows_activity_runs_queues_sources_and_errors(page: Any, world: World) -> None:
-    world.matched(world.send({"type": "order.created", "id": "o-700", "total": 10, "customer": {"tier": "vip"}}))
+    earlier_traffic(world)
+    world.matched(world.send({"type": "order.created", "id": "o-700", "total": 1200, "customer": {"tier": "vip"}, "note": "-"}))
+    world.wait(lambda: world.api("/api/queues").get("queues", {}).get("review"))
     page.goto(world.url + "/ui")
-    assert page.locator("svg.chart rect").count() >= 1
-    assert "shop" in page.inner_text(".legend")
+    assert page.locator("svg.chart rect").count() >= 57
+    assert "shop" in page.inner_text(".legend") and "hover" in page.inner_text(".legend")
     assert page.locator(".stat-dead .stat-value").inner_text() != "0"
     assert "review" in page.inner_text("main")
     sources = page.locator("table", has_text="Endpoint").inner_text()
