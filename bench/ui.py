@@ -27,13 +27,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.runs import StepResult
+from engine.store import Incoming, Matched, NewRun, Store, open_store
+
 from .ingest import free_port, pinned, stop, wait_up
 
 EVENTS = 100_000
 RUNS = 2_000
 ROUNDS = 20
 SOURCES = ("hover", "github", "shop")
-TYPES = {"hover": ("job-state-changed-v2", "model-state-changed"), "github": ("push", "pull_request"), "shop": ("order.created",)}
+TYPES = {
+    "hover": ("job-state-changed-v2", "model-state-changed"),
+    "github": ("push", "pull_request"),
+    "shop": ("order.created",),
+}
 
 CONFIG = """\
 store: sqlite:///hookwise.db
@@ -65,10 +72,6 @@ rules:
 
 def seed(folder: Path, count: int, now: float | None = None) -> dict[str, Any]:
     """Fill ``folder/hookwise.db`` as described above; returns what a page can link to."""
-    from engine.events import Event
-    from engine.runs import StepResult
-    from engine.store import Incoming, Matched, NewRun, open_store
-
     now = time.time() if now is None else now
     rng = random.Random(7)
     store = open_store(f"sqlite:///{folder / 'hookwise.db'}")
@@ -78,15 +81,26 @@ def seed(folder: Path, count: int, now: float | None = None) -> dict[str, Any]:
             source = SOURCES[n % len(SOURCES)]
             recent = n >= count - count // 10
             at = now - (rng.uniform(0, 3600) if recent else rng.uniform(3600, 86400))
-            body = {"event": TYPES[source][n % len(TYPES[source])], "type": "order.created", "job_id": n, "state": "completed",
-                    "id": f"o-{n}", "total": n % 2000, "pad": "x" * 700}
-            batch.append(Incoming(source, TYPES[source][n % len(TYPES[source])], json.dumps(body), {"user-agent": "bench"}, {}, at))
+            body = {
+                "event": TYPES[source][n % len(TYPES[source])],
+                "type": "order.created",
+                "job_id": n,
+                "state": "completed",
+                "id": f"o-{n}",
+                "total": n % 2000,
+                "pad": "x" * 700,
+            }
+            batch.append(
+                Incoming(
+                    source, TYPES[source][n % len(TYPES[source])], json.dumps(body), {"user-agent": "bench"}, {}, at
+                )
+            )
             if len(batch) == 1000:
                 store.put_events(batch)
                 batch = []
         if batch:
             store.put_events(batch)
-        runs = _runs(store, min(RUNS, count), Event, Matched, NewRun, StepResult)
+        runs = _runs(store, min(RUNS, count))
         for n in range(200):
             store.requeue("review", f"o-{n}", {"total": 1000 + n}, delay=0, max_attempts=5, request_id=f"bench-{n}")
         newest = store.list_events(1)[0]["id"]
@@ -96,26 +110,49 @@ def seed(folder: Path, count: int, now: float | None = None) -> dict[str, Any]:
     return {"event": newest, **runs}
 
 
-def _runs(store: Any, count: int, Event: Any, Matched: Any, NewRun: Any, StepResult: Any) -> dict[str, str]:
+def _runs(store: Store, count: int) -> dict[str, str]:
     explain = [{"rule": "crm-push", "version": "v1", "matched": True, "reason": "yes"}]
-    claimed = []
+    claimed: list[Any] = []
     while len(claimed) < count:
         events = store.claim_events(min(500, count - len(claimed)), 3600)
         if not events:
             break
         claimed += events
-        store.record_matches([
-            Matched(e.id, explain, [NewRun(f"{e.id}-crm", "crm-push", "v1", "rules.yaml", "name: crm-push", [(0, "crm", "http"), (1, "log", "log")])])
-            for e in events
-        ])
+        store.record_matches(
+            [
+                Matched(
+                    e.id,
+                    explain,
+                    [
+                        NewRun(
+                            f"{e.id}-crm",
+                            "crm-push",
+                            "v1",
+                            "rules.yaml",
+                            "name: crm-push",
+                            [(0, "crm", "http"), (1, "log", "log")],
+                        )
+                    ],
+                )
+                for e in events
+            ]
+        )
     dead = done = ""
     while tasks := store.claim_steps(500, 3600):
         results = []
         for i, task in enumerate(tasks):
             fails = task.index == 0 and i % 10 == 0
-            results.append(StepResult(task, "failed" if fails else "succeeded", output=None if fails else {"status": 200},
-                                      error="http: POST https://crm.example.com/jobs returned 503" if fails else None,
-                                      params={"method": "POST", "url": "https://crm.example.com/jobs"}, finished_at=time.time(), step_count=2))
+            results.append(
+                StepResult(
+                    task,
+                    "failed" if fails else "succeeded",
+                    output=None if fails else {"status": 200},
+                    error="http: POST https://crm.example.com/jobs returned 503" if fails else None,
+                    params={"method": "POST", "url": "https://crm.example.com/jobs"},
+                    finished_at=time.time(),
+                    step_count=2,
+                )
+            )
             dead, done = (task.run_id, done) if fails else (dead, task.run_id)
         store.record_steps(results)
     return {"dead_run": dead, "run": done}
@@ -123,17 +160,37 @@ def _runs(store: Any, count: int, Event: Any, Matched: Any, NewRun: Any, StepRes
 
 def _mark_matched(db: Path) -> None:
     """Every event left pending is marked matched, as a worker would leave it."""
-    explain = json.dumps([{"rule": "crm-push", "version": "v1", "matched": False, "reason": "no: when.state: expected 'completed', got 'failed'"}])
+    explain = json.dumps(
+        [
+            {
+                "rule": "crm-push",
+                "version": "v1",
+                "matched": False,
+                "reason": "no: when.state: expected 'completed', got 'failed'",
+            }
+        ]
+    )
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE events SET status = 'matched', explain = ? WHERE status = 'pending'", (explain,))
 
 
 def pages(links: dict[str, str]) -> list[str]:
     return [
-        "/ui", "/ui/events", "/ui/events?source=github&type=push", "/ui/events?since=2000-01-01T00:00:00Z&status=matched",
+        "/ui",
+        "/ui/events",
+        "/ui/events?source=github&type=push",
+        "/ui/events?since=2000-01-01T00:00:00Z&status=matched",
         "/ui/events?source=shop&type=push",  # matches nothing: the filter reads every event
-        f"/ui/events/{links['event']}", "/ui/runs", "/ui/runs?status=dead", f"/ui/runs/{links['dead_run']}",
-        f"/ui/runs/{links['run']}", "/ui/rules", "/ui/rules/crm-push", "/ui/playground", "/ui/queues", "/ui/queues/review",
+        f"/ui/events/{links['event']}",
+        "/ui/runs",
+        "/ui/runs?status=dead",
+        f"/ui/runs/{links['dead_run']}",
+        f"/ui/runs/{links['run']}",
+        "/ui/rules",
+        "/ui/rules/crm-push",
+        "/ui/playground",
+        "/ui/queues",
+        "/ui/queues/review",
         "/ui/hover",
     ]
 
@@ -170,7 +227,18 @@ def measure(count: int = EVENTS, rounds: int = ROUNDS) -> dict[str, Any]:
         links = seed(folder, count)
         seeded = time.time() - started
         port = free_port()
-        cmd = [sys.executable, "-m", "engine", "serve", "-c", str(folder / "config.yaml"), "--port", str(port), "--role", "receiver"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "-c",
+            str(folder / "config.yaml"),
+            "--port",
+            str(port),
+            "--role",
+            "receiver",
+        ]
         with open(folder / "daemon.log", "wb") as log:
             proc = subprocess.Popen(pinned(cmd, 0), stdout=log, stderr=subprocess.STDOUT, cwd=folder)
         try:
@@ -184,7 +252,10 @@ def measure(count: int = EVENTS, rounds: int = ROUNDS) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> None:
-    print(f"web UI pages with {result['events']:,} events stored (median and worst of {result['rounds']}, ms, loopback HTTP included)")
+    print(
+        f"web UI pages with {result['events']:,} events stored "
+        f"(median and worst of {result['rounds']}, ms, loopback HTTP included)"
+    )
     for path, figures in result["pages"].items():
         print(f"  {path:<58} {figures['median_ms']:>7.1f} {figures['max_ms']:>7.1f}")
 

@@ -14,8 +14,14 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 #: Headless, as root, with no network of its own: nothing starts that would reach out.
 ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 #: Where the tests leave screenshots of the main pages (ignored by git; docs/ui holds the chosen ones).
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"

@@ -7,6 +7,8 @@ from typing import Callable
 
 import pytest
 
+from .browser import browser  # noqa: F401 - the real Chromium fixture of the UI tests
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

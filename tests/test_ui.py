@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .browser import VIEWPORT, browser, screenshot  # noqa: F401 - browser is a fixture
+from .browser import VIEWPORT, screenshot
 from engine.store import Incoming, open_store
 
 from .fakehover import CLIENT_ID, CLIENT_SECRET, FakeHover
@@ -103,7 +103,12 @@ class World:
         raise AssertionError("the condition did not hold in time")
 
     def matched(self, event_id: str) -> dict[str, Any]:
-        return self.wait(lambda: (d := self.api(f"/api/events/{event_id}"))["event"]["status"] == "matched" and d)  # type: ignore[no-any-return]
+        def done() -> dict[str, Any] | None:
+            detail: dict[str, Any] = self.api(f"/api/events/{event_id}")
+            return detail if detail["event"]["status"] == "matched" else None
+
+        found: dict[str, Any] = self.wait(done)
+        return found
 
 
 def _sink_answer(hit: Hit) -> tuple[int, str]:
@@ -115,10 +120,15 @@ def _start(tmp: Path, *, token: bool) -> Iterator[World]:
     sink = Sink(_sink_answer)
     hover = FakeHover(redirect_uri=f"http://127.0.0.1:{port}/hover/callback")
     (tmp / "rules.yaml").write_text(RULES.replace("{SINK}", sink.url))
-    (tmp / "config.yaml").write_text(CONFIG.format(
-        api='api: {token: "${UI_TOKEN}"}' if token else "", hover=hover.url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
-        redirect=f"http://127.0.0.1:{port}/hover/callback",
-    ))
+    (tmp / "config.yaml").write_text(
+        CONFIG.format(
+            api='api: {token: "${UI_TOKEN}"}' if token else "",
+            hover=hover.url,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            redirect=f"http://127.0.0.1:{port}/hover/callback",
+        )
+    )
     daemon = DaemonProcess(tmp / "config.yaml", port, env={"UI_TOKEN": TOKEN})
     try:
         daemon.wait_ready()
@@ -203,7 +213,9 @@ def test_sign_in_is_needed_and_refuses_a_wrong_token(browser: Any, world: World)
 
 
 def test_without_a_session_posts_are_refused_and_the_api_still_wants_its_bearer(world: World) -> None:
-    status, text = post(world.url + "/ui/events/x/replay", "rule=", {"Content-Type": "application/x-www-form-urlencoded"})
+    status, text = post(
+        world.url + "/ui/events/x/replay", "rule=", {"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert status == 403 and "Sign in" in str(text)
     status, answer = post(world.url + "/api/events/x/replay", "{}")
     assert status == 401
@@ -279,7 +291,7 @@ def test_a_dead_run_is_retried_with_an_edited_url_until_it_succeeds(page: Any, w
     reload_until(page, "h1 .badge", "succeeded")
     assert [s.inner_text() for s in page.locator(".timeline .step-head .badge").all()] == ["succeeded", "succeeded"]
     assert "took" in page.locator(".step-succeeded .step-times").first.inner_text()
-    (hit,) = [h for h in world.sink.hits if h.path == "/crm"  and h.json()["order"] == "o-200"]
+    (hit,) = [h for h in world.sink.hits if h.path == "/crm" and h.json()["order"] == "o-200"]
     assert hit.json() == {"order": "o-200", "total": 300}
     page.click("text=Output")
     screenshot(page, "run-timeline")
@@ -289,11 +301,17 @@ def test_a_dead_run_is_retried_with_an_edited_url_until_it_succeeds(page: Any, w
 
 
 def test_work_a_queue_item_claim_fail_with_retry_in_and_done(page: Any, world: World) -> None:
-    first = world.send({"type": "order.created", "id": "o-300", "total": 1500, "customer": {"tier": "regular"}, "note": "roof"})
-    second = world.send({"type": "order.created", "id": "o-301", "total": 2500, "customer": {"tier": "regular"}, "note": "yard"})
+    first = world.send(
+        {"type": "order.created", "id": "o-300", "total": 1500, "customer": {"tier": "regular"}, "note": "roof"}
+    )
+    second = world.send(
+        {"type": "order.created", "id": "o-301", "total": 2500, "customer": {"tier": "regular"}, "note": "yard"}
+    )
     for event_id in (first, second):
         world.matched(event_id)
-    world.wait(lambda: {i["key"] for i in world.api("/api/queues/review?status=waiting")["items"]} >= {"o-300", "o-301"})
+    world.wait(
+        lambda: {i["key"] for i in world.api("/api/queues/review?status=waiting")["items"]} >= {"o-300", "o-301"}
+    )
 
     page.click("nav >> text=Queues")
     page.click("a:has-text('review')")
@@ -333,7 +351,10 @@ def test_rules_show_where_they_are_and_the_playground_renders_a_pasted_event(pag
     page.goto(world.url + "/ui/rules")
     page.click("text=Open the playground")
     page.select_option("#pg-source", "shop")
-    page.fill("#pg-event", json.dumps({"type": "order.created", "id": "o-400", "total": 1200, "customer": {"tier": "vip"}, "note": "-"}))
+    page.fill(
+        "#pg-event",
+        json.dumps({"type": "order.created", "id": "o-400", "total": 1200, "customer": {"tier": "vip"}, "note": "-"}),
+    )
     # The page's script posts as one types; the result arrives without a click.
     result = page.locator("#playground-result")
     result.locator(".action").first.wait_for()
@@ -397,20 +418,35 @@ def test_a_callback_with_a_state_hookwise_did_not_issue_is_refused(page: Any, wo
 def test_xss_payloads_in_events_stay_inert(page: Any, world: World) -> None:
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    body = {"type": "order.created", "id": XSS[0], "total": 1000, "customer": {"tier": XSS[1], "name": XSS[4]},
-            "note": XSS[2], "links": [XSS[3], XSS[5]]}
+    body = {
+        "type": "order.created",
+        "id": XSS[0],
+        "total": 1000,
+        "customer": {"tier": XSS[1], "name": XSS[4]},
+        "note": XSS[2],
+        "links": [XSS[3], XSS[5]],
+    }
     event_id = world.send(body, {"X-Evil": XSS[1], "Referer": XSS[2]})
     world.matched(event_id)
 
-    for address in ("/ui", "/ui/events", f"/ui/events/{event_id}", f"/ui/playground?event={event_id}", "/ui/queues/review",
-                    "/ui/runs", "/ui/runs?status=dead"):
+    for address in (
+        "/ui",
+        "/ui/events",
+        f"/ui/events/{event_id}",
+        f"/ui/playground?event={event_id}",
+        "/ui/queues/review",
+        "/ui/runs",
+        "/ui/runs?status=dead",
+    ):
         page.goto(world.url + address)
         assert page.evaluate("window.__xss") is None, address
         assert page.locator("main img, main svg[onload], main script").count() == 0, address
     page.goto(world.url + f"/ui/events/{event_id}")
     text = page.inner_text("main")
     assert XSS[0] in text and XSS[1] in text and XSS[4] in text  # shown as text
-    dead = world.wait(lambda: next((r["id"] for r in world.api(f"/api/events/{event_id}")["runs"] if r["status"] == "dead"), None))
+    dead = world.wait(
+        lambda: next((r["id"] for r in world.api(f"/api/events/{event_id}")["runs"] if r["status"] == "dead"), None)
+    )
     page.goto(world.url + f"/ui/runs/{dead}")
     assert page.input_value("input[name='p.json.order']") == XSS[0]
     assert page.evaluate("window.__xss") is None and dialogs == []
@@ -423,7 +459,9 @@ def test_posts_without_the_csrf_token_are_refused(page: Any, world: World) -> No
     events_before = len(world.api("/api/events?limit=1000")["events"])
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     for data in ("rule=", "rule=&csrf=forged"):  # the session cookie is sent, the token is missing or wrong
-        answer = page.request.post(world.url + f"/ui/events/{event_id}/replay", data=data, headers=form, max_redirects=0)
+        answer = page.request.post(
+            world.url + f"/ui/events/{event_id}/replay", data=data, headers=form, max_redirects=0
+        )
         assert answer.status == 403 and "security token" in answer.text()
     assert len(world.api("/api/events?limit=1000")["events"]) == events_before
 
@@ -433,10 +471,17 @@ def test_a_page_of_another_site_cannot_post_to_the_ui_without_a_token(browser: A
     posting a form to the UI is what CSRF tokens stop."""
     event_id = open_world.send({"type": "order.refunded", "id": "o-600", "total": 5})
     open_world.matched(event_id)
-    attacker = Sink(lambda hit: (200, (
-        f'<form id="f" method="post" action="{open_world.url}/ui/events/{event_id}/replay"><input name="rule" value=""></form>'
-        '<script>document.getElementById("f").submit()</script>'
-    )), content_type="text/html; charset=utf-8")
+    attacker = Sink(
+        lambda hit: (
+            200,
+            (
+                f'<form id="f" method="post" action="{open_world.url}/ui/events/{event_id}/replay">'
+                '<input name="rule" value=""></form>'
+                '<script>document.getElementById("f").submit()</script>'
+            ),
+        ),
+        content_type="text/html; charset=utf-8",
+    )
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     try:
@@ -457,10 +502,14 @@ def earlier_traffic(world: World) -> None:
     now = time.time()
     rows = []
     for minute in range(1, 58):
-        rows += [Incoming("shop", "order.viewed", '{"type": "order.viewed", "total": 1}', {}, {}, now - minute * 60 - n)
-                 for n in range(minute * 7 % 11 + 3)]
-        rows += [Incoming("hover", "model-state-changed", '{"event": "model-state-changed"}', {}, {}, now - minute * 60 - n)
-                 for n in range(minute * 5 % 7)]
+        rows += [
+            Incoming("shop", "order.viewed", '{"type": "order.viewed", "total": 1}', {}, {}, now - minute * 60 - n)
+            for n in range(minute * 7 % 11 + 3)
+        ]
+        rows += [
+            Incoming("hover", "model-state-changed", '{"event": "model-state-changed"}', {}, {}, now - minute * 60 - n)
+            for n in range(minute * 5 % 7)
+        ]
     store = open_store(f"sqlite:///{world.root / 'data' / 'hookwise.db'}")
     try:
         store.put_events(rows)
@@ -470,7 +519,9 @@ def earlier_traffic(world: World) -> None:
 
 def test_the_overview_shows_activity_runs_queues_sources_and_errors(page: Any, world: World) -> None:
     earlier_traffic(world)
-    world.matched(world.send({"type": "order.created", "id": "o-700", "total": 1200, "customer": {"tier": "vip"}, "note": "-"}))
+    world.matched(
+        world.send({"type": "order.created", "id": "o-700", "total": 1200, "customer": {"tier": "vip"}, "note": "-"})
+    )
     world.wait(lambda: world.api("/api/queues").get("queues", {}).get("review"))
     page.goto(world.url + "/ui")
     assert page.locator("svg.chart rect").count() >= 57

@@ -84,9 +84,20 @@ def test_the_token_is_checked_and_none_is_needed_without_one() -> None:
 
 def call(app: Any, path: str, client: str) -> tuple[int, dict[str, str], bytes]:
     """One GET through the ASGI app, from ``client``."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [(b"host", b"hooks.example.com")],
-             "client": (client, 50000), "server": ("192.0.2.1", 8000)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"hooks.example.com")],
+        "client": (client, 50000),
+        "server": ("192.0.2.1", 8000),
+    }
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -108,11 +119,19 @@ def test_without_a_token_only_loopback_clients_are_served(tmp_path: Path) -> Non
     try:
         app = create_app(current, None, Health(), store)
         status, headers, body = call(app, "/ui/events", "203.0.113.9")
-        assert status == 403 and b"Loopback only" in body and headers["content-security-policy"] == HEADERS["Content-Security-Policy"]
+        assert (
+            status == 403
+            and b"Loopback only" in body
+            and headers["content-security-policy"] == HEADERS["Content-Security-Policy"]
+        )
         assert "set-cookie" not in headers
         status, headers, body = call(app, "/ui/events", "127.0.0.1")
         assert status == 200 and b"<h1>Events</h1>" in body and "HttpOnly" in headers["set-cookie"]
         status, headers, _ = call(app, "/ui/static/ui.css", "127.0.0.1")
-        assert status == 200 and headers["content-type"].startswith("text/css") and headers["x-content-type-options"] == "nosniff"
+        assert (
+            status == 200
+            and headers["content-type"].startswith("text/css")
+            and headers["x-content-type-options"] == "nosniff"
+        )
     finally:
         store.close()

@@ -9,7 +9,9 @@ import pytest
 from engine.ui.charts import SERIES, events_chart, legend, nice_ceiling
 
 
-@pytest.mark.parametrize(("value", "ceiling"), [(0, 1), (1, 1), (2, 2), (3, 5), (7, 10), (10, 10), (11, 20), (480, 500), (501, 1000)])
+@pytest.mark.parametrize(
+    ("value", "ceiling"), [(0, 1), (1, 1), (2, 2), (3, 5), (7, 10), (10, 10), (11, 20), (480, 500), (501, 1000)]
+)
 def test_nice_ceiling(value: int, ceiling: int) -> None:
     assert nice_ceiling(value) == ceiling
 
@@ -21,8 +23,19 @@ def activity(sources: dict[str, list[int]]) -> dict[str, object]:
 def test_bars_stack_by_source_and_carry_their_numbers_as_text() -> None:
     svg = str(events_chart(activity({"github": [0, 2, 0, 1], "hover": [3, 2, 0, 0]})))
     titles = re.findall(r"<title>([^<]*)</title>", svg)
-    assert titles == ["hover: 3 at 13:03 UTC", "github: 2 at 13:04 UTC", "hover: 2 at 13:04 UTC", "github: 1 at 13:06 UTC"]
-    assert re.findall(r'class="axis"[^>]*>([^<]*)<', svg) == ["0", "5", "13:03", "13:05", "13:06 UTC"]  # 4 at most: up to 5
+    assert titles == [
+        "hover: 3 at 13:03 UTC",
+        "github: 2 at 13:04 UTC",
+        "hover: 2 at 13:04 UTC",
+        "github: 1 at 13:06 UTC",
+    ]
+    assert re.findall(r'class="axis"[^>]*>([^<]*)<', svg) == [
+        "0",
+        "5",
+        "13:03",
+        "13:05",
+        "13:06 UTC",
+    ]  # 4 at most: up to 5
     assert "style=" not in svg and "<script" not in svg  # the stylesheet colours it; nothing inline
     heights = [float(h) for h in re.findall(r'<rect class="series-\d" [^>]*height="([\d.]+)"', svg)]
     assert heights[1] + heights[2] == pytest.approx(166 * 4 / 5, abs=0.2)  # the second minute: 4 of 5

@@ -7,16 +7,29 @@ import pytest
 from engine.errors import UsageError
 from engine.ui.forms import Field, Form, edits, fields
 
-PARAMS = {"method": "POST", "url": "https://crm.example.com/jobs", "headers": {"Authorization": "****", "X-Job": "7"},
-          "json": {"job": 19402492, "tags": ["a"], "note": None}, "timeout": 5, "labels": {"a.b": 1}, "empty": {}}
+PARAMS = {
+    "method": "POST",
+    "url": "https://crm.example.com/jobs",
+    "headers": {"Authorization": "****", "X-Job": "7"},
+    "json": {"job": 19402492, "tags": ["a"], "note": None},
+    "timeout": 5,
+    "labels": {"a.b": 1},
+    "empty": {},
+}
 
 
 def test_params_become_one_field_per_leaf() -> None:
     assert fields(PARAMS) == [
-        Field("method", "POST", "text"), Field("url", "https://crm.example.com/jobs", "text"),
-        Field("headers.Authorization", "****", "text"), Field("headers.X-Job", "7", "text"),
-        Field("json.job", "19402492", "json"), Field("json.tags", '[\n  "a"\n]', "json"), Field("json.note", "null", "json"),
-        Field("timeout", "5", "json"), Field("labels", '{\n  "a.b": 1\n}', "json"), Field("empty", "{}", "json"),
+        Field("method", "POST", "text"),
+        Field("url", "https://crm.example.com/jobs", "text"),
+        Field("headers.Authorization", "****", "text"),
+        Field("headers.X-Job", "7", "text"),
+        Field("json.job", "19402492", "json"),
+        Field("json.tags", '[\n  "a"\n]', "json"),
+        Field("json.note", "null", "json"),
+        Field("timeout", "5", "json"),
+        Field("labels", '{\n  "a.b": 1\n}', "json"),
+        Field("empty", "{}", "json"),
     ]
     assert fields(None) == [] and fields(["not", "a", "mapping"]) == []
 
@@ -29,7 +42,9 @@ def test_only_changed_fields_are_edits_and_masked_values_left_alone_are_kept() -
     shown = fields(PARAMS)
     unchanged = Form([(f"p.{f.path}", f.text.replace("\n", "\r\n")) for f in shown])  # as a browser posts textareas
     assert edits(unchanged, shown) == []
-    changed = Form([*unchanged.pairs, ("p.url", "https://crm2.example.com/jobs"), ("p.json.job", "42"), ("p.headers.X-Job", "8")])
+    changed = Form(
+        [*unchanged.pairs, ("p.url", "https://crm2.example.com/jobs"), ("p.json.job", "42"), ("p.headers.X-Job", "8")]
+    )
     assert edits(changed, shown) == [("url", "https://crm2.example.com/jobs"), ("headers.X-Job", "8"), ("json.job", 42)]
 
 

@@ -28,7 +28,7 @@ def nice_ceiling(value: int) -> int:
     """The smallest of 1, 2, 5 x 10^k that is at least ``value`` (1 for 0)."""
     if value <= 1:
         return 1
-    power = 10 ** math.floor(math.log10(value))
+    power: int = 10 ** math.floor(math.log10(value))
     return next(step * power for step in (1, 2, 5, 10) if step * power >= value)
 
 
@@ -66,7 +66,8 @@ def events_chart(activity: Mapping[str, Any]) -> Markup:
             y = _TOP + plot_h * (1 - (base + count) / top)
             x = _LEFT + m * slot + slot * 0.1
             parts.append(
-                f'<rect class="series-{i % SERIES}" x="{x:.1f}" y="{y:.1f}" width="{slot * 0.8:.1f}" height="{max(height, 0.5):.1f}">'
+                f'<rect class="series-{i % SERIES}" x="{x:.1f}" y="{y:.1f}" '
+                f'width="{slot * 0.8:.1f}" height="{max(height, 0.5):.1f}">'
                 f"<title>{escape(source)}: {count} at {at} UTC</title></rect>"
             )
             base += count
@@ -75,6 +76,9 @@ def events_chart(activity: Mapping[str, Any]) -> Markup:
         label = (start + timedelta(minutes=m)).strftime("%H:%M") + (" UTC" if anchor == "end" else "")
         parts.append(f'<text class="axis" x="{x:.1f}" y="{_HEIGHT - 6}" text-anchor="{anchor}">{label}</text>')
     if not sources:
-        parts.append(f'<text class="empty" x="{_WIDTH / 2}" y="{_TOP + plot_h / 2}" text-anchor="middle">No events in this hour</text>')
+        parts.append(
+            f'<text class="empty" x="{_WIDTH / 2}" y="{_TOP + plot_h / 2}" text-anchor="middle">'
+            "No events in this hour</text>"
+        )
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -77,7 +77,13 @@ def _flatten(value: Mapping[str, Any], prefix: str, out: list[Field]) -> None:
         elif isinstance(item, str):
             out.append(Field(path, item, "text"))
         else:
-            out.append(Field(path, json.dumps(item, indent=2 if isinstance(item, (dict, list)) else None, ensure_ascii=False), "json"))
+            out.append(
+                Field(
+                    path,
+                    json.dumps(item, indent=2 if isinstance(item, (dict, list)) else None, ensure_ascii=False),
+                    "json",
+                )
+            )
 
 
 def edits(form: Form, shown: list[Field]) -> list[tuple[str, Any]]:
@@ -106,7 +112,7 @@ def _same(given: str, shown: str) -> bool:
 def _json(path: str, text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
 
 

@@ -86,7 +86,9 @@ class Ui:
         if not self.sessions.required:
             return redirect(target)
         if not self.sessions.check_token(page.form.text("token")):
-            return self.site.render(page, "login.html", 401, next=target, error="That is not the API token (api.token).")
+            return self.site.render(
+                page, "login.html", 401, next=target, error="That is not the API token (api.token)."
+            )
         page.sign_in(self.sessions.new(signed_in=True))  # a new id: none chosen before sign-in survives it
         return redirect(target)
 
@@ -102,8 +104,14 @@ class Ui:
 
     async def overview(self, page: Page) -> Response:
         data = await run_in_threadpool(ops.overview, page.loaded, self.store)
-        return self.site.render(page, "overview.html", nav="overview", data=data, chart=charts.events_chart(data["activity"]),
-                                legend=charts.legend(data["activity"]))
+        return self.site.render(
+            page,
+            "overview.html",
+            nav="overview",
+            data=data,
+            chart=charts.events_chart(data["activity"]),
+            legend=charts.legend(data["activity"]),
+        )
 
     # --- events ---------------------------------------------------------------------------
 
@@ -112,20 +120,37 @@ class Ui:
         limit = _limit(page.query("limit"))
         try:
             found = await run_in_threadpool(
-                lambda: ops.list_events(page.loaded, self.store, limit=limit, cursor=page.query("cursor"), **filters))
+                lambda: ops.list_events(page.loaded, self.store, limit=limit, cursor=page.query("cursor"), **filters)
+            )
             error, status = None, 200
         except UsageError as exc:
             found, error, status = {"events": [], "next_cursor": None}, exc.message, 400
-        return self.site.render(page, "events.html", status, nav="events", found=found, filters=filters, limit=limit,
-                                error=error, sources=_source_names(page.loaded), paged=page.query("cursor") is not None)
+        return self.site.render(
+            page,
+            "events.html",
+            status,
+            nav="events",
+            found=found,
+            filters=filters,
+            limit=limit,
+            error=error,
+            sources=_source_names(page.loaded),
+            paged=page.query("cursor") is not None,
+        )
 
     async def event(self, page: Page) -> Response:
         event_id = page.request.path_params["id"]
         detail = await run_in_threadpool(ops.event_detail, page.loaded, self.store, event_id)
         if detail is None:
             raise Refused(404, "No such event", f"There is no event {event_id!r}; it may have been pruned.")
-        return self.site.render(page, "event.html", nav="events", detail=detail, event=detail["event"],
-                                rule_names=[r.name for r in page.loaded.rules])
+        return self.site.render(
+            page,
+            "event.html",
+            nav="events",
+            detail=detail,
+            event=detail["event"],
+            rule_names=[r.name for r in page.loaded.rules],
+        )
 
     async def replay(self, page: Page) -> Response:
         event_id = page.request.path_params["id"]
@@ -139,9 +164,19 @@ class Ui:
 
     async def runs(self, page: Page) -> Response:
         status, rule = page.query("status"), page.query("rule")
-        found = await run_in_threadpool(lambda: ops.list_runs(page.loaded, self.store, status=status, rule=rule, limit=_limit(page.query("limit"))))
-        return self.site.render(page, "runs.html", nav="runs", runs=found["runs"], status=status, rule=rule,
-                                statuses=ops.RUN_STATUSES, rule_names=[r.name for r in page.loaded.rules])
+        found = await run_in_threadpool(
+            lambda: ops.list_runs(page.loaded, self.store, status=status, rule=rule, limit=_limit(page.query("limit")))
+        )
+        return self.site.render(
+            page,
+            "runs.html",
+            nav="runs",
+            runs=found["runs"],
+            status=status,
+            rule=rule,
+            statuses=ops.RUN_STATUSES,
+            rule_names=[r.name for r in page.loaded.rules],
+        )
 
     async def run(self, page: Page) -> Response:
         return await self._run_page(page)
@@ -154,8 +189,19 @@ class Ui:
         dead = next((s for s in detail["steps"] if s["status"] == "dead"), None)
         fields = forms.fields(dead["params"]) if dead and detail["status"] == "dead" else []
         submitted = {f.path: page.form.get(f"p.{f.path}", f.text) for f in fields}
-        return self.site.render(page, "run.html", status, nav="runs", run=detail, dead=dead, fields=fields, submitted=submitted,
-                                error=error, retried=page.query("retried") is not None, form=page.form)
+        return self.site.render(
+            page,
+            "run.html",
+            status,
+            nav="runs",
+            run=detail,
+            dead=dead,
+            fields=fields,
+            submitted=submitted,
+            error=error,
+            retried=page.query("retried") is not None,
+            form=page.form,
+        )
 
     async def retry(self, page: Page) -> Response:
         run_id = page.request.path_params["id"]
@@ -197,7 +243,17 @@ class Ui:
             if stored is None:
                 raise Refused(404, "No such event", f"There is no event {event_id!r} to try.")
             source, body = stored["event"]["source"], json.dumps(stored["event"]["body"], indent=2, ensure_ascii=False)
-        return self.site.render(page, "playground.html", nav="rules", sources=sources, source=source, body=body, headers="", result=None, error=None)
+        return self.site.render(
+            page,
+            "playground.html",
+            nav="rules",
+            sources=sources,
+            source=source,
+            body=body,
+            headers="",
+            result=None,
+            error=None,
+        )
 
     async def try_event(self, page: Page) -> Response:
         sources = _source_names(page.loaded)
@@ -210,8 +266,18 @@ class Ui:
             error = exc.message
         if page.request.headers.get("x-hookwise-fragment"):  # the page's script asks for the result only
             return self.site.render(page, "playground_result.html", result=result, error=error)
-        return self.site.render(page, "playground.html", 200 if error is None else 400, nav="rules", sources=sources, source=source,
-                                body=body, headers=headers, result=result, error=error)
+        return self.site.render(
+            page,
+            "playground.html",
+            200 if error is None else 400,
+            nav="rules",
+            sources=sources,
+            source=source,
+            body=body,
+            headers=headers,
+            result=result,
+            error=error,
+        )
 
     # --- queues ---------------------------------------------------------------------------
 
@@ -227,9 +293,19 @@ class Ui:
         counts = (await run_in_threadpool(self.store.queue_counts)).get(name, {})
         now = time.time()
         shown = page.loaded.masker.mask_value([_item(i, now) for i in items])
-        return self.site.render(page, "queue.html", nav="queues", name=name, status=status, items=shown, counts=counts,
-                                statuses=QUEUE_STATUSES, picked=page.query("item"), empty=page.query("empty") is not None,
-                                lease=DEFAULT_LEASE)
+        return self.site.render(
+            page,
+            "queue.html",
+            nav="queues",
+            name=name,
+            status=status,
+            items=shown,
+            counts=counts,
+            statuses=QUEUE_STATUSES,
+            picked=page.query("item"),
+            empty=page.query("empty") is not None,
+            lease=DEFAULT_LEASE,
+        )
 
     async def claim(self, page: Page) -> Response:
         name = page.request.path_params["name"]
@@ -247,7 +323,9 @@ class Ui:
     async def fail(self, page: Page) -> Response:
         retry_in = _duration(page.form.text("retry_in") or "0s", "retry in")
         name, item_id = await self._claimed(page)
-        changed = await run_in_threadpool(self.store.fail_queue_item, item_id, retry_in, page.form.text("error") or None)
+        changed = await run_in_threadpool(
+            self.store.fail_queue_item, item_id, retry_in, page.form.text("error") or None
+        )
         return self._after_change(name, item_id, changed is not None)
 
     async def _claimed(self, page: Page) -> tuple[str, str]:
@@ -259,7 +337,9 @@ class Ui:
 
     def _after_change(self, name: str, item_id: str, changed: bool) -> Response:
         if not changed:
-            raise Refused(409, "Not claimed", "The item is not claimed any more (its lease may have run out): claim it again.")
+            raise Refused(
+                409, "Not claimed", "The item is not claimed any more (its lease may have run out): claim it again."
+            )
         return redirect(path("queues", name) + f"?item={item_id}")
 
     # --- Hover ----------------------------------------------------------------------------
@@ -267,8 +347,15 @@ class Ui:
     async def hover(self, page: Page) -> Response:
         return await self._hover_page(page)
 
-    async def _hover_page(self, page: Page, status: int = 200, *, register_error: str | None = None, url: str = "",
-                          registered: dict[str, Any] | None = None) -> Response:
+    async def _hover_page(
+        self,
+        page: Page,
+        status: int = 200,
+        *,
+        register_error: str | None = None,
+        url: str = "",
+        registered: dict[str, Any] | None = None,
+    ) -> Response:
         account = await run_in_threadpool(ops.hover_account, page.loaded, self.store)
         remote_error = None
         if page.query("remote") and account["connected"]:
@@ -278,25 +365,46 @@ class Ui:
             except (Fail, Retry) as exc:
                 remote_error = page.loaded.masker.mask(str(exc))
         sources = [n for n, s in sorted(page.loaded.config.settings.sources.items()) if s.preset == "hover"]
-        return self.site.render(page, "hover.html", status, nav="hover", account=account, sources=sources,
-                                remote=page.query("remote") is not None, remote_error=remote_error,
-                                register_error=register_error, url=url, registered=registered)
+        return self.site.render(
+            page,
+            "hover.html",
+            status,
+            nav="hover",
+            account=account,
+            sources=sources,
+            remote=page.query("remote") is not None,
+            remote_error=remote_error,
+            register_error=register_error,
+            url=url,
+            registered=registered,
+        )
 
     async def connect(self, page: Page) -> Response:
         account = await run_in_threadpool(ops.hover_account, page.loaded, self.store)
         if account["missing"]:
-            raise Refused(400, "Hover is not set up", "Set " + ", ".join("hover." + k for k in account["missing"]) + " in the config first.")
+            raise Refused(
+                400,
+                "Hover is not set up",
+                "Set " + ", ".join("hover." + k for k in account["missing"]) + " in the config first.",
+            )
         return RedirectResponse(self.logins.start(self._client(page.loaded)), status_code=303)
 
     async def register(self, page: Page) -> Response:
         url, source = page.form.text("url"), page.form.text("source") or None
         if not url.startswith(("https://", "http://")):
-            return await self._hover_page(page, 400, register_error="The URL must start with https:// (or http://).", url=url)
+            return await self._hover_page(
+                page, 400, register_error="The URL must start with https:// (or http://).", url=url
+            )
         try:
-            hook = await run_in_threadpool(lambda: self._client(page.loaded).register_webhook(url, source=source, timeout=HOVER_TIMEOUT))
+            hook = await run_in_threadpool(
+                lambda: self._client(page.loaded).register_webhook(url, source=source, timeout=HOVER_TIMEOUT)
+            )
         except (Fail, Retry) as exc:
             return await self._hover_page(page, 502, register_error=page.loaded.masker.mask(str(exc)), url=url)
-        return await self._hover_page(page, registered={"id": hook.get("id"), "url": hook.get("url") or url, "hmac_secret": hook.get("hmac_secret")})
+        return await self._hover_page(
+            page,
+            registered={"id": hook.get("id"), "url": hook.get("url") or url, "hmac_secret": hook.get("hmac_secret")},
+        )
 
     async def callback(self, request: Request) -> Response:
         """``GET /hover/callback``: where Hover sends the browser back after a login started
@@ -307,8 +415,14 @@ class Ui:
             code = q["error"] if q["error"].replace("_", "").isalpha() and len(q["error"]) <= 40 else "error"
             return site.render(None, "callback.html", 400, ok=False, message=f"Hover did not grant access ({code}).")
         if not q.get("state") or not q.get("code"):
-            return site.render(None, "callback.html", 400, ok=False, message="This address takes Hover's redirect after a login: "
-                               "it needs a code and a state. Start from the Hover page.")
+            return site.render(
+                None,
+                "callback.html",
+                400,
+                ok=False,
+                message="This address takes Hover's redirect after a login: "
+                "it needs a code and a state. Start from the Hover page.",
+            )
         try:
             tokens = await run_in_threadpool(self.logins.finish, self._client(loaded), q["state"], q["code"])
         except LoginRefused as exc:

@@ -80,8 +80,13 @@ class Site:
     def __init__(self, current: Callable[[], Loaded], sessions: Sessions) -> None:
         self.current = current
         self.sessions = sessions
-        self.env = Environment(loader=PackageLoader("engine.ui", "templates"), autoescape=True, undefined=StrictUndefined,
-                               trim_blocks=True, lstrip_blocks=True)
+        self.env = Environment(
+            loader=PackageLoader("engine.ui", "templates"),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
         self.env.filters.update(when=when, pretty=pretty, duration=duration, short=short)
         self.env.globals.update(path=path, static=self.static_url, query=query_string)
         self.static = {name: files("engine.ui").joinpath("static", name).read_bytes() for name in STATIC}
@@ -101,8 +106,11 @@ class Site:
 
     def render(self, page: Page | None, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(
-            page=page, csrf=self.sessions.csrf(page.session) if page else "", signing=self.sessions.required,
-            signed_in=bool(page and page.session.signed_in), **context,
+            page=page,
+            csrf=self.sessions.csrf(page.session) if page else "",
+            signing=self.sessions.required,
+            signed_in=bool(page and page.session.signed_in),
+            **context,
         )
         return HTMLResponse(html, status_code=status_code, headers={**HEADERS, "Cache-Control": "no-store"})
 
@@ -115,24 +123,34 @@ class Site:
 
     # --- the guard ------------------------------------------------------------------------
 
-    def page(self, address: str, get: Handler | None = None, post: Handler | None = None, *, public: bool = False) -> Route:
+    def page(
+        self, address: str, get: Handler | None = None, post: Handler | None = None, *, public: bool = False
+    ) -> Route:
         """The route of one address: ``get`` answers GET and HEAD, ``post`` POST (after its
         CSRF token is checked), any other method gets a 405 page; ``public`` pages (sign-in)
         need no signed-in session."""
         return Route(address, self._endpoint(get, post, public), methods=_METHODS)
 
-    def _endpoint(self, get: Handler | None, post: Handler | None, public: bool) -> Callable[[Request], Awaitable[Response]]:
+    def _endpoint(
+        self, get: Handler | None, post: Handler | None, public: bool
+    ) -> Callable[[Request], Awaitable[Response]]:
 
         async def endpoint(request: Request) -> Response:
             loaded = self.current()
             if not self.sessions.required and not _is_loopback(request.client.host if request.client else None):
-                return self.bare_error(403, "Loopback only", "Until api.token is set in the config, the UI answers only "
-                                       "this machine's own clients. Set it, then sign in with it.")
+                return self.bare_error(
+                    403,
+                    "Loopback only",
+                    "Until api.token is set in the config, the UI answers only "
+                    "this machine's own clients. Set it, then sign in with it.",
+                )
             session = self.sessions.decode(request.cookies.get(COOKIE))
             page = Page(request, session or self.sessions.new(), loaded)
             if session is None:
                 page.send_session = page.session
-            response = await self._answer(page, get if request.method in ("GET", "HEAD") else post if request.method == "POST" else None, public)
+            response = await self._answer(
+                page, get if request.method in ("GET", "HEAD") else post if request.method == "POST" else None, public
+            )
             return self._with_cookie(page, response)
 
         return endpoint
@@ -146,8 +164,12 @@ class Site:
             if page.request.method == "POST":
                 page.form = await self._form(page)
                 if not self.sessions.check_csrf(page.session, page.form.get("csrf")):
-                    raise Refused(403, "Form expired", "This form's security token is missing or out of date. "
-                                  "Go back, reload the page and submit it again.")
+                    raise Refused(
+                        403,
+                        "Form expired",
+                        "This form's security token is missing or out of date. "
+                        "Go back, reload the page and submit it again.",
+                    )
             return await handler(page)
         except Refused as exc:
             return self.error(page, exc.status, exc.title, exc.message)
@@ -184,8 +206,15 @@ class Site:
         if page.signing_out:
             response.delete_cookie(COOKIE, path="/ui", secure=secure, httponly=True, samesite="strict")
         elif page.send_session is not None:
-            response.set_cookie(COOKIE, self.sessions.encode(page.send_session), max_age=self.sessions.max_age(page.send_session),
-                                path="/ui", secure=secure, httponly=True, samesite="strict")
+            response.set_cookie(
+                COOKIE,
+                self.sessions.encode(page.send_session),
+                max_age=self.sessions.max_age(page.send_session),
+                path="/ui",
+                secure=secure,
+                httponly=True,
+                samesite="strict",
+            )
         return response
 
 
@@ -204,7 +233,9 @@ def duration(start: str | None, end: str | None) -> str:
     """The time between two ISO-8601 times, as a person reads it ("" when one is missing)."""
     if not start or not end:
         return ""
-    seconds = (datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+    seconds = (
+        datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(start.replace("Z", "+00:00"))
+    ).total_seconds()
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 120:
