@@ -280,8 +280,8 @@ class App:
 
 
 def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store, metrics: Metrics | None = None) -> App:
-    """The app: the receiver (when ``ingest`` is given), the API, the health endpoints and
-    ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
+    """The app: the receiver (when ``ingest`` is given), the API, the web UI, the health
+    endpoints and ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
     from .api import api_routes
     from .ui import ui_routes
 

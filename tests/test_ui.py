@@ -236,7 +236,7 @@ def test_find_an_event_read_why_a_rule_did_not_match_and_replay_it_for_one_rule(
     assert "type=order.created" in page.url
     rows = page.locator("table.list tbody tr")
     assert all("order.created" in t for t in rows.all_inner_texts())
-    screenshot(page, "events")
+    screenshot(page, "events-filtered")
 
     page.click(f"a[href='/ui/events/{wanted}']")
     explain = page.locator("table.explain tr", has_text="vip-alert")
@@ -532,6 +532,9 @@ def test_the_overview_shows_activity_runs_queues_sources_and_errors(page: Any, w
     assert "/hooks/shop" in sources and "token" in sources
     assert "the CRM is down" in page.locator("section", has_text="Last errors").inner_text()
     screenshot(page, "overview")
+    page.click("nav >> text=Events")
+    assert page.locator("table.list tbody tr").count() == 50 and page.locator("a[rel=next]").count() == 1
+    screenshot(page, "events")
     dark = page.context.browser.new_context(viewport=VIEWPORT, color_scheme="dark")
     night = dark.new_page()
     sign_in(night, world)

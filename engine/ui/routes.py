@@ -98,6 +98,8 @@ class Ui:
         return redirect("/ui/login" if self.sessions.required else "/ui")
 
     async def not_found(self, page: Page) -> Response:
+        if page.request.url.path == "/ui/" and page.request.method in ("GET", "HEAD"):
+            return redirect("/ui")
         raise Refused(404, "Not found", f"There is no page at {page.request.url.path}.")
 
     # --- overview -------------------------------------------------------------------------
