@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,6 +110,11 @@ class World:
 
         found: dict[str, Any] = self.wait(done)
         return found
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _sink_answer(hit: Hit) -> tuple[int, str]:
@@ -217,6 +223,14 @@ def test_without_a_session_posts_are_refused_and_the_api_still_wants_its_bearer(
         world.url + "/ui/events/x/replay", "rule=", {"Content-Type": "application/x-www-form-urlencoded"}
     )
     assert status == 403 and "Sign in" in str(text)
+    status, text = post(world.url + "/ui/events", "", method="PUT")
+    assert status == 405 and "PUT is not allowed here" in str(text)
+    opener = urllib.request.build_opener(NoRedirect())
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(world.url + "/ui/runs", timeout=10)
+    assert refused.value.code == 303 and refused.value.headers["Location"] == "/ui/login?next=%2Fui%2Fruns"
+    assert refused.value.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    refused.value.close()
     status, answer = post(world.url + "/api/events/x/replay", "{}")
     assert status == 401
 
@@ -402,6 +416,9 @@ def test_connect_the_hover_account_and_register_a_webhook(page: Any, world: Worl
     assert hook["url"] == hook_url
     assert str(hook["id"]) in page.inner_text("table")
     screenshot(page, "hover")
+    page.click("text=Ask Hover")  # Hover's own list, merged with what hookwise recorded
+    assert "As Hover lists them now" in page.inner_text("main") and str(hook["id"]) in page.inner_text("table")
+    assert any(c.path == "/api/v2/webhooks" and c.method == "GET" for c in world.hover.calls)
 
 
 def test_a_callback_with_a_state_hookwise_did_not_issue_is_refused(page: Any, world: World) -> None:

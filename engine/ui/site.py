@@ -151,7 +151,7 @@ class Site:
             response = await self._answer(
                 page, get if request.method in ("GET", "HEAD") else post if request.method == "POST" else None, public
             )
-            return self._with_cookie(page, response)
+            return self._finish(page, response)
 
         return endpoint
 
@@ -201,7 +201,10 @@ class Site:
             chunks.append(chunk)
         return Form.parse(b"".join(chunks))
 
-    def _with_cookie(self, page: Page, response: Response) -> Response:
+    def _finish(self, page: Page, response: Response) -> Response:
+        """The response with the security headers (redirects too) and the session cookie."""
+        for name, value in {**HEADERS, "Cache-Control": "no-store"}.items():
+            response.headers.setdefault(name, value)
         secure = page.request.url.scheme == "https"
         if page.signing_out:
             response.delete_cookie(COOKIE, path="/ui", secure=secure, httponly=True, samesite="strict")
