@@ -8,6 +8,7 @@ driver's errors into :class:`~engine.errors.StoreError` at this boundary.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
@@ -225,17 +226,21 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, clock: Callable[[], float] | None = None) -> Store:
     """The store at ``url``: ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB`` (the
-    latter needs the ``postgres`` extra)."""
+    latter needs the ``postgres`` extra).
+
+    ``clock`` (unix seconds; tests pass one they move) judges leases, delays and retries.
+    Without it SQLite uses ``time.time`` and PostgreSQL the database's clock, which every
+    process sharing the database agrees on."""
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url[len("sqlite:///") :])
+        return SQLiteStore(url[len("sqlite:///") :], clock=clock or time.time)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore  # psycopg is an extra: imported only when used
 
-        return PostgresStore(url)
+        return PostgresStore(url, clock=clock)
     raise StoreError(f"unsupported store URL {url!r}")
 
 

@@ -7,7 +7,8 @@ when processes run side by side:
 - claims (of events, steps and queue items) take rows ``FOR UPDATE SKIP LOCKED``, so two
   workers never take the same row and never wait for each other;
 - leases, retries, delays and the Hover lock are judged by the database's clock, never the
-  caller's, so hosts whose clocks disagree still agree on when a lease ends;
+  caller's, so hosts whose clocks disagree still agree on when a lease ends (a store given a
+  ``clock`` of its own, as tests do, judges them by that clock instead);
 - exactly one run per (event, rule) comes from the unique key and ``ON CONFLICT DO NOTHING``;
 - the schema is created under an advisory lock, so processes starting together take turns.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -69,10 +70,14 @@ def _version_in(conn: Any) -> int:
 
 
 class PostgresStore:
-    """The :class:`~engine.store.Store` on a PostgreSQL database (``postgresql://`` URL)."""
+    """The :class:`~engine.store.Store` on a PostgreSQL database (``postgresql://`` URL).
 
-    def __init__(self, url: str) -> None:
+    Without ``clock`` the database's clock judges every lease, delay and retry; with one,
+    each transaction runs at that clock's time (tests move it instead of sleeping)."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] | None = None) -> None:
         self._conninfo, self.where = _conninfo(url)
+        self._clock = clock
         self._listener: Connection | None = None
         self._listen_lock = threading.Lock()
         self._probe()
@@ -118,17 +123,35 @@ class PostgresStore:
         with self._errors(doing), self._pool.connection() as conn, conn.transaction():
             if relaxed:
                 conn.execute(Q["relaxed_commit"])
+            self._set_clock(conn)
             yield conn
+
+    def _set_clock(self, conn: Connection) -> None:
+        """With a clock of its own, the transaction's "now" is that clock's time."""
+        if self._clock is not None:
+            conn.execute(Q["set_now"], {"now": repr(float(self._clock()))})
+
+    @contextmanager
+    def _statement(self, doing: str) -> Iterator[Connection]:
+        """A connection for one statement on its own: autocommit, unless the store has a
+        clock of its own (its time is set for a transaction)."""
+        with self._errors(doing), self._pool.connection() as conn:
+            if self._clock is None:
+                yield conn
+                return
+            with conn.transaction():
+                self._set_clock(conn)
+                yield conn
 
     def _query(self, name: str, params: dict[str, Any] | None = None, doing: str = "read") -> list[Row]:
         """One statement on its own (autocommit): its rows, if it returns any."""
-        with self._errors(doing), self._pool.connection() as conn:
+        with self._statement(doing) as conn:
             cursor = conn.execute(Q[name], params)
             return cursor.fetchall() if cursor.description is not None else []
 
     def _count(self, name: str, params: dict[str, Any] | None = None) -> int:
         """One writing statement on its own (autocommit): the rows it changed."""
-        with self._errors("write"), self._pool.connection() as conn:
+        with self._statement("write") as conn:
             return conn.execute(Q[name], params).rowcount
 
     def ping(self) -> None:
