@@ -70,13 +70,17 @@ class Worker:
     """Runs the workflow side of hookwise on one store.
 
     ``loaded`` returns the current rule set and registry (it changes on reload; runs keep
-    the rule version that created them).
+    the rule version that created them). ``clock`` (unix seconds) times steps: their time
+    limits, when they started and finished, when an emitted event was stored; give the
+    store the same one. How often the worker looks for work is real time all the same.
     """
 
     def __init__(
         self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 16, poll: float = 0.25, metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.metrics = metrics
         self.loaded = loaded
         self.concurrency = concurrency
@@ -172,12 +176,12 @@ class Worker:
         deadlines = [d for f in self._in_flight if (d := f.deadline) is not None]
         if deadlines:
             self._timeouts_at = min(deadlines)
-            wait = min(wait, self._timeouts_at - time.time())
+            wait = min(wait, self._timeouts_at - self.clock())
         return max(0.0, wait)
 
     def _drain(self) -> None:
-        deadline = time.time() + self._stop_timeout
-        while self._in_flight and time.time() < deadline:
+        deadline = time.monotonic() + self._stop_timeout
+        while self._in_flight and time.monotonic() < deadline:
             self._wake.wait(0.05)
             self._wake.clear()
             self._renew_leases()  # a drain may outlast a lease: keep the claims of running steps
@@ -189,7 +193,7 @@ class Worker:
     def _match_events(self) -> int:
         """Claim and match events: when told of a new one, or a poll interval after the
         last look (delayed events, events stored by other processes, expired claims)."""
-        now = time.time()
+        now = time.monotonic()
         if not self._events_stored and now - self._claimed_at < self.poll:
             return 0
         self._events_stored, self._claimed_at = False, now
@@ -253,7 +257,7 @@ class Worker:
         return len(tasks)
 
     def _renew_leases(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         if now - self._renewed < STEP_LEASE / 3:
             return
         self._renewed = now
@@ -280,7 +284,7 @@ class Worker:
             if flight in self._in_flight:  # else it timed out, and that was recorded
                 self._in_flight.remove(flight)
                 results.append(result)
-        now = time.time()
+        now = self.clock()
         if now >= self._timeouts_at:
             self._timeouts_at = now + TIMEOUT_CHECK
             for flight in list(self._in_flight):
@@ -306,13 +310,13 @@ class Worker:
         while (flight := self._queued.get()) is not None:
             if self._closed:
                 continue
-            flight.started = time.time()  # its time limit runs from now
+            flight.started = self.clock()  # its time limit runs from now
             try:
                 result = self._execute(flight.task, flight.started)
             except Exception as exc:  # _execute catches everything; this is a last guard
                 log.exception("running step %s of run %s failed", flight.task.index, flight.task.run_id)
                 result = StepResult(task=flight.task, outcome="failed", error=f"internal error: {exc}", retry_in=1.0,
-                                    started_at=flight.started, finished_at=time.time())
+                                    started_at=flight.started, finished_at=self.clock())
             finally:
                 flight.finished = True
                 with self._busy_lock:
@@ -352,7 +356,7 @@ class Worker:
             # Outputs are stored as they are: later steps render from them. They are masked
             # where they are shown (API, CLI); params are masked here, as nothing reads them back.
             task=task, outcome=outcome, output=output, params=masker.mask_value(params),
-            started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index), step_count=len(rule.steps),
+            started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index), step_count=len(rule.steps),
         )
 
     def _failure(
@@ -370,7 +374,7 @@ class Worker:
                 f"; retrying in {retry_in:.1f}s" if retry_in is not None else "", extra=step_fields(task, started))
         return StepResult(
             task=task, outcome="failed", error=error, retry_in=retry_in, params=masker.mask_value(params),
-            started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index) if rule else 0.0,
+            started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index) if rule else 0.0,
             continue_on_error=bool(step and step.continue_on_error), step_count=len(rule.steps) if rule else 0,
         )
 
@@ -395,7 +399,7 @@ class Worker:
             return self._hover[1]
 
     def _emit(self, task: StepTask, type_: str, data: Any, source: str, delay: float) -> str:
-        now = time.time()
+        now = self.clock()
         incoming = Incoming(
             source=source, type=type_, body=json.dumps(data, ensure_ascii=False, default=str), headers={}, query={},
             received_at=now, id=derived_id("emit", task.run_id, str(task.index)), depth=task.event.depth + 1,

@@ -14,12 +14,17 @@ from engine.loader import Current, load
 from engine.store import Incoming, Store, open_store
 from engine.worker import Worker
 
+from .support import Clock
+
 PLUGIN = '''
-import threading, time
+import queue, threading
 import pydantic
 from engine import Action, Fail, Retry
 
 CALLS = []
+#: "hold" steps say they started here, then wait for the test to let one go
+STARTED = queue.SimpleQueue()
+GATE = threading.Semaphore(0)
 
 class Crashy(Action):
     name = "crashy"
@@ -31,10 +36,9 @@ class Crashy(Action):
             raise ZeroDivisionError("plugin bug")
         if params.mode == "fail":
             raise Fail("no such customer")
-        if params.mode == "sleep":
-            time.sleep(2)
-        if params.mode == "nap":
-            time.sleep(0.4)
+        if params.mode == "hold":
+            STARTED.put(ctx.idempotency_key)
+            GATE.acquire(timeout=60)
         if params.mode == "retry-once" and ctx.attempt == 1:
             raise Retry("busy", after=0.05)
         return {"mode": params.mode, "attempt": ctx.attempt, "key": ctx.idempotency_key}
@@ -42,7 +46,13 @@ class Crashy(Action):
 
 
 class Harness:
-    def __init__(self, root: Path, rules: str, environ: dict[str, str] | None = None) -> None:
+    """A worker on a real store, with the plugin above. ``clock`` (else the wall clock)
+    times the store and the worker alike."""
+
+    def __init__(
+        self, root: Path, rules: str, environ: dict[str, str] | None = None, *, clock: Callable[[], float] = time.time,
+        concurrency: int = 4,
+    ) -> None:
         (root / "plugins").mkdir()
         (root / "plugins" / "wplug.py").write_text(PLUGIN)
         sys.path.insert(0, str(root / "plugins"))
@@ -52,15 +62,35 @@ class Harness:
             "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\nsources:\n  s: {token: abcd1234}\n"
         )
         self.root = root
+        self.clock = clock
         self.current = Current(load(root / "config.yaml", environ or {}))
-        self.store: Store = open_store(self.current().config.store_url())
-        self.worker = Worker(self.store, self.current, concurrency=4, poll=0.02)
+        self.store: Store = open_store(self.current().config.store_url(), clock=clock)
+        self.worker = Worker(self.store, self.current, concurrency=concurrency, poll=0.02, clock=clock)
         self.worker.start()
+        self.plugin: Any = sys.modules["wplug"]
 
     def put(self, type_: str, body: dict[str, Any]) -> str:
-        (stored,) = self.store.put_events([Incoming("s", type_, json.dumps(body), {}, {}, time.time())])
+        (stored,) = self.store.put_events([Incoming("s", type_, json.dumps(body), {}, {}, self.clock())])
         self.worker.wake()
         return stored.event_id
+
+    def started(self) -> str:
+        """The idempotency key of the next "hold" step to start, once it has."""
+        return str(self.plugin.STARTED.get(timeout=10))
+
+    def let_go(self) -> None:
+        """Let one held step finish."""
+        self.plugin.GATE.release()
+
+    def looked_over(self) -> None:
+        """Return once the dispatcher has looked over the running steps (their time limits)
+        and claimed the due ones after this call. A round of the dispatcher looks over
+        running steps, then matches events, then claims steps: once an event stored now is
+        matched, and then a second one, the round that matched the first has claimed, and
+        the round that matched the second began after the first was matched."""
+        for _ in range(2):
+            event_id = self.put("nothing-matches-this", {})
+            self.wait(lambda: (self.store.get_event(event_id) or {}).get("status") == "matched")
 
     def wait(self, check: Callable[[], Any], timeout: float = 10.0) -> Any:
         deadline = time.time() + timeout
@@ -86,11 +116,11 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Callable[[str], Harness]]:
+def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(rules: str) -> Harness:
-        made.append(Harness(tmp_path, rules))
+    def make(rules: str, **kwargs: Any) -> Harness:
+        made.append(Harness(tmp_path, rules, **kwargs))
         return made[-1]
 
     yield make
@@ -102,19 +132,26 @@ def steps(h: Harness, run_id: str) -> list[tuple[str, str, Any, Any]]:
     return [(s["id"], s["status"], s["output"], s["error"]) for s in h.store.steps_of_run(run_id)]
 
 
-def test_a_steps_time_limit_counts_from_its_start_not_its_wait_for_a_thread(harness: Callable[[str], Harness]) -> None:
-    # 12 steps claimed at once by 4 threads: the last ones wait 0.8 s in the queue, then
-    # run 0.4 s, well within their 1 s limit.
+def test_a_steps_time_limit_counts_from_its_start_not_its_wait_for_a_thread(harness: Callable[..., Harness], clock: Clock) -> None:
+    # Two steps claimed at once, one step thread: the second waits 0.9 s in the queue,
+    # then runs 0.6 s, within its 1 s limit (1.5 s after it was claimed).
     h = harness("""
 rules:
   - name: r
     event: go
     actions:
-      - {timeout: 1s, retry: {attempts: 1}, crashy: {mode: nap}}
-""")
-    events = [h.put("go", {"n": n}) for n in range(12)]
+      - {timeout: 1s, retry: {attempts: 1}, crashy: {mode: hold}}
+""", clock=clock, concurrency=1)
+    events = [h.put("go", {"n": n}) for n in range(2)]
+    h.started()
+    clock.advance(0.9)
+    h.let_go()
+    h.started()
+    clock.advance(0.6)
+    h.looked_over()
+    h.let_go()
     runs = [h.finished_run(e) for e in events]
-    assert [r["status"] for r in runs] == ["succeeded"] * 12
+    assert [r["status"] for r in runs] == ["succeeded"] * 2
 
 
 def test_skip_continue_on_error_and_outputs(harness: Callable[[str], Harness]) -> None:
@@ -161,17 +198,32 @@ rules:
     assert h.store.steps_of_run(render["id"])[0]["attempt"] == 1
 
 
-def test_a_step_past_its_timeout_fails(harness: Callable[[str], Harness]) -> None:
-    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: sleep}, timeout: 200ms, retry: {attempts: 1}}]\n")
-    run = h.finished_run(h.put("go", {}))
+def test_a_step_past_its_timeout_fails(harness: Callable[..., Harness], clock: Clock) -> None:
+    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: hold}, timeout: 200ms, retry: {attempts: 1}}]\n", clock=clock)
+    event_id = h.put("go", {})
+    h.started()
+    clock.advance(0.2)
+    h.looked_over()
+    assert h.store.runs_of_event(event_id)[0]["status"] == "active"  # at its limit, not past it
+    clock.advance(0.01)
+    run = h.finished_run(event_id)
+    h.let_go()
     assert run["status"] == "dead" and run["error"] == "timed out after 0.2s"
 
 
-def test_delay_between_steps(harness: Callable[[str], Harness]) -> None:
-    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: ok}}, {crashy: {mode: ok}, delay: 500ms}]\n")
-    run = h.finished_run(h.put("go", {}))
+def test_delay_between_steps(harness: Callable[..., Harness], clock: Clock) -> None:
+    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: ok}}, {crashy: {mode: ok}, delay: 500ms}]\n", clock=clock)
+    event_id = h.put("go", {})
+    (run,) = h.wait(lambda: [r for r in h.store.runs_of_event(event_id) if h.store.steps_of_run(r["id"])[0]["status"] == "succeeded"])
     first, second = h.store.steps_of_run(run["id"])
-    assert second["started_at"] - first["finished_at"] >= 0.45
+    assert (second["status"], second["due_at"]) == ("ready", clock() + 0.5)
+    clock.advance(0.49)
+    h.looked_over()
+    assert h.store.steps_of_run(run["id"])[1]["status"] == "ready"
+    clock.advance(0.01)
+    assert h.finished_run(event_id)["status"] == "succeeded"
+    second = h.store.steps_of_run(run["id"])[1]
+    assert second["started_at"] - first["finished_at"] == pytest.approx(0.5)
 
 
 def test_emit_chains_stop_past_eight(harness: Callable[[str], Harness]) -> None:
