@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .plan import apply_overrides, should_run, step_context
 from .rules import Match, Rule, RuleLoader
 from .runs import StepResult, StepTask, retry_delay
-from .store import Incoming, Matched, NewRun, Store
+from .store import Incoming, Matched, NewRun, Store, Unrecorded
 
 log = logging.getLogger("hookwise.worker")
 
@@ -93,6 +93,7 @@ class Worker:
         self._claimed_at = 0.0  # when events were last claimed (or looked for)
         self._timeouts_at = 0.0  # when running steps are next looked over for their time limit
         self._in_flight: set[_InFlight] = set()  # queued or running, and not yet recorded
+        self._unwritten: list[StepResult] = []  # finished, kept while the store cannot record them
         self._closed = False  # stopped: step threads start nothing more
         self._busy = 0  # steps submitted and not finished: queued, running, abandoned
         self._busy_lock = threading.Lock()
@@ -181,12 +182,18 @@ class Worker:
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self._stop_timeout
-        while self._in_flight and time.monotonic() < deadline:
+        while (self._in_flight or self._unwritten) and time.monotonic() < deadline:
             self._wake.wait(0.05)
             self._wake.clear()
-            self._renew_leases()  # a drain may outlast a lease: keep the claims of running steps
+            try:
+                self._renew_leases()  # a drain may outlast a lease: keep the claims of running steps
+                self._record_results()
+            except StoreError as exc:
+                log.error("store unavailable: %s", exc)
+        try:
             self._record_results()
-        self._record_results()
+        except StoreError as exc:  # their claims run out and the steps run again elsewhere
+            log.error("stopping with %d step results not recorded: %s", len(self._unwritten), exc)
 
     # --- matching -------------------------------------------------------------------------
 
@@ -261,8 +268,8 @@ class Worker:
         if now - self._renewed < STEP_LEASE / 3:
             return
         self._renewed = now
-        if self._in_flight:
-            self.store.extend_leases([f.task for f in self._in_flight], STEP_LEASE)
+        if self._in_flight or self._unwritten:
+            self.store.extend_leases([f.task for f in self._in_flight] + [r.task for r in self._unwritten], STEP_LEASE)
 
     def _submit(self, task: StepTask) -> None:
         with self._busy_lock:
@@ -278,7 +285,7 @@ class Worker:
         return rule.steps[task.index].timeout
 
     def _record_results(self) -> int:
-        results = []
+        results, self._unwritten = self._unwritten, []
         while not self._finished.empty():
             flight, result = self._finished.get()
             if flight in self._in_flight:  # else it timed out, and that was recorded
@@ -293,10 +300,33 @@ class Worker:
                     self._in_flight.remove(flight)
                     results.append(self._timed_out(flight, now))
         if results:
-            self.store.record_steps(results)
-            if self.metrics is not None:
-                self.metrics.recorded(results)
+            self._record(results)
         return len(results)
+
+    def _record(self, results: list[StepResult]) -> None:
+        """Record ``results``. While the store cannot record anything they are kept (their
+        leases renewed) and written on a later round. A result the store cannot hold is a
+        failed attempt with that error, retried or dead by its step's policy: never a step
+        left to run again, and again, when its claim runs out (SPEC 7)."""
+        try:
+            unrecorded = self.store.record_steps(results)
+        except StoreError:
+            self._unwritten = results
+            raise
+        if unrecorded:
+            failed = {id(u.result): self._unrecordable(u) for u in unrecorded}
+            results = [failed.get(id(r), r) for r in results]
+            for lost in self.store.record_steps(list(failed.values())):
+                log.error("run %s step %s: neither its result nor its failure can be stored: %s", lost.result.task.run_id,
+                          lost.result.task.index, lost.reason, extra=step_fields(lost.result.task))
+        if self.metrics is not None:
+            self.metrics.recorded(results)
+
+    def _unrecordable(self, unrecorded: Unrecorded) -> StepResult:
+        result = unrecorded.result
+        # The reason may quote the very text the store refused: made storable here.
+        reason = unrecorded.reason.encode("utf-8", "backslashreplace").decode("utf-8")
+        return self._failure(result.task, f"the step's result cannot be stored: {reason}", None, result.started_at)
 
     def _timed_out(self, flight: _InFlight, now: float) -> StepResult:
         started = flight.started or now

@@ -44,6 +44,7 @@ from tests.test_store import (  # noqa: F401
     new_run,
     result,
     test_a_delayed_event_waits,
+    test_a_result_the_store_cannot_hold_fails_alone,
     test_a_retry_makes_the_step_due_later_then_dead_ends_the_run,
     test_an_emitted_event_is_stored_once,
     test_an_expired_step_claim_is_taken_again_and_the_late_result_ignored,

@@ -138,6 +138,21 @@ def test_a_retry_makes_the_step_due_later_then_dead_ends_the_run(store: Store, c
     assert store.steps_of_run(run_id)[1]["status"] == "waiting"
 
 
+def test_a_result_the_store_cannot_hold_fails_alone(store: Store) -> None:
+    bad, good, late = matched_run(store, steps=1), matched_run(store, steps=1), matched_run(store, steps=1)
+    tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
+    results = [result(tasks[bad], output={"text": "lone \udfff"}), result(tasks[good], output={"ok": True}),
+               result(tasks[late], "failed", error="boom", params={"p": "\udfff"})]
+    unrecorded = store.record_steps(results)
+    assert [u.result for u in unrecorded] == [results[0], results[2]]
+    assert all("surrogates not allowed" in u.reason for u in unrecorded)
+    assert store.steps_of_run(good)[0]["output"] == {"ok": True}  # the others of the batch are recorded
+    assert [store.get_run(r)["status"] for r in (bad, good, late)] == ["active", "succeeded", "active"]  # type: ignore[index]
+    assert [store.steps_of_run(r)[0]["status"] for r in (bad, late)] == ["running", "running"]  # left for the caller
+    assert store.record_steps([result(tasks[bad], "failed", error="its result cannot be stored")]) == []
+    assert store.get_run(bad)["error"] == "its result cannot be stored"  # type: ignore[index]
+
+
 def test_continue_on_error_moves_on(store: Store) -> None:
     run_id = matched_run(store)
     (task,) = store.claim_steps(10, 60)

@@ -14,7 +14,8 @@ from engine.loader import Current, load
 from engine.store import Incoming, Store, open_store
 from engine.worker import Worker
 
-from .support import Clock
+from .support import Clock, Sink
+from .test_postgres_store import pg_database, pg_url  # noqa: F401  (fixtures)
 
 PLUGIN = '''
 import queue, threading
@@ -39,6 +40,8 @@ class Crashy(Action):
         if params.mode == "hold":
             STARTED.put(ctx.idempotency_key)
             GATE.acquire(timeout=60)
+        if params.mode == "surrogate":  # an output no store can hold as text
+            return {"text": "lone \\udfff"}
         if params.mode == "retry-once" and ctx.attempt == 1:
             raise Retry("busy", after=0.05)
         return {"mode": params.mode, "attempt": ctx.attempt, "key": ctx.idempotency_key}
@@ -51,15 +54,15 @@ class Harness:
 
     def __init__(
         self, root: Path, rules: str, environ: dict[str, str] | None = None, *, clock: Callable[[], float] = time.time,
-        concurrency: int = 4,
+        concurrency: int = 4, store: str = "sqlite:///store.db", config: str = "",
     ) -> None:
         (root / "plugins").mkdir()
         (root / "plugins" / "wplug.py").write_text(PLUGIN)
         sys.path.insert(0, str(root / "plugins"))
         (root / "rules.yaml").write_text(rules)
         (root / "config.yaml").write_text(
-            "store: sqlite:///store.db\nrules: [rules.yaml]\nplugins: {crashy: 'wplug:Crashy'}\n"
-            "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\nsources:\n  s: {token: abcd1234}\n"
+            f"store: {json.dumps(store)}\nrules: [rules.yaml]\nplugins: {{crashy: 'wplug:Crashy'}}\n"
+            "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\nsources:\n  s: {token: abcd1234}\n" + config
         )
         self.root = root
         self.clock = clock
@@ -303,3 +306,41 @@ rules:
         assert "s3cret-mode" not in str(shown)
     finally:
         h.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    return "sqlite:///store.db" if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def test_a_result_that_cannot_be_stored_is_a_failed_attempt(store_url: str, harness: Callable[..., Harness]) -> None:
+    # (store_url first: the schema is dropped after the worker has stopped)
+    # The target is called and answers, but the step's rendered params hold a lone surrogate
+    # that no store can write as text: each attempt fails with that error, and the step
+    # runs no more times than its attempts. The other rules' steps are recorded as usual.
+    sink = Sink()
+    try:
+        h = harness(f"""
+rules:
+  - name: echo
+    event: go
+    actions:
+      - retry: {{attempts: 2, backoff: 10ms, max_backoff: 10ms}}
+        http: {{method: POST, url: "{sink.url}/echo", json: {{text: '{{{{ "\\udfff" }}}}'}}}}
+  - name: odd
+    event: go
+    actions: [{{retry: {{attempts: 1}}, crashy: {{mode: surrogate}}}}]
+  - name: fine
+    event: go
+    actions: [{{crashy: {{mode: ok}}}}]
+""", store=store_url, config="http: {allow_private: true}\n")
+        event_id = h.put("go", {})
+        echo, odd, fine = (h.finished_run(event_id, rule) for rule in ("echo", "odd", "fine"))
+        assert echo["status"] == odd["status"] == "dead" and fine["status"] == "succeeded"
+        assert echo["error"].startswith("the step's result cannot be stored: ") and "surrogates not allowed" in echo["error"]
+        assert [(s["status"], s["attempt"]) for s in h.store.steps_of_run(echo["id"])] == [("dead", 2)]
+        assert len(sink.hits) == 2  # once per attempt
+        assert [c for c in h.plugin.CALLS if c[2] == "surrogate"] == [(f"{odd['id']}-0", 1, "surrogate")]
+        assert h.store.steps_of_run(fine["id"])[0]["output"]["mode"] == "ok"
+    finally:
+        sink.close()

@@ -71,6 +71,15 @@ class Matched:
 
 
 @dataclass(frozen=True)
+class Unrecorded:
+    """A step result the store could not hold (text it cannot encode, a value or a write
+    it refuses), and why. The others of its batch are recorded all the same."""
+
+    result: StepResult
+    reason: str
+
+
+@dataclass(frozen=True)
 class QueueItem:
     """An item of a work queue (the ``requeue`` action's)."""
 
@@ -133,9 +142,12 @@ class Store(Protocol):
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
         """Take up to ``limit`` due steps (ready, or running with an expired lease)."""
 
-    def record_steps(self, results: Sequence[StepResult]) -> None:
+    def record_steps(self, results: Sequence[StepResult]) -> list[Unrecorded]:
         """Record step outcomes, advance or finish their runs; results of claims that
-        were lost to another worker are ignored."""
+        were lost to another worker are ignored. A result the store cannot hold fails
+        alone: the others are recorded, and it comes back, with the reason, its step left
+        as it was (the caller records the attempt as failed). Raises :class:`StoreError`
+        when the store cannot record anything now."""
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
         """Keep the claims of steps that are still running for ``lease`` more seconds."""
@@ -244,4 +256,4 @@ def open_store(url: str, *, clock: Callable[[], float] | None = None) -> Store:
     raise StoreError(f"unsupported store URL {url!r}")
 
 
-__all__ = ["HoverTokens", "Incoming", "Matched", "NewRun", "QueueItem", "Store", "Stored", "open_store"]
+__all__ = ["HoverTokens", "Incoming", "Matched", "NewRun", "QueueItem", "Store", "Stored", "Unrecorded", "open_store"]

@@ -38,7 +38,7 @@ except ImportError as exc:
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
-from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored
+from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored, Unrecorded
 from . import rows as shapes  # shared with the SQLite store: the same values from both
 from .queries import load_queries
 from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
@@ -297,10 +297,19 @@ class PostgresStore:
             rows = db.execute(Q["claim_steps"], {"limit": limit, "lease": float(lease)}).fetchall()
         return [_task(row) for row in rows]
 
-    def record_steps(self, results: Sequence[StepResult]) -> None:
+    def record_steps(self, results: Sequence[StepResult]) -> list[Unrecorded]:
+        """The batch in one transaction; when that fails, again with each result in a
+        savepoint of its own (a round trip more each, so only then), so that one the store
+        cannot hold fails alone."""
+        try:
+            with self._transaction(relaxed=True) as db:
+                for result in results:
+                    _record_step(db, result)
+            return []
+        except Exception:  # noqa: BLE001 - text psycopg cannot send, a value or a write refused: found below
+            pass
         with self._transaction(relaxed=True) as db:
-            for result in results:
-                _record_step(db, result)
+            return [u for result in results if (u := _record_alone(db, result)) is not None]
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
         if not tasks:
@@ -517,6 +526,17 @@ def _record_step(db: Connection, r: StepResult) -> None:
             _advance(db, r)
     elif _finish_step(db, key, StepStatus.DEAD.value, None, r.error):
         _update_run(db, t.run_id, RunStatus.DEAD, t.index, r.error)
+
+
+def _record_alone(db: Connection, r: StepResult) -> Unrecorded | None:
+    """Record one outcome in a savepoint of its own; what stopped it, if anything. (When
+    the connection itself failed, the transaction's commit fails after this.)"""
+    try:
+        with db.transaction():
+            _record_step(db, r)
+    except Exception as exc:  # noqa: BLE001 - this result's own failure
+        return Unrecorded(r, _reason(exc))
+    return None
 
 
 def _finish_step(db: Connection, key: dict[str, Any], status: str, output: str | None, error: str | None) -> bool:

@@ -25,7 +25,7 @@ from ..errors import StoreError
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
-from . import HoverTokens, Incoming, Matched, Matcher, QueueItem, Stored
+from . import HoverTokens, Incoming, Matched, Matcher, QueueItem, Stored, Unrecorded
 from . import rows as shapes
 from .queries import load_queries
 from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
@@ -285,11 +285,30 @@ class SQLiteStore:
             rule_version=version, event=shapes.event(context[2:]), outputs=outputs, overrides=_loads(overrides) or {},
         )
 
-    def record_steps(self, results: Sequence[StepResult]) -> None:
+    def record_steps(self, results: Sequence[StepResult]) -> list[Unrecorded]:
+        """The batch in one transaction; when that fails, again with each result in a
+        savepoint of its own, so that one the store cannot hold fails alone."""
         now = self.clock()
+        try:
+            with self._write("NORMAL") as db:
+                for result in results:
+                    self._record_step(db, result, now)
+            return []
+        except Exception:  # noqa: BLE001 - a value SQLite cannot take, or a failing write: found below
+            pass
         with self._write("NORMAL") as db:
-            for result in results:
-                self._record_step(db, result, now)
+            return [u for result in results if (u := self._record_alone(db, result, now)) is not None]
+
+    def _record_alone(self, db: sqlite3.Connection, result: StepResult, now: float) -> Unrecorded | None:
+        db.execute("SAVEPOINT step")
+        try:
+            self._record_step(db, result, now)
+        except Exception as exc:  # noqa: BLE001 - this result's own failure (a broken transaction fails the rollback)
+            db.execute("ROLLBACK TO step")
+            return Unrecorded(result, str(exc) or type(exc).__name__)
+        finally:
+            db.execute("RELEASE step")
+        return None
 
     def _record_step(self, db: sqlite3.Connection, r: StepResult, now: float) -> None:
         t = r.task
