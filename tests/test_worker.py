@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from engine.errors import StoreError
 from engine.loader import Current, load
 from engine.store import Incoming, Store, open_store
 from engine.worker import Worker
@@ -54,7 +55,7 @@ class Harness:
 
     def __init__(
         self, root: Path, rules: str, environ: dict[str, str] | None = None, *, clock: Callable[[], float] = time.time,
-        concurrency: int = 4, store: str = "sqlite:///store.db", config: str = "",
+        concurrency: int = 4, store: str = "sqlite:///store.db", config: str = "", wrap: Callable[[Store], Store] | None = None,
     ) -> None:
         (root / "plugins").mkdir()
         (root / "plugins" / "wplug.py").write_text(PLUGIN)
@@ -68,7 +69,7 @@ class Harness:
         self.clock = clock
         self.current = Current(load(root / "config.yaml", environ or {}))
         self.store: Store = open_store(self.current().config.store_url(), clock=clock)
-        self.worker = Worker(self.store, self.current, concurrency=concurrency, poll=0.02, clock=clock)
+        self.worker = Worker(wrap(self.store) if wrap else self.store, self.current, concurrency=concurrency, poll=0.02, clock=clock)
         self.worker.start()
         self.plugin: Any = sys.modules["wplug"]
 
@@ -344,3 +345,26 @@ rules:
         assert h.store.steps_of_run(fine["id"])[0]["output"]["mode"] == "ok"
     finally:
         sink.close()
+
+
+class FailingOnce:
+    """The store, whose first ``record_steps`` fails as a store that is down does."""
+
+    def __init__(self, store: Store) -> None:
+        self._store, self.failed = store, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def record_steps(self, results: Any) -> Any:
+        if not self.failed:
+            self.failed += 1
+            raise StoreError("store write failed: disk I/O error")
+        return self._store.record_steps(results)
+
+
+def test_results_the_store_cannot_take_now_are_recorded_later(harness: Callable[..., Harness]) -> None:
+    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: ok}}]\n", wrap=FailingOnce)
+    run = h.finished_run(h.put("go", {}))
+    assert run["status"] == "succeeded"
+    assert [c[1] for c in h.plugin.CALLS] == [1]  # run once: kept, not left to run again when its claim ran out
