@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .action import Action, Context
+from .action import Context
 from .errors import ConfigError, Fail, ParamsError, RenderError, Retry, StoreError
 from .events import Event
 from .ids import derived_id
@@ -99,7 +99,6 @@ class Worker:
         self._busy_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._rules_by_version: dict[str, Rule] = {}
-        self._actions: dict[tuple[int, str], Action] = {}
         self._renewed = 0.0
         self._hover: tuple[Any, Any] | None = None
         self._hover_lock = threading.Lock()
@@ -367,7 +366,8 @@ class Worker:
                 return self._success(task, rule, "skipped", None, None, started)
             params = apply_overrides(step.params.render(context), task.overrides)
             model = loaded.registry.validate(step.action, params)
-            output = self._action(loaded, step.action).run(model, self._context(task, rule, step.timeout))
+            with loaded.actions.use(step.action) as action:
+                output = action.run(model, self._context(task, rule, step.timeout))
             output = _checked_output(output)
         except Retry as exc:
             return self._failure(task, str(exc), exc.after, started, params=params, rule=rule)
@@ -438,14 +438,6 @@ class Worker:
         (stored,) = self.store.put_events([incoming])
         self.wake()
         return stored.event_id
-
-    def _action(self, loaded: Loaded, name: str) -> Action:
-        key = (id(loaded), name)
-        action = self._actions.get(key)
-        if action is None:
-            action = loaded.registry[name](loaded.config.settings)
-            self._actions[key] = action
-        return action
 
     def _rule(self, task: StepTask) -> Rule | None:
         loaded = self.loaded()

@@ -59,17 +59,21 @@ class Hit:
 @dataclass
 class Sink:
     """An HTTP server on loopback that records every request and answers with
-    ``responder(hit) -> (status, body)`` (default 200 ``{"ok": true}``)."""
+    ``responder(hit) -> (status, body)`` (default 200 ``{"ok": true}``). With
+    ``keep_alive`` it speaks HTTP/1.1 and keeps connections open between requests."""
 
     responder: Callable[[Hit], tuple[int, str]] | None = None
     hits: list[Hit] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
+    keep_alive: bool = False
 
     def __post_init__(self) -> None:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if sink.keep_alive else "HTTP/1.0"
+
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)

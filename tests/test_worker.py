@@ -24,6 +24,8 @@ import pydantic
 from engine import Action, Fail, Retry
 
 CALLS = []
+#: instances made, and those closed
+MADE, CLOSED = [], []
 #: "hold" steps say they started here, then wait for the test to let one go
 STARTED = queue.SimpleQueue()
 GATE = threading.Semaphore(0)
@@ -32,6 +34,11 @@ class Crashy(Action):
     name = "crashy"
     class Params(pydantic.BaseModel):
         mode: str
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        MADE.append(self)
+    def close(self):
+        CLOSED.append(self)
     def run(self, params, ctx):
         CALLS.append((ctx.idempotency_key, ctx.attempt, params.mode))
         if params.mode == "crash":
@@ -368,3 +375,24 @@ def test_results_the_store_cannot_take_now_are_recorded_later(harness: Callable[
     run = h.finished_run(h.put("go", {}))
     assert run["status"] == "succeeded"
     assert [c[1] for c in h.plugin.CALLS] == [1]  # run once: kept, not left to run again when its claim ran out
+
+
+def test_actions_live_with_their_config_and_are_closed_when_it_is_retired_and_idle(harness: Callable[..., Harness]) -> None:
+    h = harness("rules:\n  - {name: r, event: go, actions: [{crashy: {mode: hold}}]}\n  - {name: q, event: quick, actions: [{crashy: {mode: ok}}]}\n")
+    running = h.put("go", {})
+    h.started()
+    config = h.root / "config.yaml"
+    config.write_text(config.read_text() + "http: {timeout: 7s}\n")
+    h.current.swap(load(config, {}))  # a reload, while a step runs with the old config's action
+    (old,) = h.plugin.MADE
+    assert h.plugin.CLOSED == []  # its step still uses it
+    h.let_go()
+    h.finished_run(running)
+    h.wait(lambda: h.plugin.CLOSED == [old])
+    h.finished_run(h.put("quick", {}))
+    (_, new) = h.plugin.MADE
+    assert new.settings.http.timeout == 7.0 and old.settings.http.timeout != 7.0  # made from the new settings
+    assert h.plugin.CLOSED == [old]
+    h.worker.stop(5)
+    h.current.close()  # the process stops
+    assert h.plugin.CLOSED == [old, new]
