@@ -61,6 +61,9 @@ class Context:
     store: Any = None
     #: the process's Hover API client (``engine.hover.HoverClient``), for the hover action
     hover: Any = None
+    #: a copy of a JSON-like value with the config's secrets masked (``****``): what an
+    #: action stores goes through it, as outputs and emitted events do
+    mask: Callable[[Any], Any] = lambda value: value
 
 
 class Action:

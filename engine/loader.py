@@ -54,7 +54,7 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
     if problems:
         raise ConfigError(problems)
     rules = RuleSet([*rules, *_builtin(config, loader, len(rules))])
-    masker = Masker(config.secrets | loader.secrets)
+    masker = Masker(config.secrets | loader.secrets, loader.credentials)
     plugin_warnings = tuple(config.document.locate(w) if config.document else w for w in registry.warnings)
     warnings = config.warnings + plugin_warnings + tuple(loader.warnings)
     return Loaded(config, registry, templates, rules, masker, Actions(registry, config.settings), warnings)

@@ -383,9 +383,9 @@ class Worker:
         if log.isEnabledFor(logging.INFO):
             log.info("run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome, extra=step_fields(task, started))
         return StepResult(
-            # Outputs are stored as they are: later steps render from them. They are masked
-            # where they are shown (API, CLI); params are masked here, as nothing reads them back.
-            task=task, outcome=outcome, output=output, params=masker.mask_value(params),
+            # Stored masked, outputs too: no value from the environment reaches the store, and
+            # a later step sees "****" where a target echoed a secret back (SPEC 3).
+            task=task, outcome=outcome, output=masker.mask_value(output), params=masker.mask_value(params),
             started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index), step_count=len(rule.steps),
         )
 
@@ -415,6 +415,7 @@ class Worker:
             idempotency_key=task.idempotency_key, logger=logger, rule=rule.name, timeout=timeout,
             emit=lambda type_, data, source, delay: self._emit(task, type_, data, source, delay),
             store=self.store, hover=self._hover_client() if task.action == "hover" else None,
+            mask=self.loaded().masker.mask_value,
         )
 
     def _hover_client(self) -> Any:
@@ -430,6 +431,7 @@ class Worker:
 
     def _emit(self, task: StepTask, type_: str, data: Any, source: str, delay: float) -> str:
         now = self.clock()
+        data = self.loaded().masker.mask_value(data)  # stored, like every event: no secret in it
         incoming = Incoming(
             source=source, type=type_, body=json.dumps(data, ensure_ascii=False, default=str), headers={}, query={},
             received_at=now, id=derived_id("emit", task.run_id, str(task.index)), depth=task.event.depth + 1,

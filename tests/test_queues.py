@@ -19,6 +19,7 @@ from engine.action import Context
 from engine.events import Event
 from engine.ingest import Ingest
 from engine.loader import Current, load
+from engine.secrets import Masker
 from engine.server import Health, create_app
 from engine.store import Store, open_store
 
@@ -101,6 +102,14 @@ def test_the_requeue_action(store: Store) -> None:
     assert action.run(params, ctx)["attempt"] == 1  # type: ignore[index]  # the same step again
     ctx2 = Context(event=ctx.event, run_id="run2", step_id="requeue", attempt=1, idempotency_key="run2-0", logger=ctx.logger, store=store)
     assert action.run(params, ctx2)["attempt"] == 2  # type: ignore[index]
+
+
+def test_the_requeue_action_stores_its_data_masked(store: Store) -> None:
+    masker = Masker(["field-s3cret"])
+    ctx = Context(event=Event("hover", "t", {}), run_id="run", step_id="requeue", attempt=1, idempotency_key="run-0",
+                  logger=logging.getLogger("t"), store=store, mask=masker.mask_value)
+    out = RequeueAction().run(RequeueParams(queue="field-techs", key=1, data={"url": "https://x/?k=field-s3cret"}), ctx)
+    assert store.get_queue_item(out["item_id"]).data == {"url": "https://x/?k=****"}  # type: ignore[index, union-attr]
 
 
 # --- the API over HTTP ----------------------------------------------------------------

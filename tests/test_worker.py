@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,13 +12,16 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from engine import operations
 from engine.errors import StoreError
 from engine.loader import Current, load
+from engine.secrets import MASK
 from engine.store import Incoming, Store, open_store
 from engine.worker import Worker
 
-from .support import Clock, Sink
+from .support import Clock, Hit, Sink
 from .test_postgres_store import pg_database, pg_url  # noqa: F401  (fixtures)
+from .test_secrets import SECRET, SHOWN_FORMS
 
 PLUGIN = '''
 import queue, threading
@@ -294,26 +299,75 @@ rules:
     assert dead.attempts == 3
 
 
-def test_outputs_reach_later_steps_unmasked_and_show_masked(tmp_path: Path) -> None:
-    h = Harness(tmp_path, """
+SECRET_RULES = """
 rules:
-  - name: r
+  - name: crm
     event: go
     actions:
-      - {id: a, crashy: {mode: "${SECRET_MODE}"}}
-      - {id: b, crashy: {mode: "seen {{ steps.a.mode }}"}}
-""", environ={"SECRET_MODE": "s3cret-mode"})
+      - id: echo
+        http: {method: POST, url: "SINK/echo", params: {key: "${CRM_TOKEN}"}, json: {token: "${CRM_TOKEN}"}}
+      - id: later
+        crashy: {mode: "seen {{ steps.echo.json.got.token }}"}
+      - emit: {type: crm.synced, data: {token: "${CRM_TOKEN}", echoed: "{{ steps.echo.text }}"}}
+      - id: login
+        http: {method: GET, url: "SINK/login", auth: {basic: [crm-user, "${CRM_TOKEN}"]}}
+        retry: {attempts: 1}
+"""
+
+
+def echo(hit: Hit) -> tuple[int, str]:
+    """The target echoes what it got: the body and query (/echo), the credentials (/login)."""
+    if hit.path.startswith("/echo"):
+        return 200, json.dumps({"got": hit.json(), "path": hit.path})
+    return 401, f"denied: {hit.headers['authorization']}"
+
+
+def test_secrets_are_stored_masked_in_every_form_and_shown_masked(tmp_path: Path) -> None:
+    sink = Sink(echo)
+    secret_forms = SHOWN_FORMS
+    env = {"CRM_TOKEN": SECRET}
+    h = Harness(tmp_path, SECRET_RULES.replace("SINK", sink.url), environ=env, config="http: {allow_private: true}\n")
     try:
         run = h.finished_run(h.put("go", {}))
-        first, second = h.store.steps_of_run(run["id"])
-        assert first["params"] == {"mode": "****"}  # stored params are masked
-        assert second["output"]["mode"] == "seen s3cret-mode"  # the next step saw the real value
-        from engine import operations
-
-        shown = operations.run_detail(h.current(), h.store, run["id"])
-        assert "s3cret-mode" not in str(shown)
+        # A sender's event that holds the secret JSON-escaped in a string: stored as received
+        sent = h.put("note", {"note": json.dumps({"token": SECRET})})
+        steps_ = {s["id"]: s for s in h.store.steps_of_run(run["id"])}
+        assert steps_["echo"]["output"]["json"]["got"] == {"token": MASK}  # outputs are stored masked ...
+        assert steps_["later"]["output"]["mode"] == f"seen {MASK}"  # ... so later steps see the mask
+        assert run["status"] == "dead" and run["error"].endswith(f"denied: Basic {MASK} (expected 2xx)")
+        emitted = h.store.get_event(steps_["emit"]["output"]["event_id"])
+        assert emitted is not None and emitted["body"]["token"] == MASK
+        assert len(h.wait(lambda: sink.hits if len(sink.hits) == 2 else None)) == 2  # the target got the real values
+        assert sink.hits[0].json() == {"token": SECRET}
     finally:
         h.close()
+        sink.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("store.db*"))
+    assert sent.encode() in stored and [f for f in secret_forms if f.encode() in stored] == []
+
+    def hookwise(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *args, "-c", str(tmp_path / "config.yaml")], capture_output=True, text=True,
+            timeout=60, env={**os.environ, **env, "PYTHONPATH": str(tmp_path / "plugins")}, cwd=tmp_path, check=True,
+        ).stdout
+
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        api = [operations.event_detail(h.current(), store, e) for e in (run["event_id"], sent)]
+    finally:
+        store.close()
+    values = api + [json.loads(hookwise("runs", "show", run["id"], "--json")), json.loads(hookwise("events", "show", sent, "--json"))]
+    shown = [strings(v) for v in values] + [hookwise("runs", "show", run["id"]), hookwise("events", "show", sent)]
+    assert "note" in shown[1] and [f for f in secret_forms for text in shown if f in text] == []
+
+
+def strings(value: Any) -> str:
+    """Every string in a JSON-like value (keys too), one a line."""
+    if isinstance(value, dict):
+        return "\n".join(strings(k) + "\n" + strings(v) for k, v in value.items())
+    if isinstance(value, list):
+        return "\n".join(strings(v) for v in value)
+    return value if isinstance(value, str) else ""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
