@@ -517,14 +517,17 @@ def _basic_pairs(value: Any) -> Iterator[tuple[str, str]]:
     strings (not templates)."""
     if isinstance(value, dict):
         for key, item in value.items():
-            plain = isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) and not is_template(x) for x in item)
-            if key == "basic" and plain:
+            if key == "basic" and isinstance(item, list) and len(item) == 2 and all(_literal(x) for x in item):
                 yield item[0], item[1]
             else:
                 yield from _basic_pairs(item)
     elif isinstance(value, list):
         for item in value:
             yield from _basic_pairs(item)
+
+
+def _literal(value: Any) -> bool:
+    return isinstance(value, str) and not is_template(value)
 
 
 def _as_list(value: OneOrMany | None) -> list[str]:

@@ -316,8 +316,9 @@ class Worker:
             failed = {id(u.result): self._unrecordable(u) for u in unrecorded}
             results = [failed.get(id(r), r) for r in results]
             for lost in self.store.record_steps(list(failed.values())):
-                log.error("run %s step %s: neither its result nor its failure can be stored: %s", lost.result.task.run_id,
-                          lost.result.task.index, lost.reason, extra=step_fields(lost.result.task))
+                task = lost.result.task
+                log.error("run %s step %s: neither its result nor its failure can be stored: %s",
+                          task.run_id, task.index, lost.reason, extra=step_fields(task))
         if self.metrics is not None:
             self.metrics.recorded(results)
 

@@ -52,7 +52,8 @@ def test_basic_credentials_are_masked_only_when_they_hold_a_secret() -> None:
     masker = Masker([SECRET], credentials=[("other", "not a secret")])
     assert masker.mask(f"Basic {plain}") == f"Basic {plain}"
     assert basic_credentials("u", "p") == {"dTpw"}  # no padding to strip
-    assert Masker(["user-from-env"], credentials=[("user-from-env", "pw")]).mask("Basic dXNlci1mcm9tLWVudjpwdw==") == f"Basic {MASK}"
+    user_from_env = Masker(["user-from-env"], credentials=[("user-from-env", "pw")])
+    assert user_from_env.mask("Basic dXNlci1mcm9tLWVudjpwdw==") == f"Basic {MASK}"
 
 
 def test_forms_of_a_plain_secret_are_one() -> None:

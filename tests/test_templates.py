@@ -510,7 +510,8 @@ def test_each_render_gets_a_fresh_budget() -> None:
     compiled = templates.compile_value("{{ 'x' * 700 }}")
     for _ in range(3):  # 2,100 characters in all: the budget must not carry over
         assert compiled.render({}) == "x" * 700
-    slow = Templates(time_limit=0.2, clock=Ticks()).compile_value("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+    forever = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    slow = Templates(time_limit=0.2, clock=Ticks()).compile_value(forever)
     with pytest.raises(RenderError):
         slow.render({})
     with pytest.raises(RenderError):  # the next render has a whole time limit again
@@ -595,7 +596,8 @@ def test_expression_failures_are_render_errors(templates: Templates, source: str
 def test_an_expression_keeps_to_the_time_limit() -> None:
     # Mapping many items is legitimate work: at most two limit checks per item (100,000
     # items within 0.2 s on a clock that moves 1 µs per check) ...
-    expression = Templates(time_limit=0.2, clock=Ticks(1e-6)).compile_expression("range(100000)|map('string')|list|length > 0")
+    templates = Templates(time_limit=0.2, clock=Ticks(1e-6))
+    expression = templates.compile_expression("range(100000)|map('string')|list|length > 0")
     assert expression.truthy({}) is True
     # ... and work in proportion to the items, never quadratic (counted in calls, not seconds).
     def mapping(items: int) -> int:

@@ -215,7 +215,7 @@ rules:
 
 
 def test_a_step_past_its_timeout_fails(harness: Callable[..., Harness], clock: Clock) -> None:
-    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: hold}, timeout: 200ms, retry: {attempts: 1}}]\n", clock=clock)
+    h = harness("rules:\n  - {name: r, event: go, actions: [{crashy: {mode: hold}, timeout: 200ms, retry: {attempts: 1}}]}\n", clock=clock)
     event_id = h.put("go", {})
     h.started()
     clock.advance(0.2)
@@ -228,9 +228,9 @@ def test_a_step_past_its_timeout_fails(harness: Callable[..., Harness], clock: C
 
 
 def test_delay_between_steps(harness: Callable[..., Harness], clock: Clock) -> None:
-    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: ok}}, {crashy: {mode: ok}, delay: 500ms}]\n", clock=clock)
+    h = harness("rules:\n  - {name: r, event: go, actions: [{crashy: {mode: ok}}, {crashy: {mode: ok}, delay: 500ms}]}\n", clock=clock)
     event_id = h.put("go", {})
-    (run,) = h.wait(lambda: [r for r in h.store.runs_of_event(event_id) if h.store.steps_of_run(r["id"])[0]["status"] == "succeeded"])
+    (run,) = h.wait(lambda: [r for r in h.store.runs_of_event(event_id) if steps(h, r["id"])[0][1] == "succeeded"])
     first, second = h.store.steps_of_run(run["id"])
     assert (second["status"], second["due_at"]) == ("ready", clock() + 0.5)
     clock.advance(0.49)
@@ -356,7 +356,7 @@ def test_secrets_are_stored_masked_in_every_form_and_shown_masked(tmp_path: Path
         api = [operations.event_detail(h.current(), store, e) for e in (run["event_id"], sent)]
     finally:
         store.close()
-    values = api + [json.loads(hookwise("runs", "show", run["id"], "--json")), json.loads(hookwise("events", "show", sent, "--json"))]
+    values = api + [json.loads(hookwise(*args, "--json")) for args in (("runs", "show", run["id"]), ("events", "show", sent))]
     shown = [strings(v) for v in values] + [hookwise("runs", "show", run["id"]), hookwise("events", "show", sent)]
     assert "note" in shown[1] and [f for f in secret_forms for text in shown if f in text] == []
 
@@ -432,7 +432,10 @@ def test_results_the_store_cannot_take_now_are_recorded_later(harness: Callable[
 
 
 def test_actions_live_with_their_config_and_are_closed_when_it_is_retired_and_idle(harness: Callable[..., Harness]) -> None:
-    h = harness("rules:\n  - {name: r, event: go, actions: [{crashy: {mode: hold}}]}\n  - {name: q, event: quick, actions: [{crashy: {mode: ok}}]}\n")
+    h = harness(
+        "rules:\n  - {name: r, event: go, actions: [{crashy: {mode: hold}}]}\n"
+        "  - {name: q, event: quick, actions: [{crashy: {mode: ok}}]}\n"
+    )
     running = h.put("go", {})
     h.started()
     config = h.root / "config.yaml"
