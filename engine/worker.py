@@ -315,7 +315,12 @@ class Worker:
         if unrecorded:
             failed = {id(u.result): self._unrecordable(u) for u in unrecorded}
             results = [failed.get(id(r), r) for r in results]
-            for lost in self.store.record_steps(list(failed.values())):
+            try:
+                lost_too = self.store.record_steps(list(failed.values()))
+            except StoreError:
+                self._unwritten = list(failed.values())
+                raise
+            for lost in lost_too:
                 task = lost.result.task
                 log.error("run %s step %s: neither its result nor its failure can be stored: %s",
                           task.run_id, task.index, lost.reason, extra=step_fields(task))
