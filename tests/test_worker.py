@@ -242,6 +242,20 @@ def test_delay_between_steps(harness: Callable[..., Harness], clock: Clock) -> N
     assert second["started_at"] - first["finished_at"] == pytest.approx(0.5)
 
 
+def test_a_failed_step_waits_for_its_backoff(harness: Callable[..., Harness], clock: Clock) -> None:
+    h = harness("rules:\n  - {name: r, event: go, actions: [{retry: {attempts: 2, backoff: 30s}, crashy: {mode: crash}}]}\n", clock=clock)
+    event_id = h.put("go", {})
+    (run,) = h.wait(lambda: [r for r in h.store.runs_of_event(event_id) if steps(h, r["id"])[0][3]])
+    (step,) = h.store.steps_of_run(run["id"])
+    assert (step["status"], step["attempt"]) == ("ready", 1) and step["due_at"] > clock()  # 30 s with jitter
+    clock.advance(step["due_at"] - clock() - 0.01)
+    h.looked_over()
+    assert h.store.steps_of_run(run["id"])[0]["attempt"] == 1  # not before it is due
+    clock.advance(0.02)
+    assert h.finished_run(event_id)["status"] == "dead"
+    assert h.store.steps_of_run(run["id"])[0]["attempt"] == 2
+
+
 def test_emit_chains_stop_past_eight(harness: Callable[[str], Harness]) -> None:
     h = harness("""
 rules:
