@@ -157,6 +157,7 @@ class Daemon:
             self.ingest.stop()
         if self.worker is not None:
             self.worker.stop(self.options.drain_timeout)
+        self.current.close()  # the actions' connections, once no step uses them
         self.store.close()
         log.info("stopped")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .action import Registry
+from .action import Actions, Registry
 from .config import Config, load_config
 from .errors import ConfigError, Problem
 from .rules import Rule, RuleLoader, RuleSet
@@ -28,6 +28,8 @@ class Loaded:
     templates: Templates
     rules: RuleSet
     masker: Masker
+    #: the instances this config's steps use, made when first used; closed once retired
+    actions: Actions
     warnings: tuple[Problem, ...] = ()
 
 
@@ -52,10 +54,10 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
     if problems:
         raise ConfigError(problems)
     rules = RuleSet([*rules, *_builtin(config, loader, len(rules))])
-    masker = Masker(config.secrets | loader.secrets)
+    masker = Masker(config.secrets | loader.secrets, loader.credentials)
     plugin_warnings = tuple(config.document.locate(w) if config.document else w for w in registry.warnings)
     warnings = config.warnings + plugin_warnings + tuple(loader.warnings)
-    return Loaded(config, registry, templates, rules, masker, warnings)
+    return Loaded(config, registry, templates, rules, masker, Actions(registry, config.settings), warnings)
 
 
 
@@ -92,4 +94,13 @@ class Current:
         return self._loaded
 
     def swap(self, loaded: Loaded) -> None:
-        self._loaded = loaded
+        """Make ``loaded`` current and retire the one it replaces: its actions are closed
+        once the steps running with them are done."""
+        old, self._loaded = self._loaded, loaded
+        if old is not loaded:
+            old.actions.retire()
+
+    def close(self) -> None:
+        """Retire the current set (the process stops): its actions are closed once the
+        steps running with them are done."""
+        self._loaded.actions.retire()

@@ -25,7 +25,7 @@ from .config import NAME_PATTERN, Config, RetryPolicy, locate_all
 from .errors import ConfigError, Loc, Problem, RenderError
 from .events import Event
 from .index import Dispatch
-from .templates import Compiled, Expression, Templates
+from .templates import Compiled, Expression, Templates, is_template
 from .units import Duration
 from .validation import pydantic_problems
 
@@ -318,6 +318,9 @@ class RuleLoader:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     secrets: set[str] = field(default_factory=set)
+    #: the (user, password) pairs of the steps' ``basic: [user, password]``, as written
+    #: (templates left out), for the masker
+    credentials: set[tuple[str, str]] = field(default_factory=set)
     _first_seen: dict[str, str] = field(default_factory=dict)
 
     def load(self) -> RuleSet:
@@ -487,6 +490,7 @@ class RuleLoader:
         except ConfigError as exc:
             problems.extend(p.under(loc) for p in exc.problems)
             return None
+        self.credentials.update(_basic_pairs(raw))
         if self.registry[action].run is Action.run:
             problems.append(Problem(f"the {action} action cannot run in this version of hookwise: its steps will fail", loc, warning=True))
         found = self.registry.check_params(action, raw, compiled.template_paths())
@@ -506,6 +510,24 @@ class RuleLoader:
                 hint = get_close_matches(name, sorted(known), n=1)
                 suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.warnings.append(doc.locate(Problem(f"no source named {name!r} is configured{suffix}", loc + ("source",), warning=True)))
+
+
+def _basic_pairs(value: Any) -> Iterator[tuple[str, str]]:
+    """Every ``basic: [user, password]`` in a params value whose two parts are plain
+    strings (not templates)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "basic" and isinstance(item, list) and len(item) == 2 and all(_literal(x) for x in item):
+                yield item[0], item[1]
+            else:
+                yield from _basic_pairs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _basic_pairs(item)
+
+
+def _literal(value: Any) -> bool:
+    return isinstance(value, str) and not is_template(value)
 
 
 def _as_list(value: OneOrMany | None) -> list[str]:

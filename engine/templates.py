@@ -129,17 +129,18 @@ class _Budget:
     mutable object in this module and is reached through a context variable.
     """
 
-    __slots__ = ("deadline", "time_limit", "size_limit", "produced", "_sizes")
+    __slots__ = ("clock", "deadline", "time_limit", "size_limit", "produced", "_sizes")
 
-    def __init__(self, time_limit: float, size_limit: int) -> None:
-        self.deadline = time.monotonic() + time_limit
+    def __init__(self, time_limit: float, size_limit: int, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.deadline = clock() + time_limit
         self.time_limit = time_limit
         self.size_limit = size_limit
         self.produced = 0
         self._sizes: dict[int, tuple[Any, int]] = {}
 
     def check_time(self) -> None:
-        if time.monotonic() > self.deadline:
+        if self.clock() > self.deadline:
             raise _Refused(f"rendering took longer than the time limit ({self.time_limit:g} s)")
 
     def check_size(self, size: int, what: str) -> None:
@@ -496,7 +497,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"+", "*", "**", "%"})
 
-    def __init__(self, *, time_limit: float, size_limit: int) -> None:
+    def __init__(self, *, time_limit: float, size_limit: int, clock: Callable[[], float]) -> None:
         super().__init__(
             undefined=_Undefined,
             autoescape=False,
@@ -509,6 +510,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         )
         self.time_limit = time_limit
         self.size_limit = size_limit
+        self.clock = clock
         self._budget: ContextVar[_Budget] = ContextVar(f"hookwise-template-budget-{id(self)}")
         # Only what is safe and useful: no lipsum, cycler, joiner or namespace.
         self.globals.clear()
@@ -525,7 +527,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def start(self) -> Any:
         """Begin a render on this thread; returns the token for :meth:`stop`."""
-        return self._budget.set(_Budget(self.time_limit, self.size_limit))
+        return self._budget.set(_Budget(self.time_limit, self.size_limit, self.clock))
 
     def stop(self, token: Any) -> None:
         self._budget.reset(token)
@@ -803,12 +805,15 @@ class Templates:
     StrictUndefined, autoescape off, no loader) and the limits every render keeps to.
 
     Build one at start-up and share it: compiling and rendering are safe from any thread.
+    ``clock`` (seconds) measures the time limit: tests give one they move.
     """
 
-    def __init__(self, *, time_limit: float = 1.0, size_limit: int = 1_000_000) -> None:
+    def __init__(
+        self, *, time_limit: float = 1.0, size_limit: int = 1_000_000, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if time_limit <= 0 or size_limit <= 0:
             raise ValueError("time_limit and size_limit must be positive")
-        self._env = _Sandbox(time_limit=time_limit, size_limit=size_limit)
+        self._env = _Sandbox(time_limit=time_limit, size_limit=size_limit, clock=clock)
 
     def compile_value(self, value: Any) -> Compiled:
         """Walk a params value (dicts, lists, scalars) and compile every string holding

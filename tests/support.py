@@ -1,4 +1,4 @@
-"""Real parts for tests: a free port, an HTTP sink on loopback, the daemon as a process."""
+"""Real parts for tests: a clock tests move, a free port, an HTTP sink on loopback, the daemon as a process."""
 
 from __future__ import annotations
 
@@ -16,6 +16,26 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
+
+
+class Clock:
+    """A clock that stands still until a test moves it: leases, delays, retries and time
+    limits are tested by moving it, never by sleeping. It starts a minute ahead of the wall
+    clock, so what a test stamps with ``time.time()`` (an event's ``received_at``) is in its
+    past, as it is for a store that looks at it a moment later."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() + 60.0 if start is None else start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock ``seconds`` ahead (from any thread); the new time."""
+        with self._lock:
+            self.now += seconds
+            return self.now
 
 
 def free_port() -> int:
@@ -39,17 +59,21 @@ class Hit:
 @dataclass
 class Sink:
     """An HTTP server on loopback that records every request and answers with
-    ``responder(hit) -> (status, body)`` (default 200 ``{"ok": true}``)."""
+    ``responder(hit) -> (status, body)`` (default 200 ``{"ok": true}``). With
+    ``keep_alive`` it speaks HTTP/1.1 and keeps connections open between requests."""
 
     responder: Callable[[Hit], tuple[int, str]] | None = None
     hits: list[Hit] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
+    keep_alive: bool = False
 
     def __post_init__(self) -> None:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if sink.keep_alive else "HTTP/1.0"
+
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from actions import BUILTINS
 from actions.http import HttpAction, HttpParams
 from actions.log import LogAction, LogParams
-from engine.action import Action, Context, Registry
+from engine.action import Action, Actions, Context, Registry
 from engine.errors import ConfigError, ParamsError
 from engine.events import Event
 from engine.units import DURATION_PATTERN
@@ -133,6 +133,50 @@ def test_action_keeps_settings() -> None:
     settings = object()
     assert LogAction(settings).settings is settings
     assert LogAction().settings is None
+
+
+class Pooled(Action):
+    """An action holding a resource: it says when it is made and closed."""
+
+    name = "pooled"
+    Params = LogParams
+    made: list[Pooled] = []
+    closed: list[Pooled] = []
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        Pooled.made.append(self)
+
+    def run(self, params: BaseModel, ctx: Context) -> None:
+        return None
+
+    def close(self) -> None:
+        Pooled.closed.append(self)
+        if self.settings == "broken":
+            raise OSError("already gone")
+
+
+def test_actions_are_made_once_per_config_and_closed_when_retired_and_idle() -> None:
+    Pooled.made, Pooled.closed = [], []
+    actions = Actions({"pooled": Pooled, "log": LogAction}, settings="v1")
+    with actions.use("pooled") as first, actions.use("pooled") as again:
+        assert first is again and first.settings == "v1"
+        actions.retire()
+        assert Pooled.closed == []  # steps are still using it
+    assert Pooled.closed == [first]
+    with actions.use("pooled") as late:  # a step that took the config just before the reload
+        assert late is not first
+    assert Pooled.closed == [first, late] and len(Pooled.made) == 2
+
+
+def test_a_failing_close_is_logged_and_stops_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    Pooled.made, Pooled.closed = [], []
+    actions = Actions({"pooled": Pooled, "log": LogAction}, settings="broken")
+    with actions.use("pooled"), actions.use("log"):
+        pass
+    actions.retire()
+    assert len(Pooled.closed) == 1 and "closing Pooled failed" in caplog.text
+    assert LogAction(None).close() is None  # the base's close does nothing
 
 
 def test_context_is_frozen_with_rule_default() -> None:

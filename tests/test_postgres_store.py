@@ -25,6 +25,7 @@ import pytest
 
 from engine.errors import StoreError
 from engine.store import HoverTokens, Incoming, Matched, NewRun, Store, open_store
+from tests.support import Clock
 
 # The contract suites, collected again here: pytest resolves their ``store`` argument to the
 # fixture of this module, so each runs on SQLite and on PostgreSQL.
@@ -43,6 +44,7 @@ from tests.test_store import (  # noqa: F401
     new_run,
     result,
     test_a_delayed_event_waits,
+    test_a_result_the_store_cannot_hold_fails_alone,
     test_a_retry_makes_the_step_due_later_then_dead_ends_the_run,
     test_an_emitted_event_is_stored_once,
     test_an_expired_step_claim_is_taken_again_and_the_late_result_ignored,
@@ -98,9 +100,11 @@ def pg_url(pg_database: str) -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Store]:
+    """The store on each backend, its time given by ``clock`` (the database's clock is
+    tested on its own below)."""
     url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    s = open_store(url)
+    s = open_store(url, clock=clock)
     yield s
     s.close()
 
@@ -192,37 +196,40 @@ def test_match_events_matches_records_and_claims_in_one_call(store: Store) -> No
     assert store.match_events(10, match, event_lease=60) == (0, [])
 
 
-def test_an_exception_while_matching_leaves_the_events_to_a_later_claim(store: Store) -> None:
+def test_an_exception_while_matching_leaves_the_events_to_a_later_claim(store: Store, clock: Clock) -> None:
     (stored,) = store.put_events([incoming()])
 
     def broken(events: list[Any]) -> list[Matched]:
         raise ZeroDivisionError("a bug")
 
     with pytest.raises(ZeroDivisionError):
-        store.match_events(10, broken, event_lease=0.05)
-    time.sleep(0.1)  # PostgreSQL's claim was taken for 0.05 s; SQLite's rolled back
+        store.match_events(10, broken, event_lease=10)
+    clock.advance(10)  # PostgreSQL's claim was taken for 10 s; SQLite's rolled back
     count, _ = store.match_events(10, lambda events: [Matched(e.id, [], [], e) for e in events], event_lease=60)
     assert count == 1 and store.get_event(stored.event_id)["status"] == "matched"  # type: ignore[index]
 
 
-def test_extended_leases_keep_the_claim(store: Store) -> None:
+def test_extended_leases_keep_the_claim(store: Store, clock: Clock) -> None:
     run_id = matched_run(store, steps=1)
-    (task,) = store.claim_steps(10, lease=0.2)
-    store.extend_leases([task], 60)
-    time.sleep(0.3)
+    (task,) = store.claim_steps(10, lease=15)
+    clock.advance(10)
+    store.extend_leases([task], 15)  # until 25 s from the claim
+    clock.advance(14.9)
     assert store.claim_steps(10, 60) == []
-    store.record_steps([result(task, output=1)])
+    clock.advance(0.1)
+    (again,) = store.claim_steps(10, 60)  # a lease not renewed runs out
+    assert again.attempt == 2
+    store.record_steps([result(again, output=1)])
     run = store.get_run(run_id)
     assert run is not None and run["status"] == "succeeded"
 
 
-def test_next_due_sees_steps_too(store: Store) -> None:
+def test_next_due_sees_steps_too(store: Store, clock: Clock) -> None:
     assert store.next_due() is None
     matched_run(store)
     (task,) = store.claim_steps(10, 60)
     store.record_steps([result(task, next_delay=300.0)])
-    due = store.next_due()
-    assert due is not None and time.time() + 250 < due < time.time() + 350
+    assert store.next_due() == clock() + 300
 
 
 def test_replay_makes_a_pending_copy(store: Store) -> None:
@@ -251,22 +258,22 @@ def test_a_dead_run_is_retried_from_its_dead_step_with_overrides(store: Store) -
     assert store.rule_counts() == {"r": {"active": 1}}
 
 
-def test_prune_keeps_dead_and_active_runs(store: Store) -> None:
+def test_prune_keeps_dead_and_active_runs(store: Store, clock: Clock) -> None:
     done, dead, active = matched_run(store, steps=1), matched_run(store, steps=1), matched_run(store, steps=1)
     tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
     store.record_steps([result(tasks[done]), result(tasks[dead], "failed", error="x")])
     (no_runs,) = store.put_events([incoming()])
     store.record_matches([Matched(no_runs.event_id, [])])
     store.put_events([incoming(delivery="old", dedupe_window=0.0), incoming(delivery="kept")])
-    time.sleep(0.01)
-    counts = store.prune(time.time() + 1)
+    clock.advance(0.01)
+    counts = store.prune(clock() + 1)
     # the events: the one without runs, and the one whose run was just pruned
     assert counts == {"runs": 1, "events": 2, "deliveries": 1}
     assert store.get_run(done) is None and store.steps_of_run(done) == []
     assert store.get_run(dead) is not None and store.get_run(active) is not None
     assert store.get_event(no_runs.event_id) is None
     assert store.put_events([incoming(delivery="kept")])[0].duplicate
-    assert store.prune(time.time() + 1) == {"runs": 0, "events": 0, "deliveries": 0}
+    assert store.prune(clock() + 1) == {"runs": 0, "events": 0, "deliveries": 0}
 
 
 def test_list_events_filters_and_pages(store: Store) -> None:
@@ -315,7 +322,7 @@ def test_hover_tokens_and_webhooks(store: Store) -> None:
         "webhook_id": "w1", "source": "hover", "url": "https://h/1", "verified_at": 5.0, "last_error": "late"}
 
 
-def test_the_hover_lock(store: Store) -> None:
+def test_the_hover_lock(store: Store, clock: Clock) -> None:
     assert store.lock_hover_account("a", 60)
     assert store.lock_hover_account("a", 60)  # its holder keeps it
     assert not store.lock_hover_account("b", 60)
@@ -323,8 +330,10 @@ def test_the_hover_lock(store: Store) -> None:
     store.unlock_hover_account("b")  # not the holder: changes nothing
     assert not store.lock_hover_account("b", 60)
     store.unlock_hover_account("a")
-    assert store.lock_hover_account("b", 0.1)
-    time.sleep(0.15)
+    assert store.lock_hover_account("b", 30)
+    clock.advance(29.9)
+    assert not store.lock_hover_account("a", 60)
+    clock.advance(0.2)
     assert store.lock_hover_account("a", 60)  # b's lock ran out
     store.save_hover_tokens(HoverTokens("t", "r", 1.0))
     assert store.hover_tokens() == HoverTokens("t", "r", 1.0)  # the lock row holds the tokens too
