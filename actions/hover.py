@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -25,12 +26,24 @@ Method = Annotated[Literal["GET", "POST", "PUT", "PATCH", "DELETE"], BeforeValid
 
 
 def _api_path(path: str) -> str:
-    # The account's token goes with the request: the path must stay on hover.base_url.
-    # "//host/..." would be read as another host, so it is refused like a full URL.
+    # The account's token goes with the request: the path must stay on hover.base_url and
+    # name what it seems to. "//host/..." would be read as another host, so it is refused
+    # like a full URL; a dot segment (also percent-encoded: servers and clients resolve
+    # them) or a backslash would move the call to another endpoint; "?" and "#" would end
+    # the path early (a query belongs in params).
     if not path.startswith("/") or path.startswith("//"):
         raise ValueError("must be a path on the Hover API starting with a single '/', e.g. /api/v3/jobs/123")
     if any(c.isspace() or ord(c) < 32 for c in path):
         raise ValueError("must not contain spaces or control characters")
+    if "?" in path or "#" in path:
+        raise ValueError("must not contain '?' or '#': give query parameters in params (templated parts: use |path_segment)")
+    if "\\" in path:
+        raise ValueError("must not contain a backslash")
+    segments = path[1:].split("/")
+    if any(unquote(s) in (".", "..") for s in segments):
+        raise ValueError("must not contain '.' or '..' segments (templated parts: use |path_segment)")
+    if "" in segments[:-1]:
+        raise ValueError("must not contain empty segments ('//')")
     return path
 
 

@@ -24,7 +24,7 @@ actions:
   - id: verify
     hover:
       method: PUT
-      path: "/api/v2/webhooks/{{{{ event.code }}}}/verify"
+      path: "/api/v2/webhooks/{{{{ event.code | path_segment }}}}/verify"
     retry: {{attempts: 10, backoff: 5s, max_backoff: 10m}}
 """
 

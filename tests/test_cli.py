@@ -154,7 +154,7 @@ def test_dry_run_of_invalid_json_is_a_usage_error(tmp_path: Path) -> None:
 def test_test_passes_on_the_shipped_cases() -> None:
     result = hookwise("test", "-c", EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("9 passed, 0 failed")
+    assert result.stdout.strip().endswith("11 passed, 0 failed")
 
 
 def test_test_fails_with_a_diff(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import urllib.error
@@ -463,6 +464,31 @@ def test_the_action_fails_clearly(fake: FakeHover, store: Store) -> None:
     client = logged_in(fake, store)
     with pytest.raises(Fail, match="404"):
         run_action({"path": "/api/v3/jobs/1"}, context(event, store, client))
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("/api/v2/webhooks/../../v3/jobs/4242/archive", "must not contain '.' or '..' segments"),
+    ("/api/v3/jobs/1/..", "must not contain '.' or '..' segments"),
+    ("/api/v3/./jobs", "must not contain '.' or '..' segments"),
+    ("/api/v3/jobs/%2e%2E/x", "must not contain '.' or '..' segments"),
+    ("/api/v3/jobs/%2E/x", "must not contain '.' or '..' segments"),
+    ("/api/v2/webhooks/x?y=/verify", "must not contain '?' or '#': give query parameters in params"),
+    ("/api/v3/jobs/1#frag", "must not contain '?' or '#'"),
+    ("/api/v3/jobs//1", "must not contain empty segments"),
+    ("/api/v3/jobs/..\\x", "must not contain a backslash"),
+    ("//evil.example/api", "starting with a single '/'"),
+    ("https://evil.example/api", "starting with a single '/'"),
+])
+def test_the_action_refuses_a_path_that_could_leave_its_endpoint(path: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        HoverParams.model_validate({"path": path})
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v3/jobs/19402492", "/api/v2/webhooks/..%2F..%2Fv3%2Fjobs/verify", "/api/v3/jobs/...", "/api/v3/jobs/a.b", "/api/v3/jobs/",
+])
+def test_the_action_takes_a_clean_path(path: str) -> None:
+    assert HoverParams.model_validate({"path": path}).path == path
 
 
 def test_the_verification_handshake_records_the_webhook(fake: FakeHover, store: Store) -> None:

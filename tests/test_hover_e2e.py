@@ -173,3 +173,58 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
     finally:
         db.close()
     assert dead == 0
+
+
+def wait_until(condition: Any, timeout: float = 20.0) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def test_hostile_values_stay_inside_their_path_segment(world: dict[str, Any]) -> None:
+    """A signed event's values go into Hover paths percent-encoded, one segment each: a code
+    or job id made of dot segments, slashes and '?' cannot move a call that carries the
+    account's token to another endpoint."""
+    hover: FakeHover = world["hover"]
+    assert hookwise(world, "hover", "login", "--code", hover.authorize()).returncode == 0
+    hostile_code = "../../v3/jobs/4242/archive?x="
+    hostile_job = "19402492/../../../v2/webhooks"
+    code_event = world["root"] / "hostile-code.json"
+    code_event.write_text(json.dumps({"event": "webhook-verification-code", "webhook_id": 230293, "code": hostile_code}))
+    job_event = world["root"] / "hostile-job.json"
+    completed = json.loads((EVENTS / "job-state-changed-v2_completed.json").read_text())
+    job_event.write_text(json.dumps({**completed, "job_id": hostile_job}))
+
+    # A rule that forgets |path_segment: the hover action refuses the rendered path.
+    (world["root"] / "naive.yaml").write_text(
+        "rules:\n  - {name: naive, event: naive, actions: [{hover: {path: '/api/v3/jobs/{{ event.job_id }}'}}]}\n")
+    config: Path = world["config"]
+    config.write_text(config.read_text().replace("rules: [hover.yaml]", "rules: [hover.yaml, naive.yaml]"))
+    naive_event = world["root"] / "naive.json"
+    naive_event.write_text(json.dumps({"event": "naive", "job_id": "1/../../../v2/webhooks"}))
+
+    daemon = DaemonProcess(config, free_port(), env=world["env"])
+    try:
+        daemon.wait_ready()
+        send(world, daemon, code_event)
+        send(world, daemon, job_event)
+        send(world, daemon, naive_event)
+        calls = wait_until(lambda: len(hover.calls) >= 2 and list(hover.calls))
+        db = sqlite3.connect(world["root"] / "data" / "hookwise.db")
+        try:
+            (naive_error,) = wait_until(lambda: db.execute("SELECT error FROM runs WHERE rule = 'naive' AND status = 'dead'").fetchone())
+        finally:
+            db.close()
+    finally:
+        assert daemon.stop() == 0, daemon.output()
+
+    assert sorted((c.method, c.path, c.status) for c in calls) == [
+        ("GET", "/api/v3/jobs/19402492%2F..%2F..%2F..%2Fv2%2Fwebhooks", 404),
+        ("PUT", "/api/v2/webhooks/..%2F..%2Fv3%2Fjobs%2F4242%2Farchive%3Fx%3D/verify", 404),
+    ]
+    assert hover.webhooks == {} and not world["crm"].hits
+    assert "path: must not contain '.' or '..' segments (templated parts: use |path_segment)" in naive_error
