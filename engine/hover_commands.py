@@ -21,7 +21,7 @@ from .errors import Fail, HookwiseError, Retry, UsageError
 
 #: How long each Hover call of a command may take.
 TIMEOUT = 30.0
-_COLUMNS = ("id", "url", "verified_at", "last_error")
+_COLUMNS = ("id", "url", "verified_at", "verify_method", "last_error")
 
 
 def _config_option(func: Callable[..., Any]) -> Callable[..., Any]:
