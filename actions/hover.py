@@ -38,7 +38,8 @@ def _api_path(path: str) -> str:
     if any(c.isspace() or ord(c) < 32 for c in path):
         raise ValueError("must not contain spaces or control characters")
     if "?" in path or "#" in path:
-        raise ValueError("must not contain '?' or '#': give query parameters in params (templated parts: use |path_segment)")
+        raise ValueError(
+            "must not contain '?' or '#': give query parameters in params (templated parts: use |path_segment)")
     if "\\" in path:
         raise ValueError("must not contain a backslash")
     segments = path[1:].split("/")
@@ -108,7 +109,11 @@ def _handshake(params: HoverParams, ctx: Context) -> Mapping[str, Any]:
     return {"status": status, "json": body, "method": method}
 
 
-def _record(ctx: Context, *, verified_at: float | None = None, error: str | None = None, method: str | None = None) -> None:
+def _record(
+    ctx: Context, *, verified_at: float | None = None, error: str | None = None, method: str | None = None,
+) -> None:
     body = ctx.event.body
     webhook_id = body.get("webhook_id") if isinstance(body, dict) else None
-    record_verification(ctx.store, webhook_id, source=ctx.event.source, verified_at=verified_at, error=error, method=method)
+    record_verification(
+        ctx.store, webhook_id, source=ctx.event.source, verified_at=verified_at, error=error, method=method,
+    )

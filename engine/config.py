@@ -154,11 +154,17 @@ class Source(Model):
     secret: Secrets | None = Field(None, description="Signing secret of the preset (a list during rotation).")
     hmac_secret: Secrets | None = Field(None, description="Hover: the hmac_secret returned when the webhook was registered.")
     verify: Verify | Literal["none"] | None = Field(
-        None, description="verify.hmac: a custom signature; or none: the source accepts requests from anyone, on purpose.")
+        None,
+        description="verify.hmac: a custom signature; or none: the source accepts requests from anyone, on purpose.",
+    )
     token: Secrets | None = Field(None, description="Shared secret the sender puts in the URL (?token=) or in token_header.")
     token_file: str | None = Field(
         None, min_length=1,
-        description="A file holding the token (relative to the config file); `serve` creates it with a random token when missing.")
+        description=(
+            "A file holding the token (relative to the config file); "
+            "`serve` creates it with a random token when missing."
+        ),
+    )
     token_header: str | None = None
     tolerance: Duration = Field(300.0, description="Largest clock difference accepted for timestamped signatures.")
     allow_ips: list[str] = Field(default_factory=list, description="Networks allowed to send, e.g. 203.0.113.0/24.")
@@ -205,7 +211,8 @@ class Source(Model):
             raise ValueError("give 'token' or 'token_file', not both")
         checks = self.checks()
         if self.verify == "none" and checks:
-            raise ValueError(f"'verify: none' says anyone may send, but the source also has {', '.join(checks)}: remove one")
+            also = ", ".join(checks)
+            raise ValueError(f"'verify: none' says anyone may send, but the source also has {also}: remove one")
         if self.verify != "none" and not checks:
             raise ValueError(
                 "accepts requests from anyone: give it a token (or token_file), a secret, verify.hmac or allow_ips, "

@@ -71,6 +71,9 @@ NOT_LOGGED_IN = "hover: not logged in: run `hookwise hover login`"
 HANDSHAKE_WAITS = NOT_LOGGED_IN + "; the handshake runs as soon as the account is connected"
 #: How long a handshake waits before it looks again, unless a login wakes it first.
 LOGIN_WAIT = 600.0
+#: How long a login that `hookwise hover login` started may take: its OAuth state is
+#: refused after that (by /hover/callback) and the command gives up.
+LOGIN_TTL = 600.0
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -294,7 +297,8 @@ class HoverClient:
         if status >= 500:
             raise Retry(f"{what}: {status}{_excerpt(response.body)}", after=retry_after(response.headers.get("retry-after")))
         if status == 401:
-            raise Refused(f"{what}: 401 even after refreshing the access token: run `hookwise hover login` again", status)
+            again = "run `hookwise hover login` again"
+            raise Refused(f"{what}: 401 even after refreshing the access token: {again}", status)
         raise Refused(f"{what}: {status}{_excerpt(response.body)}", status)
 
     # --- webhooks, for `hookwise hover` -----------------------------------------------------
@@ -383,8 +387,9 @@ def merge_webhooks(remote: Iterable[Mapping[str, Any]], recorded: Iterable[Mappi
         })
     for key, own in mine.items():
         rows.append({
-            "id": key, "url": own.get("url"), "source": own.get("source"), "verified_at": _iso_or_none(own.get("verified_at")),
-            "verify_method": own.get("verify_method"), "last_error": own.get("last_error"), "at_hover": False,
+            "id": key, "url": own.get("url"), "source": own.get("source"),
+            "verified_at": _iso_or_none(own.get("verified_at")), "verify_method": own.get("verify_method"),
+            "last_error": own.get("last_error"), "at_hover": False,
         })
     return rows
 
@@ -491,6 +496,6 @@ def _oauth_error(answer: Any) -> str:
 
 
 __all__ = [
-    "HANDSHAKE_WAITS", "HoverClient", "LOGIN_WAIT", "NOT_LOGGED_IN", "NotLoggedIn", "RATE_LIMIT", "RateLimiter", "Refused",
-    "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification",
+    "HANDSHAKE_WAITS", "HoverClient", "LOGIN_TTL", "LOGIN_WAIT", "NOT_LOGGED_IN", "NotLoggedIn", "RATE_LIMIT",
+    "RateLimiter", "Refused", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification",
 ]

@@ -615,7 +615,8 @@ def _checks(source: Source) -> list[Check]:
         checks.append(AllowIps.parse(source.allow_ips))
     if source.token or source.token_file:
         # A token file not made yet holds no token: nothing matches (closed, never open).
-        checks.append(TokenCheck(_secrets(source.token or ()), source.token_header.lower() if source.token_header else None))
+        header = source.token_header.lower() if source.token_header else None
+        checks.append(TokenCheck(_secrets(source.token or ()), header))
     if source.preset in _PRESET_SCHEMES:
         checks.append(_PRESET_SCHEMES[source.preset](source))
     if source.hmac_secret:

@@ -298,8 +298,8 @@ class FakeHover:
         return [
             (r"/api/v2/webhooks", "GET", self._list_webhooks),
             (r"/api/v2/webhooks", "POST", self._register_webhook),
-            (r"/api/v2/webhooks/([^/]+)/verify", "PUT", lambda query, body, code: self._verify_webhook(query, body, code, "PUT")),
-            (r"/api/v2/webhooks/([^/]+)/verify", "POST", lambda query, body, code: self._verify_webhook(query, body, code, "POST")),
+            (r"/api/v2/webhooks/([^/]+)/verify", "PUT", lambda q, body, code: self._verify_webhook(q, body, code, "PUT")),
+            (r"/api/v2/webhooks/([^/]+)/verify", "POST", lambda q, body, code: self._verify_webhook(q, body, code, "POST")),
             (r"/api/v2/webhooks/(\d+)", "DELETE", self._delete_webhook),
             (r"/api/v3/jobs", "GET", self._list_jobs),
             (r"/api/v3/jobs/(\d+)", "GET", self._show_job),
@@ -347,8 +347,9 @@ class FakeHover:
         with self.lock:
             webhook_id, now = next(self._ids), _now_iso()
             self.webhooks[webhook_id] = {
-                "id": webhook_id, "owner_type": "Org", "owner_id": ORG_ID, "url": url, "created_at": now, "updated_at": now,
-                "verified_at": None, "hmac_secret": secrets.token_urlsafe(48), "last_error": None, "content_type": "json",
+                "id": webhook_id, "owner_type": "Org", "owner_id": ORG_ID, "url": url, "created_at": now,
+                "updated_at": now, "verified_at": None, "hmac_secret": secrets.token_urlsafe(48), "last_error": None,
+                "content_type": "json",
             }
             code = secrets.token_hex(16)
             self.verification_codes[code] = webhook_id

@@ -42,7 +42,8 @@ def test_check_passes_on_a_fresh_copy_without_warnings(tmp_path: Path) -> None:
     assert result.stdout.strip() == "config.example.yaml: ok: 1 sources, 5 rules, 9 steps, 1 built-in rule"
     token_file = tmp_path / "data" / "hover-url-token"
     assert result.stderr.strip() == (
-        f"note: sources.hover.token_file: {token_file} does not exist yet: `hookwise serve` makes it (a random token) when it starts"
+        f"note: sources.hover.token_file: {token_file} does not exist yet: "
+        "`hookwise serve` makes it (a random token) when it starts"
     )
     token_file.parent.mkdir()
     token_file.write_text("made-by-serve\n")
@@ -56,13 +57,16 @@ def test_check_strict_promotes_warnings(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text("rules:\n  - name: a\n    source: hovr\n    actions: [{log: {message: x}}]\n")
     result = hookwise("check", "--strict", "-c", config)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"{tmp_path / 'r.yaml'}:3:13: rules[0].source: warning: no source named 'hovr' is configured (did you mean 'hover'?)"
+    assert result.stderr.strip() == (
+        f"{tmp_path / 'r.yaml'}:3:13: rules[0].source: warning: no source named 'hovr' is configured (did you mean 'hover'?)"
+    )
     assert hookwise("check", "-c", config).returncode == 0
 
 
 def test_an_open_source_or_an_empty_token_is_an_error(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("rules: []\nsources:\n  hover: {preset: hover, token: \"${HOVER_URL_TOKEN:-}\"}\n  open: {type: body:kind}\n")
+    hover = "  hover: {preset: hover, token: \"${HOVER_URL_TOKEN:-}\"}\n"
+    config.write_text(f"rules: []\nsources:\n{hover}  open: {{type: body:kind}}\n")
     result = hookwise("check", "-c", config)
     assert result.returncode == 78
     assert result.stderr.splitlines() == [
@@ -72,7 +76,7 @@ def test_an_open_source_or_an_empty_token_is_an_error(tmp_path: Path) -> None:
         "or allow_ips, or say verify: none",
     ]
     assert hookwise("check", "-c", config, env={"HOVER_URL_TOKEN": "t0ken"}).returncode == 78  # open still is
-    config.write_text("rules: []\nsources:\n  hover: {preset: hover, token: \"${HOVER_URL_TOKEN:-}\"}\n  open: {type: body:kind, verify: none}\n")
+    config.write_text(f"rules: []\nsources:\n{hover}  open: {{type: body:kind, verify: none}}\n")
     assert hookwise("check", "-c", config, env={"HOVER_URL_TOKEN": "t0ken"}).returncode == 0
 
 

@@ -140,7 +140,8 @@ def test_an_empty_token_or_secret_is_an_error_where_it_is_written(tmp_path: Path
         f"C:6:25: sources.signed.hmac_secret: {empty}",
         f"C:8:44: sources.custom.verify.hmac.secret: {empty}",
     ]
-    config = load_config(path, {"HOVER_URL_TOKEN": "t0ken", "NEW_TOKEN": "k3y-2", "GH": "g", "S": "s", "HMAC": "h", "HOST": ""})
+    environ = {"HOVER_URL_TOKEN": "t0ken", "NEW_TOKEN": "k3y-2", "GH": "g", "S": "s", "HMAC": "h", "HOST": ""}
+    config = load_config(path, environ)
     assert config.settings.sources["rotated"].token == ["k3y-1", "k3y-2"] and config.settings.http.allow_hosts == []
 
 
@@ -153,14 +154,18 @@ def test_a_source_verifies_its_sender_or_says_verify_none(tmp_path: Path) -> Non
         "  both: {verify: none, token: t0ken}\n"
         "  twice: {token: t0ken, token_file: t.txt}\n",
     )
-    anyone = "accepts requests from anyone: give it a token (or token_file), a secret, verify.hmac or allow_ips, or say verify: none"
+    anyone = (
+        "accepts requests from anyone: give it a token (or token_file), a secret, verify.hmac or allow_ips, "
+        "or say verify: none"
+    )
     assert problems(path) == [
         f"C:2:9: sources.open: {anyone}",
         f"C:3:10: sources.hover: {anyone}",
         "C:4:9: sources.both: 'verify: none' says anyone may send, but the source also has token: remove one",
         "C:5:10: sources.twice: give 'token' or 'token_file', not both",
     ]
-    ok = write(tmp_path, "sources:\n  open: {verify: none}\n  lan: {allow_ips: [10.0.0.0/8]}\n  signed: {preset: hover, hmac_secret: s}\n", "ok.yaml")
+    ok = write(tmp_path, "sources:\n  open: {verify: none}\n  lan: {allow_ips: [10.0.0.0/8]}\n"
+                         "  signed: {preset: hover, hmac_secret: s}\n", "ok.yaml")
     sources = load_config(ok, {}).settings.sources
     assert [(n, s.authenticated()) for n, s in sources.items()] == [("open", False), ("lan", True), ("signed", True)]
 

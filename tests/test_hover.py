@@ -507,7 +507,8 @@ def test_the_action_refuses_a_path_that_could_leave_its_endpoint(path: str, mess
 
 
 @pytest.mark.parametrize("path", [
-    "/api/v3/jobs/19402492", "/api/v2/webhooks/..%2F..%2Fv3%2Fjobs/verify", "/api/v3/jobs/...", "/api/v3/jobs/a.b", "/api/v3/jobs/",
+    "/api/v3/jobs/19402492", "/api/v2/webhooks/..%2F..%2Fv3%2Fjobs/verify", "/api/v3/jobs/...", "/api/v3/jobs/a.b",
+    "/api/v3/jobs/",
 ])
 def test_the_action_takes_a_clean_path(path: str) -> None:
     assert HoverParams.model_validate({"path": path}).path == path

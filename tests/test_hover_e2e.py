@@ -203,7 +203,7 @@ def test_hostile_values_stay_inside_their_path_segment(world: dict[str, Any]) ->
     hostile_code = "../../v3/jobs/4242/archive?x="
     hostile_job = "19402492/../../../v2/webhooks"
     code_event = world["root"] / "hostile-code.json"
-    code_event.write_text(json.dumps({"event": "webhook-verification-code", "webhook_id": 230293, "code": hostile_code}))
+    code_event.write_text(json.dumps({"event": "webhook-verification-code", "webhook_id": 1, "code": hostile_code}))
     job_event = world["root"] / "hostile-job.json"
     completed = json.loads((EVENTS / "job-state-changed-v2_completed.json").read_text())
     job_event.write_text(json.dumps({**completed, "job_id": hostile_job}))
@@ -225,7 +225,8 @@ def test_hostile_values_stay_inside_their_path_segment(world: dict[str, Any]) ->
         calls = wait_until(lambda: len(hover.calls) >= 2 and list(hover.calls))
         db = sqlite3.connect(world["root"] / "data" / "hookwise.db")
         try:
-            (naive_error,) = wait_until(lambda: db.execute("SELECT error FROM runs WHERE rule = 'naive' AND status = 'dead'").fetchone())
+            dead = "SELECT error FROM runs WHERE rule = 'naive' AND status = 'dead'"
+            (naive_error,) = wait_until(lambda: db.execute(dead).fetchone())
         finally:
             db.close()
     finally:
@@ -243,7 +244,8 @@ def step_errors(world: dict[str, Any], rule: str) -> list[tuple[str, str, str | 
     db = sqlite3.connect(world["root"] / "data" / "hookwise.db")
     try:
         return db.execute(
-            "SELECT r.status, s.status, s.error FROM runs r JOIN steps s ON s.run_id = r.id WHERE r.rule = ? ORDER BY r.created_at", (rule,),
+            "SELECT r.status, s.status, s.error FROM runs r JOIN steps s ON s.run_id = r.id WHERE r.rule = ? "
+            "ORDER BY r.created_at", (rule,),
         ).fetchall()
     finally:
         db.close()
@@ -271,7 +273,8 @@ def test_a_handshake_waits_for_the_login_and_no_webhook_appears_from_events(worl
             return rows if {r[0] for r in rows} == done else None
 
         waiting = wait_until(handshakes)
-        assert waiting == [("active", "ready", NOT_LOGGED_IN + "; the handshake runs as soon as the account is connected")] * 2
+        waits = NOT_LOGGED_IN + "; the handshake runs as soon as the account is connected"
+        assert waiting == [("active", "ready", waits)] * 2
         assert hover.calls == []
         _, sources = get_json(f"{daemon.url}/api/sources")
         assert sources["sources"][0]["hover"]["webhooks"] == []  # nothing appears from events alone
@@ -290,6 +293,7 @@ def test_a_handshake_waits_for_the_login_and_no_webhook_appears_from_events(worl
     (dead_error,) = [o[2] for o in outcomes if o[0] == "dead"]
     assert dead_error.startswith("hover: POST /api/v2/webhooks/03947FE2-28C3-4EB1-AD44-B4258B3345BB/verify: 404")
     (hook,) = sources["sources"][0]["hover"]["webhooks"]
-    assert (hook["webhook_id"], hook["verify_method"], hook["last_error"]) == (str(webhook_id), "POST", None) and hook["verified_at"]
+    assert (hook["webhook_id"], hook["verify_method"], hook["last_error"]) == (str(webhook_id), "POST", None)
+    assert hook["verified_at"]
     listed = json.loads(hookwise(world, "hover", "webhooks", "--json").stdout)
     assert [(w["id"], w["verify_method"]) for w in listed] == [(str(webhook_id), "POST")]  # no 230293

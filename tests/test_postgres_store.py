@@ -348,12 +348,12 @@ def test_wake_steps_makes_the_waiting_steps_of_an_action_due_now(store: Store) -
     store.put_events([incoming(), incoming()])
     first, second = store.claim_events(10, 60)
     store.record_matches([
-        Matched(first.id, [], [NewRun(id="waits", rule="r", version="v1", rule_file="f", rule_text="t", steps=[(0, "verify", "hover")])]),
-        Matched(second.id, [], [NewRun(id="other", rule="r", version="v1", rule_file="f", rule_text="t", steps=[(0, "job", "hover")])]),
+        Matched(first.id, [], [NewRun("waits", "r", "v1", "f", "t", steps=[(0, "verify", "hover")])]),
+        Matched(second.id, [], [NewRun("other", "r", "v1", "f", "t", steps=[(0, "job", "hover")])]),
     ])
     tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
     store.record_steps([
-        result(tasks["waits"], "failed", error="hover: not logged in: run `hookwise hover login`; waiting", retry_in=3600),
+        result(tasks["waits"], "failed", error="hover: not logged in: run `hookwise hover login`; waits", retry_in=3600),
         result(tasks["other"], "failed", error="hover: GET /api/v3/jobs/1: 503", retry_in=3600),
     ])
     assert store.claim_steps(10, 60) == []

@@ -69,9 +69,15 @@ def test_create_says_why_it_cannot(tmp_path: Path) -> None:
 # --- the first run of the example project ---------------------------------------------------
 
 
+#: Environment variables the example config reads: none is set on a fresh machine.
+OURS = ("HOOKWISE_", "HOVER_", "CRM_", "OPS_", "SMTP_", "HTTP_")
+
+
 def hookwise(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("HOOKWISE_", "HOVER_", "CRM_", "OPS_", "SMTP_", "HTTP_"))}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=60)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(OURS)}
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=60,
+    )
 
 
 @pytest.fixture
@@ -91,14 +97,15 @@ def test_the_first_run_makes_the_token_and_send_uses_it(fresh: Path) -> None:
         "`hookwise serve` makes it when it starts; start the daemon first"
     )
 
-    env = {k: "" for k in os.environ if k.startswith(("HOOKWISE_", "HOVER_", "CRM_", "OPS_", "SMTP_", "HTTP_"))}
+    env = {k: "" for k in os.environ if k.startswith(OURS)}
     daemon = DaemonProcess(config, free_port(), env=env)
     try:
         daemon.wait_ready()
         token_file = fresh / "data" / "hover-url-token"
         token = token_file.read_text().strip()
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-        sent = hookwise(fresh, "send", "-c", str(config), "--source", "hover", str(event), "--url", f"{daemon.url}/hooks/hover")
+        url = f"{daemon.url}/hooks/hover"
+        sent = hookwise(fresh, "send", "-c", str(config), "--source", "hover", str(event), "--url", url)
         assert sent.returncode == 0 and sent.stdout.startswith("202 "), sent.stdout + sent.stderr
         assert post(f"{daemon.url}/hooks/hover", event.read_text())[0] == 401
         assert post(f"{daemon.url}/hooks/hover?token=wrong", event.read_text())[0] == 401
@@ -114,7 +121,8 @@ def test_the_first_run_makes_the_token_and_send_uses_it(fresh: Path) -> None:
         "(`hookwise hover register URL`); it must reach this address: set server.public_url to the one it does; "
         f"the token is kept in {token_file}"
     ]
-    assert any(line["message"] == f"sources.hover.token_file: made {token_file} with a random token (mode 0600)" for line in lines)
+    made = f"sources.hover.token_file: made {token_file} with a random token (mode 0600)"
+    assert any(line["message"] == made for line in lines)
 
     # a second start keeps the token and says the URL again
     daemon = DaemonProcess(config, free_port(), env=env)

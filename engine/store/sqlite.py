@@ -424,7 +424,9 @@ class SQLiteStore:
         verified_at: float | None = None, last_error: str | None = None, verify_method: str | None = None,
     ) -> None:
         with self._write() as db:
-            db.execute(Q["save_hover_webhook"], (webhook_id, source, url, verified_at, last_error, verify_method, time.time()))
+            db.execute(Q["save_hover_webhook"], (
+                webhook_id, source, url, verified_at, last_error, verify_method, time.time(),
+            ))
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
         return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._read(Q["list_hover_webhooks"])]
@@ -442,7 +444,8 @@ class SQLiteStore:
 
     def finish_hover_login(self, state: str, error: str | None = None) -> None:
         with self._write() as db:
-            db.execute(Q["finish_hover_login"], {"state": state, "status": "failed" if error else "done", "error": error, "now": time.time()})
+            status = "failed" if error else "done"
+            db.execute(Q["finish_hover_login"], {"state": state, "status": status, "error": error, "now": time.time()})
 
     def hover_login(self, state: str) -> dict[str, Any] | None:
         rows = self._read(Q["get_hover_login"], {"state": state, "now": time.time()})
@@ -450,7 +453,8 @@ class SQLiteStore:
 
     def wake_steps(self, action: str, error_prefix: str) -> int:
         with self._write() as db:
-            return int(db.execute(Q["wake_steps"], {"action": action, "prefix": error_prefix, "now": time.time()}).rowcount)
+            woken = db.execute(Q["wake_steps"], {"action": action, "prefix": error_prefix, "now": time.time()})
+            return int(woken.rowcount)
 
     # --- reading ----------------------------------------------------------------------
 

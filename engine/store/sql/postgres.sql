@@ -464,7 +464,8 @@ ON CONFLICT (webhook_id) DO UPDATE SET source = COALESCE(excluded.source, hover_
     updated_at = excluded.updated_at;
 
 -- name: list_hover_webhooks
-SELECT webhook_id, source, url, verified_at, last_error, updated_at, verify_method FROM hover_webhooks ORDER BY updated_at DESC;
+SELECT webhook_id, source, url, verified_at, last_error, updated_at, verify_method FROM hover_webhooks
+ORDER BY updated_at DESC;
 
 -- name: begin_hover_login
 -- Old states go first (kept a day after they expire, for `hookwise hover login` to read).
@@ -481,11 +482,13 @@ WHERE state = %(state)s AND status = 'pending' AND expires_at > extract(epoch FR
 RETURNING account;
 
 -- name: finish_hover_login
-UPDATE hover_logins SET status = %(status)s, error = %(error)s, updated_at = extract(epoch FROM statement_timestamp())::float8
+UPDATE hover_logins SET status = %(status)s, error = %(error)s,
+    updated_at = extract(epoch FROM statement_timestamp())::float8
 WHERE state = %(state)s;
 
 -- name: get_hover_login
-SELECT status, error, expires_at <= extract(epoch FROM statement_timestamp())::float8 FROM hover_logins WHERE state = %(state)s;
+SELECT status, error, expires_at <= extract(epoch FROM statement_timestamp())::float8
+FROM hover_logins WHERE state = %(state)s;
 
 -- name: wake_steps
 -- Ready steps of one action that wait for something that has just happened (their last

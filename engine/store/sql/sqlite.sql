@@ -321,13 +321,15 @@ UPDATE hover_account SET lock_holder = ?, lock_until = ? WHERE id = ? AND (lock_
 UPDATE hover_account SET lock_holder = NULL, lock_until = NULL WHERE id = ? AND lock_holder = ?;
 
 -- name: save_hover_webhook
-INSERT INTO hover_webhooks (webhook_id, source, url, verified_at, last_error, verify_method, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO hover_webhooks (webhook_id, source, url, verified_at, last_error, verify_method, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (webhook_id) DO UPDATE SET source = COALESCE(excluded.source, source), url = COALESCE(excluded.url, url),
     verified_at = COALESCE(excluded.verified_at, verified_at), last_error = excluded.last_error,
     verify_method = COALESCE(excluded.verify_method, verify_method), updated_at = excluded.updated_at;
 
 -- name: list_hover_webhooks
-SELECT webhook_id, source, url, verified_at, last_error, updated_at, verify_method FROM hover_webhooks ORDER BY updated_at DESC;
+SELECT webhook_id, source, url, verified_at, last_error, updated_at, verify_method FROM hover_webhooks
+ORDER BY updated_at DESC;
 
 -- name: forget_phantom_webhooks
 -- Rows that earlier versions made from a failed handshake alone: never registered here,
@@ -335,13 +337,15 @@ SELECT webhook_id, source, url, verified_at, last_error, updated_at, verify_meth
 DELETE FROM hover_webhooks WHERE url IS NULL AND verified_at IS NULL;
 
 -- name: begin_hover_login
-INSERT INTO hover_logins (state, account, status, expires_at, updated_at) VALUES (:state, :account, 'pending', :now + :ttl, :now);
+INSERT INTO hover_logins (state, account, status, expires_at, updated_at)
+VALUES (:state, :account, 'pending', :now + :ttl, :now);
 
 -- name: prune_hover_logins
 DELETE FROM hover_logins WHERE expires_at < :before;
 
 -- name: take_hover_login
-UPDATE hover_logins SET status = 'taken', updated_at = :now WHERE state = :state AND status = 'pending' AND expires_at > :now
+UPDATE hover_logins SET status = 'taken', updated_at = :now
+WHERE state = :state AND status = 'pending' AND expires_at > :now
 RETURNING account;
 
 -- name: finish_hover_login
