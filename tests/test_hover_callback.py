@@ -142,6 +142,7 @@ def test_the_browser_flow_connects_the_account_and_the_login_command_notices(
         sent = parse_qs(urlsplit(back).query)
         assert sent["state"] == parse_qs(urlsplit(authorize).query)["state"]
 
+        assert get(back, method="HEAD")[0] == 200  # a link checker's look uses nothing up
         status, headers, body = get(back)
 
         assert status == 200 and "<h1>Hover account connected</h1>" in body, body
