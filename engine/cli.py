@@ -63,7 +63,12 @@ def check(config_path: str | None, strict: bool) -> None:
     """Load config, rules, templates and plugins as `serve` does, and report every problem."""
     loaded = _load(config_path)
     _print_problems(loaded.warnings)
+    from .config import missing_token_files
     from .handshake import BUILTIN_FILE
+
+    for name, path in missing_token_files(loaded.config):
+        click.echo(f"note: sources.{name}.token_file: {path} does not exist yet: "
+                   "`hookwise serve` makes it (a random token) when it starts", err=True)
 
     steps = sum(len(r.steps) for r in loaded.rules if r.file != BUILTIN_FILE)
     builtin = sum(r.file == BUILTIN_FILE for r in loaded.rules)

@@ -8,6 +8,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from .config import Verify
 from .errors import UsageError
 from .handshake import BUILTIN_FILE
 from .loader import Loaded
@@ -158,8 +159,10 @@ def sources_info(loaded: Loaded, store: Store) -> dict[str, Any]:
     for name, source in sorted(loaded.config.settings.sources.items()):
         entry: dict[str, Any] = {
             "name": name, "preset": source.preset, "path": f"/hooks/{name}", "authenticated": source.authenticated(),
-            "checks": [c for c, on in (("signature", bool(source.secret or source.verify or source.hmac_secret)),
-                                       ("token", bool(source.token)), ("allow_ips", bool(source.allow_ips))) if on],
+            "checks": [c for c, on in (
+                ("signature", bool(source.secret or source.hmac_secret or isinstance(source.verify, Verify))),
+                ("token", bool(source.token or source.token_file)), ("allow_ips", bool(source.allow_ips)),
+            ) if on],
         }
         if source.preset == "hover":
             entry["hover"] = {"webhooks": [

@@ -24,6 +24,11 @@ def send_event(config: Config, source_name: str, body: bytes, *, url: str | None
     if source is None:
         known = ", ".join(sorted(config.settings.sources)) or "none"
         raise UsageError(f"no source named {source_name!r} in {config.path.name} (sources: {known})")
+    if source.token_file and not source.token:
+        raise UsageError(
+            f"{config.resolve(source.token_file)} (sources.{source_name}.token_file) does not exist yet: "
+            "`hookwise serve` makes it when it starts; start the daemon first"
+        )
     target = url or default_url(config, source_name)
     parts = urlsplit(target)
     path = parts.path + (f"?{parts.query}" if parts.query else "")

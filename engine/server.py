@@ -283,9 +283,11 @@ def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Hea
     """The app: the receiver (when ``ingest`` is given), the API, the health endpoints and
     ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
     from .api import api_routes
+    from .hover_callback import callback_routes
 
     routes = [
         *api_routes(current, store),
+        *callback_routes(current, store),
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
         Route("/readyz", _readiness(current, health, store.ping)),
         Route("/healthz", _readiness(current, health, store.ping)),

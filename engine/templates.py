@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from difflib import get_close_matches
 from typing import Any, Callable, Union
+from urllib.parse import quote
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.environment import Template
@@ -435,6 +436,21 @@ def _filter_hmac_sha256(value: Any, key: Any) -> str:
     return hmac.new(_to_bytes(key, "hmac_sha256 key"), _to_bytes(value, "hmac_sha256"), hashlib.sha256).hexdigest()
 
 
+def _filter_path_segment(value: Any) -> str:
+    """``value`` as one segment of a URL path: everything but letters, digits and ``-._~``
+    percent-encoded, ``/``, ``?``, ``#`` and ``%`` included (Jinja's ``urlencode`` leaves
+    ``/`` alone). ``""``, ``.`` and ``..`` are refused: they are no segment of their own
+    and would move the path elsewhere."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"path_segment expects text or a number, got {type(value).__name__}")
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise ValueError(f"path_segment: {text!r} cannot be a path segment")
+    return quote(text, safe="")
+
+
 def _filter_to_datetime(value: Any) -> datetime:
     """An aware UTC datetime from an ISO-8601 string (``Z`` allowed; naive means UTC) or
     from seconds since the epoch."""
@@ -473,6 +489,7 @@ _HOOKWISE_FILTERS: Mapping[str, Callable[..., Any]] = types.MappingProxyType(
         "b64decode": _filter_b64decode,
         "sha256": _filter_sha256,
         "hmac_sha256": _filter_hmac_sha256,
+        "path_segment": _filter_path_segment,
         "to_datetime": _filter_to_datetime,
         "strftime": _filter_strftime,
     }

@@ -34,15 +34,50 @@ def test_check_passes_on_the_example_config() -> None:
     assert "config.example.yaml: ok: 1 sources, 5 rules, 9 steps, 1 built-in rule" in result.stdout
 
 
+def test_check_passes_on_a_fresh_copy_without_warnings(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "rules", tmp_path / "rules")
+    shutil.copy(EXAMPLE, tmp_path / "config.example.yaml")
+    result = hookwise("check", "-c", "config.example.yaml", "--strict", cwd=tmp_path)  # nothing in the environment
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "config.example.yaml: ok: 1 sources, 5 rules, 9 steps, 1 built-in rule"
+    token_file = tmp_path / "data" / "hover-url-token"
+    assert result.stderr.strip() == (
+        f"note: sources.hover.token_file: {token_file} does not exist yet: "
+        "`hookwise serve` makes it (a random token) when it starts"
+    )
+    token_file.parent.mkdir()
+    token_file.write_text("made-by-serve\n")
+    result = hookwise("check", "-c", "config.example.yaml", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+
+
 def test_check_strict_promotes_warnings(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("rules: [r.yaml]\nsources:\n  hover: {preset: hover, token: \"${HOVER_URL_TOKEN:-}\"}\n")
-    (tmp_path / "r.yaml").write_text("rules:\n  - name: a\n    source: hover\n    actions: [{log: {message: x}}]\n")
+    config.write_text("rules: [r.yaml]\nsources:\n  hover: {preset: hover, token: \"${HOVER_URL_TOKEN:-abcdef}\"}\n")
+    (tmp_path / "r.yaml").write_text("rules:\n  - name: a\n    source: hovr\n    actions: [{log: {message: x}}]\n")
     result = hookwise("check", "--strict", "-c", config)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"{config}:3:3: sources.hover: warning: accepts requests from anyone: set a secret, verify.hmac or token"
+    assert result.stderr.strip() == (
+        f"{tmp_path / 'r.yaml'}:3:13: rules[0].source: warning: no source named 'hovr' is configured (did you mean 'hover'?)"
+    )
     assert hookwise("check", "-c", config).returncode == 0
-    assert hookwise("check", "--strict", "-c", config, env={"HOVER_URL_TOKEN": "abcdef"}).returncode == 0
+
+
+def test_an_open_source_or_an_empty_token_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    hover = "  hover: {preset: hover, token: \"${HOVER_URL_TOKEN:-}\"}\n"
+    config.write_text(f"rules: []\nsources:\n{hover}  open: {{type: body:kind}}\n")
+    result = hookwise("check", "-c", config)
+    assert result.returncode == 78
+    assert result.stderr.splitlines() == [
+        f"{config}:3:33: sources.hover.token: is empty (an unset ${{VAR:-}}?): an empty token or secret verifies nothing; "
+        "set it, or say verify: none",
+        f"{config}:4:9: sources.open: accepts requests from anyone: give it a token (or token_file), a secret, verify.hmac "
+        "or allow_ips, or say verify: none",
+    ]
+    assert hookwise("check", "-c", config, env={"HOVER_URL_TOKEN": "t0ken"}).returncode == 78  # open still is
+    config.write_text(f"rules: []\nsources:\n{hover}  open: {{type: body:kind, verify: none}}\n")
+    assert hookwise("check", "-c", config, env={"HOVER_URL_TOKEN": "t0ken"}).returncode == 0
 
 
 @pytest.fixture
@@ -75,7 +110,7 @@ def test_every_problem_is_printed(copy: Path) -> None:
 
 def test_an_unset_variable_is_named(copy: Path) -> None:
     config = copy / "config.yaml"
-    config.write_text(config.read_text().replace("${HOVER_URL_TOKEN:-}", "${HOVER_URL_TOKEN}"))
+    config.write_text(config.read_text().replace("token_file: data/hover-url-token", 'token: "${HOVER_URL_TOKEN}"'))
     result = hookwise("check", "-c", "config.yaml", cwd=copy)
     assert result.returncode == 78
     assert result.stderr.strip().endswith("sources.hover.token: environment variable HOVER_URL_TOKEN is not set")
@@ -154,7 +189,7 @@ def test_dry_run_of_invalid_json_is_a_usage_error(tmp_path: Path) -> None:
 def test_test_passes_on_the_shipped_cases() -> None:
     result = hookwise("test", "-c", EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("9 passed, 0 failed")
+    assert result.stdout.strip().endswith("11 passed, 0 failed")
 
 
 def test_test_fails_with_a_diff(tmp_path: Path) -> None:

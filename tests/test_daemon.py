@@ -75,7 +75,7 @@ def write_config(tmp_path: Path, sink: Sink) -> Path:
     config = tmp_path / "hookwise.yaml"
     config.write_text(
         "store: sqlite:///data/hookwise.db\nrules: [rules/]\nhttp: {allow_private: true}\n"
-        "sources:\n  open: {type: 'body:type', id: 'body:id'}\n"
+        "sources:\n  open: {type: 'body:type', id: 'body:id', verify: none}\n"
     )
     return config
 
@@ -188,7 +188,7 @@ def test_reloads_leave_no_connections_behind(tmp_path: Path) -> None:
 
 def test_hookwise_send_signs_and_posts(tmp_path: Path, sink: Sink) -> None:
     config = write_config(tmp_path, sink)
-    config.write_text(config.read_text().replace("open: {type: 'body:type', id: 'body:id'}", "open: {type: 'body:type', id: 'body:id', token: s3cret-token}"))
+    config.write_text(config.read_text().replace("verify: none", "token: s3cret-token"))
     d = DaemonProcess(config, free_port())
     try:
         d.wait_ready()

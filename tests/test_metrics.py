@@ -95,7 +95,7 @@ server: {max_body: 1KiB}
 rules: []
 sources:
   tok: {token: t0ken-for-metrics}
-  open: {type: "body:kind", id: "header:X-Delivery"}
+  open: {type: "body:kind", id: "header:X-Delivery", verify: none}
 """
 
 
@@ -269,7 +269,7 @@ def run_statuses(store: Store) -> dict[str, str]:
 def test_worker_counts_matches_step_outcomes_latency_and_dead_runs(tmp_path: Path) -> None:
     sink = Sink(flaky_then_ok())
     (tmp_path / "rules.yaml").write_text(RULES.replace("{SINK}", sink.url))
-    (tmp_path / "config.yaml").write_text("store: sqlite:///store.db\nrules: [rules.yaml]\nhttp: {allow_private: true}\nsources: {s: {}}\n")
+    (tmp_path / "config.yaml").write_text("store: sqlite:///store.db\nrules: [rules.yaml]\nhttp: {allow_private: true}\nsources: {s: {verify: none}}\n")
     current = Current(load(tmp_path / "config.yaml", {}))
     store = open_store(current().config.store_url())
     metrics = Metrics(store.queue_counts)

@@ -197,7 +197,7 @@ store: sqlite:///data/hookwise.db
 rules: [rules/]
 http: {allow_private: true}
 sources:
-  open: {type: 'body:type', id: 'body:id'}
+  open: {type: 'body:type', id: 'body:id', verify: none}
 """
 
 

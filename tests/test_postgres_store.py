@@ -322,6 +322,55 @@ def test_hover_tokens_and_webhooks(store: Store) -> None:
         "webhook_id": "w1", "source": "hover", "url": "https://h/1", "verified_at": 5.0, "last_error": "late"}
 
 
+def test_a_webhook_keeps_the_verification_method_that_worked(store: Store) -> None:
+    store.save_hover_webhook("w1", source="hover", url="https://h/1")
+    assert store.hover_webhooks()[0]["verify_method"] is None
+    store.save_hover_webhook("w1", verified_at=5.0, verify_method="POST")
+    store.save_hover_webhook("w1", last_error="later: 404")
+    (hook,) = store.hover_webhooks()
+    assert (hook["verified_at"], hook["verify_method"], hook["last_error"]) == (5.0, "POST", "later: 404")
+
+
+def test_a_hover_login_state_is_taken_once_and_only_while_fresh(store: Store, clock: Clock) -> None:
+    store.begin_hover_login("s-1", 600)
+    assert store.hover_login("s-1") == {"status": "pending", "error": None, "expired": False}
+    assert store.take_hover_login("s-1") == "default"
+    assert store.take_hover_login("s-1") is None  # once
+    assert store.take_hover_login("never-issued") is None and store.hover_login("never-issued") is None
+    store.finish_hover_login("s-1")
+    assert store.hover_login("s-1") == {"status": "done", "error": None, "expired": False}
+
+    store.begin_hover_login("s-2", 600, account="other")
+    assert store.take_hover_login("s-2") == "other"
+    store.finish_hover_login("s-2", "hover: refused")
+    assert store.hover_login("s-2") == {"status": "failed", "error": "hover: refused", "expired": False}
+
+    store.begin_hover_login("s-3", 60)
+    clock.advance(61)
+    assert store.take_hover_login("s-3") is None  # expired
+    assert store.hover_login("s-3") == {"status": "pending", "error": None, "expired": True}
+
+
+def test_wake_steps_makes_the_waiting_steps_of_an_action_due_now(store: Store) -> None:
+    store.put_events([incoming(), incoming()])
+    first, second = store.claim_events(10, 60)
+    store.record_matches([
+        Matched(first.id, [], [NewRun("waits", "r", "v1", "f", "t", steps=[(0, "verify", "hover")])]),
+        Matched(second.id, [], [NewRun("other", "r", "v1", "f", "t", steps=[(0, "job", "hover")])]),
+    ])
+    tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
+    store.record_steps([
+        result(tasks["waits"], "failed", error="hover: not logged in: run `hookwise hover login`; waits", retry_in=3600),
+        result(tasks["other"], "failed", error="hover: GET /api/v3/jobs/1: 503", retry_in=3600),
+    ])
+    assert store.claim_steps(10, 60) == []
+    assert store.wake_steps("log", "hover: not logged in") == 0
+    assert store.wake_steps("hover", "hover: not logged in") == 1
+    (woken,) = store.claim_steps(10, 60)
+    assert (woken.run_id, woken.attempt) == ("waits", 2)
+    assert store.wake_steps("hover", "hover: not logged in") == 0  # running now, not waiting
+
+
 def test_the_hover_lock(store: Store, clock: Clock) -> None:
     assert store.lock_hover_account("a", 60)
     assert store.lock_hover_account("a", 60)  # its holder keeps it
@@ -381,6 +430,28 @@ def test_migrate_is_idempotent_and_keeps_the_data(pg_url: str) -> None:
         assert second.get_event(stored.event_id) is not None
     finally:
         second.close()
+
+
+def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: str) -> None:
+    import psycopg
+
+    from engine.store.postgres import Q, PostgresStore
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(Q["schema"])  # version 1, as the first release made it
+        conn.execute("INSERT INTO hover_webhooks (webhook_id, url, updated_at) VALUES ('1', 'https://h/1', 1)")
+        conn.execute("INSERT INTO hover_webhooks (webhook_id, verified_at, updated_at) VALUES ('2', 5, 1)")
+        conn.execute("INSERT INTO hover_webhooks (webhook_id, last_error, updated_at) VALUES ('230293', 'not logged in', 1)")
+    store = PostgresStore(pg_url)
+    try:
+        assert sorted(w["webhook_id"] for w in store.hover_webhooks()) == ["1", "2"]
+        store.save_hover_webhook("1", verify_method="POST")
+        store.begin_hover_login("s", 60)
+        assert store.take_hover_login("s") == "default"
+    finally:
+        store.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (2,)
 
 
 def test_processes_starting_together_create_the_schema_once(pg_url: str) -> None:

@@ -67,7 +67,7 @@ def test_two_receivers_two_workers_and_a_killed_worker(tmp_path: Path, pg_url: s
     sink = Sink(respond)
     (tmp_path / "rules.yaml").write_text(RULES.replace("{SINK}", sink.url))
     config = tmp_path / "hookwise.yaml"
-    config.write_text(f"store: {json.dumps(pg_url)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  open: {{type: 'body:type', id: 'body:id'}}\n")
+    config.write_text(f"store: {json.dumps(pg_url)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  open: {{type: 'body:type', id: 'body:id', verify: none}}\n")
     receivers = [DaemonProcess(config, free_port(), "--role", "receiver") for _ in range(2)]
     workers = [DaemonProcess(config, free_port(), "--role", "worker") for _ in range(2)]
     acknowledged: list[int] = []

@@ -198,3 +198,28 @@ def test_events_come_back_as_events(store: Store) -> None:
     store.put_events([incoming({"x": 1}, "d9")])
     (event,) = store.claim_events(1, 60)
     assert isinstance(event, Event) and event.body == {"x": 1} and event.delivery_id == "d9" and event.received_at.tzinfo is not None
+
+
+def test_an_older_file_is_upgraded_and_loses_its_phantom_webhooks(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    open_store(f"sqlite:///{path}").close()
+    db = sqlite3.connect(path)
+    with db:  # what the first release left: no verify_method, no hover_logins, a row made by an event alone
+        db.execute("ALTER TABLE hover_webhooks DROP COLUMN verify_method")
+        db.execute("DROP TABLE hover_logins")
+        db.execute("INSERT INTO hover_webhooks (webhook_id, url, updated_at) VALUES ('1', 'https://h/1', 1)")
+        db.execute("INSERT INTO hover_webhooks (webhook_id, verified_at, updated_at) VALUES ('2', 5, 1)")
+        db.execute("INSERT INTO hover_webhooks (webhook_id, last_error, updated_at) VALUES ('230293', 'not logged in', 1)")
+    db.close()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert sorted(w["webhook_id"] for w in store.hover_webhooks()) == ["1", "2"]
+        store.save_hover_webhook("1", verify_method="POST")
+        assert [w["verify_method"] for w in store.hover_webhooks() if w["webhook_id"] == "1"] == ["POST"]
+        store.begin_hover_login("s", 60)
+        assert store.take_hover_login("s") == "default"
+    finally:
+        store.close()
+

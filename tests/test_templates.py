@@ -212,6 +212,10 @@ FILTERS = [
     ("{{ event.state|hmac_sha256(key=headers['x-request-id']) }}", hmac.new(b"abc", b"failed", "sha256").hexdigest()),
     ("{{ 'a b&c/d'|urlencode }}", "a%20b%26c/d"),
     ("{{ {'q': 'a b', 'n': 1}|urlencode }}", "q=a+b&n=1"),
+    ("{{ '../../v3/jobs/4242/archive?x=#f%2F'|path_segment }}", "..%2F..%2Fv3%2Fjobs%2F4242%2Farchive%3Fx%3D%23f%252F"),
+    ("/jobs/{{ event.job_id|path_segment }}", "/jobs/19402492"),
+    ("{{ 'a b.-_~é'|path_segment }}", "a%20b.-_~%C3%A9"),
+    ("{{ '...'|path_segment }}", "..."),
     ("{{ received_at|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
     ("{{ '2024-05-01T14:30:00+02:00'|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
     ("{{ '2024-05-01T14:30:00+02:00'|to_datetime|strftime('%H:%M %z') }}", "12:30 +0000"),
@@ -245,6 +249,11 @@ def test_filters(templates: Templates, source: str, expected: Any) -> None:
         ("{{ 'yesterday'|to_datetime }}", "Invalid isoformat string"),
         ("{{ event.tags|to_datetime }}", "to_datetime expects an ISO-8601 string or epoch seconds, got list"),
         ("{{ now()|strftime('%1000Y') }}", "strftime: field widths are not supported"),
+        ("{{ '..'|path_segment }}", "path_segment: '..' cannot be a path segment"),
+        ("{{ '.'|path_segment }}", "path_segment: '.' cannot be a path segment"),
+        ("{{ ''|path_segment }}", "path_segment: '' cannot be a path segment"),
+        ("{{ event.tags|path_segment }}", "path_segment expects text or a number, got list"),
+        ("{{ event.nope|path_segment }}", "nope"),
     ],
 )
 def test_filter_misuse_is_a_render_error(templates: Templates, source: str, message: str) -> None:

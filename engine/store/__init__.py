@@ -196,10 +196,29 @@ class Store(Protocol):
 
     def save_hover_webhook(
         self, webhook_id: str, *, source: str | None = None, url: str | None = None,
-        verified_at: float | None = None, last_error: str | None = None,
-    ) -> None: ...
+        verified_at: float | None = None, last_error: str | None = None, verify_method: str | None = None,
+    ) -> None:
+        """Record a webhook, or what is new about it: ``None`` keeps what was recorded
+        (``last_error`` excepted: it is replaced, so a success clears it)."""
 
     def hover_webhooks(self) -> list[dict[str, Any]]: ...
+
+    def begin_hover_login(self, state: str, ttl: float, account: str = "default") -> None:
+        """Remember ``state``, an OAuth login started for ``account``, for ``ttl`` seconds."""
+
+    def take_hover_login(self, state: str) -> str | None:
+        """Use ``state`` once: its account when it was begun, unexpired and not taken
+        before; else None (login CSRF: only a state hookwise issued, recently, once)."""
+
+    def finish_hover_login(self, state: str, error: str | None = None) -> None:
+        """Note how a taken login ended: done, or failed with ``error``."""
+
+    def hover_login(self, state: str) -> dict[str, Any] | None:
+        """``{status: pending|taken|done|failed, error, expired}`` of a login, or None."""
+
+    def wake_steps(self, action: str, error_prefix: str) -> int:
+        """Make the ready steps of ``action`` whose last error starts with ``error_prefix``
+        due now (what they waited for has happened); how many."""
 
     # --- reading ---
 

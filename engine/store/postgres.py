@@ -59,7 +59,7 @@ Row = tuple[Any, ...]
 
 
 #: The version of the schema this code creates (``schema_version`` in the database).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _version_in(conn: Any) -> int:
@@ -166,8 +166,11 @@ class PostgresStore:
             return
         with self._transaction("migrate") as db:
             db.execute(Q["migrate_lock"])
-            if _version_in(db) < SCHEMA_VERSION:  # another process may have migrated meanwhile
+            version = _version_in(db)  # another process may have migrated meanwhile
+            if version < 1:
                 db.execute(Q["schema"])
+            for later in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                db.execute(Q[f"migration_{later}"])
 
     def _schema_version(self) -> int:
         with self._errors("migrate"), self._pool.connection() as conn:
@@ -421,14 +424,32 @@ class PostgresStore:
 
     def save_hover_webhook(
         self, webhook_id: str, *, source: str | None = None, url: str | None = None,
-        verified_at: float | None = None, last_error: str | None = None,
+        verified_at: float | None = None, last_error: str | None = None, verify_method: str | None = None,
     ) -> None:
         self._count("save_hover_webhook", {
             "webhook_id": webhook_id, "source": source, "url": url, "verified_at": verified_at, "last_error": last_error,
+            "verify_method": verify_method,
         })
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
         return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._query("list_hover_webhooks")]
+
+    def begin_hover_login(self, state: str, ttl: float, account: str = "default") -> None:
+        self._count("begin_hover_login", {"state": state, "account": account, "ttl": float(ttl)})
+
+    def take_hover_login(self, state: str) -> str | None:
+        rows = self._query("take_hover_login", {"state": state}, doing="write")
+        return None if not rows else str(rows[0][0])
+
+    def finish_hover_login(self, state: str, error: str | None = None) -> None:
+        self._count("finish_hover_login", {"state": state, "status": "failed" if error else "done", "error": error})
+
+    def hover_login(self, state: str) -> dict[str, Any] | None:
+        rows = self._query("get_hover_login", {"state": state})
+        return dict(zip(shapes.HOVER_LOGIN, rows[0])) if rows else None
+
+    def wake_steps(self, action: str, error_prefix: str) -> int:
+        return self._count("wake_steps", {"action": action, "prefix": error_prefix})
 
     # --- reading ------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import re
 from functools import lru_cache
 from importlib.resources import files
 
-_HEADER = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
-_FRAGMENT = re.compile(r"\{([a-z_]+)\}")
+_HEADER = re.compile(r"^-- name: ([a-z0-9_]+)\s*$", re.MULTILINE)
+_FRAGMENT = re.compile(r"\{([a-z0-9_]+)\}")
 
 
 @lru_cache(maxsize=None)

@@ -33,7 +33,14 @@ from .rows import dumps as _dumps, loads as _loads  # short names: they are ever
 Q = load_queries("sqlite")
 
 #: Columns added after a table was first released: (name, type) by table.
-_ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {"events": [("replay_of", "TEXT"), ("only_rules", "TEXT")]}
+_ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "events": [("replay_of", "TEXT"), ("only_rules", "TEXT")],
+    "hover_webhooks": [("verify_method", "TEXT")],
+}
+#: Queries run once, right after the column they come with was added to an older file.
+_WITH_COLUMN = {("hover_webhooks", "verify_method"): "forget_phantom_webhooks"}
+#: How long a finished or expired Hover login state is kept (for `hookwise hover login` to read).
+LOGIN_KEPT = 86400.0
 
 #: How long a writer waits for the database lock before the operation fails.
 BUSY_TIMEOUT_MS = 10_000
@@ -147,6 +154,8 @@ class SQLiteStore:
                 for name, kind in columns:
                     if name not in have:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                        if (table, name) in _WITH_COLUMN:
+                            conn.execute(Q[_WITH_COLUMN[(table, name)]])
         except sqlite3.Error as exc:
             raise StoreError(f"cannot create the schema in {self.path}: {exc}") from None
 
@@ -435,13 +444,40 @@ class SQLiteStore:
 
     def save_hover_webhook(
         self, webhook_id: str, *, source: str | None = None, url: str | None = None,
-        verified_at: float | None = None, last_error: str | None = None,
+        verified_at: float | None = None, last_error: str | None = None, verify_method: str | None = None,
     ) -> None:
         with self._write() as db:
-            db.execute(Q["save_hover_webhook"], (webhook_id, source, url, verified_at, last_error, self.clock()))
+            db.execute(Q["save_hover_webhook"], (
+                webhook_id, source, url, verified_at, last_error, verify_method, self.clock(),
+            ))
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
         return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._read(Q["list_hover_webhooks"])]
+
+    def begin_hover_login(self, state: str, ttl: float, account: str = "default") -> None:
+        now = self.clock()
+        with self._write() as db:
+            db.execute(Q["prune_hover_logins"], {"before": now - LOGIN_KEPT})
+            db.execute(Q["begin_hover_login"], {"state": state, "account": account, "now": now, "ttl": float(ttl)})
+
+    def take_hover_login(self, state: str) -> str | None:
+        with self._write() as db:
+            row = db.execute(Q["take_hover_login"], {"state": state, "now": self.clock()}).fetchone()
+        return None if row is None else str(row[0])
+
+    def finish_hover_login(self, state: str, error: str | None = None) -> None:
+        with self._write() as db:
+            status = "failed" if error else "done"
+            db.execute(Q["finish_hover_login"], {"state": state, "status": status, "error": error, "now": self.clock()})
+
+    def hover_login(self, state: str) -> dict[str, Any] | None:
+        rows = self._read(Q["get_hover_login"], {"state": state, "now": self.clock()})
+        return dict(zip(shapes.HOVER_LOGIN, (rows[0][0], rows[0][1], bool(rows[0][2])))) if rows else None
+
+    def wake_steps(self, action: str, error_prefix: str) -> int:
+        with self._write() as db:
+            woken = db.execute(Q["wake_steps"], {"action": action, "prefix": error_prefix, "now": self.clock()})
+            return int(woken.rowcount)
 
     # --- reading ----------------------------------------------------------------------
 

@@ -151,6 +151,25 @@ CREATE TABLE IF NOT EXISTS hover_webhooks (
 INSERT INTO schema_version (version, applied_at) VALUES (1, extract(epoch FROM statement_timestamp())::float8)
 ON CONFLICT (version) DO NOTHING;
 
+-- name: migration_2
+-- Hover: which verification call worked; the OAuth states of logins hookwise started; and
+-- no more rows that a failed handshake alone made (never registered, never verified).
+ALTER TABLE hover_webhooks ADD COLUMN IF NOT EXISTS verify_method text;   -- PUT or POST
+
+CREATE TABLE IF NOT EXISTS hover_logins (
+    state      text PRIMARY KEY,                    -- the OAuth state of a login hookwise started
+    account    text NOT NULL,
+    status     text NOT NULL,                       -- pending | taken | done | failed
+    error      text,
+    expires_at double precision NOT NULL,           -- by the database's clock
+    updated_at double precision NOT NULL
+);
+
+DELETE FROM hover_webhooks WHERE url IS NULL AND verified_at IS NULL;
+
+INSERT INTO schema_version (version, applied_at) VALUES (2, extract(epoch FROM statement_timestamp())::float8)
+ON CONFLICT (version) DO NOTHING;
+
 -- name: notify_events
 -- A wake-up for workers waiting on LISTEN; sent on commit, dropped on rollback.
 NOTIFY hookwise_events;
@@ -445,11 +464,44 @@ RETURNING id;
 UPDATE hover_account SET lock_holder = NULL, lock_until = NULL WHERE id = %(account)s AND lock_holder = %(holder)s;
 
 -- name: save_hover_webhook
-INSERT INTO hover_webhooks (webhook_id, source, url, verified_at, last_error, updated_at)
-VALUES (%(webhook_id)s, %(source)s, %(url)s, %(verified_at)s, %(last_error)s, {now})
+INSERT INTO hover_webhooks (webhook_id, source, url, verified_at, last_error, verify_method, updated_at)
+VALUES (%(webhook_id)s, %(source)s, %(url)s, %(verified_at)s, %(last_error)s, %(verify_method)s,
+    {now})
 ON CONFLICT (webhook_id) DO UPDATE SET source = COALESCE(excluded.source, hover_webhooks.source),
     url = COALESCE(excluded.url, hover_webhooks.url), verified_at = COALESCE(excluded.verified_at, hover_webhooks.verified_at),
-    last_error = excluded.last_error, updated_at = excluded.updated_at;
+    last_error = excluded.last_error, verify_method = COALESCE(excluded.verify_method, hover_webhooks.verify_method),
+    updated_at = excluded.updated_at;
 
 -- name: list_hover_webhooks
-SELECT webhook_id, source, url, verified_at, last_error, updated_at FROM hover_webhooks ORDER BY updated_at DESC;
+SELECT webhook_id, source, url, verified_at, last_error, updated_at, verify_method FROM hover_webhooks
+ORDER BY updated_at DESC;
+
+-- name: begin_hover_login
+-- Old states go first (kept a day after they expire, for `hookwise hover login` to read).
+WITH pruned AS (
+    DELETE FROM hover_logins WHERE expires_at < {now} - 86400
+)
+INSERT INTO hover_logins (state, account, status, expires_at, updated_at)
+VALUES (%(state)s, %(account)s, 'pending', {now} + %(ttl)s,
+    {now});
+
+-- name: take_hover_login
+UPDATE hover_logins SET status = 'taken', updated_at = {now}
+WHERE state = %(state)s AND status = 'pending' AND expires_at > {now}
+RETURNING account;
+
+-- name: finish_hover_login
+UPDATE hover_logins SET status = %(status)s, error = %(error)s,
+    updated_at = {now}
+WHERE state = %(state)s;
+
+-- name: get_hover_login
+SELECT status, error, expires_at <= {now}
+FROM hover_logins WHERE state = %(state)s;
+
+-- name: wake_steps
+-- Ready steps of one action that wait for something that has just happened (their last
+-- error says what): due now.
+UPDATE steps SET due_at = {now}
+WHERE status = 'ready' AND action = %(action)s AND due_at > {now}
+    AND left(error, length(%(prefix)s)) = %(prefix)s;
