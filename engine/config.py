@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import yamlfile
 from .errors import ConfigError, Problem
 from .units import Duration, Size
-from .validation import pydantic_problems
+from .secrets import Masker
+from .validation import validate_rest
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -261,22 +262,37 @@ def find_config(explicit: str | None = None, environ: Mapping[str, str] | None =
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate and validate the config file; raise :class:`ConfigError` with
     every problem."""
+    config, problems = read_config(path, environ)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def read_config(path: str | Path, environ: Mapping[str, str] | None = None) -> tuple[Config, list[Problem]]:
+    """Read, interpolate and validate the config file: the config and every problem found
+    (their messages masked with the file's secrets). Where values were refused the config
+    holds defaults, so that what depends on the rest (the rule files) can still be loaded
+    and checked. Raises :class:`ConfigError` only when the file cannot be read, parsed or
+    taken as a mapping."""
     path = Path(path)
     doc = yamlfile.load(path, environ=environ, collect=True)
     data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
         raise ConfigError([doc.locate(Problem("the config file must be a mapping of settings"))])
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_merge(doc.problems, locate_all(doc, pydantic_problems(exc, Settings)))) from None
-    if doc.problems:
-        raise ConfigError(doc.problems)
+    settings, refused = validate_rest(Settings, data)
+    if settings is None:
+        settings = Settings()
+    elif "rules" in data and "rules" not in settings.model_fields_set:
+        # `rules:` itself was refused: load none rather than the default folder the user did not name.
+        settings = settings.model_copy(update={"rules": []})
+    masker = Masker(doc.secrets)
+    problems = [p.masked(masker.mask) for p in merge_problems(doc.problems, locate_all(doc, refused))]
     warnings = tuple(doc.locate(w, key=True) for w in _warnings(settings))
-    return Config(settings=settings, path=path.resolve(), secrets=frozenset(doc.secrets), warnings=warnings, document=doc)
+    config = Config(settings=settings, path=path.resolve(), secrets=frozenset(doc.secrets), warnings=warnings, document=doc)
+    return config, problems
 
 
-def _merge(first: list[Problem], second: list[Problem]) -> list[Problem]:
+def merge_problems(first: list[Problem], second: list[Problem]) -> list[Problem]:
     """Both lists in file order, without a second report for the same place."""
     seen = {(p.line, p.col) for p in first}
     merged = first + [p for p in second if (p.line, p.col) not in seen]

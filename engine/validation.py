@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from difflib import get_close_matches
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .errors import Loc, Problem
+
+M = TypeVar("M", bound=BaseModel)
 
 #: Given the location of a mapping, the keys it accepts (or None when unknown).
 FieldsOf = Callable[[Loc], Collection[str] | None]
@@ -252,3 +254,92 @@ def _union_members(tp: Any) -> tuple[Any, ...] | None:
     if get_origin(tp) in (Union, types.UnionType):
         return tuple(a for a in get_args(tp) if a is not type(None))
     return None
+
+
+# --- validating what is left ----------------------------------------------------------
+
+
+def validate_rest(model: type[M], data: Any, placeholders: Mapping[str, Any] | None = None, rounds: int = 8) -> tuple[M | None, list[Problem]]:
+    """``data`` validated against ``model``, reporting every problem while still giving
+    the caller a model to check further with (``check`` prints every problem, not the
+    first one that stops the rest).
+
+    Returns the model and no problems when ``data`` is valid. Otherwise the problems, and
+    the model of what is left once every refused value is taken out (the mapping that
+    lacks a required key, for a missing one, unless ``placeholders`` gives that key at the
+    top level a stand-in), so that defaults take the refused values' places; None when
+    nothing valid is left."""
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        problems, errors = pydantic_problems(exc, model), exc.errors()
+    shape = ModelShape(model)
+    for _ in range(rounds):
+        left = _without(data, [_refused(shape.clean(e["loc"]), e["type"], placeholders or {}) for e in errors])
+        if left is _GONE or left == data:  # nothing left, or nothing more to take out
+            return None, problems
+        data = left
+        try:
+            return model.model_validate(data), problems
+        except ValidationError as exc:
+            errors = exc.errors()
+    return None, problems
+
+
+class _Gone:
+    """Marks a value taken out of a copy (see :func:`_without`)."""
+
+
+_GONE: Any = _Gone()
+
+
+def _refused(loc: Loc, kind: str, placeholders: Mapping[str, Any]) -> tuple[Loc, Any]:
+    """What to do about one error: (where, what to put there), ``_GONE`` to take it out."""
+    if kind != "missing":
+        return loc, _GONE
+    if len(loc) == 1 and loc[0] in placeholders:
+        return loc, placeholders[str(loc[0])]
+    return loc[:-1], _GONE
+
+
+def _without(data: Any, changes: list[tuple[Loc, Any]]) -> Any:
+    """A copy of JSON-like ``data`` with each change made (``_GONE`` marks a value taken
+    out; marked first and taken out after, so list indexes stay right meanwhile)."""
+    if any(not loc and value is _GONE for loc, value in changes):
+        return _GONE
+    copy = json_copy(data)
+    for loc, value in changes:
+        parent = _find(copy, loc[:-1]) if loc else None
+        if isinstance(parent, dict) and (loc[-1] in parent or value is not _GONE):
+            parent[loc[-1]] = value
+        elif isinstance(parent, list) and isinstance(loc[-1], int) and loc[-1] < len(parent):
+            parent[loc[-1]] = value
+    return _drop_gone(copy)
+
+
+def _find(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def json_copy(data: Any) -> Any:
+    """A deep copy of JSON-like ``data`` (dicts and lists copied, scalars shared)."""
+    if isinstance(data, dict):
+        return {k: json_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [json_copy(v) for v in data]
+    return data
+
+
+def _drop_gone(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _drop_gone(v) for k, v in data.items() if v is not _GONE}
+    if isinstance(data, list):
+        return [_drop_gone(v) for v in data if v is not _GONE]
+    return data

@@ -197,3 +197,33 @@ def test_schema_prints_the_three_schemas() -> None:
 def test_version() -> None:
     result = hookwise("--version")
     assert result.returncode == 0 and "0.1.0" in result.stdout
+
+
+SECRET = "crmtoken-5f3a9c"
+
+
+@pytest.mark.parametrize("command", [["check"], ["dry-run", "-"], ["serve", "--port", "0"]])
+def test_problem_messages_never_show_a_secret(tmp_path: Path, command: list[str]) -> None:
+    # The secret misplaced as a duration, a size, a number, an enum and a URL, in the
+    # config and in a rule file: every place is reported, the secret never shown.
+    (tmp_path / "config.yaml").write_text(
+        "rules: [r.yaml]\nserver: {max_body: \"${CRM_TOKEN}\"}\ndefaults: {timeout: \"${CRM_TOKEN}\"}\n"
+        "sources:\n  shop: {token: \"${CRM_TOKEN}\"}\n"
+    )
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: a\n    source: shop\n    when: {total: {gt: \"${CRM_TOKEN}\"}}\n    actions:\n"
+        "      - http: {url: \"${CRM_TOKEN}\", method: \"${CRM_TOKEN}\"}\n        timeout: \"${CRM_TOKEN}\"\n"
+    )
+    result = hookwise(*command, "-c", "config.yaml", cwd=tmp_path, env={"CRM_TOKEN": SECRET}, stdin="{}")
+    assert result.returncode == 78, result.stderr
+    places = [line.split(": ", 2)[:2] for line in result.stderr.splitlines()]
+    assert places == [
+        ["config.yaml:2:20", "server.max_body"],
+        ["config.yaml:3:21", "defaults.timeout"],
+        ["r.yaml:4:24", "rules[0].when.total.gt"],
+        ["r.yaml:6:21", "rules[0].actions[0].http.url"],
+        ["r.yaml:6:45", "rules[0].actions[0].http.method"],
+        ["r.yaml:7:18", "rules[0].actions[0].timeout"],
+    ]
+    assert SECRET not in result.stderr + result.stdout and "'****'" in result.stderr
+    assert_no_traceback(result)
