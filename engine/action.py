@@ -28,6 +28,7 @@ from .validation import (
     did_you_mean,
     problems_from_errors,
     pydantic_problems,
+    unknown_keys,
 )
 
 #: The entry-point group under which installed packages advertise actions.
@@ -158,8 +159,8 @@ class Registry(Mapping[str, type[Action]]):
             spots = [tuple(loc) for loc in templated]
             shape = ModelShape(model)
             errors = [e for e in exc.errors() if e["type"] in KEY_ERRORS or not _near(shape.clean(e["loc"]), spots)]
-            return problems_from_errors(errors, model)
-        return []
+            return _with_unknown_keys(problems_from_errors(errors, model), model, raw)
+        return unknown_keys(model, raw)
 
     def validate(self, name: str, rendered: Mapping[str, Any]) -> BaseModel:
         """``rendered`` params as the action's ``Params`` model; raises
@@ -168,10 +169,13 @@ class Registry(Mapping[str, type[Action]]):
             raise ParamsError(f"unknown action {name!r}{did_you_mean(name, self._actions)}")
         model = self._actions[name].Params
         try:
-            return model.model_validate(rendered)
+            params = model.model_validate(rendered)
+            problems = unknown_keys(model, rendered)
         except ValidationError as exc:
-            problems = pydantic_problems(exc, model)
-            raise ParamsError("; ".join(str(p.under((name,))) for p in problems)) from None
+            problems = _with_unknown_keys(pydantic_problems(exc, model), model, rendered)
+        if problems:
+            raise ParamsError("; ".join(str(p.under((name,))) for p in problems))
+        return params
 
     def json_schema(self) -> dict[str, Any]:
         """``{action name: JSON Schema of its params}``, for ``hookwise schema``."""
@@ -255,6 +259,12 @@ def _load_entry_points(builtins: frozenset[str], problems: list[Problem], warnin
             continue
         warnings.extend(_name_warning(ep.name, found[ep.name], ()))
     return found
+
+
+def _with_unknown_keys(problems: list[Problem], model: type[BaseModel], data: Any) -> list[Problem]:
+    """``problems``, then the unknown keys of ``data`` that pydantic let pass."""
+    seen = {p.loc for p in problems}
+    return problems + [p for p in unknown_keys(model, data) if p.loc not in seen]
 
 
 def _near(loc: Loc, spots: list[Loc]) -> bool:

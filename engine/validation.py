@@ -11,6 +11,7 @@ the registry reports it even when the values involved are templated.
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -254,6 +255,71 @@ def _union_members(tp: Any) -> tuple[Any, ...] | None:
     if get_origin(tp) in (Union, types.UnionType):
         return tuple(a for a in get_args(tp) if a is not type(None))
     return None
+
+
+# --- unknown keys, whatever the model says ---------------------------------------------
+
+
+def unknown_keys(model: type[BaseModel], data: Any) -> list[Problem]:
+    """One "unknown key" problem for each key of ``data`` that the model (or a model
+    nested in it) has no field for, whatever its ``extra`` setting: a model that ignores
+    unknown keys would let a misspelled one pass silently, its default taking its place."""
+    if not ignores_unknown_keys(model):
+        return []  # pydantic reports them itself
+    found: list[Problem] = []
+    _unknown_below(model, data, (), found)
+    return found
+
+
+def _unknown_below(model: type[BaseModel], data: Any, loc: Loc, found: list[Problem]) -> None:
+    if isinstance(data, dict):
+        accepted = _accepted(_walk(model, loc))
+        for key, value in data.items():
+            if accepted is not None and key not in accepted:
+                found.append(Problem("unknown key" + did_you_mean(str(key), accepted), loc + (key,)))
+            else:
+                _unknown_below(model, value, loc + (key,), found)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _unknown_below(model, value, loc + (i,), found)
+
+
+def _accepted(tp: Any) -> set[str] | None:
+    """The keys a mapping of type ``tp`` takes, or None when it takes any (not a model)."""
+    tp = _unwrap(tp)
+    members = _union_members(tp)
+    if members is not None:
+        found = [_accepted(m) for m in members]
+        return None if any(f is None for f in found) else set().union(*(f for f in found if f is not None))
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return None
+    by_name = bool(tp.model_config.get("populate_by_name") or tp.model_config.get("validate_by_name"))
+    keys: set[str] = set()
+    for name, field in tp.model_fields.items():
+        keys.update(k for k in (field.alias, field.validation_alias) if isinstance(k, str))
+        if by_name or field.alias is None:
+            keys.add(name)
+    return keys
+
+
+@functools.cache
+def ignores_unknown_keys(model: type[BaseModel]) -> bool:
+    """Whether ``model`` or a model reachable through its fields lets unknown keys pass
+    (``extra`` other than ``"forbid"``)."""
+    return any(m.model_config.get("extra") != "forbid" for m in _models_in(model, set()))
+
+
+def _models_in(tp: Any, seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if tp not in seen:
+            seen.add(tp)
+            for field in tp.model_fields.values():
+                _models_in(field.annotation, seen)
+        return seen
+    for arg in get_args(tp):
+        _models_in(arg, seen)
+    return seen
 
 
 # --- validating what is left ----------------------------------------------------------
