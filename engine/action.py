@@ -167,15 +167,25 @@ class Registry(Mapping[str, type[Action]]):
         :class:`ParamsError` with one ``action.path: message`` per error, joined by ``; ``."""
         if name not in self._actions:
             raise ParamsError(f"unknown action {name!r}{did_you_mean(name, self._actions)}")
+        params, problems = self._validated(name, rendered)
+        if params is None or problems:
+            raise ParamsError("; ".join(str(p.under((name,))) for p in problems))
+        return params
+
+    def params_problems(self, name: str, rendered: Mapping[str, Any]) -> list[Problem]:
+        """What :meth:`validate` would refuse in ``rendered``, located relative to the
+        params (an unknown action at ``()``); empty when they fit."""
+        if name not in self._actions:
+            return [Problem(f"unknown action {name!r}{did_you_mean(name, self._actions)}")]
+        return self._validated(name, rendered)[1]
+
+    def _validated(self, name: str, rendered: Mapping[str, Any]) -> tuple[BaseModel | None, list[Problem]]:
         model = self._actions[name].Params
         try:
             params = model.model_validate(rendered)
-            problems = unknown_keys(model, rendered)
         except ValidationError as exc:
-            problems = _with_unknown_keys(pydantic_problems(exc, model), model, rendered)
-        if problems:
-            raise ParamsError("; ".join(str(p.under((name,))) for p in problems))
-        return params
+            return None, _with_unknown_keys(pydantic_problems(exc, model), model, rendered)
+        return params, unknown_keys(model, rendered)
 
     def json_schema(self) -> dict[str, Any]:
         """``{action name: JSON Schema of its params}``, for ``hookwise schema``."""

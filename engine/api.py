@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import operations as ops
-from .errors import UsageError
+from .errors import ParamsError, UsageError
 from .loader import Loaded
 from .store import QueueItem, Store
 from .units import parse_duration
@@ -207,6 +207,8 @@ class InspectApi:
             detail = await run_in_threadpool(ops.retry, self.current(), self.store, request.path_params["id"], parsed)
         except LookupError as exc:
             raise ApiError(404, "not_found", str(exc.args[0])) from None
+        except ParamsError as exc:  # an edit the step's action would refuse: it would only die again
+            raise ApiError(400, "bad_request", exc.message) from None
         except UsageError as exc:
             raise ApiError(409, "conflict", exc.message) from None
         return JSONResponse(detail)

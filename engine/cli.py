@@ -14,7 +14,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import click
 
-from .errors import ConfigError, HookwiseError, StoreError, UsageError
+from .errors import ConfigError, HookwiseError, ParamsError, StoreError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_SOFTWARE, EXIT_CONFIG = 0, 1, 2, 69, 70, 78
 
@@ -281,15 +281,46 @@ def _print_explain(explain: list[dict[str, Any]] | None) -> None:
         click.echo(f"  {record['rule']:<{width}}  {record['reason']}")
 
 
-def _print_run(run: dict[str, Any]) -> None:
+def _print_run(run: dict[str, Any], details: bool = False) -> None:
+    """A run and a line per step; with ``details``, each step's times, params, output and
+    error below its line."""
     click.echo(f"run {run['id']}  rule {run['rule']} (version {run['rule_version']})  {run['status']}" + (f": {run['error']}" if run.get("error") else ""))
     for step in run["steps"]:
         line = f"  step {step['index']} {step['id']} ({step['action']})  {step['status']}"
         if step["attempt"]:
             line += f", attempt {step['attempt']}"
-        if step.get("error"):
+        if step.get("error") and not details:
             line += f": {step['error']}"
         click.echo(line)
+        if details:
+            click.echo("\n".join(_step_details(step)))
+
+
+#: How much of a step's params or output ``runs show`` prints (``--json`` prints all).
+SHOWN_LINES, SHOWN_WIDTH = 40, 160
+
+
+def _step_details(step: dict[str, Any]) -> list[str]:
+    """What ``runs show`` prints under a step's line: when it ran, its params, its output
+    and its error, each shortened to what a terminal shows."""
+    lines = [f"    started {step['started_at'] or '-'}, finished {step['finished_at'] or '-'}"]
+    if step.get("due_at"):
+        lines.append(f"    due {step['due_at']}")
+    for label in ("params", "output", "error"):
+        if step.get(label) is not None:
+            lines += _shortened(label, step[label])
+    return lines
+
+
+def _shortened(label: str, value: Any) -> list[str]:
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    rows = [row if len(row) <= SHOWN_WIDTH else row[: SHOWN_WIDTH - 1] + "…" for row in text.splitlines() or [""]]
+    if len(rows) == 1:
+        return [f"    {label}: {rows[0]}"]
+    out = [f"    {label}:", *("      " + row for row in rows[:SHOWN_LINES])]
+    if len(rows) > SHOWN_LINES:
+        out.append(f"      … {len(rows) - SHOWN_LINES} more lines (--json shows everything)")
+    return out
 
 
 @cli.command()
@@ -363,7 +394,7 @@ def runs_show(config_path: str | None, run_id: str, as_json: bool) -> None:
     if as_json:
         _print_json(detail)
     else:
-        _print_run(detail)
+        _print_run(detail, details=True)
 
 
 @runs.command("retry")
@@ -377,7 +408,7 @@ def runs_retry(config_path: str | None, run_id: str, sets: tuple[str, ...]) -> N
     loaded, store = _inspect(config_path)
     try:
         detail = ops.retry(loaded, store, run_id, ops.parse_sets(sets))
-    except LookupError as exc:
+    except (LookupError, ParamsError) as exc:
         raise UsageError(str(exc.args[0])) from None
     click.echo(f"run {run_id} resumes at step {detail['step']}")
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from .errors import UsageError
+from .errors import Loc, ParamsError, UsageError, format_loc
 from .handshake import BUILTIN_FILE
 from .loader import Loaded
+from .plan import apply_overrides
 from .store import Store
 
 EVENT_STATUSES = ("pending", "matched")
@@ -121,16 +122,40 @@ def retry(loaded: Loaded, store: Store, run_id: str, sets: Sequence[tuple[str, s
     if run["status"] != "dead":
         raise UsageError(f"run {run_id} is {run['status']}, not dead: only a dead run can be retried")
     dead = next(s for s in store.steps_of_run(run_id) if s["status"] == "dead")
-    overrides = {}
-    for step, param, value in sets:
-        if step not in (dead["id"], str(dead["index"])):
-            raise UsageError(f"run {run_id} is dead at step {dead['index']} ({dead['id']}): --set can change that step only")
-        overrides[param] = value
+    overrides = checked_overrides(loaded, run_id, dead, sets)
     if store.retry_run(run_id, overrides or None) is None:
         raise UsageError(f"run {run_id} is no longer dead")
     detail = run_detail(loaded, store, run_id)
     assert detail is not None
     return detail
+
+
+def checked_overrides(loaded: Loaded, run_id: str, dead: Mapping[str, Any], sets: Sequence[tuple[str, str, Any]]) -> dict[str, Any]:
+    """``sets`` as the dead step's overrides (``{"param.path": value}``), checked against
+    its action's params: raises :class:`ParamsError` naming each ``STEP.PARAM`` that is not
+    the dead step's, is no param of its action, or holds a value the action refuses."""
+    overrides: dict[str, Any] = {}
+    for step, param, value in sets:
+        if step not in (dead["id"], str(dead["index"])):
+            raise ParamsError(
+                f"{step}.{param}: run {run_id} is dead at step {dead['index']} ({dead['id']}): --set can change that step only"
+            )
+        overrides[param] = value
+    if not overrides:
+        return overrides
+    # The step's last rendered params (masked as stored; none when rendering failed), edited.
+    # Only what the edits touch is judged: a masked value elsewhere is not the user's doing.
+    edited = apply_overrides(dead["params"] if isinstance(dead["params"], dict) else {}, overrides)
+    paths: list[Loc] = [tuple(path.split(".")) for path in overrides]
+    problems = [p for p in loaded.registry.params_problems(dead["action"], edited) if _touches(p.loc, paths)]
+    if problems:
+        raise ParamsError("; ".join(f"{dead['id']}.{format_loc(p.loc)}: {p.message}" if p.loc else p.message for p in problems))
+    return overrides
+
+
+def _touches(loc: Loc, paths: list[Loc]) -> bool:
+    """Whether a problem at ``loc`` is at, below or above one of the edited ``paths``."""
+    return any(loc[: len(p)] == p or p[: len(loc)] == loc for p in paths)
 
 
 def rules_info(loaded: Loaded, store: Store) -> dict[str, Any]:
