@@ -68,8 +68,14 @@ def _error(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status)
 
 
+#: The times of a queue item, unix seconds in the store, ISO-8601 like every time the API shows.
+_ITEM_TIMES = ("available_at", "created_at", "updated_at")
+
+
 def item_json(item: QueueItem) -> dict[str, Any]:
-    return {k: v for k, v in asdict(item).items() if k != "exhausted_event" or v is not None}
+    """A queue item as the API and ``hookwise queue`` show it."""
+    out = {k: v for k, v in asdict(item).items() if k != "exhausted_event" or v is not None}
+    return {**out, **{k: ops.iso(out[k]) for k in _ITEM_TIMES}}
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

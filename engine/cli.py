@@ -240,7 +240,8 @@ def events_list(config_path: str | None, source: str | None, type_: str | None, 
     if as_json:
         _print_json(page)
         return
-    _table([[e["id"], e["received_at"], e["source"], e["type"], e["status"]] for e in page["events"]], ["ID", "RECEIVED", "SOURCE", "TYPE", "STATUS"])
+    _table([[e["id"], e["received_at"], e["source"], e["type"], e["outcome"], f"replay of {e['replay_of']}" if e["replay_of"] else ""]
+            for e in page["events"]], ["ID", "RECEIVED", "SOURCE", "TYPE", "OUTCOME", ""])
     if page["next_cursor"]:
         click.echo(f"more: --cursor {page['next_cursor']}")
 

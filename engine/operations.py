@@ -52,8 +52,18 @@ def list_events(
     )
     page = rows[:limit]
     next_cursor = str(page[-1]["seq"]) if len(rows) > limit else None
-    events = [{**{k: v for k, v in row.items() if k != "seq"}, "received_at": iso(row["received_at"])} for row in page]
+    events = [_summary(row) for row in page]
     return loaded.masker.mask_value({"events": events, "next_cursor": next_cursor})  # type: ignore[no-any-return]
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    """An event of a list: ``runs`` is how many it produced (None until it is matched), and
+    ``outcome`` says so in words: pending, no rule matched, 1 run, 3 runs."""
+    pending = row["status"] == "pending"
+    runs = None if pending else int(row["runs"])
+    outcome = "pending" if runs is None else "no rule matched" if runs == 0 else f"{runs} run{'s' if runs != 1 else ''}"
+    summary = {k: v for k, v in row.items() if k not in ("seq", "runs")}
+    return {**summary, "received_at": iso(row["received_at"]), "runs": runs, "outcome": outcome}
 
 
 def event_detail(loaded: Loaded, store: Store, event_id: str) -> dict[str, Any] | None:

@@ -293,3 +293,22 @@ def test_a_retry_edit_the_action_would_refuse_is_refused_and_the_run_stays_dead(
     cli = w.hookwise("runs", "retry", run["id"], "--set", f"{key}={json.dumps(value)}")
     assert cli.returncode == 2 and cli.stderr.startswith(f"error: {message}") and len(cli.stderr.splitlines()) == 1
     assert w.store.get_run(run["id"])["status"] == "dead"  # type: ignore[index]
+
+
+def test_the_event_list_says_what_each_event_produced_and_marks_replays(world: tuple[World, Sink]) -> None:
+    w, sink = world
+    sink.state["fail"] = False  # type: ignore[attr-defined]
+    both = w.send({"type": "order.created", "id": "o-1"})
+    one = w.send({"type": "order.paid", "id": "o-2"})
+    none = w.send({"type": "refund", "id": "o-3"})
+    w.wait(lambda: all(e["status"] == "matched" for e in w.store.list_events(10)))
+    replay = w.api("POST", f"/api/events/{one}/replay", {})[1]["event_id"]
+    w.wait(lambda: w.store.get_event(replay)["status"] == "matched")  # type: ignore[index]
+    _, page = w.api("GET", "/api/events")
+    found = {e["id"]: (e["runs"], e["outcome"], e["replay_of"]) for e in page["events"]}
+    assert found == {both: (2, "2 runs", None), one: (1, "1 run", None), none: (0, "no rule matched", None), replay: (1, "1 run", one)}
+    listed = w.hookwise("events", "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: " ".join(line.split()[4:]) for line in listed.stdout.splitlines()[1:]}
+    assert listed.stdout.split()[:5] == ["ID", "RECEIVED", "SOURCE", "TYPE", "OUTCOME"]
+    assert rows == {both: "2 runs", one: "1 run", none: "no rule matched", replay: f"1 run replay of {one}"}

@@ -279,7 +279,11 @@ def test_list_events_filters_and_pages(store: Store) -> None:
     assert len(store.list_events(source="hover")) == 5 and [e["type"] for e in store.list_events(type="push")] == ["push"]
     assert len(store.list_events(since=time.time() + 50)) == 1 and len(store.list_events(until=time.time() + 50)) == 5
     assert store.list_events(status="matched") == []
-    assert set(newest[0]) == {"seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of"}
+    assert set(newest[0]) == {"seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of", "runs"}
+    assert {e["runs"] for e in store.list_events()} == {0}
+    matched = store.claim_events(1, 60)[0].id
+    store.record_matches([Matched(matched, [], [new_run(matched, "a"), new_run(matched, "b")])])
+    assert {e["id"]: e["runs"] for e in store.list_events(status="matched")} == {matched: 2}
 
 
 def test_record_shapes_are_the_same(store: Store) -> None:
