@@ -560,6 +560,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     sys.exit(run(argv))
 
 
+#: What click 8.2+ raises for a group called without a command (8.1 printed the help itself).
+_NO_ARGS: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="hookwise", standalone_mode=False)
@@ -567,6 +571,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except _NO_ARGS as exc:  # `hookwise`, `hookwise runs`: asking what there is
+        click.echo(exc.ctx.get_help() if exc.ctx else "")
+        return EXIT_OK
     except click.Abort:
         click.echo("aborted", err=True)
         return EXIT_FAILED

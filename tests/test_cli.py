@@ -227,3 +227,11 @@ def test_problem_messages_never_show_a_secret(tmp_path: Path, command: list[str]
     ]
     assert SECRET not in result.stderr + result.stdout and "'****'" in result.stderr
     assert_no_traceback(result)
+
+
+@pytest.mark.parametrize("args", [[], ["runs"], ["hover"]])
+def test_a_command_without_arguments_prints_its_help(args: list[str]) -> None:
+    result = hookwise(*args)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith(f"Usage: hookwise {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in result.stdout
