@@ -226,13 +226,14 @@ class InspectApi:
         return JSONResponse(await run_in_threadpool(ops.sources_info, self.current(), self.store))
 
     async def dry_run(self, request: Request) -> Response:
-        from .dryrun import dry_run
+        from .dryrun import dry_run, event_source
 
         body = await _json_body(request)
         loaded = self.current()
         source = body.get("source")
         if not isinstance(source, str) or not source:
             raise ApiError(400, "bad_request", "source: the name of the source the event arrives on")
+        event_source(loaded, source)  # a source that does not exist: 400 naming the ones that do
         event = body.get("event")
         if not isinstance(event, (dict, list)):
             raise ApiError(400, "bad_request", "event: the event body, a JSON object or array")

@@ -85,11 +85,11 @@ def check(config_path: str | None, strict: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def dry_run(config_path: str | None, event_file: str, source_name: str | None, headers: tuple[str, ...], as_json: bool) -> None:
     """Match and render an event with no side effects; explain every rule."""
-    from .dryrun import dry_run as run, format_text
+    from .dryrun import dry_run as run, event_source, format_text
 
     loaded = _load(config_path)
     body = _read_json(event_file)
-    result = run(loaded, body, _pick_source(loaded, source_name), _parse_headers(headers))
+    result = run(loaded, body, event_source(loaded, source_name), _parse_headers(headers))
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
     else:
@@ -162,18 +162,21 @@ def serve(config_path: str | None, host: str | None, port: int | None, role: str
 
 @cli.command()
 @config_option
-@click.option("--source", "source_name", metavar="S", required=True, help="The source to send as.")
+@click.option("--source", "source_name", metavar="S", help="The source to send as (default: the only one configured).")
 @click.argument("event_file", metavar="EVENT.json", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--url", metavar="URL", help="Where to post (default: http://server.host:server.port/hooks/S).")
+@click.option("--url", metavar="URL",
+              help="The daemon's base URL (http://HOST:PORT: /hooks/S is added) or the endpoint's full URL "
+                   "(default: http://server.host:server.port).")
 @click.option("--header", "headers", metavar="'K: V'", multiple=True, help="An extra request header; repeatable.")
-def send(config_path: str | None, source_name: str, event_file: str, url: str | None, headers: tuple[str, ...]) -> None:
-    """Sign an event as source S expects and POST it to a running daemon."""
-    from .config import find_config, load_config
-    from .sender import send_event
+def send(config_path: str | None, source_name: str | None, event_file: str, url: str | None, headers: tuple[str, ...]) -> None:
+    """Sign an event as its source expects and POST it to a running daemon."""
+    from .config import choose_source, find_config, load_config
+    from .sender import endpoint_url, send_event
 
     config = load_config(find_config(config_path))
+    source = choose_source(config, source_name)
     body = _read_bytes(event_file)
-    status, text = send_event(config, source_name, body, url=url, headers=_parse_headers(headers))
+    status, text = send_event(config, source, body, url=endpoint_url(config, source, url), headers=_parse_headers(headers))
     click.echo(f"{status} {text}")
     if not 200 <= status < 300:
         raise Exit(EXIT_FAILED)
@@ -535,15 +538,6 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"--header {value!r}: expected 'Name: value'")
         out[name.strip().lower()] = rest.strip()
     return out
-
-
-def _pick_source(loaded: Any, name: str | None) -> str:
-    sources = sorted(loaded.config.settings.sources)
-    if name is not None:
-        return str(name)
-    if len(sources) == 1:
-        return sources[0]
-    raise UsageError(f"--source is required: the config has {len(sources)} sources ({', '.join(sources) or 'none'})")
 
 
 def _register_groups() -> None:

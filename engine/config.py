@@ -12,15 +12,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import yamlfile
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, UsageError
 from .units import Duration, Size
 from .secrets import Masker
-from .validation import validate_rest
+from .validation import did_you_mean, validate_rest
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -242,6 +242,22 @@ class Config:
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             return "sqlite:///" + str(self.resolve(url[len("sqlite:///") :]))
         return url
+
+
+def choose_source(config: Config, name: str | None, *, also: Sequence[str] = ()) -> str:
+    """The source an event is taken to arrive on: ``name`` when the config has it (or it is
+    one of ``also``), else, when no name is given, the only source configured. Raises
+    :class:`UsageError` naming the sources there are."""
+    sources = sorted(config.settings.sources)
+    known = ", ".join(sources) or "none"
+    if name is None:
+        if len(sources) == 1:
+            return sources[0]
+        raise UsageError(f"--source is required: {config.path.name} has {len(sources)} sources ({known})")
+    if name in sources or name in also:
+        return name
+    others = "".join(f"; {extra} for the events hookwise emits itself" for extra in also)
+    raise UsageError(f"no source named {name!r} in {config.path.name} (sources: {known}{others}){did_you_mean(name, [*sources, *also])}")
 
 
 def find_config(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:

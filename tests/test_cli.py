@@ -235,3 +235,36 @@ def test_a_command_without_arguments_prints_its_help(args: list[str]) -> None:
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout.startswith(f"Usage: hookwise {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND [ARGS]...")
     assert "Commands:" in result.stdout
+
+
+def test_send_defaults_to_the_only_source_and_takes_a_base_url(tmp_path: Path) -> None:
+    from .support import Sink
+
+    (tmp_path / "c.yaml").write_text("rules: []\nsources:\n  shop: {token: shop-t0ken}\n")
+    (tmp_path / "e.json").write_text('{"id": 1}')
+    sink = Sink()
+    try:
+        for url, path in [(sink.url, "/hooks/shop"), (sink.url + "/", "/hooks/shop"), (sink.url + "/proxy", "/proxy/hooks/shop"),
+                          (sink.url + "/hooks/shop", "/hooks/shop"), (sink.url + "/in/hooks/shop?x=1", "/in/hooks/shop?x=1")]:
+            result = hookwise("send", "-c", tmp_path / "c.yaml", "--url", url, tmp_path / "e.json")
+            assert result.returncode == 0, result.stderr
+            hit = sink.hits[-1]
+            assert hit.path.split("token=")[0].rstrip("?&") == path and "token=shop-t0ken" in hit.path
+            assert hit.json() == {"id": 1}
+    finally:
+        sink.close()
+    (tmp_path / "c.yaml").write_text("rules: []\nsources:\n  shop: {token: shop-t0ken}\n  crm: {token: crm-t0ken}\n")
+    ambiguous = hookwise("send", "-c", tmp_path / "c.yaml", tmp_path / "e.json")
+    assert ambiguous.returncode == 2 and ambiguous.stderr == "error: --source is required: c.yaml has 2 sources (crm, shop)\n"
+    unknown = hookwise("send", "-c", tmp_path / "c.yaml", "--source", "shp", tmp_path / "e.json")
+    assert unknown.returncode == 2 and "no source named 'shp'" in unknown.stderr and "did you mean 'shop'?" in unknown.stderr
+
+
+def test_dry_run_refuses_a_source_that_is_not_configured() -> None:
+    result = hookwise("dry-run", "-c", EXAMPLE, "--source", "nope", FAILED_V2)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: no source named 'nope' in config.example.yaml (sources: hover; hookwise for the events hookwise emits itself)\n"
+    )
+    emitted = hookwise("dry-run", "-c", EXAMPLE, "--source", "hookwise", "-", stdin='{"queue": "field-techs", "key": "1"}')
+    assert emitted.returncode == 0, emitted.stderr

@@ -312,3 +312,13 @@ def test_the_event_list_says_what_each_event_produced_and_marks_replays(world: t
     rows = {line.split()[0]: " ".join(line.split()[4:]) for line in listed.stdout.splitlines()[1:]}
     assert listed.stdout.split()[:5] == ["ID", "RECEIVED", "SOURCE", "TYPE", "OUTCOME"]
     assert rows == {both: "2 runs", one: "1 run", none: "no rule matched", replay: f"1 run replay of {one}"}
+
+
+def test_a_dry_run_on_a_source_that_is_not_configured_is_refused(world: tuple[World, Sink]) -> None:
+    w, _ = world
+    status, answer = w.api("POST", "/api/dry-run", {"source": "nope", "event": {"type": "order.paid"}})
+    assert status == 400 and answer == {
+        "error": "bad_request",
+        "message": "no source named 'nope' in config.yaml (sources: shop; hookwise for the events hookwise emits itself)",
+    }
+    assert w.api("POST", "/api/dry-run", {"source": "hookwise", "event": {"type": "order.paid"}})[0] == 200
