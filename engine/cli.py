@@ -61,20 +61,22 @@ def cli(debug: bool) -> None:
 @click.option("--strict", is_flag=True, help="Exit 1 when there are warnings.")
 def check(config_path: str | None, strict: bool) -> None:
     """Load config, rules, templates and plugins as `serve` does, and report every problem."""
+    from .handshake import BUILTIN_FILE
+    from .loader import rule_count
+
     loaded = _load(config_path)
     _print_problems(loaded.warnings)
-    from .handshake import BUILTIN_FILE
-
     steps = sum(len(r.steps) for r in loaded.rules if r.file != BUILTIN_FILE)
-    builtin = sum(r.file == BUILTIN_FILE for r in loaded.rules)
-    click.echo(
-        f"{loaded.config.path.name}: ok: {len(loaded.config.settings.sources)} sources, "
-        f"{len(loaded.rules) - builtin} rules, {steps} steps"
-        + (f", {builtin} built-in rule{'s' if builtin != 1 else ''}" if builtin else "")
-        + (f", {len(loaded.warnings)} warning{'s' if len(loaded.warnings) != 1 else ''}" if loaded.warnings else "")
-    )
+    counts = [_plural(len(loaded.config.settings.sources), "source"), rule_count(loaded.rules), _plural(steps, "step")]
+    if loaded.warnings:
+        counts.append(_plural(len(loaded.warnings), "warning"))
+    click.echo(f"{loaded.config.path.name}: ok: {', '.join(counts)}")
     if strict and loaded.warnings:
         raise Exit(EXIT_FAILED)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @cli.command("dry-run")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 from .config import Config
 from .errors import ConfigError
 from .ingest import Ingest
-from .loader import Current, Loaded, load
+from .loader import Current, Loaded, load, rule_count
 from .logs import mask_with
 from .metrics import Metrics
 from .rules import rule_files
@@ -177,7 +177,7 @@ class Daemon:
                 return False
             self.current.swap(loaded)
         self.metrics.reloaded(True)
-        log.info("reloaded: %d rules", len(loaded.rules))
+        log.info("reloaded: %s", rule_count(loaded.rules))
         if self.worker is not None:
             self.worker.wake()
         return True

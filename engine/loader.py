@@ -14,6 +14,7 @@ from typing import Iterable, Mapping
 from .action import Registry
 from .config import Config, read_config
 from .errors import ConfigError, Problem
+from .handshake import BUILTIN_FILE
 from .rules import Rule, RuleLoader, RuleSet, no_rules_warning
 from .secrets import Masker
 from .templates import Templates
@@ -54,6 +55,14 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
     if not user_rules:
         warnings.append(loader.config_problem(no_rules_warning(config)))
     return Loaded(config, registry, templates, rules, masker, tuple(_ordered(warnings, masker)))
+
+
+def rule_count(rules: RuleSet) -> str:
+    """How many rules are loaded, said the same way by ``check``, ``/readyz`` and the
+    reload log: the user's rules, and the built-in ones apart ("5 rules + 1 built-in")."""
+    builtin = sum(rule.file == BUILTIN_FILE for rule in rules)
+    user = len(rules) - builtin
+    return f"{user} rule{'' if user == 1 else 's'}" + (f" + {builtin} built-in" if builtin else "")
 
 
 def _in_config(config: Config, problems: Iterable[Problem]) -> list[Problem]:

@@ -31,7 +31,7 @@ def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 def test_check_passes_on_the_example_config() -> None:
     result = hookwise("check", "-c", EXAMPLE)
     assert result.returncode == 0, result.stderr
-    assert "config.example.yaml: ok: 1 sources, 5 rules, 9 steps, 1 built-in rule" in result.stdout
+    assert "config.example.yaml: ok: 1 source, 5 rules + 1 built-in, 9 steps, 1 warning" in result.stdout
 
 
 def test_check_strict_promotes_warnings(tmp_path: Path) -> None:
