@@ -268,3 +268,15 @@ def test_dry_run_refuses_a_source_that_is_not_configured() -> None:
     )
     emitted = hookwise("dry-run", "-c", EXAMPLE, "--source", "hookwise", "-", stdin='{"queue": "field-techs", "key": "1"}')
     assert emitted.returncode == 0, emitted.stderr
+
+
+def test_an_empty_config_is_valid_and_warns_that_there_are_no_rules(tmp_path: Path) -> None:
+    (tmp_path / "hookwise.yaml").write_text("")
+    result = hookwise("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "hookwise.yaml: warning: no rules: 'rules:' is not set and the default folder rules/ holds no rule file\n"
+    assert result.stdout == "hookwise.yaml: ok: 0 sources, 0 rules, 0 steps, 1 warning\n"
+    assert hookwise("check", "--strict", cwd=tmp_path).returncode == 1
+    (tmp_path / "hookwise.yaml").write_text("rules: [mine/]\n")  # a folder the user names must exist
+    named = hookwise("check", cwd=tmp_path)
+    assert named.returncode == 78 and named.stderr == f"hookwise.yaml:1:9: rules[0]: no such file or folder: {tmp_path / 'mine'}\n"
