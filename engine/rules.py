@@ -25,6 +25,7 @@ from .config import NAME_PATTERN, Config, RetryPolicy, locate_all, merge_problem
 from .errors import ConfigError, Loc, Problem, RenderError
 from .events import Event
 from .index import Dispatch
+from .lint import step_warnings
 from .templates import Compiled, Expression, Templates
 from .units import Duration
 from .validation import pydantic_problems, validate_rest
@@ -539,7 +540,7 @@ class RuleLoader:
         if self.registry[action].run is Action.run:
             problems.append(Problem(f"the {action} action cannot run in this version of hookwise: its steps will fail", loc, warning=True))
         found = self.registry.check_params(action, raw, compiled.template_paths())
-        problems.extend(p.under(loc) for p in found)
+        problems.extend(p.under(loc) for p in [*found, *step_warnings(action, raw, self.config.settings)])
         return None if any(not p.warning for p in found) else compiled
 
     def _retry(self, step: StepRetry | None) -> RetryPolicy:

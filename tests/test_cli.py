@@ -280,3 +280,14 @@ def test_an_empty_config_is_valid_and_warns_that_there_are_no_rules(tmp_path: Pa
     (tmp_path / "hookwise.yaml").write_text("rules: [mine/]\n")  # a folder the user names must exist
     named = hookwise("check", cwd=tmp_path)
     assert named.returncode == 78 and named.stderr == f"hookwise.yaml:1:9: rules[0]: no such file or folder: {tmp_path / 'mine'}\n"
+
+
+def test_check_strict_fails_on_a_url_the_ssrf_guard_will_refuse(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("rules: [r.yaml]\nsources:\n  shop: {token: shop-t0ken}\n")
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: a\n    source: shop\n    actions: [{http: {url: 'http://169.254.169.254/latest/meta-data/'}}]\n"
+    )
+    assert hookwise("check", "-c", tmp_path / "c.yaml").returncode == 0
+    strict = hookwise("check", "--strict", "-c", tmp_path / "c.yaml")
+    assert strict.returncode == 1
+    assert "r.yaml:4:28: rules[0].actions[0].http.url: warning: the SSRF guard will refuse 169.254.169.254" in strict.stderr

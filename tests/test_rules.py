@@ -313,3 +313,32 @@ def test_warnings_are_masked_too(project: Project) -> None:
     assert [str(w) for w in loaded.warnings if "source" in w.message] == [
         "rules/rules.yaml:3:13: rules[0].source: warning: no source named '****' is configured"
     ]
+
+
+GUARDED = "rules:\n  - name: a\n    event: x\n    actions:\n      - http: {{url: \"{url}\"}}\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "http", "refused"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "", "169.254.169.254 (a cloud metadata address)"),
+        ("http://localhost:9000/x", "", "localhost (a loopback address)"),
+        ("http://[::1]/x", "", "::1 (a loopback address)"),
+        ("https://10.0.0.5/x", "", "10.0.0.5 (a private address)"),
+        ("http://127.0.0.1/{{ event.path }}", "", "127.0.0.1 (a loopback address)"),  # the host is not templated
+        ("https://10.0.0.5/x", "http: {allow_hosts: ['10.0.0.5']}\n", None),
+        ("https://10.0.0.5:8443/x", "http: {allow_hosts: ['10.0.0.5:8443']}\n", None),
+        ("https://10.0.0.5/x", "http: {allow_hosts: ['10.0.0.5:8443']}\n", "10.0.0.5 (a private address)"),
+        ("http://localhost/x", "http: {allow_private: true}\n", None),
+        ("http://{{ event.host }}/x", "", None),
+        ("https://example.com/x", "", None),
+        ("https://93.184.215.14/x", "", None),
+    ],
+)
+def test_check_warns_of_a_literal_url_the_ssrf_guard_will_refuse(project: Project, url: str, http: str, refused: str | None) -> None:
+    loaded = load(project(GUARDED.format(url=url), config="rules: [rules/]\n" + http), {})
+    found = [str(w) for w in loaded.warnings if "SSRF" in w.message]
+    assert found == ([] if refused is None else [
+        f"rules/rules.yaml:5:21: rules[0].actions[0].http.url: warning: the SSRF guard will refuse {refused}: "
+        "the step will fail unless http.allow_hosts names it or http.allow_private is true"
+    ])
