@@ -170,7 +170,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, role: str
               help="The daemon's base URL (http://HOST:PORT: /hooks/S is added) or the endpoint's full URL "
                    "(default: http://server.host:server.port).")
 @click.option("--header", "headers", metavar="'K: V'", multiple=True, help="An extra request header; repeatable.")
-def send(config_path: str | None, source_name: str | None, event_file: str, url: str | None, headers: tuple[str, ...]) -> None:
+def send(
+    config_path: str | None, source_name: str | None, event_file: str, url: str | None, headers: tuple[str, ...]
+) -> None:
     """Sign an event as its source expects and POST it to a running daemon."""
     from .config import choose_source, find_config, load_config
     from .sender import endpoint_url, send_event
@@ -178,7 +180,8 @@ def send(config_path: str | None, source_name: str | None, event_file: str, url:
     config = load_config(find_config(config_path))
     source = choose_source(config, source_name)
     body = _read_bytes(event_file)
-    status, text = send_event(config, source, body, url=endpoint_url(config, source, url), headers=_parse_headers(headers))
+    target = endpoint_url(config, source, url)
+    status, text = send_event(config, source, body, url=target, headers=_parse_headers(headers))
     click.echo(f"{status} {text}")
     if not 200 <= status < 300:
         raise Exit(EXIT_FAILED)
@@ -245,10 +248,14 @@ def events_list(config_path: str | None, source: str | None, type_: str | None, 
     if as_json:
         _print_json(page)
         return
-    _table([[e["id"], e["received_at"], e["source"], e["type"], e["outcome"], f"replay of {e['replay_of']}" if e["replay_of"] else ""]
-            for e in page["events"]], ["ID", "RECEIVED", "SOURCE", "TYPE", "OUTCOME", ""])
+    rows = [[e["id"], e["received_at"], e["source"], e["type"], e["outcome"], _replay_mark(e)] for e in page["events"]]
+    _table(rows, ["ID", "RECEIVED", "SOURCE", "TYPE", "OUTCOME", ""])
     if page["next_cursor"]:
         click.echo(f"more: --cursor {page['next_cursor']}")
+
+
+def _replay_mark(event: dict[str, Any]) -> str:
+    return f"replay of {event['replay_of']}" if event["replay_of"] else ""
 
 
 @events.command("show")

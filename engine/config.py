@@ -257,7 +257,8 @@ def choose_source(config: Config, name: str | None, *, also: Sequence[str] = ())
     if name in sources or name in also:
         return name
     others = "".join(f"; {extra} for the events hookwise emits itself" for extra in also)
-    raise UsageError(f"no source named {name!r} in {config.path.name} (sources: {known}{others}){did_you_mean(name, [*sources, *also])}")
+    hint = did_you_mean(name, [*sources, *also])
+    raise UsageError(f"no source named {name!r} in {config.path.name} (sources: {known}{others}){hint}")
 
 
 def find_config(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -304,8 +305,8 @@ def read_config(path: str | Path, environ: Mapping[str, str] | None = None) -> t
     masker = Masker(doc.secrets)
     problems = [p.masked(masker.mask) for p in merge_problems(doc.problems, locate_all(doc, refused))]
     warnings = tuple(doc.locate(w, key=True) for w in _warnings(settings))
-    config = Config(settings=settings, path=path.resolve(), secrets=frozenset(doc.secrets), warnings=warnings, document=doc)
-    return config, problems
+    secrets = frozenset(doc.secrets)
+    return Config(settings=settings, path=path.resolve(), secrets=secrets, warnings=warnings, document=doc), problems
 
 
 def merge_problems(first: list[Problem], second: list[Problem]) -> list[Problem]:

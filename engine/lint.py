@@ -46,8 +46,8 @@ def _refused_url(raw: Mapping[str, Any], settings: Settings) -> list[Problem]:
     reason = refusal_reason(address)
     if reason is None:
         return []
-    message = f"the SSRF guard will refuse {host} ({reason}): the step will fail unless http.allow_hosts names it or http.allow_private is true"
-    return [Problem(message, ("url",), warning=True)]
+    unless = "the step will fail unless http.allow_hosts names it or http.allow_private is true"
+    return [Problem(f"the SSRF guard will refuse {host} ({reason}): {unless}", ("url",), warning=True)]
 
 
 def literal_host(url: str) -> tuple[str, int] | None:

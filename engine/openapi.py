@@ -110,8 +110,8 @@ def _schemas() -> dict[str, Any]:
         "Error": {"type": "object", "required": ["error", "message"], "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
         "EventSummary": {"type": "object", "required": ["id", "source", "type", "received_at", "status"], "properties": {
             "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"}, "delivery_id": nullable_str,
-            "received_at": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "matched"]}, "replay_of": nullable_str,
-            "runs": {"type": "integer", "nullable": True}, "outcome": {"type": "string"}}},
+            "received_at": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "matched"]},
+            "replay_of": nullable_str, "runs": {"type": "integer", "nullable": True}, "outcome": {"type": "string"}}},
         "EventDetail": {"type": "object", "required": ["event", "runs"], "properties": {
             "event": {"type": "object", "required": ["id", "source", "type", "body", "headers", "explain"]},
             "runs": {"type": "array", "items": {"$ref": "#/components/schemas/RunDetail"}}}},

@@ -140,16 +140,17 @@ def retry(loaded: Loaded, store: Store, run_id: str, sets: Sequence[tuple[str, s
     return detail
 
 
-def checked_overrides(loaded: Loaded, run_id: str, dead: Mapping[str, Any], sets: Sequence[tuple[str, str, Any]]) -> dict[str, Any]:
+def checked_overrides(
+    loaded: Loaded, run_id: str, dead: Mapping[str, Any], sets: Sequence[tuple[str, str, Any]]
+) -> dict[str, Any]:
     """``sets`` as the dead step's overrides (``{"param.path": value}``), checked against
     its action's params: raises :class:`ParamsError` naming each ``STEP.PARAM`` that is not
     the dead step's, is no param of its action, or holds a value the action refuses."""
     overrides: dict[str, Any] = {}
     for step, param, value in sets:
         if step not in (dead["id"], str(dead["index"])):
-            raise ParamsError(
-                f"{step}.{param}: run {run_id} is dead at step {dead['index']} ({dead['id']}): --set can change that step only"
-            )
+            where = f"run {run_id} is dead at step {dead['index']} ({dead['id']})"
+            raise ParamsError(f"{step}.{param}: {where}: --set can change that step only")
         overrides[param] = value
     if not overrides:
         return overrides
@@ -159,7 +160,8 @@ def checked_overrides(loaded: Loaded, run_id: str, dead: Mapping[str, Any], sets
     paths: list[Loc] = [tuple(path.split(".")) for path in overrides]
     problems = [p for p in loaded.registry.params_problems(dead["action"], edited) if _touches(p.loc, paths)]
     if problems:
-        raise ParamsError("; ".join(f"{dead['id']}.{format_loc(p.loc)}: {p.message}" if p.loc else p.message for p in problems))
+        named = (f"{dead['id']}.{format_loc(p.loc)}: {p.message}" if p.loc else p.message for p in problems)
+        raise ParamsError("; ".join(named))
     return overrides
 
 

@@ -471,7 +471,9 @@ class RuleLoader:
             problems.extend(p.under(loc) for p in exc.problems)
             return None
 
-    def _compile_steps(self, model: RuleModel, loc: Loc, problems: list[Problem], check_count: bool = True) -> list[Step]:
+    def _compile_steps(
+        self, model: RuleModel, loc: Loc, problems: list[Problem], check_count: bool = True
+    ) -> list[Step]:
         if check_count and not model.actions and not model.stop:
             problems.append(Problem("a rule needs at least one action (or stop: true)", loc + ("actions",)))
         steps: list[Step] = []
@@ -482,9 +484,12 @@ class RuleLoader:
                 steps.append(step)
         return steps
 
-    def _compile_step(self, raw: Any, index: int, loc: Loc, ids: dict[str, int], problems: list[Problem]) -> Step | None:
+    def _compile_step(
+        self, raw: Any, index: int, loc: Loc, ids: dict[str, int], problems: list[Problem]
+    ) -> Step | None:
         if not isinstance(raw, dict):
-            problems.append(Problem(f"a step is a mapping with one action key ({', '.join(self.registry.names())})", loc))
+            actions = ", ".join(self.registry.names())
+            problems.append(Problem(f"a step is a mapping with one action key ({actions})", loc))
             return None
         action = self._action_key(raw, loc, problems)
         common = {k: v for k, v in raw.items() if k in STEP_KEYS}

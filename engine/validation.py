@@ -325,7 +325,9 @@ def _models_in(tp: Any, seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
 # --- validating what is left ----------------------------------------------------------
 
 
-def validate_rest(model: type[M], data: Any, placeholders: Mapping[str, Any] | None = None, rounds: int = 8) -> tuple[M | None, list[Problem]]:
+def validate_rest(
+    model: type[M], data: Any, placeholders: Mapping[str, Any] | None = None, rounds: int = 8
+) -> tuple[M | None, list[Problem]]:
     """``data`` validated against ``model``, reporting every problem while still giving
     the caller a model to check further with (``check`` prints every problem, not the
     first one that stops the rest).

@@ -197,7 +197,8 @@ def postgres_database(url: str = POSTGRES_URL) -> str:
         except psycopg.errors.DuplicateDatabase:
             pass  # made meanwhile by a test run beside this one
         except psycopg.Error as exc:
-            raise NoPostgres(f"the database {dbname} does not exist and cannot be created here ({str(exc).strip()}): {how}") from None
+            why = f"the database {dbname} does not exist and cannot be created here ({str(exc).strip()})"
+            raise NoPostgres(f"{why}: {how}") from None
     try:
         psycopg.connect(url, connect_timeout=3).close()
     except psycopg.OperationalError as exc:

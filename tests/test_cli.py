@@ -244,8 +244,9 @@ def test_send_defaults_to_the_only_source_and_takes_a_base_url(tmp_path: Path) -
     (tmp_path / "e.json").write_text('{"id": 1}')
     sink = Sink()
     try:
-        for url, path in [(sink.url, "/hooks/shop"), (sink.url + "/", "/hooks/shop"), (sink.url + "/proxy", "/proxy/hooks/shop"),
-                          (sink.url + "/hooks/shop", "/hooks/shop"), (sink.url + "/in/hooks/shop?x=1", "/in/hooks/shop?x=1")]:
+        for given, path in [("", "/hooks/shop"), ("/", "/hooks/shop"), ("/proxy", "/proxy/hooks/shop"),
+                            ("/hooks/shop", "/hooks/shop"), ("/in/hooks/shop?x=1", "/in/hooks/shop?x=1")]:
+            url = sink.url + given
             result = hookwise("send", "-c", tmp_path / "c.yaml", "--url", url, tmp_path / "e.json")
             assert result.returncode == 0, result.stderr
             hit = sink.hits[-1]
@@ -255,18 +256,22 @@ def test_send_defaults_to_the_only_source_and_takes_a_base_url(tmp_path: Path) -
         sink.close()
     (tmp_path / "c.yaml").write_text("rules: []\nsources:\n  shop: {token: shop-t0ken}\n  crm: {token: crm-t0ken}\n")
     ambiguous = hookwise("send", "-c", tmp_path / "c.yaml", tmp_path / "e.json")
-    assert ambiguous.returncode == 2 and ambiguous.stderr == "error: --source is required: c.yaml has 2 sources (crm, shop)\n"
+    assert ambiguous.returncode == 2
+    assert ambiguous.stderr == "error: --source is required: c.yaml has 2 sources (crm, shop)\n"
     unknown = hookwise("send", "-c", tmp_path / "c.yaml", "--source", "shp", tmp_path / "e.json")
-    assert unknown.returncode == 2 and "no source named 'shp'" in unknown.stderr and "did you mean 'shop'?" in unknown.stderr
+    assert unknown.returncode == 2
+    assert "no source named 'shp'" in unknown.stderr and "did you mean 'shop'?" in unknown.stderr
 
 
 def test_dry_run_refuses_a_source_that_is_not_configured() -> None:
     result = hookwise("dry-run", "-c", EXAMPLE, "--source", "nope", FAILED_V2)
     assert result.returncode == 2
     assert result.stderr == (
-        "error: no source named 'nope' in config.example.yaml (sources: hover; hookwise for the events hookwise emits itself)\n"
+        "error: no source named 'nope' in config.example.yaml "
+        "(sources: hover; hookwise for the events hookwise emits itself)\n"
     )
-    emitted = hookwise("dry-run", "-c", EXAMPLE, "--source", "hookwise", "-", stdin='{"queue": "field-techs", "key": "1"}')
+    exhausted = '{"queue": "field-techs", "key": "1"}'
+    emitted = hookwise("dry-run", "-c", EXAMPLE, "--source", "hookwise", "-", stdin=exhausted)
     assert emitted.returncode == 0, emitted.stderr
 
 
@@ -274,20 +279,25 @@ def test_an_empty_config_is_valid_and_warns_that_there_are_no_rules(tmp_path: Pa
     (tmp_path / "hookwise.yaml").write_text("")
     result = hookwise("check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stderr == "hookwise.yaml: warning: no rules: 'rules:' is not set and the default folder rules/ holds no rule file\n"
+    assert result.stderr == (
+        "hookwise.yaml: warning: no rules: 'rules:' is not set and the default folder rules/ holds no rule file\n"
+    )
     assert result.stdout == "hookwise.yaml: ok: 0 sources, 0 rules, 0 steps, 1 warning\n"
     assert hookwise("check", "--strict", cwd=tmp_path).returncode == 1
     (tmp_path / "hookwise.yaml").write_text("rules: [mine/]\n")  # a folder the user names must exist
     named = hookwise("check", cwd=tmp_path)
-    assert named.returncode == 78 and named.stderr == f"hookwise.yaml:1:9: rules[0]: no such file or folder: {tmp_path / 'mine'}\n"
+    assert named.returncode == 78
+    assert named.stderr == f"hookwise.yaml:1:9: rules[0]: no such file or folder: {tmp_path / 'mine'}\n"
 
 
 def test_check_strict_fails_on_a_url_the_ssrf_guard_will_refuse(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("rules: [r.yaml]\nsources:\n  shop: {token: shop-t0ken}\n")
     (tmp_path / "r.yaml").write_text(
-        "rules:\n  - name: a\n    source: shop\n    actions: [{http: {url: 'http://169.254.169.254/latest/meta-data/'}}]\n"
+        "rules:\n  - name: a\n    source: shop\n"
+        "    actions: [{http: {url: 'http://169.254.169.254/latest/meta-data/'}}]\n"
     )
     assert hookwise("check", "-c", tmp_path / "c.yaml").returncode == 0
     strict = hookwise("check", "--strict", "-c", tmp_path / "c.yaml")
     assert strict.returncode == 1
-    assert "r.yaml:4:28: rules[0].actions[0].http.url: warning: the SSRF guard will refuse 169.254.169.254" in strict.stderr
+    warning = "r.yaml:4:28: rules[0].actions[0].http.url: warning: the SSRF guard will refuse 169.254.169.254"
+    assert warning in strict.stderr

@@ -549,9 +549,13 @@ def test_rule_counts_are_said_the_same_by_check_readyz_and_the_reload_log(tmp_pa
         "  - name: b\n    event: y\n    actions: [{log: {message: b}}]\n"
     )
     config = tmp_path / "hookwise.yaml"
-    config.write_text("store: sqlite:///data/hookwise.db\nrules: [rules/]\nsources:\n  hover: {preset: hover, token: t0ken-abc}\n")
+    config.write_text(
+        "store: sqlite:///data/hookwise.db\nrules: [rules/]\nsources:\n  hover: {preset: hover, token: t0ken-abc}\n"
+    )
     said = "2 rules + 1 built-in"  # the user's, and Hover's handshake
-    checked = subprocess.run([sys.executable, "-m", "engine", "check", "-c", str(config)], capture_output=True, text=True, timeout=60)
+    checked = subprocess.run(
+        [sys.executable, "-m", "engine", "check", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
     assert checked.stdout == f"hookwise.yaml: ok: 1 source, {said}, 2 steps\n", checked.stderr
     daemon = DaemonProcess(config, free_port(), "--log-format", "json")
     try:

@@ -268,7 +268,9 @@ def test_list_events_filters_and_pages(store: Store) -> None:
     assert len(store.list_events(source="hover")) == 5 and [e["type"] for e in store.list_events(type="push")] == ["push"]
     assert len(store.list_events(since=time.time() + 50)) == 1 and len(store.list_events(until=time.time() + 50)) == 5
     assert store.list_events(status="matched") == []
-    assert set(newest[0]) == {"seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of", "runs"}
+    assert set(newest[0]) == {
+        "seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of", "runs",
+    }
     assert {e["runs"] for e in store.list_events()} == {0}
     matched = store.claim_events(1, 60)[0].id
     store.record_matches([Matched(matched, [], [new_run(matched, "a"), new_run(matched, "b")])])
@@ -560,7 +562,9 @@ def test_a_test_database_that_cannot_be_created_is_explained(pg_database: str) -
             postgres_database(conninfo.make_conninfo(pg_database, user=role, dbname=name))
         host = conninfo.conninfo_to_dict(POSTGRES_URL).get("host") or "127.0.0.1"
         assert "permission denied to create database" in str(info.value)
-        assert str(info.value).endswith(f"cannot be created here (permission denied to create database): createdb -h {host} -U postgres {name}")
+        assert str(info.value).endswith(
+            f"cannot be created here (permission denied to create database): createdb -h {host} -U postgres {name}"
+        )
     finally:
         with psycopg.connect(pg_database, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

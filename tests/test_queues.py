@@ -204,9 +204,10 @@ def test_queue_items_carry_iso_times_in_the_api_and_the_cli(api: Api, tmp_path: 
     requeue(api.store, key="k2", request="b")
     claimed = api.call("POST", "/api/queues/field-techs/claim", {"lease": "10m"}, token=t)[1]["item"]
     listed = api.call("GET", "/api/queues/field-techs", token=t)[1]["items"]
-    cli = subprocess.run([sys.executable, "-m", "engine", "queue", "list", "field-techs", "--json", "-c", str(tmp_path / "config.yaml")],
-                         capture_output=True, text=True, timeout=60)
-    cli_claimed = subprocess.run([sys.executable, "-m", "engine", "queue", "claim", "field-techs", "-c", str(tmp_path / "config.yaml")],
-                                 capture_output=True, text=True, timeout=60)
-    for item in [claimed, *listed, *json.loads(cli.stdout), json.loads(cli_claimed.stdout)]:
+    def hookwise(*args: str) -> str:
+        command = [sys.executable, "-m", "engine", "queue", *args, "-c", str(tmp_path / "config.yaml")]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+
+    cli, cli_claimed = hookwise("list", "field-techs", "--json"), hookwise("claim", "field-techs")
+    for item in [claimed, *listed, *json.loads(cli), json.loads(cli_claimed)]:
         assert all(ISO_TIME.match(item[k]) for k in ("available_at", "created_at", "updated_at")), item

@@ -274,7 +274,8 @@ rules:
         "rules/rules.yaml:6:11: rules[1].name: String should match pattern '^[a-z0-9][a-z0-9_.-]*$'",
         "rules/rules.yaml:9:44: rules[1].actions[0].http.metod: unknown key (did you mean 'method'?)",
         "rules/rules.yaml:10:5: rules[2].name: required",
-        "rules/rules.yaml:11:15: rules[2].priority: Input should be a valid integer, unable to parse string as an integer",
+        "rules/rules.yaml:11:15: rules[2].priority: Input should be a valid integer, "
+        "unable to parse string as an integer",
         "rules/rules.yaml:13:9: rules[2].actions[0]: a step is a mapping with one action key "
         "(email, emit, exec, hover, http, log, requeue)",
         "rules/rules.yaml:14:24: rules[2].actions[1].log.message: template syntax error: unexpected end of template, "
@@ -293,7 +294,8 @@ def test_config_problems_do_not_hide_the_rule_files_and_all_come_in_file_order(p
     )
     found = errors(project, {
         "b.yaml": "rules:\n  - name: b\n    source: github\n    actions: [{log: {mesage: x}}]\n",
-        "a.yaml": "rules:\n  - name: a\n    source: hover\n    timeout: 5s\n    actions: [{log: {message: \"${NOPE}\"}}]\n",
+        "a.yaml": "rules:\n  - name: a\n    source: hover\n    timeout: 5s\n"
+                  "    actions: [{log: {message: \"${NOPE}\"}}]\n",
     }, config=config)
     assert [line.replace(f"{Path.cwd()}/", "") for line in found] == [
         "config.yaml:2:16: server.port: environment variable PORT is not set",
@@ -335,7 +337,9 @@ GUARDED = "rules:\n  - name: a\n    event: x\n    actions:\n      - http: {{url:
         ("https://93.184.215.14/x", "", None),
     ],
 )
-def test_check_warns_of_a_literal_url_the_ssrf_guard_will_refuse(project: Project, url: str, http: str, refused: str | None) -> None:
+def test_check_warns_of_a_literal_url_the_ssrf_guard_will_refuse(
+    project: Project, url: str, http: str, refused: str | None
+) -> None:
     loaded = load(project(GUARDED.format(url=url), config="rules: [rules/]\n" + http), {})
     found = [str(w) for w in loaded.warnings if "SSRF" in w.message]
     assert found == ([] if refused is None else [
