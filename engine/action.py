@@ -31,6 +31,7 @@ from .validation import (
     did_you_mean,
     problems_from_errors,
     pydantic_problems,
+    unknown_keys,
 )
 
 #: The entry-point group under which installed packages advertise actions.
@@ -228,20 +229,33 @@ class Registry(Mapping[str, type[Action]]):
             spots = [tuple(loc) for loc in templated]
             shape = ModelShape(model)
             errors = [e for e in exc.errors() if e["type"] in KEY_ERRORS or not _near(shape.clean(e["loc"]), spots)]
-            return problems_from_errors(errors, model)
-        return []
+            return _with_unknown_keys(problems_from_errors(errors, model), model, raw)
+        return unknown_keys(model, raw)
 
     def validate(self, name: str, rendered: Mapping[str, Any]) -> BaseModel:
         """``rendered`` params as the action's ``Params`` model; raises
         :class:`ParamsError` with one ``action.path: message`` per error, joined by ``; ``."""
         if name not in self._actions:
             raise ParamsError(f"unknown action {name!r}{did_you_mean(name, self._actions)}")
+        params, problems = self._validated(name, rendered)
+        if params is None or problems:
+            raise ParamsError("; ".join(str(p.under((name,))) for p in problems))
+        return params
+
+    def params_problems(self, name: str, rendered: Mapping[str, Any]) -> list[Problem]:
+        """What :meth:`validate` would refuse in ``rendered``, located relative to the
+        params (an unknown action at ``()``); empty when they fit."""
+        if name not in self._actions:
+            return [Problem(f"unknown action {name!r}{did_you_mean(name, self._actions)}")]
+        return self._validated(name, rendered)[1]
+
+    def _validated(self, name: str, rendered: Mapping[str, Any]) -> tuple[BaseModel | None, list[Problem]]:
         model = self._actions[name].Params
         try:
-            return model.model_validate(rendered)
+            params = model.model_validate(rendered)
         except ValidationError as exc:
-            problems = pydantic_problems(exc, model)
-            raise ParamsError("; ".join(str(p.under((name,))) for p in problems)) from None
+            return None, _with_unknown_keys(pydantic_problems(exc, model), model, rendered)
+        return params, unknown_keys(model, rendered)
 
     def json_schema(self) -> dict[str, Any]:
         """``{action name: JSON Schema of its params}``, for ``hookwise schema``."""
@@ -325,6 +339,12 @@ def _load_entry_points(builtins: frozenset[str], problems: list[Problem], warnin
             continue
         warnings.extend(_name_warning(ep.name, found[ep.name], ()))
     return found
+
+
+def _with_unknown_keys(problems: list[Problem], model: type[BaseModel], data: Any) -> list[Problem]:
+    """``problems``, then the unknown keys of ``data`` that pydantic let pass."""
+    seen = {p.loc for p in problems}
+    return problems + [p for p in unknown_keys(model, data) if p.loc not in seen]
 
 
 def _near(loc: Loc, spots: list[Loc]) -> bool:

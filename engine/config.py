@@ -12,14 +12,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import tokenfile, yamlfile
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, UsageError
 from .units import Duration, Size
-from .validation import pydantic_problems
+from .secrets import Masker
+from .validation import did_you_mean, validate_rest
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -281,6 +282,23 @@ class Config:
         return url
 
 
+def choose_source(config: Config, name: str | None, *, also: Sequence[str] = ()) -> str:
+    """The source an event is taken to arrive on: ``name`` when the config has it (or it is
+    one of ``also``), else, when no name is given, the only source configured. Raises
+    :class:`UsageError` naming the sources there are."""
+    sources = sorted(config.settings.sources)
+    known = ", ".join(sources) or "none"
+    if name is None:
+        if len(sources) == 1:
+            return sources[0]
+        raise UsageError(f"--source is required: {config.path.name} has {len(sources)} sources ({known})")
+    if name in sources or name in also:
+        return name
+    others = "".join(f"; {extra} for the events hookwise emits itself" for extra in also)
+    hint = did_you_mean(name, [*sources, *also])
+    raise UsageError(f"no source named {name!r} in {config.path.name} (sources: {known}{others}){hint}")
+
+
 def find_config(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """The config file to use: ``explicit``, else ``$HOOKWISE_CONFIG``, else the defaults."""
     environ = os.environ if environ is None else environ
@@ -299,25 +317,43 @@ def find_config(explicit: str | None = None, environ: Mapping[str, str] | None =
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate and validate the config file; raise :class:`ConfigError` with
     every problem."""
+    config, problems = read_config(path, environ)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def read_config(path: str | Path, environ: Mapping[str, str] | None = None) -> tuple[Config, list[Problem]]:
+    """Read, interpolate and validate the config file: the config and every problem found
+    (their messages masked with the file's secrets). Where values were refused the config
+    holds defaults, so that what depends on the rest (the rule files) can still be loaded
+    and checked. Raises :class:`ConfigError` only when the file cannot be read, parsed or
+    taken as a mapping."""
     path = Path(path)
     doc = yamlfile.load(path, environ=environ, collect=True)
     data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
         raise ConfigError([doc.locate(Problem("the config file must be a mapping of settings"))])
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_merge(doc.problems, locate_all(doc, pydantic_problems(exc, Settings)))) from None
-    if doc.problems:
-        raise ConfigError(doc.problems)
-    settings, file_tokens = _read_token_files(settings, path.resolve().parent, doc)
-    return Config(settings=settings, path=path.resolve(), secrets=frozenset(doc.secrets) | file_tokens, document=doc)
+    settings, refused = validate_rest(Settings, data)
+    if settings is None:
+        settings = Settings()
+    elif "rules" in data and "rules" not in settings.model_fields_set:
+        # `rules:` itself was refused: load none rather than the default folder the user did not name.
+        settings = settings.model_copy(update={"rules": []})
+    settings, file_tokens, token_problems = _read_token_files(settings, path.resolve().parent, doc)
+    masker = Masker(doc.secrets)
+    problems = [p.masked(masker.mask) for p in merge_problems(doc.problems, locate_all(doc, refused)) + token_problems]
+    secrets = frozenset(doc.secrets) | file_tokens
+    return Config(settings=settings, path=path.resolve(), secrets=secrets, document=doc), problems
 
 
-def _read_token_files(settings: Settings, base: Path, doc: yamlfile.Document) -> tuple[Settings, frozenset[str]]:
+def _read_token_files(
+    settings: Settings, base: Path, doc: yamlfile.Document,
+) -> tuple[Settings, frozenset[str], list[Problem]]:
     """Settings whose sources with ``token_file`` carry the file's token as their
     ``token`` (a file that does not exist yet leaves it unset: see
-    :func:`missing_token_files`), and those tokens, which are secrets."""
+    :func:`missing_token_files`), those tokens, which are secrets, and the problems of
+    files that cannot be read."""
     sources = dict(settings.sources)
     tokens: set[str] = set()
     problems: list[Problem] = []
@@ -332,9 +368,7 @@ def _read_token_files(settings: Settings, base: Path, doc: yamlfile.Document) ->
         if token is not None:
             sources[name] = source.model_copy(update={"token": [token]})
             tokens.add(token)
-    if problems:
-        raise ConfigError(problems)
-    return settings.model_copy(update={"sources": sources}), frozenset(tokens)
+    return settings.model_copy(update={"sources": sources}), frozenset(tokens), problems
 
 
 def missing_token_files(config: Config) -> list[tuple[str, Path]]:
@@ -345,7 +379,7 @@ def missing_token_files(config: Config) -> list[tuple[str, Path]]:
     ]
 
 
-def _merge(first: list[Problem], second: list[Problem]) -> list[Problem]:
+def merge_problems(first: list[Problem], second: list[Problem]) -> list[Problem]:
     """Both lists in file order, without a second report for the same place."""
     seen = {(p.line, p.col) for p in first}
     merged = first + [p for p in second if (p.line, p.col) not in seen]

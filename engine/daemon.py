@@ -31,7 +31,7 @@ from . import tokenfile
 from .config import Config, load_config, missing_token_files
 from .errors import ConfigError, Problem
 from .ingest import Ingest
-from .loader import Current, Loaded, load
+from .loader import Current, Loaded, load, rule_count
 from .logs import mask_with
 from .metrics import Metrics
 from .rules import rule_files
@@ -196,7 +196,7 @@ class Daemon:
                 return False
             self.current.swap(loaded)
         self.metrics.reloaded(True)
-        log.info("reloaded: %d rules", len(loaded.rules))
+        log.info("reloaded: %s", rule_count(loaded.rules))
         if self.worker is not None:
             self.worker.wake()
         return True

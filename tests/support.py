@@ -184,3 +184,47 @@ def post(url: str, body: bytes | str, headers: dict[str, str] | None = None, met
         return status, json.loads(text)
     except ValueError:
         return status, text
+
+
+#: The PostgreSQL database the tests use (a schema of their own each).
+POSTGRES_URL = os.environ.get("HOOKWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/hookwise_test")
+
+
+class NoPostgres(Exception):
+    """PostgreSQL cannot serve the tests; the message says why and what to do."""
+
+
+def postgres_database(url: str = POSTGRES_URL) -> str:
+    """``url``, its database created first when the server answers but the database does
+    not exist yet (a fresh cluster). Raises :class:`NoPostgres` saying what is missing."""
+    try:
+        import psycopg
+        from psycopg import conninfo, sql
+    except ImportError:
+        raise NoPostgres("psycopg is not installed: pip install 'hookwise[postgres]'") from None
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+        return url
+    except psycopg.OperationalError:
+        pass  # perhaps only the database is missing: ask the server's maintenance database
+    info = conninfo.conninfo_to_dict(url)
+    dbname, host = str(info.get("dbname") or "hookwise_test"), str(info.get("host") or "127.0.0.1")
+    port = f" -p {info['port']}" if info.get("port") not in (None, "5432") else ""
+    how = f"createdb -h {host}{port} -U postgres {dbname}"
+    try:
+        admin = psycopg.connect(conninfo.make_conninfo(url, dbname="postgres"), autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        raise NoPostgres(f"no PostgreSQL server answers at {host}{port}: {str(exc).strip()}") from None
+    with admin:
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        except psycopg.errors.DuplicateDatabase:
+            pass  # made meanwhile by a test run beside this one
+        except psycopg.Error as exc:
+            why = f"the database {dbname} does not exist and cannot be created here ({str(exc).strip()})"
+            raise NoPostgres(f"{why}: {how}") from None
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        raise NoPostgres(f"cannot connect to the database {dbname}: {str(exc).strip()}") from None
+    return url

@@ -31,7 +31,7 @@ def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 def test_check_passes_on_the_example_config() -> None:
     result = hookwise("check", "-c", EXAMPLE)
     assert result.returncode == 0, result.stderr
-    assert "config.example.yaml: ok: 1 sources, 5 rules, 9 steps, 1 built-in rule" in result.stdout
+    assert "config.example.yaml: ok: 1 source, 5 rules + 1 built-in, 9 steps, 1 warning" in result.stdout
 
 
 def test_check_passes_on_a_fresh_copy_without_warnings(tmp_path: Path) -> None:
@@ -232,3 +232,107 @@ def test_schema_prints_the_three_schemas() -> None:
 def test_version() -> None:
     result = hookwise("--version")
     assert result.returncode == 0 and "0.1.0" in result.stdout
+
+
+SECRET = "crmtoken-5f3a9c"
+
+
+@pytest.mark.parametrize("command", [["check"], ["dry-run", "-"], ["serve", "--port", "0"]])
+def test_problem_messages_never_show_a_secret(tmp_path: Path, command: list[str]) -> None:
+    # The secret misplaced as a duration, a size, a number, an enum and a URL, in the
+    # config and in a rule file: every place is reported, the secret never shown.
+    (tmp_path / "config.yaml").write_text(
+        "rules: [r.yaml]\nserver: {max_body: \"${CRM_TOKEN}\"}\ndefaults: {timeout: \"${CRM_TOKEN}\"}\n"
+        "sources:\n  shop: {token: \"${CRM_TOKEN}\"}\n"
+    )
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: a\n    source: shop\n    when: {total: {gt: \"${CRM_TOKEN}\"}}\n    actions:\n"
+        "      - http: {url: \"${CRM_TOKEN}\", method: \"${CRM_TOKEN}\"}\n        timeout: \"${CRM_TOKEN}\"\n"
+    )
+    result = hookwise(*command, "-c", "config.yaml", cwd=tmp_path, env={"CRM_TOKEN": SECRET}, stdin="{}")
+    assert result.returncode == 78, result.stderr
+    places = [line.split(": ", 2)[:2] for line in result.stderr.splitlines()]
+    assert places == [
+        ["config.yaml:2:20", "server.max_body"],
+        ["config.yaml:3:21", "defaults.timeout"],
+        ["r.yaml:4:24", "rules[0].when.total.gt"],
+        ["r.yaml:6:21", "rules[0].actions[0].http.url"],
+        ["r.yaml:6:45", "rules[0].actions[0].http.method"],
+        ["r.yaml:7:18", "rules[0].actions[0].timeout"],
+    ]
+    assert SECRET not in result.stderr + result.stdout and "'****'" in result.stderr
+    assert_no_traceback(result)
+
+
+@pytest.mark.parametrize("args", [[], ["runs"], ["hover"]])
+def test_a_command_without_arguments_prints_its_help(args: list[str]) -> None:
+    result = hookwise(*args)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith(f"Usage: hookwise {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in result.stdout
+
+
+def test_send_defaults_to_the_only_source_and_takes_a_base_url(tmp_path: Path) -> None:
+    from .support import Sink
+
+    (tmp_path / "c.yaml").write_text("rules: []\nsources:\n  shop: {token: shop-t0ken}\n")
+    (tmp_path / "e.json").write_text('{"id": 1}')
+    sink = Sink()
+    try:
+        for given, path in [("", "/hooks/shop"), ("/", "/hooks/shop"), ("/proxy", "/proxy/hooks/shop"),
+                            ("/hooks/shop", "/hooks/shop"), ("/in/hooks/shop?x=1", "/in/hooks/shop?x=1")]:
+            url = sink.url + given
+            result = hookwise("send", "-c", tmp_path / "c.yaml", "--url", url, tmp_path / "e.json")
+            assert result.returncode == 0, result.stderr
+            hit = sink.hits[-1]
+            assert hit.path.split("token=")[0].rstrip("?&") == path and "token=shop-t0ken" in hit.path
+            assert hit.json() == {"id": 1}
+    finally:
+        sink.close()
+    (tmp_path / "c.yaml").write_text("rules: []\nsources:\n  shop: {token: shop-t0ken}\n  crm: {token: crm-t0ken}\n")
+    ambiguous = hookwise("send", "-c", tmp_path / "c.yaml", tmp_path / "e.json")
+    assert ambiguous.returncode == 2
+    assert ambiguous.stderr == "error: --source is required: c.yaml has 2 sources (crm, shop)\n"
+    unknown = hookwise("send", "-c", tmp_path / "c.yaml", "--source", "shp", tmp_path / "e.json")
+    assert unknown.returncode == 2
+    assert "no source named 'shp'" in unknown.stderr and "did you mean 'shop'?" in unknown.stderr
+
+
+def test_dry_run_refuses_a_source_that_is_not_configured() -> None:
+    result = hookwise("dry-run", "-c", EXAMPLE, "--source", "nope", FAILED_V2)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: no source named 'nope' in config.example.yaml "
+        "(sources: hover; hookwise for the events hookwise emits itself)\n"
+    )
+    exhausted = '{"queue": "field-techs", "key": "1"}'
+    emitted = hookwise("dry-run", "-c", EXAMPLE, "--source", "hookwise", "-", stdin=exhausted)
+    assert emitted.returncode == 0, emitted.stderr
+
+
+def test_an_empty_config_is_valid_and_warns_that_there_are_no_rules(tmp_path: Path) -> None:
+    (tmp_path / "hookwise.yaml").write_text("")
+    result = hookwise("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "hookwise.yaml: warning: no rules: 'rules:' is not set and the default folder rules/ holds no rule file\n"
+    )
+    assert result.stdout == "hookwise.yaml: ok: 0 sources, 0 rules, 0 steps, 1 warning\n"
+    assert hookwise("check", "--strict", cwd=tmp_path).returncode == 1
+    (tmp_path / "hookwise.yaml").write_text("rules: [mine/]\n")  # a folder the user names must exist
+    named = hookwise("check", cwd=tmp_path)
+    assert named.returncode == 78
+    assert named.stderr == f"hookwise.yaml:1:9: rules[0]: no such file or folder: {tmp_path / 'mine'}\n"
+
+
+def test_check_strict_fails_on_a_url_the_ssrf_guard_will_refuse(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("rules: [r.yaml]\nsources:\n  shop: {token: shop-t0ken}\n")
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: a\n    source: shop\n"
+        "    actions: [{http: {url: 'http://169.254.169.254/latest/meta-data/'}}]\n"
+    )
+    assert hookwise("check", "-c", tmp_path / "c.yaml").returncode == 0
+    strict = hookwise("check", "--strict", "-c", tmp_path / "c.yaml")
+    assert strict.returncode == 1
+    warning = "r.yaml:4:28: rules[0].actions[0].http.url: warning: the SSRF guard will refuse 169.254.169.254"
+    assert warning in strict.stderr

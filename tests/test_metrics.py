@@ -158,6 +158,17 @@ def test_events_are_counted_by_source_and_answered_status(served: Served) -> Non
     }
 
 
+def test_no_series_is_doubled_by_a_created_timestamp(served: Served) -> None:
+    assert post(served.url("/hooks/tok?token=t0ken-for-metrics"), json.dumps({"kind": "k"}))[0] == 202
+    served.metrics.recorded([result("succeeded")])  # a histogram series too
+    served.metrics.matched("a")
+    _, found = served.scrape()
+    names = {name for name, _ in found}
+    counted = {"hookwise_events_received_total", "hookwise_step_duration_seconds_count", "hookwise_rule_matches_total"}
+    assert counted <= names
+    assert [name for name in names if name.endswith("_created")] == []
+
+
 def test_a_path_segment_never_becomes_a_label(served: Served) -> None:
     for n in range(3):
         post(served.url(f"/hooks/guess-{n}-secretish"), "{}")

@@ -25,7 +25,7 @@ import pytest
 
 from engine.errors import StoreError
 from engine.store import HoverTokens, Incoming, Matched, NewRun, Store, open_store
-from tests.support import Clock
+from tests.support import POSTGRES_URL, Clock, NoPostgres, free_port, postgres_database
 
 # The contract suites, collected again here: pytest resolves their ``store`` argument to the
 # fixture of this module, so each runs on SQLite and on PostgreSQL.
@@ -58,9 +58,6 @@ from tests.test_store import (  # noqa: F401
     test_the_step_delay_is_honoured,
 )
 
-PG_URL = os.environ.get("HOOKWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/hookwise_test")
-
-
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"PostgreSQL is required in CI: {reason}")
@@ -71,19 +68,10 @@ def _unavailable(reason: str) -> None:
 def pg_database() -> str:
     """The test database's URL, the database created if missing."""
     try:
-        import psycopg
-        from psycopg.conninfo import make_conninfo
-    except ImportError:
-        _unavailable("psycopg is not installed")
-    try:
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except psycopg.errors.InvalidCatalogName:
-        with psycopg.connect(make_conninfo(PG_URL, dbname="postgres"), autocommit=True) as admin:
-            dbname = str(psycopg.conninfo.conninfo_to_dict(PG_URL)["dbname"])
-            admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(dbname)))
-    except psycopg.OperationalError as exc:
-        _unavailable(f"no PostgreSQL server at {PG_URL}: {exc}")
-    return PG_URL
+        return postgres_database()
+    except NoPostgres as exc:
+        _unavailable(str(exc))
+        raise
 
 
 @pytest.fixture
@@ -286,7 +274,13 @@ def test_list_events_filters_and_pages(store: Store) -> None:
     assert len(store.list_events(source="hover")) == 5 and [e["type"] for e in store.list_events(type="push")] == ["push"]
     assert len(store.list_events(since=time.time() + 50)) == 1 and len(store.list_events(until=time.time() + 50)) == 5
     assert store.list_events(status="matched") == []
-    assert set(newest[0]) == {"seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of"}
+    assert set(newest[0]) == {
+        "seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of", "runs",
+    }
+    assert {e["runs"] for e in store.list_events()} == {0}
+    matched = store.claim_events(1, 60)[0].id
+    store.record_matches([Matched(matched, [], [new_run(matched, "a"), new_run(matched, "b")])])
+    assert {e["id"]: e["runs"] for e in store.list_events(status="matched")} == {matched: 2}
 
 
 def test_record_shapes_are_the_same(store: Store) -> None:
@@ -614,3 +608,48 @@ def test_stored_events_wake_a_waiting_process(two: tuple[Any, Any]) -> None:
     assert a.wait_for_events(30) is True
     b.notify_events()
     assert a.wait_for_events(30) is True
+
+
+# --- the test database itself --------------------------------------------------------------
+
+
+def test_a_missing_test_database_is_created(pg_database: str) -> None:
+    import psycopg
+    from psycopg import conninfo, sql
+
+    name = f"hookwise_t_{uuid.uuid4().hex[:10]}"
+    url = conninfo.make_conninfo(pg_database, dbname=name)
+    try:
+        assert postgres_database(url) == url
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == (name,)
+        assert postgres_database(url) == url  # and found the second time
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def test_a_test_database_that_cannot_be_created_is_explained(pg_database: str) -> None:
+    import psycopg
+    from psycopg import conninfo, sql
+
+    role, name = f"hw_nocreate_{uuid.uuid4().hex[:8]}", f"hookwise_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_database, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEDB").format(sql.Identifier(role)))
+    try:
+        with pytest.raises(NoPostgres) as info:
+            postgres_database(conninfo.make_conninfo(pg_database, user=role, dbname=name))
+        host = conninfo.conninfo_to_dict(POSTGRES_URL).get("host") or "127.0.0.1"
+        assert "permission denied to create database" in str(info.value)
+        assert str(info.value).endswith(
+            f"cannot be created here (permission denied to create database): createdb -h {host} -U postgres {name}"
+        )
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_no_server_is_said_so() -> None:
+    port = free_port()
+    with pytest.raises(NoPostgres, match=rf"^no PostgreSQL server answers at 127\.0\.0\.1 -p {port}: "):
+        postgres_database(f"postgresql://postgres@127.0.0.1:{port}/hookwise_test")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -206,3 +207,21 @@ def test_queue_commands(tmp_path: Path) -> None:
     assert again.returncode == 2 and "is not claimed" in again.stderr
     assert hookwise("fail", "x", "--retry-in", "soon").returncode == 2
     assert "done" in hookwise("list", "field-techs").stdout
+
+
+ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def test_queue_items_carry_iso_times_in_the_api_and_the_cli(api: Api, tmp_path: Path) -> None:
+    t = "api-t0ken"
+    requeue(api.store, request="a")
+    requeue(api.store, key="k2", request="b")
+    claimed = api.call("POST", "/api/queues/field-techs/claim", {"lease": "10m"}, token=t)[1]["item"]
+    listed = api.call("GET", "/api/queues/field-techs", token=t)[1]["items"]
+    def hookwise(*args: str) -> str:
+        command = [sys.executable, "-m", "engine", "queue", *args, "-c", str(tmp_path / "config.yaml")]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+
+    cli, cli_claimed = hookwise("list", "field-techs", "--json"), hookwise("claim", "field-techs")
+    for item in [claimed, *listed, *json.loads(cli), json.loads(cli_claimed)]:
+        assert all(ISO_TIME.match(item[k]) for k in ("available_at", "created_at", "updated_at")), item

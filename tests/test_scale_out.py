@@ -12,25 +12,23 @@ from typing import Iterator
 
 import pytest
 
-from .support import DaemonProcess, Sink, free_port, post
-
-POSTGRES = os.environ.get("HOOKWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/hookwise_test")
-
+from .support import DaemonProcess, NoPostgres, Sink, free_port, post, postgres_database
 
 def _schema_url() -> Iterator[str]:
     """A fresh schema in the test database, as a store URL; dropped afterwards."""
     try:
-        import psycopg
-
-        conn = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # no server here: skip locally, fail in CI
+        database = postgres_database()
+    except NoPostgres as exc:  # skip locally, fail in CI
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL does not answer at {POSTGRES}: {exc}")
-        pytest.skip(f"PostgreSQL does not answer at {POSTGRES}")
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(str(exc))
+    import psycopg
+
+    conn = psycopg.connect(database, autocommit=True, connect_timeout=3)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+        yield f"{database}?options=-csearch_path%3D{schema}"
     finally:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
         conn.close()

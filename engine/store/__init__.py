@@ -228,8 +228,8 @@ class Store(Protocol):
         self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
         since: float | None = None, until: float | None = None, cursor: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Events newest first; ``cursor`` is the ``seq`` of the last event of the page
-        before."""
+        """Events newest first, each with ``runs``, the count of runs it produced;
+        ``cursor`` is the ``seq`` of the last event of the page before."""
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
         """Store a copy of an event to be matched again (for ``rules`` only, when given);

@@ -316,7 +316,8 @@ SELECT id, source, type, delivery_id, body, headers, query, received_at, depth, 
 FROM events WHERE id = %(id)s;
 
 -- name: list_events
-SELECT seq, id, source, type, delivery_id, received_at, status, replay_of FROM events
+SELECT seq, id, source, type, delivery_id, received_at, status, replay_of,
+    (SELECT COUNT(*) FROM runs WHERE runs.event_id = events.id) FROM events
 WHERE (%(source)s::text IS NULL OR source = %(source)s::text)
     AND (%(type)s::text IS NULL OR type = %(type)s::text)
     AND (%(status)s::text IS NULL OR status = %(status)s::text)

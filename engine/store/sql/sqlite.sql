@@ -210,7 +210,8 @@ SELECT id, source, type, delivery_id, body, headers, query, received_at, depth, 
 FROM events WHERE id = ?;
 
 -- name: list_events
-SELECT seq, id, source, type, delivery_id, received_at, status, replay_of FROM events
+SELECT seq, id, source, type, delivery_id, received_at, status, replay_of,
+    (SELECT COUNT(*) FROM runs WHERE runs.event_id = events.id) FROM events
 WHERE (:source IS NULL OR source = :source) AND (:type IS NULL OR type = :type) AND (:status IS NULL OR status = :status)
     AND (:since IS NULL OR received_at >= :since) AND (:until IS NULL OR received_at < :until)
     AND (:cursor IS NULL OR seq < :cursor)
