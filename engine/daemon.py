@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import quote
 
 from . import tokenfile
-from .config import Config, load_config, missing_token_files
+from .config import Config, read_config, missing_token_files
 from .errors import ConfigError, Problem
 from .ingest import Ingest
 from .loader import Current, Loaded, load, rule_count
@@ -317,8 +317,9 @@ def notify(state: str) -> None:
 
 def make_token_files(path: Path) -> None:
     """Create the ``token_file`` of each source of the config at ``path`` that does not
-    exist yet (before loading, so that the sources verify from the first request)."""
-    config = load_config(path)
+    exist yet (before loading, so that the sources verify from the first request). Other
+    problems of the config are left to the loading that follows, which reports them all."""
+    config, _ = read_config(path)
     for name, file in missing_token_files(config):
         try:
             tokenfile.create(file)
