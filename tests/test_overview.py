@@ -84,7 +84,9 @@ def test_hover_account(project: Callable[..., Path]) -> None:
     try:
         before = ops.hover_account(loaded, store)
         store.save_hover_tokens(HoverTokens("access-t0ken", "refresh-t0ken", NOW))
-        store.save_hover_webhook("77", source="hover", url="https://h.example/hooks/hover", verified_at=NOW)
+        store.save_hover_webhook(
+            "77", source="hover", url="https://h.example/hooks/hover", verified_at=NOW, verify_method="PUT"
+        )
         after = ops.hover_account(loaded, store)
     finally:
         store.close()
@@ -97,6 +99,7 @@ def test_hover_account(project: Callable[..., Path]) -> None:
             "url": "https://h.example/hooks/hover",
             "source": "hover",
             "verified_at": "2027-01-15T08:00:30Z",
+            "verify_method": "PUT",
             "last_error": None,
             "at_hover": False,
         }

@@ -1,5 +1,6 @@
 """The web UI (SPEC 13): server-rendered pages under ``/ui`` for the people who operate
-hookwise, and ``/hover/callback``, where a Hover login started from the UI comes back.
+hookwise. A Hover login started from the UI comes back to ``/hover/callback``
+(:mod:`engine.hover_callback`), as one that ``hookwise hover login`` started does.
 
     auth.py      sessions, CSRF tokens, the security headers
     site.py      what every page shares: the guard, templates, static files

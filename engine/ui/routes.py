@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from typing import Any, Callable
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .. import operations as ops
+from ..api import item_json
 from ..dryrun import dry_run
-from ..errors import Fail, Retry, UsageError
-from ..hover import HoverClient, LoginRefused, Logins
+from ..errors import Fail, ParamsError, Retry, UsageError
+from ..hover import HoverClient
 from ..loader import Loaded
 from ..store import QueueItem, Store
 from ..units import parse_duration
@@ -41,9 +40,9 @@ class Ui:
     def __init__(self, current: Callable[[], Loaded], store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.current = current
         self.store = store
+        self.clock = clock
         self.sessions = Sessions(lambda: current().config.settings.api.token, clock)
         self.site = Site(current, self.sessions)
-        self.logins = Logins(clock)
         self._hover: tuple[Any, HoverClient] | None = None
 
     def routes(self) -> list[BaseRoute]:
@@ -71,7 +70,6 @@ class Ui:
             page("/ui/hover/register", post=self.register),
             Route("/ui/static/{name}", self.site.static_file, methods=["GET", "HEAD"]),
             page("/ui/{rest:path}", self.not_found, self.not_found),
-            Route("/hover/callback", self.callback, methods=["GET", "HEAD"]),
         ]
 
     # --- sign in and out ----------------------------------------------------------------
@@ -213,9 +211,14 @@ class Ui:
         dead = next((s for s in detail["steps"] if s["status"] == "dead"), None)
         try:
             changes = forms.edits(page.form, forms.fields(dead["params"])) if dead and page.form.get("edit") else []
-            sets = [(dead["id"], param, value) for param, value in changes] if dead else []
+        except UsageError as exc:  # a field the form cannot read (JSON that does not parse)
+            return await self._run_page(page, 400, exc.message)
+        sets = [(dead["id"], param, value) for param, value in changes] if dead else []
+        try:
             await run_in_threadpool(ops.retry, page.loaded, self.store, run_id, sets)
-        except UsageError as exc:
+        except ParamsError as exc:  # an edit the step's action refuses: the run stays dead
+            return await self._run_page(page, 400, exc.message)
+        except UsageError as exc:  # the run is not dead (any more)
             return await self._run_page(page, 409, exc.message)
         except LookupError as exc:
             raise Refused(404, "No such run", str(exc.args[0])) from None
@@ -293,7 +296,7 @@ class Ui:
             raise Refused(400, "No such status", f"A queue item is {', '.join(QUEUE_STATUSES)}; not {status!r}.")
         items = await run_in_threadpool(self.store.list_queue_items, name, status, 200)
         counts = (await run_in_threadpool(self.store.queue_counts)).get(name, {})
-        now = time.time()
+        now = self.clock()
         shown = page.loaded.masker.mask_value([_item(i, now) for i in items])
         return self.site.render(
             page,
@@ -389,7 +392,10 @@ class Ui:
                 "Hover is not set up",
                 "Set " + ", ".join("hover." + k for k in account["missing"]) + " in the config first.",
             )
-        return RedirectResponse(self.logins.start(self._client(page.loaded)), status_code=303)
+        # The login `hookwise hover login` starts: its state kept in the store, for
+        # GET /hover/callback (engine/hover_callback.py) to take when Hover sends the browser back.
+        _, url = await run_in_threadpool(self._client(page.loaded).start_login)
+        return RedirectResponse(url, status_code=303)
 
     async def register(self, page: Page) -> Response:
         url, source = page.form.text("url"), page.form.text("source") or None
@@ -407,31 +413,6 @@ class Ui:
             page,
             registered={"id": hook.get("id"), "url": hook.get("url") or url, "hmac_secret": hook.get("hmac_secret")},
         )
-
-    async def callback(self, request: Request) -> Response:
-        """``GET /hover/callback``: where Hover sends the browser back after a login started
-        on the Hover page; the state must be that login's."""
-        q = request.query_params
-        site, loaded = self.site, self.current()
-        if q.get("error"):
-            code = q["error"] if q["error"].replace("_", "").isalpha() and len(q["error"]) <= 40 else "error"
-            return site.render(None, "callback.html", 400, ok=False, message=f"Hover did not grant access ({code}).")
-        if not q.get("state") or not q.get("code"):
-            return site.render(
-                None,
-                "callback.html",
-                400,
-                ok=False,
-                message="This address takes Hover's redirect after a login: "
-                "it needs a code and a state. Start from the Hover page.",
-            )
-        try:
-            tokens = await run_in_threadpool(self.logins.finish, self._client(loaded), q["state"], q["code"])
-        except LoginRefused as exc:
-            return site.render(None, "callback.html", 400, ok=False, message=str(exc))
-        except (Fail, Retry) as exc:
-            return site.render(None, "callback.html", 502, ok=False, message=loaded.masker.mask(str(exc)))
-        return site.render(None, "callback.html", ok=True, expires_at=ops.iso(tokens.expires_at))
 
     def _client(self, loaded: Loaded) -> HoverClient:
         """One Hover client while the ``hover:`` settings stay the same."""
@@ -464,9 +445,8 @@ def _duration(text: str, name: str) -> float:
 
 
 def _item(item: QueueItem, now: float) -> dict[str, Any]:
-    """A queue item as its page shows it: times as ISO-8601, ``later`` when it waits to be due."""
-    shown = {k: v for k, v in asdict(item).items() if k not in ("available_at", "created_at", "updated_at")}
-    return {**shown, "available_at": ops.iso(item.available_at), "later": item.available_at > now}
+    """A queue item as the API shows it (times as ISO-8601), and ``later`` when it waits to be due."""
+    return {**item_json(item), "later": item.available_at > now}
 
 
 def _source_names(loaded: Loaded) -> list[str]:
