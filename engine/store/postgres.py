@@ -516,7 +516,8 @@ class PostgresStore:
         return shapes.steps(self._query("steps_of_run", {"run_id": run_id}))
 
     def events_per_minute(self, since: float) -> list[tuple[str, int, int]]:
-        return [(source, int(minute), count) for source, minute, count in self._query("events_per_minute", {"since": since})]
+        rows = self._query("events_per_minute", {"since": since})
+        return [(source, int(minute), count) for source, minute, count in rows]
 
     def run_status_counts(self) -> dict[str, int]:
         return {status: count for status, count in self._query("run_status_counts")}
