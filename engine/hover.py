@@ -26,6 +26,7 @@ import http.client
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 import urllib.error
@@ -167,6 +168,15 @@ class HoverClient:
         if state:
             query["state"] = state
         return f"{self.base_url}/oauth/authorize?{urlencode(query)}"
+
+    def start_login(self, ttl: float = LOGIN_TTL) -> tuple[str, str]:
+        """Start a login (``hookwise hover login``, the web UI's "Connect to Hover"): a new
+        OAuth state, kept in the store for ``ttl`` seconds for ``GET /hover/callback`` (or a
+        pasted code) to take once, and the authorize URL that carries it: ``(state, url)``."""
+        state = secrets.token_urlsafe(24)
+        url = self.authorize_url(state)  # first: settings that are missing record nothing
+        self.store.begin_hover_login(state, ttl, self.account)
+        return state, url
 
     def exchange_code(self, code: str) -> HoverTokens:
         """Trade an authorization code for tokens and save them in the store at once."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import secrets
 import sys
 import threading
 import time
@@ -58,9 +57,9 @@ def login(config_path: str | None, code: str | None) -> None:
         missing = missing_settings(client.settings, "client_id", "client_secret", "redirect_uri")
         if missing:
             raise UsageError(f"hover login needs {', '.join('hover.' + k for k in missing)} in the config")
-        attempt = _Login(client, secrets.token_urlsafe(24), time.monotonic() + LOGIN_TTL + 2 * TIMEOUT)
-        client.store.begin_hover_login(attempt.state, LOGIN_TTL, client.account)
-        click.echo(f"Open this URL, log in to Hover and allow access:\n\n  {client.authorize_url(attempt.state)}\n")
+        state, url = client.start_login(LOGIN_TTL)
+        attempt = _Login(client, state, time.monotonic() + LOGIN_TTL + 2 * TIMEOUT)
+        click.echo(f"Open this URL, log in to Hover and allow access:\n\n  {url}\n")
         if code is None:
             click.echo(f"When Hover sends the browser back to {client.settings.redirect_uri} and hookwise serves it, "
                        "this command notices; else paste what the browser shows.")

@@ -1,10 +1,12 @@
 """What operators ask of a running (or stopped) hookwise: events with their explain records
-and runs, replays, retries of dead runs, rules with their counts, sources. Shared by the
-management API and the CLI, so both answer alike; every answer is masked."""
+and runs, replays, retries of dead runs, rules with their counts, sources, the overview and
+the Hover account. Shared by the management API, the CLI and the web UI, so all answer
+alike; every answer is masked."""
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
@@ -208,3 +210,64 @@ def sources_info(loaded: Loaded, store: Store) -> dict[str, Any]:
             ]}
         sources.append(entry)
     return loaded.masker.mask_value({"sources": sources})  # type: ignore[no-any-return]
+
+
+def activity(store: Store, *, minutes: int = 60, now: float | None = None) -> dict[str, Any]:
+    """Events received per minute by source over the last ``minutes`` minutes, the current
+    minute last: ``{"start": ISO time of the first minute, "minutes": n, "sources": {source:
+    [count per minute]}}``."""
+    end = int((time.time() if now is None else now) // 60)
+    start = end - minutes + 1
+    series: dict[str, list[int]] = {}
+    for source, minute, count in store.events_per_minute(start * 60.0):
+        if start <= minute <= end:
+            series.setdefault(source, [0] * minutes)[minute - start] += count
+    return {"start": iso(start * 60.0), "minutes": minutes, "sources": dict(sorted(series.items()))}
+
+
+def last_errors(loaded: Loaded, store: Store, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest failures, newest first: dead runs with their error, and steps that failed
+    an attempt and wait for the next (``retry_at``)."""
+    found = [
+        {"run_id": r["id"], "rule": r["rule"], "event_id": r["event_id"], "step": r["step"], "error": r["error"],
+         "at": r["updated_at"], "state": "dead", "retry_at": None}
+        for r in store.list_runs("dead", limit)
+    ]
+    found += [
+        {"run_id": s["run_id"], "rule": s["rule"], "event_id": s["event_id"], "step": s["index"], "error": s["error"],
+         "at": s["finished_at"], "state": "retrying", "retry_at": iso(s["due_at"])}
+        for s in store.retrying_steps(limit)
+    ]
+    found.sort(key=lambda e: e["at"] or 0.0, reverse=True)
+    return loaded.masker.mask_value([{**e, "at": iso(e["at"])} for e in found[:limit]])  # type: ignore[no-any-return]
+
+
+def overview(loaded: Loaded, store: Store, *, now: float | None = None) -> dict[str, Any]:
+    """What the UI's first page shows: activity by source, runs by status, dead runs, queue
+    depths, sources with their verification state and the last errors. Every part reads an
+    index or a bounded page: nothing counts the whole events table."""
+    counts = store.run_status_counts()
+    return {
+        "activity": activity(store, now=now),
+        "runs": {status: counts.get(status, 0) for status in RUN_STATUSES},
+        "dead_runs": list_runs(loaded, store, status="dead", limit=10)["runs"],
+        "queues": store.queue_counts(),
+        "sources": sources_info(loaded, store)["sources"],
+        "errors": last_errors(loaded, store),
+    }
+
+
+def hover_account(loaded: Loaded, store: Store) -> dict[str, Any]:
+    """The Hover account as the store knows it: connected or not, when the access token
+    expires, which settings a login still needs, and the webhooks recorded (registered here
+    or verified by a handshake). No token appears."""
+    from .hover import merge_webhooks, missing_settings
+
+    settings = loaded.config.settings.hover
+    tokens = store.hover_tokens()
+    return loaded.masker.mask_value({  # type: ignore[no-any-return]
+        "connected": tokens is not None, "expires_at": iso(tokens.expires_at) if tokens else None,
+        "base_url": settings.base_url, "redirect_uri": settings.redirect_uri,
+        "missing": missing_settings(settings, "client_id", "client_secret", "redirect_uri"),
+        "webhooks": merge_webhooks([], store.hover_webhooks()),
+    })

@@ -280,14 +280,16 @@ class App:
 
 
 def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store, metrics: Metrics | None = None) -> App:
-    """The app: the receiver (when ``ingest`` is given), the API, the health endpoints and
-    ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
+    """The app: the receiver (when ``ingest`` is given), the API, the web UI, the health
+    endpoints and ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
     from .api import api_routes
     from .hover_callback import callback_routes
+    from .ui import ui_routes
 
     routes = [
         *api_routes(current, store),
         *callback_routes(current, store),
+        *ui_routes(current, store),
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
         Route("/readyz", _readiness(current, health, store.ping)),
         Route("/healthz", _readiness(current, health, store.ping)),

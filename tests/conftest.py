@@ -7,6 +7,7 @@ from typing import Callable
 
 import pytest
 
+from .browser import browser  # noqa: F401 - the real Chromium fixture of the UI tests
 from .support import Clock
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -63,6 +63,7 @@ class Sink:
     ``keep_alive`` it speaks HTTP/1.1 and keeps connections open between requests."""
 
     responder: Callable[[Hit], tuple[int, str]] | None = None
+    content_type: str = "application/json"
     hits: list[Hit] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
@@ -85,7 +86,7 @@ class Sink:
                 status, body = sink.responder(hit) if sink.responder else (200, '{"ok": true}')
                 data = body.encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", sink.content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -104,6 +104,19 @@ def test_login_follows_the_authorization_code_flow(fake: FakeHover, store: Store
     assert client.access_token() == tokens.access_token
 
 
+def test_a_started_login_keeps_its_state_in_the_store_for_the_callback(fake: FakeHover, store: Store) -> None:
+    client = HoverClient(settings(fake), store)
+    state, url = client.start_login(60)
+    assert parse_qs(urlsplit(url).query)["state"] == [state] and len(state) >= 32
+    assert store.hover_login(state) == {"status": "pending", "error": None, "expired": False}
+    assert client.start_login()[0] != state  # a new state for every login
+    assert store.take_hover_login(state) == "default" and store.take_hover_login(state) is None
+
+    unset = HoverClient(settings(fake, redirect_uri=None), store)
+    with pytest.raises(Fail, match="redirect_uri"):
+        unset.start_login()
+
+
 def test_an_authorization_code_works_once(fake: FakeHover, store: Store) -> None:
     client = HoverClient(settings(fake), store)
     code = fake.authorize()

@@ -51,9 +51,11 @@ from tests.test_store import (  # noqa: F401
     test_claimed_events_are_hidden_until_the_lease_ends,
     test_continue_on_error_moves_on,
     test_delivery_ids_deduplicate_within_the_window_per_source,
+    test_events_per_minute_counts_the_window_by_source,
     test_events_come_back_as_events,
     test_one_run_per_event_and_rule_even_when_matched_twice,
     test_put_and_read_back,
+    test_run_status_counts_and_retrying_steps,
     test_steps_run_in_order_and_outputs_reach_later_steps,
     test_the_step_delay_is_honoured,
 )
@@ -445,7 +447,30 @@ def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: s
     finally:
         store.close()
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (2,)
+        assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+        assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
+
+
+def test_a_version_2_schema_gets_the_events_index_and_keeps_its_hover_logins(pg_url: str, clock: Clock) -> None:
+    import psycopg
+
+    from engine.store.postgres import Q, PostgresStore
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # version 2, as the Hover release made it
+        conn.execute(Q["schema"])
+        conn.execute(Q["migration_2"])
+        assert conn.execute("SELECT to_regclass('events_received') IS NULL").fetchone() == (True,)
+        conn.execute("INSERT INTO hover_logins (state, account, status, expires_at, updated_at) "
+                     "VALUES ('s', 'default', 'pending', %s, 1)", (clock() + 60,))
+    store = PostgresStore(pg_url, clock=clock)
+    try:
+        assert store.take_hover_login("s") == "default"
+    finally:
+        store.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT version, applied_at FROM schema_version WHERE version = 3").fetchone() == (3, clock())
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (3,)
+        assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
 
 
 def test_processes_starting_together_create_the_schema_once(pg_url: str) -> None:

@@ -209,6 +209,7 @@ def test_an_older_file_is_upgraded_and_loses_its_phantom_webhooks(tmp_path: Path
     with db:  # what the first release left: no verify_method, no hover_logins, a row made by an event alone
         db.execute("ALTER TABLE hover_webhooks DROP COLUMN verify_method")
         db.execute("DROP TABLE hover_logins")
+        db.execute("DROP INDEX events_received")
         db.execute("INSERT INTO hover_webhooks (webhook_id, url, updated_at) VALUES ('1', 'https://h/1', 1)")
         db.execute("INSERT INTO hover_webhooks (webhook_id, verified_at, updated_at) VALUES ('2', 5, 1)")
         db.execute("INSERT INTO hover_webhooks (webhook_id, last_error, updated_at) VALUES ('230293', 'not logged in', 1)")
@@ -222,4 +223,36 @@ def test_an_older_file_is_upgraded_and_loses_its_phantom_webhooks(tmp_path: Path
         assert store.take_hover_login("s") == "default"
     finally:
         store.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_received'").fetchall() == [(1,)]
+    finally:
+        db.close()
 
+
+def test_events_per_minute_counts_the_window_by_source(store: Store) -> None:
+    minute = 29_000_000  # a whole minute, in minutes since the epoch
+    at = minute * 60.0
+    store.put_events([
+        Incoming("hover", "t", "{}", {}, {}, at - 1),  # before the window
+        Incoming("hover", "t", "{}", {}, {}, at + 5), Incoming("hover", "t", "{}", {}, {}, at + 59),
+        Incoming("github", "push", "{}", {}, {}, at + 30), Incoming("hover", "t", "{}", {}, {}, at + 60),
+    ])
+    assert store.events_per_minute(at) == [("github", minute, 1), ("hover", minute, 2), ("hover", minute + 1, 1)]
+    assert store.events_per_minute(at + 3600) == []
+
+
+def test_run_status_counts_and_retrying_steps(store: Store, clock: Clock) -> None:
+    dead, retrying, fine = matched_run(store, steps=1), matched_run(store, steps=1), matched_run(store, steps=1)
+    tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
+    store.record_steps([
+        result(tasks[dead], "failed", error="gone"),
+        result(tasks[retrying], "failed", error="503 from the CRM", retry_in=60),
+        result(tasks[fine], step_count=1),
+    ])
+    assert store.run_status_counts() == {"dead": 1, "active": 1, "succeeded": 1}
+    (step,) = store.retrying_steps()
+    assert (step["run_id"], step["rule"], step["index"], step["id"], step["attempt"], step["error"]) == (
+        retrying, "r", 0, "s0", 1, "503 from the CRM")
+    assert step["due_at"] == clock() + 60 and step["event_id"] == retrying[: -len("-r")]
+    assert store.retrying_steps(limit=0) == []

@@ -254,6 +254,17 @@ class Store(Protocol):
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]: ...
 
+    def events_per_minute(self, since: float) -> list[tuple[str, int, int]]:
+        """(source, minute, count) of the events received since ``since``, where minute is
+        the unix time divided by 60, rounded down. Reads an index of the window alone."""
+
+    def run_status_counts(self) -> dict[str, int]:
+        """{run status: count}."""
+
+    def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
+        """Steps due for another attempt after a failed one, with their run's rule and
+        event and the last error, soonest due first."""
+
     def close(self) -> None: ...
 
 

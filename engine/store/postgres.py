@@ -58,8 +58,9 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 Row = tuple[Any, ...]
 
 
-#: The version of the schema this code creates (``schema_version`` in the database).
-SCHEMA_VERSION = 2
+#: The version of the schema this code creates (``schema_version`` in the database):
+#: ``schema`` is version 1, each ``migration_N`` block brings it to N.
+SCHEMA_VERSION = 3
 
 
 def _version_in(conn: Any) -> int:
@@ -513,6 +514,16 @@ class PostgresStore:
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
         return shapes.steps(self._query("steps_of_run", {"run_id": run_id}))
+
+    def events_per_minute(self, since: float) -> list[tuple[str, int, int]]:
+        rows = self._query("events_per_minute", {"since": since})
+        return [(source, int(minute), count) for source, minute, count in rows]
+
+    def run_status_counts(self) -> dict[str, int]:
+        return {status: count for status, count in self._query("run_status_counts")}
+
+    def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
+        return [dict(zip(shapes.RETRYING_STEP, row)) for row in self._query("retrying_steps", {"limit": limit})]
 
 
 # --- statements inside a caller's transaction ---------------------------------------------

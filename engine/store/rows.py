@@ -15,6 +15,7 @@ RUN = ("id", "event_id", "rule", "rule_version", "status", "step", "error", "cre
 STEP = ("run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at", "finished_at")
 HOVER_WEBHOOK = ("webhook_id", "source", "url", "verified_at", "last_error", "updated_at", "verify_method")
 HOVER_LOGIN = ("status", "error", "expired")
+RETRYING_STEP = ("run_id", "rule", "event_id", "index", "id", "action", "attempt", "error", "due_at", "finished_at")
 
 
 def dumps(value: Any) -> str | None:

@@ -545,6 +545,15 @@ class SQLiteStore:
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
         return shapes.steps(self._read(Q["steps_of_run"], (run_id,)))
 
+    def events_per_minute(self, since: float) -> list[tuple[str, int, int]]:
+        return [(source, minute, count) for source, minute, count in self._read(Q["events_per_minute"], (since,))]
+
+    def run_status_counts(self) -> dict[str, int]:
+        return {status: count for status, count in self._read(Q["run_status_counts"])}
+
+    def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
+        return [dict(zip(shapes.RETRYING_STEP, row)) for row in self._read(Q["retrying_steps"], (limit,))]
+
 
 #: Rows one multi-row INSERT takes at most; a batch is cut into chunks of powers of two,
 #: so that few statement texts are prepared and cached.

@@ -170,6 +170,11 @@ DELETE FROM hover_webhooks WHERE url IS NULL AND verified_at IS NULL;
 INSERT INTO schema_version (version, applied_at) VALUES (2, extract(epoch FROM statement_timestamp())::float8)
 ON CONFLICT (version) DO NOTHING;
 
+-- name: migration_3
+-- Events per minute by source (the web UI's overview) read this index alone.
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at, source);
+INSERT INTO schema_version (version, applied_at) VALUES (3, {now}) ON CONFLICT (version) DO NOTHING;
+
 -- name: notify_events
 -- A wake-up for workers waiting on LISTEN; sent on commit, dropped on rollback.
 NOTIFY hookwise_events;
@@ -337,6 +342,19 @@ SELECT id, event_id, rule, rule_version, status, step, error, created_at, update
 SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text) AND (%(rule)s::text IS NULL OR rule = %(rule)s::text)
 ORDER BY updated_at DESC LIMIT %(limit)s;
+
+-- name: events_per_minute
+SELECT source, floor(received_at / 60)::bigint AS minute, COUNT(*) FROM events WHERE received_at >= %(since)s
+GROUP BY source, minute ORDER BY minute, source;
+
+-- name: run_status_counts
+SELECT status, COUNT(*) FROM runs GROUP BY status;
+
+-- name: retrying_steps
+-- Steps waiting for another attempt after a failed one, soonest first.
+SELECT s.run_id, r.rule, r.event_id, s.idx, s.step_id, s.action, s.attempt, s.error, s.due_at, s.finished_at
+FROM steps s JOIN runs r ON r.id = s.run_id
+WHERE s.status IN ('ready', 'running') AND s.error IS NOT NULL ORDER BY s.due_at LIMIT %(limit)s;
 
 -- name: steps_of_run
 SELECT run_id, idx, step_id, action, status, attempt, due_at, params, output, error, started_at, finished_at

@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS events (
     only_rules   TEXT                               -- a replay for these rules only (JSON list)
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (available_at) WHERE status = 'pending';
+-- Events per minute by source (the UI's overview) read this index alone; appended in order.
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at, source);
 
 CREATE TABLE IF NOT EXISTS deliveries (
     source      TEXT NOT NULL,
@@ -260,6 +262,19 @@ DELETE FROM deliveries WHERE (source, delivery_id) IN (
 -- name: steps_of_run
 SELECT run_id, idx, step_id, action, status, attempt, due_at, params, output, error, started_at, finished_at
 FROM steps WHERE run_id = ? ORDER BY idx;
+
+-- name: events_per_minute
+SELECT source, CAST(received_at / 60 AS INTEGER) AS minute, COUNT(*) FROM events WHERE received_at >= ?
+GROUP BY source, minute ORDER BY minute, source;
+
+-- name: run_status_counts
+SELECT status, COUNT(*) FROM runs GROUP BY status;
+
+-- name: retrying_steps
+-- Steps waiting for another attempt after a failed one, soonest first.
+SELECT s.run_id, r.rule, r.event_id, s.idx, s.step_id, s.action, s.attempt, s.error, s.due_at, s.finished_at
+FROM steps s JOIN runs r ON r.id = s.run_id
+WHERE s.status IN ('ready', 'running') AND s.error IS NOT NULL ORDER BY s.due_at LIMIT ?;
 
 -- name: count_events
 SELECT status, COUNT(*) FROM events GROUP BY status;
