@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from .config import Source
 from .errors import StoreError
 from .ingest import Ingest
-from .loader import Loaded
+from .loader import Loaded, rule_count
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import UNKNOWN_SOURCE, Metrics
 from .secrets import MASK
@@ -283,13 +283,17 @@ def create_app(
     current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store, metrics: Metrics | None = None,
     hosts: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> App:
-    """The app: the receiver (when ``ingest`` is given), the API, the health endpoints and
-    ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret);
+    """The app: the receiver (when ``ingest`` is given), the API, the web UI, the health
+    endpoints and ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret);
     ``hosts`` feeds ``/api/hosts`` (the worker's delivery control)."""
     from .api import api_routes
+    from .hover_callback import callback_routes
+    from .ui import ui_routes
 
     routes = [
         *api_routes(current, store, hosts),
+        *callback_routes(current, store),
+        *ui_routes(current, store),
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
         Route("/readyz", _readiness(current, health, store.ping)),
         Route("/healthz", _readiness(current, health, store.ping)),
@@ -306,7 +310,7 @@ async def _not_here(request: Request) -> Response:
 
 def _readiness(current: Callable[[], Loaded], health: Health, store_ping: Callable[[], None]) -> Callable[[Request], Any]:
     async def ready(request: Request) -> Response:
-        checks: dict[str, str] = {"rules": f"{len(current().rules)} loaded", "draining": "yes" if health.draining else "no"}
+        checks: dict[str, str] = {"rules": f"{rule_count(current().rules)} loaded", "draining": "yes" if health.draining else "no"}
         ok = not health.draining
         try:
             store_ping()
