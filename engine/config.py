@@ -117,6 +117,12 @@ class Http(Model):
                 raise ValueError(f"{host!r} is not a host name (no scheme, port or path)")
         return {host.strip("[]").rstrip(".").lower(): limits for host, limits in value.items()}
 
+    @field_validator("allow_hosts", mode="before")
+    @classmethod
+    def _drop_empty(cls, value: Any) -> Any:
+        # An unset ${VAR:-} leaves an empty entry: it names no host.
+        return [v for v in value if v != ""] if isinstance(value, list) else value
+
 
 def _is_ip(text: str) -> bool:
     try:
@@ -124,12 +130,6 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-    @field_validator("allow_hosts", mode="before")
-    @classmethod
-    def _drop_empty(cls, value: Any) -> Any:
-        # An unset ${VAR:-} leaves an empty entry: it names no host.
-        return [v for v in value if v != ""] if isinstance(value, list) else value
 
 
 class RetryPolicy(Model):
