@@ -187,7 +187,8 @@ class HostGauges(Collector):
         yield from families
 
     @staticmethod
-    def _families() -> tuple[Metric, ...]:
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily,
+                             CounterMetricFamily]:
         return (
             GaugeMetricFamily("hookwise_host_in_flight", "http calls in flight, by destination host.", labels=["host"]),
             GaugeMetricFamily(
