@@ -42,7 +42,7 @@ store: sqlite:///hookwise.db
 rules: [rules.yaml]
 http: {allow_private: true}
 sources:
-  bench: {type: "body:event"}
+  bench: {type: "body:event", verify: none}
 """
 RULES = """\
 rules:
@@ -137,12 +137,18 @@ def _figures(started: float, answered: int, times: list[float], events: int) -> 
     }
 
 
+def write_project(folder: Path, sink_port: int, config: str = CONFIG) -> Path:
+    """The config and the rule that posts each event to the sink; the config's path."""
+    (folder / "config.yaml").write_text(config)
+    (folder / "rules.yaml").write_text(RULES.format(port=sink_port))
+    return folder / "config.yaml"
+
+
 def measure_hookwise(events: int, delay: float, config: str = CONFIG) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         sink = Sink(folder, delay)
-        (folder / "config.yaml").write_text(config)
-        (folder / "rules.yaml").write_text(RULES.format(port=sink.port))
+        write_project(folder, sink.port, config)
         cmd = [
             sys.executable,
             "-m",
@@ -245,13 +251,13 @@ def sink_alone(delay: float, seconds: float = 2.0, connections: int = 256) -> di
 #: The one change of the second hookwise run: the sink's host may take 128 calls at once
 #: (the default, http.concurrency 32, caps one 100 ms host at 320 calls/s).
 ONE_HOST_128 = '  hosts: {"127.0.0.1": {concurrency: 128}}\n'
+#: The config of that second run.
+WIDE_CONFIG = CONFIG.replace("http: {allow_private: true}\n", "http:\n  allow_private: true\n" + ONE_HOST_128)
 
 
 def measure(events: int = 3000, peer_events: int = 600, delay: float = 0.1) -> dict[str, Any]:
     hookwise = measure_hookwise(events, delay)
-    wide = measure_hookwise(
-        events, delay, CONFIG.replace("http: {allow_private: true}\n", "http:\n  allow_private: true\n" + ONE_HOST_128)
-    )
+    wide = measure_hookwise(events, delay, WIDE_CONFIG)
     peers = {
         "curl-async": measure_peer(peer_events, delay, wait=False),
         "curl-sync": measure_peer(peer_events, delay, wait=True),
