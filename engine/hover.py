@@ -31,7 +31,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -359,6 +360,68 @@ class HoverClient:
         return status
 
 
+class SharedClient:
+    """The process's :class:`HoverClient` for the ``hover:`` settings in force: one at a
+    time, so its rate limit is the process's. Settings that change (a reload) make a new
+    client; the one replaced is closed (its connections released) as soon as no call is
+    using it, and :meth:`close` does the same for the last one when the process stops.
+    Safe to use from several threads."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._current: tuple[Hover, HoverClient] | None = None
+        self._users: dict[HoverClient, int] = {}  # clients in use, by the number of calls using them
+        self._retired: set[HoverClient] = set()  # replaced, to close when their last call ends
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def use(self, settings: Hover) -> Iterator[HoverClient]:
+        """The client for ``settings``, kept open until the ``with`` block ends."""
+        with self._lock:
+            if self._current is None or self._current[0] != settings:
+                idle = self._retire()
+                self._current = (settings, HoverClient(settings, self.store))
+            else:
+                idle = []
+            client = self._current[1]
+            self._users[client] = self._users.get(client, 0) + 1
+        _close_all(idle)
+        try:
+            yield client
+        finally:
+            with self._lock:
+                self._users[client] -= 1
+                done = not self._users[client]
+                if done:
+                    del self._users[client]
+                idle = [client] if done and client in self._retired else []
+                self._retired.difference_update(idle)
+            _close_all(idle)
+
+    def close(self) -> None:
+        """Retire the current client (the process stops): it is closed once no call uses
+        it. A later :meth:`use` makes a new one, which a later :meth:`close` retires."""
+        with self._lock:
+            idle = self._retire()
+            self._current = None
+        _close_all(idle)
+
+    def _retire(self) -> list[HoverClient]:
+        """Retire the current client (the lock held); what may be closed at once."""
+        if self._current is None:
+            return []
+        client = self._current[1]
+        if client in self._users:
+            self._retired.add(client)
+            return []
+        return [client]
+
+
+def _close_all(clients: Iterable[HoverClient]) -> None:
+    for client in clients:
+        client.close()
+
+
 def record_verification(
     store: Store | None, webhook_id: Any, *, source: str | None = None,
     verified_at: float | None = None, error: str | None = None, method: str | None = None,
@@ -485,5 +548,5 @@ def _oauth_error(answer: Any) -> str:
 
 __all__ = [
     "HANDSHAKE_WAITS", "HoverClient", "LOGIN_TTL", "LOGIN_WAIT", "NOT_LOGGED_IN", "NotLoggedIn", "RATE_LIMIT",
-    "RateLimiter", "Refused", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification",
+    "RateLimiter", "Refused", "SharedClient", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification",
 ]

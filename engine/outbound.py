@@ -150,6 +150,8 @@ class Client:
             session.close()
 
     def _session(self) -> requests.Session:
+        if self._closed:  # a thread's own Session would still work: the client is closed for all
+            raise OutboundError("the client is closed")
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = _Session()

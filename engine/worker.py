@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections import deque
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from .action import Context
 from .delivery import Delivery
 from .errors import ConfigError, Defer, Fail, ParamsError, RenderError, Retry, StoreError
 from .events import Event
+from .hover import HoverClient, SharedClient
 from .ids import derived_id
 from .loader import Loaded
 from .logs import step_fields
@@ -110,8 +112,8 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._rules_by_version: dict[str, Rule] = {}
         self._renewed = 0.0
-        self._hover: tuple[Any, Any] | None = None
-        self._hover_lock = threading.Lock()
+        #: the process's Hover client, for the hover action; closed when replaced and on stop
+        self.hover = SharedClient(store)
         self._stop_timeout = 30.0
 
     # --- life cycle ---------------------------------------------------------------------
@@ -155,6 +157,7 @@ class Worker:
         self._closed = True
         for _ in range(self.concurrency):
             self._queued.put(None)
+        self.hover.close()  # once no step that still runs uses it
 
     # --- the dispatcher loop --------------------------------------------------------------
 
@@ -424,8 +427,8 @@ class Worker:
                 return self._success(task, rule, "skipped", None, None, started)
             params = apply_overrides(step.params.render(context), task.overrides)
             model = loaded.registry.validate(step.action, params)
-            with loaded.actions.use(step.action) as action:
-                output = action.run(model, self._context(task, rule, step.timeout))
+            with loaded.actions.use(step.action) as action, self._hover_for(loaded, step.action) as hover:
+                output = action.run(model, self._context(task, rule, step.timeout, hover))
             output = _checked_output(output)
         except Defer as exc:  # nothing was sent: back to the store, the attempt not spent
             log.debug("run %s step %s deferred %.2fs: %s", task.run_id, task.index, exc.after, exc,
@@ -471,29 +474,26 @@ class Worker:
             continue_on_error=bool(step and step.continue_on_error), step_count=len(rule.steps) if rule else 0,
         )
 
-    def _context(self, task: StepTask, rule: Rule, timeout: float) -> Context:
+    def _context(self, task: StepTask, rule: Rule, timeout: float, hover: HoverClient | None) -> Context:
         logger = logging.LoggerAdapter(logging.getLogger("hookwise.action"), step_fields(task))
         return Context(
             event=task.event, run_id=task.run_id, step_id=task.step_id, attempt=task.attempt,
             idempotency_key=task.idempotency_key, logger=logger, rule=rule.name, timeout=timeout,
             emit=lambda type_, data, source, delay: self._emit(task, type_, data, source, delay),
-            store=self.store, hover=self._hover_client() if task.action == "hover" else None,
+            store=self.store, hover=hover,
             delivery=self.delivery, secret=self._secret, mask=self.loaded().masker.mask_value,
         )
 
     def _secret(self, text: str) -> bool:
         return self.loaded().masker.mask(text) != text
 
-    def _hover_client(self) -> Any:
-        """The process's Hover client: one, so its rate limit holds for the process; made
-        anew when a reload changes the ``hover:`` settings."""
-        settings = self.loaded().config.settings.hover
-        with self._hover_lock:
-            if self._hover is None or self._hover[0] != settings:
-                from .hover import HoverClient
-
-                self._hover = (settings, HoverClient(settings, self.store))
-            return self._hover[1]
+    def _hover_for(self, loaded: Loaded, action: str) -> AbstractContextManager[HoverClient | None]:
+        """The process's Hover client for a hover step, held while it runs (one, so its
+        rate limit holds for the process; made anew when a reload changes the ``hover:``
+        settings); None for the other actions."""
+        if action != "hover":
+            return nullcontext()
+        return self.hover.use(loaded.config.settings.hover)
 
     def _emit(self, task: StepTask, type_: str, data: Any, source: str, delay: float) -> str:
         now = self.clock()

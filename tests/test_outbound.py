@@ -366,3 +366,14 @@ def test_a_closed_client_refuses_new_threads(raw: Callable[..., RawServer]) -> N
     client.close()
     with ThreadPoolExecutor(1) as other, pytest.raises(OutboundError, match="closed"):
         other.submit(client.send, "GET", server.url()).result()
+
+
+def test_closing_the_client_releases_its_connections_and_refuses_its_threads_too(raw: Callable[..., RawServer]) -> None:
+    server = raw((OK, "keep"))
+    client = Client()
+    assert client.send("GET", server.url()).body == b"ok"  # a connection kept alive, a Session for this thread
+    client.close()
+    assert server.client_left.wait(5)
+    with pytest.raises(OutboundError, match="the client is closed"):
+        client.send("GET", server.url())
+    assert len(server.requests) == 1
