@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import yamlfile
+from .bodies import DEEPEST
 from .errors import ConfigError, Problem
 from .units import Duration, Size
 from .validation import pydantic_problems
@@ -48,11 +49,32 @@ def _as_list(value: Any) -> Any:
     return value
 
 
+def _networks(value: list[str]) -> list[str]:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return value
+
+
 class Server(Model):
     host: str = Field("127.0.0.1", description="Address the receiver listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the receiver listens on.")
     max_body: Size = Field(1024 * 1024, description="Largest request body accepted, e.g. 1MiB.")
     public_url: str | None = Field(None, description="The URL senders reach this server at.")
+    max_depth: int = Field(128, ge=1, le=DEEPEST, description="Deepest nesting of a JSON body accepted.")
+    max_header: Size = Field(64 * 1024, ge=1024, description="Largest request line and headers accepted, all together (431).")
+    max_connections: int = Field(1000, ge=1, description="Open connections at most; beyond it idle ones are closed first.")
+    read_timeout: Duration = Field(30.0, gt=0, description="Time a client has to send a request's headers and body.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Proxies whose X-Forwarded-For and Forwarded headers are believed (addresses or networks).",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        return _networks(value)
 
 
 class Workers(Model):

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from . import bodies
 from .config import Source
 from .errors import StoreError
 from .ingest import Ingest
@@ -156,16 +157,19 @@ class Receiver:
         # Header names arrive lower-cased in the ASGI scope.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         kind = _body_kind(headers.get("content-type", ""))
-        raw = await _read_body(receive, headers, self.current().config.settings.server.max_body)
+        limits = self.current().config.settings.server
+        raw = await _read_body(receive, headers, limits.max_body)
         query_string = scope["query_string"].decode("latin-1")
         query = dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
         if endpoint.verifies:
             _verify(endpoint, scope, raw, headers, query, query_string)
-        body = _parse(raw, kind)
+        try:
+            body, text = bodies.parse(raw, kind, limits.max_depth)
+        except bodies.Malformed as exc:
+            raise Refused(400, "bad_request", str(exc)) from None
         stored_headers, stored_query = endpoint.masked(headers, query)
         incoming = Incoming(
-            source=name, type=endpoint.reader.event_type(body, headers),
-            body=raw.decode("utf-8") if kind == "json" else json.dumps(body, ensure_ascii=False),
+            source=name, type=endpoint.reader.event_type(body, headers), body=text,
             headers=stored_headers, query=stored_query, received_at=time.time(),
             delivery_id=endpoint.reader.delivery_id(raw, body, headers), dedupe_window=endpoint.source.dedupe_window,
         )
@@ -217,28 +221,6 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _parse(raw: bytes, kind: str) -> Any:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Refused(400, "bad_request", "the body is not UTF-8") from None
-    if kind == "json":
-        try:
-            body = json.loads(text)
-        except ValueError as exc:
-            raise Refused(400, "bad_request", f"the body is not valid JSON: {exc}") from None
-        if not isinstance(body, (dict, list)):
-            raise Refused(400, "bad_request", "the JSON body must be an object or an array")
-        return body
-    fields = dict(parse_qsl(text, keep_blank_values=True))
-    if set(fields) == {"payload"}:  # GitHub's form deliveries carry the JSON in payload=
-        try:
-            return json.loads(fields["payload"])
-        except ValueError as exc:
-            raise Refused(400, "bad_request", f"the payload field is not valid JSON: {exc}") from None
-    return fields
 
 
 def _accepted(source: Source, event_id: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -9,7 +9,9 @@ import json
 import threading
 import time
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import pytest
 import uvicorn
@@ -20,6 +22,7 @@ from engine.server import Health, create_app
 from engine.store import open_store
 
 from .support import free_port, post
+from .test_postgres_store import pg_database, pg_url  # noqa: F401  (fixtures)
 
 CONFIG = """\
 server: {max_body: 2KiB}
@@ -33,10 +36,10 @@ sources:
 
 
 class Served:
-    def __init__(self, tmp: Path) -> None:
-        (tmp / "config.yaml").write_text(CONFIG)
+    def __init__(self, tmp: Path, store_url: str | None = None, config: str = CONFIG) -> None:
+        (tmp / "config.yaml").write_text(config)
         loaded = load(tmp / "config.yaml", {})
-        self.store = open_store(loaded.config.store_url())
+        self.store = open_store(store_url or loaded.config.store_url())
         self.ingest = Ingest(self.store)
         self.ingest.start()
         self.port = free_port()
@@ -129,6 +132,8 @@ def chunked_post(port: int, path: str, chunks: list[bytes]) -> int:
     return status
 
 
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
 BAD = [
     # (name, method, path, body, headers, status, error)
     ("malformed JSON", "POST", "/hooks/open", b'{"kind": ', {}, 400, "bad_request"),
@@ -144,6 +149,14 @@ BAD = [
     ("wrong token", "POST", "/hooks/tok?token=guess", b"{}", {}, 401, "unauthorized"),
     ("sender not allowed", "POST", "/hooks/office?token=t0ken-x", b"{}", {}, 403, "forbidden"),
     ("no such endpoint", "POST", "/elsewhere", b"{}", {}, 404, "not_found"),
+    ("nested deeper than max_depth", "POST", "/hooks/open", b"[" * 129 + b"]" * 129, {}, 400, "bad_request"),
+    ("nested a thousand deep", "POST", "/hooks/open", b"[" * 1000 + b"]" * 1000, {}, 400, "bad_request"),
+    ("objects nested too deep", "POST", "/hooks/open", b'{"a":' * 200 + b"1" + b"}" * 200, {}, 400, "bad_request"),
+    ("NaN", "POST", "/hooks/open", b'{"kind": NaN}', {}, 400, "bad_request"),
+    ("Infinity", "POST", "/hooks/open", b"[1, -Infinity]", {}, 400, "bad_request"),
+    ("a form payload holding a JSON scalar", "POST", "/hooks/open", b"payload=42", FORM, 400, "bad_request"),
+    ("a form payload nested too deep", "POST", "/hooks/open", b"payload=" + b"%5B" * 200 + b"%5D" * 200, FORM, 400, "bad_request"),
+    ("a form field not UTF-8", "POST", "/hooks/open", b"kind=%FF%FE", FORM, 400, "bad_request"),
 ]
 
 
@@ -189,3 +202,42 @@ def test_a_store_that_cannot_take_the_event_answers_503(tmp_path: Path) -> None:
     finally:
         (tmp_path / "missing-dir").chmod(0o700)
         served.close()
+
+
+def test_json_nested_as_deep_as_max_depth_is_accepted(served: Served) -> None:
+    status, answer = post(served.url("/hooks/open"), b"[" * 128 + b"]" * 128, {"X-Delivery": "deep-128"})
+    assert status == 202
+    stored = served.store.get_event(answer["event_id"])  # type: ignore[index]
+    assert stored is not None
+    node = stored["body"]
+    for _ in range(127):
+        node = node[0]
+    assert node == []
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    s = Served(tmp_path, None if request.param == "sqlite" else request.getfixturevalue("pg_url"))
+    yield s
+    s.close()
+
+
+def test_a_lone_surrogate_is_stored_as_a_replacement_character_and_harms_no_other_event(on_each_store: Served) -> None:
+    served = on_each_store
+    requests: list[tuple[bytes, dict[str, str]]] = [(json.dumps({"kind": "fine", "n": n}).encode(), {}) for n in range(40)]
+    requests.append((b'{"kind": "\\ud800", "n": "json"}', {}))
+    requests.append((b"payload=" + quote('{"kind": "x\\udfff", "n": "form"}').encode(), FORM))
+    barrier = threading.Barrier(len(requests))
+
+    def send(i: int) -> tuple[int, Any]:
+        body, headers = requests[i]
+        barrier.wait(10)
+        return post(served.url("/hooks/open"), body, {**headers, "X-Delivery": f"surrogate-{i}"})
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(send, range(len(requests))))
+    assert [status for status, _ in answers] == [202] * len(requests)
+    stored = {e["body"]["n"]: e for e in served.events()}
+    assert len(stored) == len(requests)
+    assert (stored["json"]["type"], stored["json"]["body"]["kind"]) == ("\ufffd", "\ufffd")
+    assert (stored["form"]["type"], stored["form"]["body"]["kind"]) == ("x\ufffd", "x\ufffd")
