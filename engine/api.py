@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import operations as ops
+from .bodies import finite
 from .errors import UsageError
 from .loader import Loaded
 from .store import QueueItem, Store
@@ -62,6 +63,15 @@ def guarded(current: Callable[[], Loaded], handler: Handler) -> Handler:
             return _error(400, "bad_request", exc.message)
 
     return endpoint
+
+
+def _detail(content: dict[str, Any]) -> JSONResponse:
+    """``content`` as JSON, even when a stored value holds ``NaN`` or ``Infinity`` (an
+    older version's event, a target's answer): then as text, which JSON can carry."""
+    try:
+        return JSONResponse(content)
+    except ValueError:
+        return JSONResponse(finite(content))
 
 
 def _error(status: int, error: str, message: str) -> JSONResponse:
@@ -166,7 +176,7 @@ class InspectApi:
         detail = await run_in_threadpool(ops.event_detail, self.current(), self.store, event_id)
         if detail is None:
             raise ApiError(404, "not_found", f"no event {event_id!r}")
-        return JSONResponse(detail)
+        return _detail(detail)
 
     async def replay(self, request: Request) -> Response:
         body = await _json_body(request)
@@ -190,7 +200,7 @@ class InspectApi:
         detail = await run_in_threadpool(ops.run_detail, self.current(), self.store, run_id)
         if detail is None:
             raise ApiError(404, "not_found", f"no run {run_id!r}")
-        return JSONResponse(detail)
+        return _detail(detail)
 
     async def retry(self, request: Request) -> Response:
         body = await _json_body(request)

@@ -13,6 +13,7 @@ value that JSON encoders and recursive code can take, or else as its text with a
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 from urllib.parse import parse_qsl
@@ -116,3 +117,14 @@ def readable(text: str) -> tuple[Any, str | None]:
     if "\\ud" in text or "\\uD" in text:
         value = _without_surrogates(value)
     return value, None
+
+
+def finite(value: Any) -> Any:
+    """``value`` with each float JSON cannot carry (``NaN``, ``Infinity``) as its text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
