@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 import uvicorn
 
+from engine.connections import uvicorn_options
 from engine.ingest import Ingest
 from engine.loader import Current, load
 from engine.server import Health, create_app
@@ -38,13 +39,14 @@ sources:
 class Served:
     def __init__(self, tmp: Path, store_url: str | None = None, config: str = CONFIG) -> None:
         (tmp / "config.yaml").write_text(config)
-        loaded = load(tmp / "config.yaml", {})
+        loaded = self.loaded = load(tmp / "config.yaml", {})
         self.store = open_store(store_url or loaded.config.store_url())
         self.ingest = Ingest(self.store)
         self.ingest.start()
         self.port = free_port()
         app = create_app(Current(loaded), self.ingest, Health(), self.store)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", access_log=False, lifespan="off"))
+        options = uvicorn_options(loaded.config.settings.server)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", access_log=False, lifespan="off", **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:
