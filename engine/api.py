@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from dataclasses import asdict
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,6 +20,7 @@ from . import operations as ops
 from .bodies import finite
 from .errors import UsageError
 from .loader import Loaded
+from .proxies import forwarding, proxies_for
 from .store import QueueItem, Store
 from .units import parse_duration
 
@@ -42,17 +43,34 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+def _from_loopback(request: Request, trusted_proxies: Sequence[str]) -> bool:
+    """Whether the client is on this machine. A request that says it was forwarded is
+    judged by the client its trusted proxies name; from any other peer it is not local
+    (a reverse proxy on this machine must not open the API to everyone it serves)."""
+    peer = request.client.host if request.client else None
+    proxies = proxies_for(tuple(trusted_proxies))
+    if not proxies.trusts(peer) and any(forwarding(request.scope["headers"])):
+        return False
+    return _is_loopback(proxies.client(peer, request.scope["headers"]))
+
+
+def _bearer(authorization: str) -> bytes:
+    """The credentials of ``Authorization: Bearer ...`` (the scheme in any case), else b""."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return credentials.strip().encode() if scheme.lower() == "bearer" else b""
+
+
 def guarded(current: Callable[[], Loaded], handler: Handler) -> Handler:
     """``handler`` behind the API's access check and its JSON errors."""
 
     async def endpoint(request: Request) -> Response:
-        token = current().config.settings.api.token
+        settings = current().config.settings
+        token = settings.api.token
         if token is None:
-            if not _is_loopback(request.client.host if request.client else None):
+            if not _from_loopback(request, settings.server.trusted_proxies):
                 return _error(403, "forbidden", "the API answers loopback clients only until api.token is set")
         else:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            if not hmac.compare_digest(_bearer(request.headers.get("authorization", "")), token.encode()):
                 return JSONResponse({"error": "unauthorized", "message": "a valid bearer token is required"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
         try:

@@ -29,6 +29,7 @@ from .ingest import Ingest
 from .loader import Loaded
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import UNKNOWN_SOURCE, Metrics
+from .proxies import proxies_for
 from .secrets import MASK
 from .sources import Reader
 from .store import Incoming, Store
@@ -162,7 +163,9 @@ class Receiver:
         query_string = scope["query_string"].decode("latin-1")
         query = dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
         if endpoint.verifies:
-            _verify(endpoint, scope, raw, headers, query, query_string)
+            client = scope.get("client")
+            sender = proxies_for(tuple(limits.trusted_proxies)).client(client[0] if client else None, scope["headers"])
+            _verify(endpoint, scope, raw, headers, query, query_string, sender)
         try:
             body, text = bodies.parse(raw, kind, limits.max_depth)
         except bodies.Malformed as exc:
@@ -182,10 +185,11 @@ class Receiver:
         return _accepted(endpoint.source, stored.event_id)
 
 
-def _verify(endpoint: Endpoint, scope: Scope, raw: bytes, headers: dict[str, str], query: dict[str, str], query_string: str) -> None:
+def _verify(
+    endpoint: Endpoint, scope: Scope, raw: bytes, headers: dict[str, str], query: dict[str, str], query_string: str, client: str | None,
+) -> None:
     path = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (f"?{query_string}" if query_string else "")
-    client = scope.get("client")
-    signed = Signed(body=raw, headers=headers, query=query, method=scope["method"], path=path, client=client[0] if client else None)
+    signed = Signed(body=raw, headers=headers, query=query, method=scope["method"], path=path, client=client)
     try:
         endpoint.verifier.verify(signed)
     except Rejected as exc:
