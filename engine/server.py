@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -157,15 +158,18 @@ class Receiver:
             raise Refused(404, "not_found", f"no source named {name!r}")
         # Header names arrive lower-cased in the ASGI scope.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        signed_headers = headers if len(headers) == len(scope["headers"]) else _Repeated.of(headers, scope["headers"])
         kind = _body_kind(headers.get("content-type", ""))
         limits = self.current().config.settings.server
         raw = await _read_body(receive, headers, limits.max_body)
         query_string = scope["query_string"].decode("latin-1")
-        query = dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
+        pairs = parse_qsl(query_string, keep_blank_values=True) if query_string else []
+        query = dict(pairs)
         if endpoint.verifies:
             client = scope.get("client")
             sender = proxies_for(tuple(limits.trusted_proxies)).client(client[0] if client else None, scope["headers"])
-            _verify(endpoint, scope, raw, headers, query, query_string, sender)
+            signed_query = query if len(query) == len(pairs) else _Repeated.of(query, pairs)
+            _verify(endpoint, scope, raw, signed_headers, signed_query, query_string, sender)
         try:
             body, text = bodies.parse(raw, kind, limits.max_depth)
         except bodies.Malformed as exc:
@@ -183,6 +187,31 @@ class Receiver:
         if stored.duplicate:
             return 200, b'{"event_id":"%s","duplicate":true}' % stored.event_id.encode(), _JSON
         return _accepted(endpoint.source, stored.event_id)
+
+
+class _Repeated(dict[str, str]):
+    """Headers or query parameters of which some names came more than once (the last value
+    kept): verification that reads one of those refuses the request, whatever the scheme,
+    as it cannot know which one the sender signed."""
+
+    repeated: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, values: dict[str, str], pairs: Sequence[tuple[Any, Any]]) -> _Repeated:
+        counts = Counter(name.decode("latin-1") if isinstance(name, bytes) else name for name, _ in pairs)
+        found = cls(values)
+        found.repeated = frozenset(name for name, count in counts.items() if count > 1)
+        return found
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.repeated:
+            raise Rejected(f"{key} was sent more than once")
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        if key in self.repeated:
+            raise Rejected(f"{key} was sent more than once")
+        return super().__getitem__(key)
 
 
 def _verify(
@@ -279,7 +308,11 @@ def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Hea
     ]
     if ingest is not None:  # only to answer other methods with 405: POSTs never reach it
         routes.append(Route("/hooks/{source}", _not_here, methods=["POST"]))
-    return App(Receiver(current, ingest, metrics) if ingest is not None else None, Starlette(routes=routes, exception_handlers={HTTPException: _http_error}))
+    rest = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    # No redirect from "/hooks/x/" to "/hooks/x": its Location would be built from the Host
+    # header and carry the query, ?token= included.
+    rest.router.redirect_slashes = False
+    return App(Receiver(current, ingest, metrics) if ingest is not None else None, rest)
 
 
 async def _not_here(request: Request) -> Response:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 import uvicorn
@@ -21,6 +21,7 @@ from engine.ingest import Ingest
 from engine.loader import Current, load
 from engine.server import Health, create_app
 from engine.store import open_store
+from engine.verify import sign
 
 from .support import free_port, post
 from .test_postgres_store import pg_database, pg_url  # noqa: F401  (fixtures)
@@ -243,3 +244,66 @@ def test_a_lone_surrogate_is_stored_as_a_replacement_character_and_harms_no_othe
     assert len(stored) == len(requests)
     assert (stored["json"]["type"], stored["json"]["body"]["kind"]) == ("\ufffd", "\ufffd")
     assert (stored["form"]["type"], stored["form"]["body"]["kind"]) == ("x\ufffd", "x\ufffd")
+
+
+SIGNED = """\
+rules: []
+sources:
+  github: {preset: github, secret: gh-secret-1}
+  stripe: {preset: stripe, secret: whsec_test_secret}
+  standard: {preset: standard, secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}
+  slack: {preset: slack, secret: slack-secret-1}
+  custom: {type: "body:kind", verify: {hmac: {header: X-Signature, secret: custom-secret-1, prefix: "sha256="}}}
+  header-token: {token: header-t0ken, token_header: X-Token}
+  hover: {preset: hover, hmac_secret: hover-hmac-secret-1, token: hover-t0ken}
+"""
+
+
+def send_with_headers(port: int, path: str, body: bytes, headers: list[tuple[str, str]]) -> int:
+    """A POST whose headers may repeat a name (http.client sends each as given)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("POST", path, skip_accept_encoding=True)
+        given = {name.lower() for name, _ in headers}
+        defaults = [(k, v) for k, v in [("Content-Type", "application/json"), ("Content-Length", str(len(body)))] if k.lower() not in given]
+        for name, value in [*defaults, *headers]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("source", ["github", "stripe", "standard", "slack", "custom", "header-token", "hover"])
+def test_a_header_verification_reads_sent_twice_is_refused_401(tmp_path: Path, source: str) -> None:
+    served = Served(tmp_path, config=SIGNED)
+    try:
+        settings = served.loaded.config.settings.sources[source]
+        body = json.dumps({"kind": source, "type": source}).encode()
+        path = f"/hooks/{source}"
+        headers, query = sign(settings, body, path=path)
+        path += "?" + urlencode(query) if query else ""
+        signed = [(name, value) for name, value in headers.items()]
+        assert send_with_headers(served.port, path, body, [*signed, ("X-Other", "a"), ("X-Other", "b")]) == 202
+        # Each header the scheme reads, twice with the same value (GitHub's delivery id
+        # is not part of its signature).
+        for name, value in [(n, v) for n, v in signed if n != "x-github-delivery"]:
+            assert send_with_headers(served.port, path, body, [*signed, (name, value)]) == 401, name
+    finally:
+        served.close()
+
+
+def test_a_token_sent_twice_in_the_query_is_refused_401(served: Served) -> None:
+    for query in ("token=old-token&token=new-token", "token=guess&token=new-token", "token=new-token&token=guess"):
+        assert post(served.url(f"/hooks/tok?{query}"), '{"n": 1}')[0] == 401
+
+
+def test_a_trailing_slash_is_not_found_and_never_redirected(served: Served) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    try:
+        conn.request("POST", "/hooks/tok/?token=new-token", body=b"{}", headers={"Content-Type": "application/json", "Host": "evil.example"})
+        response = conn.getresponse()
+        assert (response.status, response.getheader("Location")) == (404, None)
+        assert b"new-token" not in response.read()
+    finally:
+        conn.close()
