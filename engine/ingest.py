@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -41,6 +42,8 @@ class Ingest:
         self._pending: list[tuple[Incoming, asyncio.Future[Stored]]] = []
         self._flushing = False
         self._closed = False
+        #: when (time.monotonic()) a commit last failed for every event of its batch
+        self.failed_at: float | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookwise-ingest")
 
     def start(self) -> None:
@@ -93,6 +96,7 @@ class Ingest:
                 exc = StoreError(f"store failed: {exc}")
             else:
                 log.error("could not store %d events: %s", len(batch), exc)
+            self.failed_at = time.monotonic()
             results = [exc] * len(batch)
         for (_, future), result in zip(batch, results):
             if future.done():  # the client may have gone; a stored event is stored all the same

@@ -31,6 +31,7 @@ from .loader import Loaded
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import UNKNOWN_SOURCE, Metrics
 from .proxies import proxies_for
+from .readiness import WriteProbe, readiness
 from .secrets import MASK
 from .sources import Reader
 from .store import Incoming, Store
@@ -299,11 +300,13 @@ def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Hea
     ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
     from .api import api_routes
 
+    probe = WriteProbe(store.probe_write, (lambda: ingest.failed_at) if ingest is not None else lambda: None)
+    ready = readiness(current, lambda: health.draining, probe)
     routes = [
         *api_routes(current, store),
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
-        Route("/readyz", _readiness(current, health, store.ping)),
-        Route("/healthz", _readiness(current, health, store.ping)),
+        Route("/readyz", ready),
+        Route("/healthz", ready),
         *([Route("/metrics", lambda request: Response(metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE}))] if metrics is not None else []),
     ]
     if ingest is not None:  # only to answer other methods with 405: POSTs never reach it
@@ -317,21 +320,6 @@ def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Hea
 
 async def _not_here(request: Request) -> Response:
     return error_response(404, "not_found", f"no such endpoint: {request.url.path}")
-
-
-def _readiness(current: Callable[[], Loaded], health: Health, store_ping: Callable[[], None]) -> Callable[[Request], Any]:
-    async def ready(request: Request) -> Response:
-        checks: dict[str, str] = {"rules": f"{len(current().rules)} loaded", "draining": "yes" if health.draining else "no"}
-        ok = not health.draining
-        try:
-            store_ping()
-            checks["store"] = "reachable"
-        except StoreError as exc:
-            checks["store"] = f"unreachable: {exc}"
-            ok = False
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
-
-    return ready
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

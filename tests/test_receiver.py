@@ -186,7 +186,7 @@ def test_an_oversized_body_without_content_length_is_refused_while_streaming(ser
 def test_health_endpoints(served: Served) -> None:
     assert post(served.url("/livez"), b"", method="GET") == (200, {"status": "ok"})
     status, answer = post(served.url("/readyz"), b"", method="GET")
-    assert status == 200 and answer["checks"]["store"] == "reachable"  # type: ignore[index]
+    assert status == 200 and answer["checks"]["store"] == "writable"  # type: ignore[index]
 
 
 def test_a_store_that_cannot_take_the_event_answers_503(tmp_path: Path) -> None:

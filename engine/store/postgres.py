@@ -138,6 +138,10 @@ class PostgresStore:
     def ping(self) -> None:
         self._query("ping")
 
+    def probe_write(self) -> None:
+        with self._transaction("probe") as db:
+            db.execute(Q["probe_write"])
+
     def migrate(self) -> None:
         """Create the schema (idempotent). Processes starting together take turns on an
         advisory lock held until the transaction ends. A schema already at this version is

@@ -133,6 +133,10 @@ class SQLiteStore:
     def ping(self) -> None:
         self._read("SELECT 1")
 
+    def probe_write(self) -> None:
+        with self._write() as db:
+            db.execute(Q["probe_write"], (time.time(),))
+
     def migrate(self) -> None:
         """Create the schema, and add the columns later versions brought to an older file."""
         conn = self._connection()
