@@ -191,6 +191,10 @@ class LimitedProtocol(HttpToolsProtocol):
 
     # --- refusing -------------------------------------------------------------------
 
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse: answered like every refusal, in JSON."""
+        self._answer(400, "bad_request", f"malformed HTTP request: {msg.rstrip('.').lower()}")
+
     def _read_timed_out(self) -> None:
         self._timer = None
         if self.transport.is_closing():
