@@ -159,7 +159,6 @@ class Receiver:
             raise Refused(404, "not_found", f"no source named {name!r}")
         # Header names arrive lower-cased in the ASGI scope.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        signed_headers = headers if len(headers) == len(scope["headers"]) else _Repeated.of(headers, scope["headers"])
         kind = _body_kind(headers.get("content-type", ""))
         limits = self.current().config.settings.server
         raw = await _read_body(receive, headers, limits.max_body)
@@ -169,6 +168,7 @@ class Receiver:
         if endpoint.verifies:
             client = scope.get("client")
             sender = proxies_for(tuple(limits.trusted_proxies)).client(client[0] if client else None, scope["headers"])
+            signed_headers = headers if len(headers) == len(scope["headers"]) else _Repeated.of(headers, scope["headers"])
             signed_query = query if len(query) == len(pairs) else _Repeated.of(query, pairs)
             _verify(endpoint, scope, raw, signed_headers, signed_query, query_string, sender)
         try:
