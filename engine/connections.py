@@ -6,7 +6,8 @@
   whole, however long).
 - ``server.read_timeout``: from the connection (or the first byte of a later request on it)
   to the last byte of the request's body; a client that takes longer is answered 408 (its
-  headers unfinished) or disconnected (mid-body).
+  headers unfinished) or disconnected (mid-body). A request notes its deadline; one timer
+  per server looks for those past due every second (a quarter of read_timeout if shorter).
 - ``server.max_connections``: open connections at most. A new one beyond it closes the
   connection that has waited longest for a request (idle between requests, or still
   sending its headers: what a client that never finishes costs); when every connection
@@ -78,6 +79,11 @@ class Limits:
         self.open = 0
         #: connections waiting for a request (idle, or sending headers), longest first
         self.waiting: dict[LimitedProtocol, None] = {}
+        #: every counted connection, for the sweep of read deadlines
+        self.connections: set[LimitedProtocol] = set()
+        # One timer per server rather than per request: a request only notes its deadline.
+        self.sweep_every = min(1.0, read_timeout / 4)
+        self._sweeping = False
         self.too_large = Notice(f"refused request headers over max_header ({max_header} bytes) with 431")
         self.too_slow = Notice(f"closed connections that did not send their request within read_timeout ({read_timeout:g} s)")
         self.evicted = Notice(f"max_connections ({max_connections}) reached: closing the longest-idle connections")
@@ -87,6 +93,10 @@ class Limits:
         """Count a new connection; make room for it or refuse it (False)."""
         self.open += 1
         conn.counted = True
+        self.connections.add(conn)
+        if not self._sweeping:
+            self._sweeping = True
+            conn.loop.call_later(self.sweep_every, self._sweep, conn.loop)
         if self.open > self.max_connections:
             victim = next(iter(self.waiting), None)
             if victim is None:
@@ -102,6 +112,14 @@ class Limits:
             conn.counted = False
             self.open -= 1
         self.waiting.pop(conn, None)
+        self.connections.discard(conn)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Time out the connections past their read deadline; again in a while."""
+        now = loop.time()
+        for conn in [c for c in self.connections if c.deadline is not None and c.deadline <= now]:
+            conn.read_timed_out()
+        loop.call_later(self.sweep_every, self._sweep, loop)
 
     def busy(self, conn: LimitedProtocol) -> None:
         self.waiting.pop(conn, None)
@@ -123,7 +141,8 @@ class LimitedProtocol(HttpToolsProtocol):
         #: bytes the current request's head may still take; None once it is complete
         self._head_left: int | None = self.limits.max_header
         self._heads = 0  # request heads completed on this connection
-        self._timer: asyncio.TimerHandle | None = None
+        #: (loop time) when the request being read must be complete; None between requests
+        self.deadline: float | None = None
         self._answered = False  # refused with an answer: what arrives now is dropped
 
     # --- the connection -------------------------------------------------------------
@@ -134,17 +153,17 @@ class LimitedProtocol(HttpToolsProtocol):
             self.limits.release(self)
             self._answer(503, "unavailable", "too many connections; retry later")
             return
-        self._timer = self.loop.call_later(self.limits.read_timeout, self._read_timed_out)
+        self.deadline = self.loop.time() + self.limits.read_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.limits.release(self)
-        self._stop_timer()
+        self.deadline = None
         super().connection_lost(exc)
 
     def drop(self) -> None:
         """Close this waiting connection to make room for a new one."""
         self.limits.release(self)
-        self._stop_timer()
+        self.deadline = None
         self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -170,8 +189,8 @@ class LimitedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._timer is None:
-            self._timer = self.loop.call_later(self.limits.read_timeout, self._read_timed_out)
+        if self.deadline is None:
+            self.deadline = self.loop.time() + self.limits.read_timeout
 
     def on_headers_complete(self) -> None:
         self._heads += 1
@@ -182,7 +201,7 @@ class LimitedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_left = self.limits.max_header
-        self._stop_timer()
+        self.deadline = None
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -195,8 +214,9 @@ class LimitedProtocol(HttpToolsProtocol):
         """A request httptools cannot parse: answered like every refusal, in JSON."""
         self._answer(400, "bad_request", f"malformed HTTP request: {msg.rstrip('.').lower()}")
 
-    def _read_timed_out(self) -> None:
-        self._timer = None
+    def read_timed_out(self) -> None:
+        """The request was not read within read_timeout (called by the sweep)."""
+        self.deadline = None
         if self.transport.is_closing():
             return
         self.limits.too_slow()
@@ -211,7 +231,7 @@ class LimitedProtocol(HttpToolsProtocol):
         would reset the connection, and the client might never read the answer."""
         self._answered = True
         self.limits.busy(self)
-        self._stop_timer()
+        self.deadline = None
         body = json.dumps({"error": error, "message": message}).encode()
         head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
         self.transport.write(STATUS_LINE[status] + head + body)
@@ -220,11 +240,6 @@ class LimitedProtocol(HttpToolsProtocol):
             self.loop.call_later(LINGER, self.transport.close)
         else:
             self.transport.close()
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 def protocol_for(limits: Limits) -> type[LimitedProtocol]:
