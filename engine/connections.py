@@ -4,6 +4,9 @@
   as their bytes arrive; past the limit the request is answered 431 and closed, before the
   app sees it and without the rest being kept (httptools itself would buffer a header
   whole, however long).
+- after the head, a request may send what a body of ``server.max_body`` can take in
+  chunked framing, plus a trailer of ``max_header``; a connection that goes on is closed
+  (the receiver refuses a body over max_body with 413 itself, as it streams in).
 - ``server.read_timeout``: from the connection (or the first byte of a later request on it)
   to the last byte of the request's body; a client that takes longer is answered 408 (its
   headers unfinished) or disconnected (mid-body). A request notes its deadline; one timer
@@ -74,8 +77,11 @@ class Notice:
 class Limits:
     """The limits of one server, and its connections (used from its event loop)."""
 
-    def __init__(self, max_header: int, read_timeout: float, max_connections: int) -> None:
+    def __init__(self, max_header: int, read_timeout: float, max_connections: int, max_body: int) -> None:
         self.max_header, self.read_timeout, self.max_connections = max_header, read_timeout, max_connections
+        #: bytes a request may send after its head: a body of max_body in chunks (whose
+        #: framing at most doubles it for chunks of 8 bytes or more) and a trailer of max_header
+        self.max_rest = 2 * max_body + max_header
         self.open = 0
         #: connections waiting for a request (idle, or sending headers), longest first
         self.waiting: dict[LimitedProtocol, None] = {}
@@ -85,6 +91,7 @@ class Limits:
         self.sweep_every = min(1.0, read_timeout / 4)
         self._sweeping = False
         self.too_large = Notice(f"refused request headers over max_header ({max_header} bytes) with 431")
+        self.too_long = Notice(f"closed connections whose request went on past {self.max_rest} bytes after its headers")
         self.too_slow = Notice(f"closed connections that did not send their request within read_timeout ({read_timeout:g} s)")
         self.evicted = Notice(f"max_connections ({max_connections}) reached: closing the longest-idle connections")
         self.full = Notice(f"max_connections ({max_connections}) reached and every connection busy: refusing new ones with 503")
@@ -140,6 +147,7 @@ class LimitedProtocol(HttpToolsProtocol):
         self.counted = False
         #: bytes the current request's head may still take; None once it is complete
         self._head_left: int | None = self.limits.max_header
+        self._rest_left = 0  # bytes the rest of the current request may still take
         self._heads = 0  # request heads completed on this connection
         #: (loop time) when the request being read must be complete; None between requests
         self.deadline: float | None = None
@@ -170,9 +178,15 @@ class LimitedProtocol(HttpToolsProtocol):
         if self._answered:
             return
         left = self._head_left
-        if left is None or len(data) <= left:
-            if left is not None:
-                self._head_left = left - len(data)
+        if left is None:  # the body (and a chunked body's trailer)
+            self._rest_left -= len(data)
+            if self._rest_left < 0:
+                self._cut_off()
+                return
+            super().data_received(data)
+            return
+        if len(data) <= left:
+            self._head_left = left - len(data)
             super().data_received(data)
             return
         heads = self._heads
@@ -195,6 +209,7 @@ class LimitedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._heads += 1
         self._head_left = None
+        self._rest_left = self.limits.max_rest
         self.limits.busy(self)
         super().on_headers_complete()
 
@@ -225,6 +240,16 @@ class LimitedProtocol(HttpToolsProtocol):
         else:  # mid-body: the app sees a disconnect
             self.transport.close()
 
+    def _cut_off(self) -> None:
+        """The request goes on past any body max_body allows (a chunked body's trailer is
+        kept whole by httptools, like a header): the connection is closed, and the app,
+        still reading the body, sees a disconnect."""
+        self.limits.too_long()
+        self._answered = True
+        self.limits.busy(self)
+        self.deadline = None
+        self.transport.close()
+
     def _answer(self, status: int, error: str, message: str, *, linger: bool = True) -> None:
         """Answer ``status`` and close. With ``linger``, what the client still sends is
         read and dropped for up to :data:`LINGER` seconds first: closing with unread data
@@ -251,7 +276,7 @@ def uvicorn_options(server: Server, max_connections: int | None = None) -> dict[
     """uvicorn settings for the receiver: the limited protocol, no WebSocket upgrades, and
     the peer's own address in the scope (forwarding headers are judged by
     :mod:`engine.proxies`, against ``server.trusted_proxies``)."""
-    limits = Limits(server.max_header, server.read_timeout, max_connections or server.max_connections)
+    limits = Limits(server.max_header, server.read_timeout, max_connections or server.max_connections, server.max_body)
     return {"http": protocol_for(limits), "ws": "none", "proxy_headers": False, "backlog": ACCEPT_BURST}
 
 

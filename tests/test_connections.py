@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.store import open_store
+
 from .support import DaemonProcess, free_port, post
 from .test_receiver import Served
 
@@ -214,6 +216,30 @@ def peak_memory(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
+
+
+def test_a_100_mb_trailer_costs_the_daemon_no_memory_and_stores_nothing(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(DAEMON)
+    (tmp_path / "rules").mkdir()
+    daemon = DaemonProcess(tmp_path / "config.yaml", free_port(), "--role", "receiver")
+    try:
+        daemon.wait_ready()
+        before = peak_memory(daemon.proc.pid)
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as s:
+            s.sendall(b"POST /hooks/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: ")
+            with pytest.raises(OSError):  # closed by the daemon on the way
+                for _ in range(100):
+                    s.sendall(b"a" * (1 << 20))
+        assert peak_memory(daemon.proc.pid) - before < 16 * 1024 * 1024
+        assert post(f"{daemon.url}/livez", b"", method="GET") == (200, {"status": "ok"})
+    finally:
+        daemon.stop()
+    store = open_store(f"sqlite:///{tmp_path / 'data' / 'hookwise.db'}")
+    try:
+        assert store.list_events() == []
+    finally:
+        store.close()
 
 
 def test_a_120_mb_header_costs_the_daemon_no_memory(tmp_path: Path) -> None:
