@@ -91,6 +91,8 @@ class Limits:
         self.sweep_every = min(1.0, read_timeout / 4)
         self._sweeping = False
         self.too_large = Notice(f"refused request headers over max_header ({max_header} bytes) with 431")
+        self.malformed = Notice("answered requests httptools could not parse with 400")
+        self.upgrades = Notice("requests to upgrade the connection (WebSocket) were answered as plain HTTP")
         self.too_long = Notice(f"closed connections whose request went on past {self.max_rest} bytes after its headers")
         self.too_slow = Notice(f"closed connections that did not send their request within read_timeout ({read_timeout:g} s)")
         self.evicted = Notice(f"max_connections ({max_connections}) reached: closing the longest-idle connections")
@@ -144,6 +146,7 @@ class LimitedProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.logger = _Quieter(self.logger)  # type: ignore[assignment]
         self.counted = False
         #: bytes the current request's head may still take; None once it is complete
         self._head_left: int | None = self.limits.max_header
@@ -227,7 +230,11 @@ class LimitedProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """A request httptools cannot parse: answered like every refusal, in JSON."""
+        self.limits.malformed()
         self._answer(400, "bad_request", f"malformed HTTP request: {msg.rstrip('.').lower()}")
+
+    def _unsupported_upgrade_warning(self) -> None:
+        self.limits.upgrades()
 
     def read_timed_out(self) -> None:
         """The request was not read within read_timeout (called by the sweep)."""
@@ -265,6 +272,22 @@ class LimitedProtocol(HttpToolsProtocol):
             self.loop.call_later(LINGER, self.transport.close)
         else:
             self.transport.close()
+
+
+class _Quieter:
+    """uvicorn's logger for a connection, without the warning it writes for each request
+    it cannot parse (the protocol counts those in a :class:`Notice` instead): a client must
+    not be able to write the log full."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if msg != "Invalid HTTP request received.":
+            self._logger.warning(msg, *args, **kwargs)
 
 
 def protocol_for(limits: Limits) -> type[LimitedProtocol]:

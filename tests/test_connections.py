@@ -264,3 +264,25 @@ def test_a_120_mb_header_costs_the_daemon_no_memory(tmp_path: Path) -> None:
         assert post(f"{daemon.url}/livez", b"", method="GET") == (200, {"status": "ok"})
     finally:
         daemon.stop()
+
+
+def test_malformed_and_upgrade_requests_are_answered_and_logged_once(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(DAEMON)
+    (tmp_path / "rules").mkdir()
+    daemon = DaemonProcess(tmp_path / "config.yaml", free_port(), "--role", "receiver")
+    try:
+        daemon.wait_ready()
+        for _ in range(100):
+            with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as s:
+                s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                answer = b"".join(iter(lambda: s.recv(4096), b""))
+            assert answer.startswith(b"HTTP/1.1 400 ") and b'"error": "bad_request"' in answer
+            conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+            conn.request("GET", "/livez", headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+            assert conn.getresponse().status == 200  # answered as plain HTTP
+            conn.close()
+    finally:
+        daemon.stop()
+    lines = daemon.output().splitlines()
+    assert len(lines) < 12, "\n".join(lines)
+    assert sum("could not parse" in line for line in lines) == 1 and sum("upgrade" in line for line in lines) == 1
