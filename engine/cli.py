@@ -269,7 +269,8 @@ def events_show(config_path: str | None, event_id: str, as_json: bool) -> None:
         click.echo("  " + event["body"])
     else:
         click.echo("body:")
-        click.echo("\n".join("  " + line for line in json.dumps(event["body"], indent=2, ensure_ascii=False).splitlines()))
+        shown = json.dumps(event["body"], indent=2, ensure_ascii=False)
+        click.echo("\n".join("  " + line for line in shown.splitlines()))
     _print_explain(event.get("explain"))
     for run in detail["runs"]:
         _print_run(run)

@@ -64,11 +64,11 @@ class Server(Model):
     max_body: Size = Field(1024 * 1024, description="Largest request body accepted, e.g. 1MiB.")
     public_url: str | None = Field(None, description="The URL senders reach this server at.")
     max_depth: int = Field(128, ge=1, le=DEEPEST, description="Deepest nesting of a JSON body accepted.")
-    max_header: Size = Field(64 * 1024, ge=1024, description="Largest request line and headers accepted, all together (431).")
-    max_connections: int = Field(1000, ge=1, description="Open connections at most; beyond it idle ones are closed first.")
+    max_header: Size = Field(64 * 1024, ge=1024, description="Largest request line and headers, all together (431).")
+    max_connections: int = Field(1000, ge=1, description="Open connections at most; idle ones are closed first.")
     read_timeout: Duration = Field(30.0, gt=0, description="Time a client has to send a request's headers and body.")
     trusted_proxies: list[str] = Field(
-        default_factory=list, description="Proxies whose X-Forwarded-For and Forwarded headers are believed (addresses or networks).",
+        default_factory=list, description="Proxies (addresses, networks) whose X-Forwarded-For and Forwarded count.",
     )
 
     @field_validator("trusted_proxies")

@@ -94,9 +94,9 @@ class Limits:
         self.malformed = Notice("answered requests httptools could not parse with 400")
         self.upgrades = Notice("requests to upgrade the connection (WebSocket) were answered as plain HTTP")
         self.too_long = Notice(f"closed connections whose request went on past {self.max_rest} bytes after its headers")
-        self.too_slow = Notice(f"closed connections that did not send their request within read_timeout ({read_timeout:g} s)")
+        self.too_slow = Notice(f"closed connections that did not send a request in read_timeout ({read_timeout:g} s)")
         self.evicted = Notice(f"max_connections ({max_connections}) reached: closing the longest-idle connections")
-        self.full = Notice(f"max_connections ({max_connections}) reached and every connection busy: refusing new ones with 503")
+        self.full = Notice(f"max_connections ({max_connections}) reached, all busy: refusing new connections (503)")
 
     def admit(self, conn: LimitedProtocol) -> bool:
         """Count a new connection; make room for it or refuse it (False)."""
@@ -198,7 +198,8 @@ class LimitedProtocol(HttpToolsProtocol):
             return
         if self._heads == heads:  # the head went past the limit unfinished
             self.limits.too_large()
-            self._answer(431, "headers_too_large", f"the request headers are larger than {self.limits.max_header} bytes")
+            message = f"the request headers are larger than {self.limits.max_header} bytes"
+            self._answer(431, "headers_too_large", message)
             return
         self.data_received(data[left:])  # the body, or a next request's head: counted anew
 
@@ -243,7 +244,8 @@ class LimitedProtocol(HttpToolsProtocol):
             return
         self.limits.too_slow()
         if self._head_left is not None and (self.cycle is None or self.cycle.response_complete):
-            self._answer(408, "request_timeout", f"the request was not sent within {self.limits.read_timeout:g} s", linger=False)
+            message = f"the request was not sent within {self.limits.read_timeout:g} s"
+            self._answer(408, "request_timeout", message, linger=False)
         else:  # mid-body: the app sees a disconnect
             self.transport.close()
 
@@ -326,8 +328,10 @@ def open_files_for(max_connections: int) -> int:
             log.warning("could not raise the open-files limit from %d to %d: %s", soft, want, exc)
     fits = max(16, soft - RESERVED_FILES) if soft != resource.RLIM_INFINITY else max_connections
     if fits < max_connections:
-        log.warning("max_connections %d lowered to %d: the open-files limit is %d (raise it: ulimit -n, or LimitNOFILE=)",
-                    max_connections, fits, soft)
+        log.warning(
+            "max_connections %d lowered to %d: the open-files limit is %d (raise it: ulimit -n, or LimitNOFILE=)",
+            max_connections, fits, soft,
+        )
         return fits
     return max_connections
 

@@ -60,7 +60,9 @@ class WriteProbe:
         return None
 
 
-def readiness(current: Callable[[], Loaded], draining: Callable[[], bool], probe: WriteProbe) -> Callable[[Request], Any]:
+def readiness(
+    current: Callable[[], Loaded], draining: Callable[[], bool], probe: WriteProbe,
+) -> Callable[[Request], Any]:
     """The ``/readyz`` endpoint: 200 when ready, 503 (with each check's state) when not."""
 
     async def ready(request: Request) -> Response:

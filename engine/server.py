@@ -168,7 +168,8 @@ class Receiver:
         if endpoint.verifies:
             client = scope.get("client")
             sender = proxies_for(tuple(limits.trusted_proxies)).client(client[0] if client else None, scope["headers"])
-            signed_headers = headers if len(headers) == len(scope["headers"]) else _Repeated.of(headers, scope["headers"])
+            repeats = len(headers) < len(scope["headers"])
+            signed_headers = _Repeated.of(headers, scope["headers"]) if repeats else headers
             signed_query = query if len(query) == len(pairs) else _Repeated.of(query, pairs)
             _verify(endpoint, scope, raw, signed_headers, signed_query, query_string, sender)
         try:
@@ -216,7 +217,8 @@ class _Repeated(dict[str, str]):
 
 
 def _verify(
-    endpoint: Endpoint, scope: Scope, raw: bytes, headers: dict[str, str], query: dict[str, str], query_string: str, client: str | None,
+    endpoint: Endpoint, scope: Scope, raw: bytes, headers: dict[str, str], query: dict[str, str], query_string: str,
+    client: str | None,
 ) -> None:
     path = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (f"?{query_string}" if query_string else "")
     signed = Signed(body=raw, headers=headers, query=query, method=scope["method"], path=path, client=client)

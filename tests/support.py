@@ -100,7 +100,8 @@ class DaemonProcess:
     """``hookwise serve`` as a real process."""
 
     def __init__(
-        self, config: Path, port: int, *args: str, env: dict[str, str] | None = None, preexec_fn: Callable[[], Any] | None = None,
+        self, config: Path, port: int, *args: str, env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], Any] | None = None,
     ) -> None:
         self.config, self.port = config, port
         self.log = config.parent / f"daemon-{port}.log"

@@ -96,7 +96,8 @@ def test_odd_stored_events_show_through_the_api_and_the_cli(tmp_path: Path, name
         assert answer["event"]["body"] == text and note in answer["event"]["body_note"]
         for args in ([], ["--json"]):
             shown = subprocess.run(
-                [sys.executable, "-m", "engine", "events", "show", "-c", str(tmp_path / "config.yaml"), event_id, *args],
+                [sys.executable, "-m", "engine", "events", "show", "-c", str(tmp_path / "config.yaml"), event_id,
+                 *args],
                 capture_output=True, text=True, timeout=60,
             )
             assert shown.returncode == 0, shown.stderr

@@ -37,7 +37,9 @@ def limited(tmp_path: Path) -> Iterator[Served]:
     s.close()
 
 
-def request(port: int, headers: dict[str, str], path: str = "/hooks/open", body: bytes = b'{"kind": "k"}') -> tuple[int, bytes]:
+def request(
+    port: int, headers: dict[str, str], path: str = "/hooks/open", body: bytes = b'{"kind": "k"}',
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
@@ -47,7 +49,10 @@ def request(port: int, headers: dict[str, str], path: str = "/hooks/open", body:
         conn.close()
 
 
-def unfinished(port: int, count: int, head: bytes = b"POST /hooks/open HTTP/1.1\r\nHost: x\r\nX-A: ") -> list[socket.socket]:
+UNFINISHED = b"POST /hooks/open HTTP/1.1\r\nHost: x\r\nX-A: "
+
+
+def unfinished(port: int, count: int, head: bytes = UNFINISHED) -> list[socket.socket]:
     """``count`` connections that start a request and never finish its headers."""
     socks = []
     for _ in range(count):
@@ -112,7 +117,8 @@ def test_clients_slower_than_read_timeout_are_closed(limited: Served) -> None:
     before = len(limited.events())
     heads = unfinished(limited.port, 300)
     body = socket.create_connection(("127.0.0.1", limited.port), timeout=10)
-    body.sendall(b"POST /hooks/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Delivery: slow\r\nContent-Length: 100\r\n\r\n{")
+    body.sendall(b"POST /hooks/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Delivery: slow\r\n"
+                 b"Content-Length: 100\r\n\r\n{")
     silent = socket.create_connection(("127.0.0.1", limited.port), timeout=10)
     closed = read_until_closed([*heads, body, silent], within=20)
     try:
@@ -126,7 +132,8 @@ def test_clients_slower_than_read_timeout_are_closed(limited: Served) -> None:
 
 
 def test_past_max_connections_the_longest_idle_are_closed_and_requests_still_served(tmp_path: Path) -> None:
-    served = Served(tmp_path, config=LIMITED.replace("read_timeout: 500ms, max_connections: 400", "read_timeout: 60s, max_connections: 40"))
+    config = LIMITED.replace("read_timeout: 500ms, max_connections: 400", "read_timeout: 60s, max_connections: 40")
+    served = Served(tmp_path, config=config)
     waiting = unfinished(served.port, 60)  # the cap is 40: the first 20 make room for the last 20
     try:
         for n in range(5):
@@ -191,7 +198,9 @@ def test_the_daemon_survives_connections_that_never_finish_their_headers(
     (tmp_path / "config.yaml").write_text(DAEMON)
     (tmp_path / "rules").mkdir()
     port = free_port()
-    daemon = DaemonProcess(tmp_path / "config.yaml", port, "--role", "receiver", preexec_fn=lambda: low_files(min(1024, hard or 1024), hard))
+    soft = min(1024, hard or 1024)
+    config = tmp_path / "config.yaml"
+    daemon = DaemonProcess(config, port, "--role", "receiver", preexec_fn=lambda: low_files(soft, hard))
     attack: list[socket.socket] = []
     try:
         daemon.wait_ready()

@@ -26,7 +26,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def event(n: int, type_: str = "t") -> Incoming:
-    return Incoming(source="s", type=type_, body=json.dumps({"n": n}), headers={}, query={}, received_at=time.time(), delivery_id=f"d-{n}")
+    body, now = json.dumps({"n": n}), time.time()
+    return Incoming(source="s", type=type_, body=body, headers={}, query={}, received_at=now, delivery_id=f"d-{n}")
 
 
 async def put_all(ingest: Ingest, items: list[Incoming]) -> list[Stored | BaseException]:

@@ -13,33 +13,38 @@ from engine.proxies import Proxies
 from .support import post
 from .test_receiver import CONFIG, Served
 
+LOCAL = ["127.0.0.1"]
+CHAIN = ["127.0.0.1", "10.0.0.0/8"]
+XFF, FWD = "x-forwarded-for", "forwarded"
+
 CLIENTS = [
     # (name, trusted, peer, headers, client)
-    ("no proxy is trusted", [], "127.0.0.1", [("x-forwarded-for", "203.0.113.9")], "127.0.0.1"),
-    ("an untrusted peer's header", ["10.0.0.0/8"], "127.0.0.1", [("forwarded", "for=203.0.113.9")], "127.0.0.1"),
-    ("no header from a trusted proxy", ["127.0.0.1"], "127.0.0.1", [], "127.0.0.1"),
-    ("x-forwarded-for", ["127.0.0.1"], "127.0.0.1", [("x-forwarded-for", "203.0.113.9")], "203.0.113.9"),
-    ("a chain of trusted proxies", ["127.0.0.1", "10.0.0.0/8"], "127.0.0.1", [("x-forwarded-for", "203.0.113.9, 10.1.2.3")], "203.0.113.9"),
-    ("a forged entry left of the real client", ["127.0.0.1"], "127.0.0.1", [("x-forwarded-for", "127.0.0.1, 203.0.113.9")], "203.0.113.9"),
-    ("every hop trusted", ["127.0.0.1", "10.0.0.0/8"], "127.0.0.1", [("x-forwarded-for", "10.0.0.1, 10.0.0.2")], "10.0.0.1"),
-    ("two header lines, in order", ["127.0.0.1", "10.0.0.0/8"], "127.0.0.1",
-     [("x-forwarded-for", "203.0.113.9"), ("x-forwarded-for", "10.0.0.2")], "203.0.113.9"),
-    ("an address with a port", ["127.0.0.1"], "127.0.0.1", [("x-forwarded-for", "203.0.113.9:4711")], "203.0.113.9"),
-    ("not an address", ["127.0.0.1"], "127.0.0.1", [("x-forwarded-for", "somewhere")], None),
-    ("forwarded", ["127.0.0.1"], "127.0.0.1", [("forwarded", 'for=203.0.113.9;proto=https;by="[::1]"')], "203.0.113.9"),
-    ("forwarded IPv6 with a port", ["127.0.0.1"], "127.0.0.1", [("forwarded", 'For="[2001:db8::17]:4711"')], "2001:db8::17"),
-    ("forwarded chain", ["127.0.0.1", "10.0.0.0/8"], "127.0.0.1", [("forwarded", "for=203.0.113.9, for=10.0.0.3")], "203.0.113.9"),
-    ("forwarded unknown", ["127.0.0.1"], "127.0.0.1", [("forwarded", "for=unknown")], None),
-    ("forwarded without for", ["127.0.0.1"], "127.0.0.1", [("forwarded", "proto=https")], None),
-    ("both headers agree", ["127.0.0.1"], "127.0.0.1", [("forwarded", "for=203.0.113.9"), ("x-forwarded-for", "203.0.113.9")], "203.0.113.9"),
-    ("both headers disagree", ["127.0.0.1"], "127.0.0.1", [("forwarded", "for=127.0.0.2"), ("x-forwarded-for", "203.0.113.9")], None),
-    ("a dual-stack peer", ["127.0.0.1"], "::ffff:127.0.0.1", [("x-forwarded-for", "203.0.113.9")], "203.0.113.9"),
-    ("an IPv6 network", ["::1/128"], "::1", [("x-forwarded-for", "2001:db8::1")], "2001:db8::1"),
+    ("no proxy is trusted", [], "127.0.0.1", [(XFF, "203.0.113.9")], "127.0.0.1"),
+    ("an untrusted peer's header", ["10.0.0.0/8"], "127.0.0.1", [(FWD, "for=203.0.113.9")], "127.0.0.1"),
+    ("no header from a trusted proxy", LOCAL, "127.0.0.1", [], "127.0.0.1"),
+    ("x-forwarded-for", LOCAL, "127.0.0.1", [(XFF, "203.0.113.9")], "203.0.113.9"),
+    ("a chain of trusted proxies", CHAIN, "127.0.0.1", [(XFF, "203.0.113.9, 10.1.2.3")], "203.0.113.9"),
+    ("a forged entry left of the real client", LOCAL, "127.0.0.1", [(XFF, "127.0.0.1, 203.0.113.9")], "203.0.113.9"),
+    ("every hop trusted", CHAIN, "127.0.0.1", [(XFF, "10.0.0.1, 10.0.0.2")], "10.0.0.1"),
+    ("two header lines, in order", CHAIN, "127.0.0.1", [(XFF, "203.0.113.9"), (XFF, "10.0.0.2")], "203.0.113.9"),
+    ("an address with a port", LOCAL, "127.0.0.1", [(XFF, "203.0.113.9:4711")], "203.0.113.9"),
+    ("not an address", LOCAL, "127.0.0.1", [(XFF, "somewhere")], None),
+    ("forwarded", LOCAL, "127.0.0.1", [(FWD, 'for=203.0.113.9;proto=https;by="[::1]"')], "203.0.113.9"),
+    ("forwarded IPv6 with a port", LOCAL, "127.0.0.1", [(FWD, 'For="[2001:db8::17]:4711"')], "2001:db8::17"),
+    ("forwarded chain", CHAIN, "127.0.0.1", [(FWD, "for=203.0.113.9, for=10.0.0.3")], "203.0.113.9"),
+    ("forwarded unknown", LOCAL, "127.0.0.1", [(FWD, "for=unknown")], None),
+    ("forwarded without for", LOCAL, "127.0.0.1", [(FWD, "proto=https")], None),
+    ("both headers agree", LOCAL, "127.0.0.1", [(FWD, "for=203.0.113.9"), (XFF, "203.0.113.9")], "203.0.113.9"),
+    ("both headers disagree", LOCAL, "127.0.0.1", [(FWD, "for=127.0.0.2"), (XFF, "203.0.113.9")], None),
+    ("a dual-stack peer", LOCAL, "::ffff:127.0.0.1", [(XFF, "203.0.113.9")], "203.0.113.9"),
+    ("an IPv6 network", ["::1/128"], "::1", [(XFF, "2001:db8::1")], "2001:db8::1"),
 ]
 
 
 @pytest.mark.parametrize(("name", "trusted", "peer", "headers", "client"), CLIENTS, ids=[c[0] for c in CLIENTS])
-def test_the_client_behind_a_request(name: str, trusted: list[str], peer: str, headers: list[tuple[str, str]], client: str | None) -> None:
+def test_the_client_behind_a_request(
+    name: str, trusted: list[str], peer: str, headers: list[tuple[str, str]], client: str | None,
+) -> None:
     raw = [(k.encode(), v.encode()) for k, v in headers]
     assert Proxies(trusted).client(peer, raw) == client
 

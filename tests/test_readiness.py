@@ -35,7 +35,8 @@ class Refusal:
 
     def start(self) -> None:
         if self.url is None:
-            self._run("CREATE TRIGGER refuse BEFORE INSERT ON deliveries BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+            self._run("CREATE TRIGGER refuse BEFORE INSERT ON deliveries"
+                      " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
         else:
             self._run("ALTER TABLE deliveries ADD CONSTRAINT refuse CHECK (false) NOT VALID")
 

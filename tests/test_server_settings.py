@@ -13,12 +13,16 @@ from .test_config import problems, write
 
 def test_defaults(tmp_path: Path) -> None:
     server = load_config(write(tmp_path, "{}\n"), {}).settings.server
-    assert (server.max_depth, server.max_header, server.max_connections, server.read_timeout) == (128, 65536, 1000, 30.0)
+    limits = (server.max_depth, server.max_header, server.max_connections, server.read_timeout)
+    assert limits == (128, 65536, 1000, 30.0)
     assert server.trusted_proxies == []
 
 
 def test_units_and_networks(tmp_path: Path) -> None:
-    text = "server: {max_header: 16KiB, read_timeout: 500ms, max_depth: 256, trusted_proxies: [10.0.0.0/8, '::1', 127.0.0.1]}\n"
+    text = (
+        "server:\n  max_header: 16KiB\n  read_timeout: 500ms\n  max_depth: 256\n"
+        "  trusted_proxies: [10.0.0.0/8, '::1', 127.0.0.1]\n"
+    )
     server = load_config(write(tmp_path, text), {}).settings.server
     assert (server.max_header, server.read_timeout, server.max_depth) == (16384, 0.5, 256)
     assert server.trusted_proxies == ["10.0.0.0/8", "::1", "127.0.0.1"]
