@@ -26,7 +26,7 @@ LIMITED = """\
 server: {max_header: 8KiB, read_timeout: 500ms, max_connections: 400}
 rules: []
 sources:
-  open: {type: "body:kind", id: "header:X-Delivery"}
+  open: {type: "body:kind", id: "header:X-Delivery", allow_ips: [127.0.0.1]}
 """
 
 
@@ -166,7 +166,7 @@ def test_when_every_connection_is_busy_a_new_one_is_answered_503(tmp_path: Path)
 DAEMON = """\
 rules: []
 sources:
-  open: {type: "body:kind"}
+  open: {type: "body:kind", allow_ips: [127.0.0.1]}
 """
 
 
