@@ -52,7 +52,7 @@ class RequeueAction(Action):
         if ctx.store is None:
             raise Fail("requeue: no store to keep the queue in")
         item = ctx.store.requeue(
-            params.queue, params.key, params.data, delay=params.delay, max_attempts=params.max_attempts,
+            params.queue, params.key, ctx.mask(params.data), delay=params.delay, max_attempts=params.max_attempts,
             request_id=ctx.idempotency_key,
         )
         output: dict[str, Any] = {"item_id": item.id, "attempt": item.attempts, "status": item.status}

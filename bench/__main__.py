@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import e2e, ingest, matching, memory, peer, scale
+from . import e2e, ingest, matching, memory, peer, scale, ui
 
 HERE = Path(__file__).resolve().parent
 
@@ -81,6 +81,8 @@ def main() -> None:
     results["matching"] = matching.main((10, 1000, 10000) if quick else (10, 100, 1000, 10000))
     results["memory"] = memory.measure(10_000, time_limit=20.0, catch_up_limit=5.0) if quick else memory.measure()
     memory.report(results["memory"])
+    results["ui"] = ui.measure(20_000, 10) if quick else ui.measure()
+    ui.report(results["ui"])
     if quick:
         print("stores and layouts (PostgreSQL next to SQLite): in the full run only")
     else:

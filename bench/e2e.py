@@ -25,7 +25,7 @@ rules: [rules.yaml]
 http: {{allow_private: true}}
 workers: {{concurrency: 16}}
 sources:
-  bench: {{type: "body:event"}}
+  bench: {{type: "body:event", verify: none}}
 """
 RULES = """\
 rules:

@@ -26,7 +26,7 @@ CONFIG = """\
 store: sqlite:///hookwise.db
 rules: []
 sources:
-  bench: {type: "body:event"}
+  bench: {type: "body:event", verify: none}
 """
 
 

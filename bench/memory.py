@@ -49,7 +49,7 @@ CONFIG = """\
 store: sqlite:///hookwise.db
 rules: [rules.yaml]
 sources:
-  bench: {{type: "body:event"}}
+  bench: {{type: "body:event", verify: none}}
 {http}"""
 RULE_LOG = """\
 rules:

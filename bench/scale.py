@@ -33,7 +33,7 @@ class Layout:
         sink_port = free_port()
         (folder / "rules.yaml").write_text(RULES.format(port=sink_port))
         (folder / "config.yaml").write_text(
-            f"store: {json.dumps(store)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  bench: {{type: 'body:event'}}\n"
+            f"store: {json.dumps(store)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  bench: {{type: 'body:event', verify: none}}\n"
         )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.procs.append(subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(sink_port), os.devnull], 1)))

@@ -4,7 +4,8 @@ An action is a class with a ``name``, a ``Params`` model and one ``run`` method.
 :class:`Registry` holds the built-ins (package ``actions``), the actions advertised by
 installed packages (entry-point group ``hookwise.actions``) and the plugins named in the
 config (``plugins: {name: "module:Class"}``); each class is imported and type-checked once,
-when the registry is loaded.
+when the registry is loaded. :class:`Actions` holds the instances one loaded config's steps
+use, and closes them when that config is retired.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from types import MappingProxyType
@@ -28,6 +31,7 @@ from .validation import (
     did_you_mean,
     problems_from_errors,
     pydantic_problems,
+    unknown_keys,
 )
 
 #: The entry-point group under which installed packages advertise actions.
@@ -58,6 +62,9 @@ class Context:
     store: Any = None
     #: the process's Hover API client (``engine.hover.HoverClient``), for the hover action
     hover: Any = None
+    #: a copy of a JSON-like value with the config's secrets masked (``****``): what an
+    #: action stores goes through it, as outputs and emitted events do
+    mask: Callable[[Any], Any] = lambda value: value
 
 
 class Action:
@@ -67,6 +74,12 @@ class Action:
     pydantic model; rendered params are validated against it before each run) and
     override :meth:`run`. One instance serves many steps, possibly from several threads at
     once: keep per-step state in locals, not on ``self``.
+
+    An instance is made, with the loaded settings, the first time a step of a loaded
+    config uses the action, and serves that config's steps until the config is retired (a
+    reload swapped it out, or the process stops); then, once none of its steps is running,
+    :meth:`close` is called. Override :meth:`close` to release what the instance holds
+    (connections, sessions, files).
     """
 
     name: ClassVar[str]
@@ -86,6 +99,64 @@ class Action:
         raise NotImplementedError(
             f"{type(self).__name__}.run() must be implemented: it performs the action and returns its output as a JSON-able dict"
         )
+
+    def close(self) -> None:
+        """Release what this instance holds. Called once, when no step uses it any more and
+        none will (see the class docstring); the instance is not used afterwards. The
+        default does nothing."""
+
+
+class Actions:
+    """The action instances of one loaded config: each made on first use and shared by
+    that config's steps, all closed together once the config is retired and no step is
+    using one. Safe to use from several threads."""
+
+    def __init__(self, registry: Mapping[str, type[Action]], settings: Any = None) -> None:
+        self._registry = registry
+        self._settings = settings
+        self._made: dict[str, Action] = {}
+        self._in_use = 0
+        self._retired = False
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def use(self, name: str) -> Iterator[Action]:
+        """The instance of action ``name``, kept open until the ``with`` block ends. (On a
+        retired set it is made anew, and closed when the block ends.)"""
+        with self._lock:
+            action = self._made.get(name)
+            if action is None:
+                action = self._made[name] = self._registry[name](self._settings)
+            self._in_use += 1
+        try:
+            yield action
+        finally:
+            with self._lock:
+                self._in_use -= 1
+                idle = self._take_if_idle()
+            _close_all(idle)
+
+    def retire(self) -> None:
+        """No more steps start on this config: close the instances as soon as none is in
+        use (at once when none is)."""
+        with self._lock:
+            self._retired = True
+            idle = self._take_if_idle()
+        _close_all(idle)
+
+    def _take_if_idle(self) -> list[Action]:
+        if not self._retired or self._in_use:
+            return []
+        made, self._made = list(self._made.values()), {}
+        return made
+
+
+def _close_all(actions: Iterable[Action]) -> None:
+    for action in actions:
+        try:
+            action.close()
+        except Exception:  # a plugin's failure to clean up must not stop the others' (or the caller)
+            logging.getLogger("hookwise.action").exception("closing %s failed", type(action).__name__)
 
 
 class Registry(Mapping[str, type[Action]]):
@@ -158,20 +229,33 @@ class Registry(Mapping[str, type[Action]]):
             spots = [tuple(loc) for loc in templated]
             shape = ModelShape(model)
             errors = [e for e in exc.errors() if e["type"] in KEY_ERRORS or not _near(shape.clean(e["loc"]), spots)]
-            return problems_from_errors(errors, model)
-        return []
+            return _with_unknown_keys(problems_from_errors(errors, model), model, raw)
+        return unknown_keys(model, raw)
 
     def validate(self, name: str, rendered: Mapping[str, Any]) -> BaseModel:
         """``rendered`` params as the action's ``Params`` model; raises
         :class:`ParamsError` with one ``action.path: message`` per error, joined by ``; ``."""
         if name not in self._actions:
             raise ParamsError(f"unknown action {name!r}{did_you_mean(name, self._actions)}")
+        params, problems = self._validated(name, rendered)
+        if params is None or problems:
+            raise ParamsError("; ".join(str(p.under((name,))) for p in problems))
+        return params
+
+    def params_problems(self, name: str, rendered: Mapping[str, Any]) -> list[Problem]:
+        """What :meth:`validate` would refuse in ``rendered``, located relative to the
+        params (an unknown action at ``()``); empty when they fit."""
+        if name not in self._actions:
+            return [Problem(f"unknown action {name!r}{did_you_mean(name, self._actions)}")]
+        return self._validated(name, rendered)[1]
+
+    def _validated(self, name: str, rendered: Mapping[str, Any]) -> tuple[BaseModel | None, list[Problem]]:
         model = self._actions[name].Params
         try:
-            return model.model_validate(rendered)
+            params = model.model_validate(rendered)
         except ValidationError as exc:
-            problems = pydantic_problems(exc, model)
-            raise ParamsError("; ".join(str(p.under((name,))) for p in problems)) from None
+            return None, _with_unknown_keys(pydantic_problems(exc, model), model, rendered)
+        return params, unknown_keys(model, rendered)
 
     def json_schema(self) -> dict[str, Any]:
         """``{action name: JSON Schema of its params}``, for ``hookwise schema``."""
@@ -255,6 +339,12 @@ def _load_entry_points(builtins: frozenset[str], problems: list[Problem], warnin
             continue
         warnings.extend(_name_warning(ep.name, found[ep.name], ()))
     return found
+
+
+def _with_unknown_keys(problems: list[Problem], model: type[BaseModel], data: Any) -> list[Problem]:
+    """``problems``, then the unknown keys of ``data`` that pydantic let pass."""
+    seen = {p.loc for p in problems}
+    return problems + [p for p in unknown_keys(model, data) if p.loc not in seen]
 
 
 def _near(loc: Loc, spots: list[Loc]) -> bool:

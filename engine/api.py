@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from . import operations as ops
 from .bodies import finite
-from .errors import UsageError
+from .errors import ParamsError, UsageError
 from .loader import Loaded
 from .proxies import forwarding, proxies_for
 from .store import QueueItem, Store
@@ -96,8 +96,14 @@ def _error(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status)
 
 
+#: The times of a queue item, unix seconds in the store, ISO-8601 like every time the API shows.
+_ITEM_TIMES = ("available_at", "created_at", "updated_at")
+
+
 def item_json(item: QueueItem) -> dict[str, Any]:
-    return {k: v for k, v in asdict(item).items() if k != "exhausted_event" or v is not None}
+    """A queue item as the API and ``hookwise queue`` show it."""
+    out = {k: v for k, v in asdict(item).items() if k != "exhausted_event" or v is not None}
+    return {**out, **{k: ops.iso(out[k]) for k in _ITEM_TIMES}}
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -235,6 +241,8 @@ class InspectApi:
             detail = await run_in_threadpool(ops.retry, self.current(), self.store, request.path_params["id"], parsed)
         except LookupError as exc:
             raise ApiError(404, "not_found", str(exc.args[0])) from None
+        except ParamsError as exc:  # an edit the step's action would refuse: it would only die again
+            raise ApiError(400, "bad_request", exc.message) from None
         except UsageError as exc:
             raise ApiError(409, "conflict", exc.message) from None
         return JSONResponse(detail)
@@ -246,13 +254,14 @@ class InspectApi:
         return JSONResponse(await run_in_threadpool(ops.sources_info, self.current(), self.store))
 
     async def dry_run(self, request: Request) -> Response:
-        from .dryrun import dry_run
+        from .dryrun import dry_run, event_source
 
         body = await _json_body(request)
         loaded = self.current()
         source = body.get("source")
         if not isinstance(source, str) or not source:
             raise ApiError(400, "bad_request", "source: the name of the source the event arrives on")
+        event_source(loaded, source)  # a source that does not exist: 400 naming the ones that do
         event = body.get("event")
         if not isinstance(event, (dict, list)):
             raise ApiError(400, "bad_request", "event: the event body, a JSON object or array")

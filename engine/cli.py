@@ -14,7 +14,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import click
 
-from .errors import ConfigError, HookwiseError, StoreError, UsageError
+from .errors import ConfigError, HookwiseError, ParamsError, StoreError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE, EXIT_SOFTWARE, EXIT_CONFIG = 0, 1, 2, 69, 70, 78
 
@@ -61,20 +61,26 @@ def cli(debug: bool) -> None:
 @click.option("--strict", is_flag=True, help="Exit 1 when there are warnings.")
 def check(config_path: str | None, strict: bool) -> None:
     """Load config, rules, templates and plugins as `serve` does, and report every problem."""
+    from .config import missing_token_files
+    from .handshake import BUILTIN_FILE
+    from .loader import rule_count
+
     loaded = _load(config_path)
     _print_problems(loaded.warnings)
-    from .handshake import BUILTIN_FILE
-
+    for name, path in missing_token_files(loaded.config):
+        click.echo(f"note: sources.{name}.token_file: {path} does not exist yet: "
+                   "`hookwise serve` makes it (a random token) when it starts", err=True)
     steps = sum(len(r.steps) for r in loaded.rules if r.file != BUILTIN_FILE)
-    builtin = sum(r.file == BUILTIN_FILE for r in loaded.rules)
-    click.echo(
-        f"{loaded.config.path.name}: ok: {len(loaded.config.settings.sources)} sources, "
-        f"{len(loaded.rules) - builtin} rules, {steps} steps"
-        + (f", {builtin} built-in rule{'s' if builtin != 1 else ''}" if builtin else "")
-        + (f", {len(loaded.warnings)} warning{'s' if len(loaded.warnings) != 1 else ''}" if loaded.warnings else "")
-    )
+    counts = [_plural(len(loaded.config.settings.sources), "source"), rule_count(loaded.rules), _plural(steps, "step")]
+    if loaded.warnings:
+        counts.append(_plural(len(loaded.warnings), "warning"))
+    click.echo(f"{loaded.config.path.name}: ok: {', '.join(counts)}")
     if strict and loaded.warnings:
         raise Exit(EXIT_FAILED)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @cli.command("dry-run")
@@ -85,11 +91,11 @@ def check(config_path: str | None, strict: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def dry_run(config_path: str | None, event_file: str, source_name: str | None, headers: tuple[str, ...], as_json: bool) -> None:
     """Match and render an event with no side effects; explain every rule."""
-    from .dryrun import dry_run as run, format_text
+    from .dryrun import dry_run as run, event_source, format_text
 
     loaded = _load(config_path)
     body = _read_json(event_file)
-    result = run(loaded, body, _pick_source(loaded, source_name), _parse_headers(headers))
+    result = run(loaded, body, event_source(loaded, source_name), _parse_headers(headers))
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
     else:
@@ -162,18 +168,24 @@ def serve(config_path: str | None, host: str | None, port: int | None, role: str
 
 @cli.command()
 @config_option
-@click.option("--source", "source_name", metavar="S", required=True, help="The source to send as.")
+@click.option("--source", "source_name", metavar="S", help="The source to send as (default: the only one configured).")
 @click.argument("event_file", metavar="EVENT.json", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--url", metavar="URL", help="Where to post (default: http://server.host:server.port/hooks/S).")
+@click.option("--url", metavar="URL",
+              help="The daemon's base URL (http://HOST:PORT: /hooks/S is added) or the endpoint's full URL "
+                   "(default: http://server.host:server.port).")
 @click.option("--header", "headers", metavar="'K: V'", multiple=True, help="An extra request header; repeatable.")
-def send(config_path: str | None, source_name: str, event_file: str, url: str | None, headers: tuple[str, ...]) -> None:
-    """Sign an event as source S expects and POST it to a running daemon."""
-    from .config import find_config, load_config
-    from .sender import send_event
+def send(
+    config_path: str | None, source_name: str | None, event_file: str, url: str | None, headers: tuple[str, ...]
+) -> None:
+    """Sign an event as its source expects and POST it to a running daemon."""
+    from .config import choose_source, find_config, load_config
+    from .sender import endpoint_url, send_event
 
     config = load_config(find_config(config_path))
+    source = choose_source(config, source_name)
     body = _read_bytes(event_file)
-    status, text = send_event(config, source_name, body, url=url, headers=_parse_headers(headers))
+    target = endpoint_url(config, source, url)
+    status, text = send_event(config, source, body, url=target, headers=_parse_headers(headers))
     click.echo(f"{status} {text}")
     if not 200 <= status < 300:
         raise Exit(EXIT_FAILED)
@@ -240,9 +252,14 @@ def events_list(config_path: str | None, source: str | None, type_: str | None, 
     if as_json:
         _print_json(page)
         return
-    _table([[e["id"], e["received_at"], e["source"], e["type"], e["status"]] for e in page["events"]], ["ID", "RECEIVED", "SOURCE", "TYPE", "STATUS"])
+    rows = [[e["id"], e["received_at"], e["source"], e["type"], e["outcome"], _replay_mark(e)] for e in page["events"]]
+    _table(rows, ["ID", "RECEIVED", "SOURCE", "TYPE", "OUTCOME", ""])
     if page["next_cursor"]:
         click.echo(f"more: --cursor {page['next_cursor']}")
+
+
+def _replay_mark(event: dict[str, Any]) -> str:
+    return f"replay of {event['replay_of']}" if event["replay_of"] else ""
 
 
 @events.command("show")
@@ -286,15 +303,46 @@ def _print_explain(explain: list[dict[str, Any]] | None) -> None:
         click.echo(f"  {record['rule']:<{width}}  {record['reason']}")
 
 
-def _print_run(run: dict[str, Any]) -> None:
+def _print_run(run: dict[str, Any], details: bool = False) -> None:
+    """A run and a line per step; with ``details``, each step's times, params, output and
+    error below its line."""
     click.echo(f"run {run['id']}  rule {run['rule']} (version {run['rule_version']})  {run['status']}" + (f": {run['error']}" if run.get("error") else ""))
     for step in run["steps"]:
         line = f"  step {step['index']} {step['id']} ({step['action']})  {step['status']}"
         if step["attempt"]:
             line += f", attempt {step['attempt']}"
-        if step.get("error"):
+        if step.get("error") and not details:
             line += f": {step['error']}"
         click.echo(line)
+        if details:
+            click.echo("\n".join(_step_details(step)))
+
+
+#: How much of a step's params or output ``runs show`` prints (``--json`` prints all).
+SHOWN_LINES, SHOWN_WIDTH = 40, 160
+
+
+def _step_details(step: dict[str, Any]) -> list[str]:
+    """What ``runs show`` prints under a step's line: when it ran, its params, its output
+    and its error, each shortened to what a terminal shows."""
+    lines = [f"    started {step['started_at'] or '-'}, finished {step['finished_at'] or '-'}"]
+    if step.get("due_at"):
+        lines.append(f"    due {step['due_at']}")
+    for label in ("params", "output", "error"):
+        if step.get(label) is not None:
+            lines += _shortened(label, step[label])
+    return lines
+
+
+def _shortened(label: str, value: Any) -> list[str]:
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    rows = [row if len(row) <= SHOWN_WIDTH else row[: SHOWN_WIDTH - 1] + "…" for row in text.splitlines() or [""]]
+    if len(rows) == 1:
+        return [f"    {label}: {rows[0]}"]
+    out = [f"    {label}:", *("      " + row for row in rows[:SHOWN_LINES])]
+    if len(rows) > SHOWN_LINES:
+        out.append(f"      … {len(rows) - SHOWN_LINES} more lines (--json shows everything)")
+    return out
 
 
 @cli.command()
@@ -368,7 +416,7 @@ def runs_show(config_path: str | None, run_id: str, as_json: bool) -> None:
     if as_json:
         _print_json(detail)
     else:
-        _print_run(detail)
+        _print_run(detail, details=True)
 
 
 @runs.command("retry")
@@ -382,7 +430,7 @@ def runs_retry(config_path: str | None, run_id: str, sets: tuple[str, ...]) -> N
     loaded, store = _inspect(config_path)
     try:
         detail = ops.retry(loaded, store, run_id, ops.parse_sets(sets))
-    except LookupError as exc:
+    except (LookupError, ParamsError) as exc:
         raise UsageError(str(exc.args[0])) from None
     click.echo(f"run {run_id} resumes at step {detail['step']}")
 
@@ -510,15 +558,6 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _pick_source(loaded: Any, name: str | None) -> str:
-    sources = sorted(loaded.config.settings.sources)
-    if name is not None:
-        return str(name)
-    if len(sources) == 1:
-        return sources[0]
-    raise UsageError(f"--source is required: the config has {len(sources)} sources ({', '.join(sources) or 'none'})")
-
-
 def _register_groups() -> None:
     from .hover_commands import hover_group
 
@@ -533,6 +572,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     sys.exit(run(argv))
 
 
+#: What click 8.2+ raises for a group called without a command (8.1 printed the help itself).
+_NO_ARGS: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="hookwise", standalone_mode=False)
@@ -540,6 +583,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except _NO_ARGS as exc:  # `hookwise`, `hookwise runs`: asking what there is
+        click.echo(exc.ctx.get_help() if exc.ctx else "")
+        return EXIT_OK
     except click.Abort:
         click.echo("aborted", err=True)
         return EXIT_FAILED

@@ -12,15 +12,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from . import yamlfile
+from . import tokenfile, yamlfile
 from .bodies import DEEPEST
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, UsageError
 from .units import Duration, Size
-from .validation import pydantic_problems
+from .secrets import Masker
+from .validation import did_you_mean, validate_rest
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -35,17 +36,24 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-Secrets = Annotated[list[str], Field(min_length=1)]
+#: Why an empty token or secret is refused: an unset ``${VAR:-}`` must not open a source.
+EMPTY_SECRET = "is empty (an unset ${VAR:-}?): an empty token or secret verifies nothing; set it, or say verify: none"
+
+
+def _not_empty(value: str) -> str:
+    if value == "":
+        raise ValueError(EMPTY_SECRET)
+    return value
+
+
+Secrets = Annotated[list[Annotated[str, AfterValidator(_not_empty)]], Field(min_length=1)]
 
 
 def _as_list(value: Any) -> Any:
-    """Accept one secret or a list of them (for rotation); empty ones (an unset
-    ``${VAR:-}``) are left out, and none at all means none configured."""
+    """Accept one secret or a list of them (for rotation). An empty one is an error, at
+    the value itself (a list's empty entry at its index)."""
     if isinstance(value, str):
-        value = [value]
-    if isinstance(value, list):
-        value = [v for v in value if v != ""]
-        return value or None
+        return [_not_empty(value)]
     return value
 
 
@@ -58,6 +66,10 @@ def _networks(value: list[str]) -> list[str]:
     return value
 
 
+#: IP addresses and networks (``203.0.113.0/24``), each checked.
+Networks = Annotated[list[str], AfterValidator(_networks)]
+
+
 class Server(Model):
     host: str = Field("127.0.0.1", description="Address the receiver listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the receiver listens on.")
@@ -67,14 +79,9 @@ class Server(Model):
     max_header: Size = Field(64 * 1024, ge=1024, description="Largest request line and headers, all together (431).")
     max_connections: int = Field(1000, ge=1, description="Open connections at most; idle ones are closed first.")
     read_timeout: Duration = Field(30.0, gt=0, description="Time a client has to send a request's headers and body.")
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: Networks = Field(
         default_factory=list, description="Proxies (addresses, networks) whose X-Forwarded-For and Forwarded count.",
     )
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _check_proxies(cls, value: list[str]) -> list[str]:
-        return _networks(value)
 
 
 class Workers(Model):
@@ -168,11 +175,21 @@ class Source(Model):
     id: str | None = Field(None, description="Where the delivery id comes from: body:PATH or header:NAME; default: a hash of the body.")
     secret: Secrets | None = Field(None, description="Signing secret of the preset (a list during rotation).")
     hmac_secret: Secrets | None = Field(None, description="Hover: the hmac_secret returned when the webhook was registered.")
-    verify: Verify | None = None
+    verify: Verify | Literal["none"] | None = Field(
+        None,
+        description="verify.hmac: a custom signature; or none: the source accepts requests from anyone, on purpose.",
+    )
     token: Secrets | None = Field(None, description="Shared secret the sender puts in the URL (?token=) or in token_header.")
+    token_file: str | None = Field(
+        None, min_length=1,
+        description=(
+            "A file holding the token (relative to the config file); "
+            "`serve` creates it with a random token when missing."
+        ),
+    )
     token_header: str | None = None
     tolerance: Duration = Field(300.0, description="Largest clock difference accepted for timestamped signatures.")
-    allow_ips: list[str] = Field(default_factory=list, description="Networks allowed to send, e.g. 203.0.113.0/24.")
+    allow_ips: Networks = Field(default_factory=list, description="Networks allowed to send, e.g. 203.0.113.0/24.")
     response: Response | None = None
     dedupe_window: Duration = Field(7 * 86400.0, description="How long a delivery id is remembered.")
 
@@ -188,16 +205,6 @@ class Source(Model):
             raise ValueError("expected body:PATH or header:NAME")
         return value
 
-    @field_validator("allow_ips")
-    @classmethod
-    def _check_networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or network") from None
-        return value
-
     @model_validator(mode="after")
     def _check_preset(self) -> Source:
         if self.preset in _NEEDS_SECRET and not self.secret:
@@ -208,11 +215,32 @@ class Source(Model):
             raise ValueError("'secret' belongs to a preset; a custom source uses verify.hmac")
         if self.hmac_secret and self.preset != "hover":
             raise ValueError("'hmac_secret' belongs to the hover preset")
+        return self._check_verified()
+
+    def _check_verified(self) -> Source:
+        # SPEC 4: a source verifies its sender or says explicitly that it does not.
+        if self.token and self.token_file:
+            raise ValueError("give 'token' or 'token_file', not both")
+        checks = self.checks()
+        if self.verify == "none" and checks:
+            also = ", ".join(checks)
+            raise ValueError(f"'verify: none' says anyone may send, but the source also has {also}: remove one")
+        if self.verify != "none" and not checks:
+            raise ValueError(
+                "accepts requests from anyone: give it a token (or token_file), a secret, verify.hmac or allow_ips, "
+                "or say verify: none"
+            )
         return self
+
+    def checks(self) -> list[str]:
+        """The keys that make the source verify its sender."""
+        keys = ("token", "token_file", "secret", "hmac_secret", "allow_ips")
+        found = [k for k in keys if getattr(self, k)]
+        return found + (["verify.hmac"] if isinstance(self.verify, Verify) else [])
 
     def authenticated(self) -> bool:
         """Whether any check proves where a request came from."""
-        return bool(self.secret or self.hmac_secret or self.verify or self.token)
+        return bool(self.checks())
 
 
 class Settings(Model):
@@ -265,6 +293,23 @@ class Config:
         return url
 
 
+def choose_source(config: Config, name: str | None, *, also: Sequence[str] = ()) -> str:
+    """The source an event is taken to arrive on: ``name`` when the config has it (or it is
+    one of ``also``), else, when no name is given, the only source configured. Raises
+    :class:`UsageError` naming the sources there are."""
+    sources = sorted(config.settings.sources)
+    known = ", ".join(sources) or "none"
+    if name is None:
+        if len(sources) == 1:
+            return sources[0]
+        raise UsageError(f"--source is required: {config.path.name} has {len(sources)} sources ({known})")
+    if name in sources or name in also:
+        return name
+    others = "".join(f"; {extra} for the events hookwise emits itself" for extra in also)
+    hint = did_you_mean(name, [*sources, *also])
+    raise UsageError(f"no source named {name!r} in {config.path.name} (sources: {known}{others}){hint}")
+
+
 def find_config(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """The config file to use: ``explicit``, else ``$HOOKWISE_CONFIG``, else the defaults."""
     environ = os.environ if environ is None else environ
@@ -283,22 +328,69 @@ def find_config(explicit: str | None = None, environ: Mapping[str, str] | None =
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate and validate the config file; raise :class:`ConfigError` with
     every problem."""
+    config, problems = read_config(path, environ)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def read_config(path: str | Path, environ: Mapping[str, str] | None = None) -> tuple[Config, list[Problem]]:
+    """Read, interpolate and validate the config file: the config and every problem found
+    (their messages masked with the file's secrets). Where values were refused the config
+    holds defaults, so that what depends on the rest (the rule files) can still be loaded
+    and checked. Raises :class:`ConfigError` only when the file cannot be read, parsed or
+    taken as a mapping."""
     path = Path(path)
     doc = yamlfile.load(path, environ=environ, collect=True)
     data = {} if doc.data is None else doc.data
     if not isinstance(data, dict):
         raise ConfigError([doc.locate(Problem("the config file must be a mapping of settings"))])
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_merge(doc.problems, locate_all(doc, pydantic_problems(exc, Settings)))) from None
-    if doc.problems:
-        raise ConfigError(doc.problems)
-    warnings = tuple(doc.locate(w, key=True) for w in _warnings(settings))
-    return Config(settings=settings, path=path.resolve(), secrets=frozenset(doc.secrets), warnings=warnings, document=doc)
+    settings, refused = validate_rest(Settings, data)
+    if settings is None:
+        settings = Settings()
+    elif "rules" in data and "rules" not in settings.model_fields_set:
+        # `rules:` itself was refused: load none rather than the default folder the user did not name.
+        settings = settings.model_copy(update={"rules": []})
+    settings, file_tokens, token_problems = _read_token_files(settings, path.resolve().parent, doc)
+    masker = Masker(doc.secrets)
+    problems = [p.masked(masker.mask) for p in merge_problems(doc.problems, locate_all(doc, refused)) + token_problems]
+    secrets = frozenset(doc.secrets) | file_tokens
+    return Config(settings=settings, path=path.resolve(), secrets=secrets, document=doc), problems
 
 
-def _merge(first: list[Problem], second: list[Problem]) -> list[Problem]:
+def _read_token_files(
+    settings: Settings, base: Path, doc: yamlfile.Document,
+) -> tuple[Settings, frozenset[str], list[Problem]]:
+    """Settings whose sources with ``token_file`` carry the file's token as their
+    ``token`` (a file that does not exist yet leaves it unset: see
+    :func:`missing_token_files`), those tokens, which are secrets, and the problems of
+    files that cannot be read."""
+    sources = dict(settings.sources)
+    tokens: set[str] = set()
+    problems: list[Problem] = []
+    for name, source in settings.sources.items():
+        if source.token_file is None:
+            continue
+        try:
+            token = tokenfile.read(base / source.token_file)
+        except tokenfile.TokenFileError as exc:
+            problems.append(doc.locate(Problem(str(exc), ("sources", name, "token_file"))))
+            continue
+        if token is not None:
+            sources[name] = source.model_copy(update={"token": [token]})
+            tokens.add(token)
+    return settings.model_copy(update={"sources": sources}), frozenset(tokens), problems
+
+
+def missing_token_files(config: Config) -> list[tuple[str, Path]]:
+    """(source, path) of each ``token_file`` that does not exist yet."""
+    return [
+        (name, config.resolve(source.token_file)) for name, source in config.settings.sources.items()
+        if source.token_file is not None and not source.token
+    ]
+
+
+def merge_problems(first: list[Problem], second: list[Problem]) -> list[Problem]:
     """Both lists in file order, without a second report for the same place."""
     seen = {(p.line, p.col) for p in first}
     merged = first + [p for p in second if (p.line, p.col) not in seen]
@@ -308,11 +400,3 @@ def _merge(first: list[Problem], second: list[Problem]) -> list[Problem]:
 def locate_all(doc: yamlfile.Document, problems: list[Problem]) -> list[Problem]:
     """Give each problem its place in ``doc``: the key for unknown keys, else the value."""
     return [doc.locate(p, key=p.message.startswith(("unknown key", "invalid key"))) for p in problems]
-
-
-def _warnings(settings: Settings) -> list[Problem]:
-    out = []
-    for name, source in settings.sources.items():
-        if not source.authenticated():
-            out.append(Problem("accepts requests from anyone: set a secret, verify.hmac or token", ("sources", name), warning=True))
-    return out

@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Iterable
+from urllib.parse import quote
 
-from .config import Config
+from . import tokenfile
+from .config import Config, read_config, missing_token_files
 from .connections import deepen_queues, open_files_for, quiet_accept_errors, uvicorn_options
-from .errors import ConfigError
+from .errors import ConfigError, Problem
 from .ingest import Ingest
-from .loader import Current, Loaded, load
+from .loader import Current, Loaded, load, rule_count
 from .logs import mask_with
 from .metrics import Metrics
 from .rules import rule_files
@@ -120,9 +122,24 @@ class Daemon:
         )
         self._server = _server(config, self._draining)
         log.info("receiving on http://%s:%s (role %s)", config.host, config.port, self.options.role)
+        self._announce_token_urls(config.host, config.port)
         threading.Thread(target=self._notify_when_started, name="hookwise-notify", daemon=True).start()
         self._server.run()  # returns after SIGTERM/SIGINT and a graceful shutdown
         self.health.draining = True
+
+    def _announce_token_urls(self, host: str, port: int) -> None:
+        """Log, once at start, the URL to give the sender of each source whose token
+        hookwise keeps in a ``token_file``: the one line that shows that token."""
+        server = self.config.settings.server
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+        base = server.public_url.rstrip("/") if server.public_url else f"http://{shown}:{port}"
+        reach = "" if server.public_url else "; it must reach this address: set server.public_url to the one it does"
+        for name, source in sorted(self.config.settings.sources.items()):
+            if source.token_file and source.token:
+                url = f"{base}/hooks/{name}?token={quote(source.token[0], safe='')}"
+                sender = "Hover (`hookwise hover register URL`)" if source.preset == "hover" else "the sender"
+                log.info("source %s: register %s with %s%s; the token is kept in %s", name, url, sender, reach,
+                         self.config.resolve(source.token_file), extra={"reveal": True})
 
     def _notify_when_started(self) -> None:
         """Tell systemd (``Type=notify``) once the listener is up."""
@@ -160,6 +177,7 @@ class Daemon:
             self.ingest.stop()
         if self.worker is not None:
             self.worker.stop(self.options.drain_timeout)
+        self.current.close()  # the actions' connections, once no step uses them
         self.store.close()
         log.info("stopped")
 
@@ -170,6 +188,7 @@ class Daemon:
         """Load the config and rules again; swap them in only when they are valid."""
         with self._reload_lock:  # a SIGHUP and the watcher at once: one after the other
             try:
+                make_token_files(self.config.path)
                 loaded = load(self.config.path)
             except ConfigError as exc:
                 self._reload_failed(exc.problems)
@@ -180,7 +199,7 @@ class Daemon:
                 return False
             self.current.swap(loaded)
         self.metrics.reloaded(True)
-        log.info("reloaded: %d rules", len(loaded.rules))
+        log.info("reloaded: %s", rule_count(loaded.rules))
         if self.worker is not None:
             self.worker.wake()
         return True
@@ -304,6 +323,21 @@ def notify(state: str) -> None:
         log.warning("could not notify systemd: %s", exc)
 
 
+def make_token_files(path: Path) -> None:
+    """Create the ``token_file`` of each source of the config at ``path`` that does not
+    exist yet (before loading, so that the sources verify from the first request). Other
+    problems of the config are left to the loading that follows, which reports them all."""
+    config, _ = read_config(path)
+    for name, file in missing_token_files(config):
+        try:
+            tokenfile.create(file)
+        except tokenfile.TokenFileError as exc:
+            problem = Problem(str(exc), ("sources", name, "token_file"))
+            raise ConfigError([config.document.locate(problem) if config.document else problem]) from None
+        log.info("sources.%s.token_file: made %s with a random token (mode 0600)", name, file)
+
+
 def serve(options: Options) -> None:
     """Load everything, then run until stopped."""
+    make_token_files(options.config_path)
     Daemon(load(options.config_path), options).run()

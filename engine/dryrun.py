@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from .config import choose_source
 from .events import Event
 from .loader import Loaded
 from .plan import plan
+from .rules import INTERNAL_SOURCE
 from .sources import Reader
+
+
+def event_source(loaded: Loaded, name: str | None) -> str:
+    """The source a dry-run event arrives on: ``name`` when it is configured or hookwise's
+    own (emitted events), else the only source configured; raises :class:`UsageError`."""
+    return choose_source(loaded.config, name, also=(INTERNAL_SOURCE,))
 
 
 def dry_run(loaded: Loaded, body: Any, source: str, headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> dict[str, Any]:

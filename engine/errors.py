@@ -21,7 +21,7 @@ the boundary that meets them, with ``raise XError(...) from exc``.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 Loc = tuple[str | int, ...]
 
@@ -56,6 +56,11 @@ class Problem:
     def under(self, prefix: Sequence[str | int]) -> Problem:
         """The same problem, its location moved below ``prefix``."""
         return replace(self, loc=tuple(prefix) + self.loc)
+
+    def masked(self, mask: Callable[[str], str]) -> Problem:
+        """The same problem, its message passed through ``mask`` (a masker of secrets: a
+        refused value may be one)."""
+        return replace(self, message=mask(self.message))
 
     def __str__(self) -> str:
         where = ""

@@ -1,9 +1,11 @@
 """Built-in rules: Hover's webhook verification handshake (SPEC 9).
 
 Every ``hover`` source gets a rule that answers ``webhook-verification-code`` events by
-calling ``PUT /api/v2/webhooks/{code}/verify`` with the account's token. It is an ordinary
-rule, so the call is a run like any other: retried, explained, visible; users may still
-match the event in their own rules.
+calling ``PUT /api/v2/webhooks/{code}/verify`` with the account's token (POST when PUT is
+answered 405; the code percent-encoded as one path segment). It is an ordinary rule, so the
+call is a run like any other: retried, explained, visible; users may still match the event
+in their own rules. While the account is not logged in the step waits, ten minutes at a
+time, for about a day; a login makes it run at once.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ actions:
   - id: verify
     hover:
       method: PUT
-      path: "/api/v2/webhooks/{{{{ event.code }}}}/verify"
-    retry: {{attempts: 10, backoff: 5s, max_backoff: 10m}}
+      path: "/api/v2/webhooks/{{{{ event.code | path_segment }}}}/verify"
+    retry: {{attempts: 150, backoff: 5s, max_backoff: 10m}}   # a day, for an account not logged in yet
 """
 
 

@@ -6,8 +6,8 @@ Outcomes of one :meth:`HoverClient.request`:
     401                                             -> refresh the access token once, send once more
     429                                             -> Retry(after=Retry-After)
     5xx, connection error, timeout                  -> Retry
-    any other 4xx (also a 401 after the refresh)    -> Fail, with the status and a body excerpt
-    no tokens in the store                          -> Fail: run `hookwise hover login`
+    any other 4xx (also a 401 after the refresh)    -> Refused (a Fail), with the status and a body excerpt
+    no tokens in the store                          -> NotLoggedIn (a Fail): run `hookwise hover login`
 
 Tokens live in the store, not in memory, so every thread and every process sees the latest
 pair. Hover rotates refresh tokens and a used one dies, so refreshes happen one at a time:
@@ -26,6 +26,7 @@ import http.client
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 import urllib.error
@@ -66,9 +67,32 @@ _OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
 VERIFY_PATH = re.compile(r"/api/v2/webhooks/([^/?#]+)/verify")
 
 NOT_LOGGED_IN = "hover: not logged in: run `hookwise hover login`"
+#: What the verification handshake says while it waits for the account to be connected; a
+#: login makes the steps whose last error starts with NOT_LOGGED_IN due at once.
+HANDSHAKE_WAITS = NOT_LOGGED_IN + "; the handshake runs as soon as the account is connected"
+#: How long a handshake waits before it looks again, unless a login wakes it first.
+LOGIN_WAIT = 600.0
+#: How long a login that `hookwise hover login` started may take: its OAuth state is
+#: refused after that (by /hover/callback) and the command gives up.
+LOGIN_TTL = 600.0
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+
+
+class NotLoggedIn(Fail):
+    """hover: not logged in: run `hookwise hover login`"""
+
+    def __init__(self) -> None:
+        super().__init__(NOT_LOGGED_IN)
+
+
+class Refused(Fail):
+    """Hover answered with a 4xx that no retry changes; ``status`` says which."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -145,6 +169,15 @@ class HoverClient:
             query["state"] = state
         return f"{self.base_url}/oauth/authorize?{urlencode(query)}"
 
+    def start_login(self, ttl: float = LOGIN_TTL) -> tuple[str, str]:
+        """Start a login (``hookwise hover login``, the web UI's "Connect to Hover"): a new
+        OAuth state, kept in the store for ``ttl`` seconds for ``GET /hover/callback`` (or a
+        pasted code) to take once, and the authorize URL that carries it: ``(state, url)``."""
+        state = secrets.token_urlsafe(24)
+        url = self.authorize_url(state)  # first: settings that are missing record nothing
+        self.store.begin_hover_login(state, ttl, self.account)
+        return state, url
+
     def exchange_code(self, code: str) -> HoverTokens:
         """Trade an authorization code for tokens and save them in the store at once."""
         self._require("client_id", "client_secret", "redirect_uri")
@@ -153,6 +186,9 @@ class HoverClient:
         })
         self.store.save_hover_tokens(tokens, self.account)
         log.info("hover: logged in; the access token expires at %s", iso(tokens.expires_at))
+        woken = self.store.wake_steps("hover", NOT_LOGGED_IN)  # handshakes waiting for this login
+        if woken:
+            log.info("hover: %d waiting step%s run now", woken, "" if woken == 1 else "s")
         return tokens
 
     def access_token(self) -> str:
@@ -168,7 +204,7 @@ class HoverClient:
     def _stored(self) -> HoverTokens:
         tokens = self.store.hover_tokens(self.account)
         if tokens is None:
-            raise Fail(NOT_LOGGED_IN)
+            raise NotLoggedIn()
         return tokens
 
     def _refresh(self, seen: HoverTokens) -> HoverTokens:
@@ -271,8 +307,9 @@ class HoverClient:
         if status >= 500:
             raise Retry(f"{what}: {status}{_excerpt(response.body)}", after=retry_after(response.headers.get("retry-after")))
         if status == 401:
-            raise Fail(f"{what}: 401 even after refreshing the access token: run `hookwise hover login` again")
-        raise Fail(f"{what}: {status}{_excerpt(response.body)}")
+            again = "run `hookwise hover login` again"
+            raise Refused(f"{what}: 401 even after refreshing the access token: {again}", status)
+        raise Refused(f"{what}: {status}{_excerpt(response.body)}", status)
 
     # --- webhooks, for `hookwise hover` -----------------------------------------------------
 
@@ -297,32 +334,54 @@ class HoverClient:
                 break
         return merge_webhooks(remote, self.store.hover_webhooks())
 
+    def verify(self, path: str, *, timeout: float = 30.0) -> tuple[int, Any, str]:
+        """The verification call on ``path`` (``/api/v2/webhooks/{code}/verify``): ``PUT``,
+        as Hover's reference documents it, and once more with ``POST`` when the PUT is
+        answered 405 (Hover's older webhook guide says POST). Returns the status, the body
+        and the method that worked."""
+        try:
+            status, body, _ = self.request("PUT", path, timeout=timeout)
+            return status, body, "PUT"
+        except Refused as exc:
+            if exc.status != 405:
+                raise
+        log.info("hover: PUT %s was answered 405; trying POST", path)
+        status, body, _ = self.request("POST", path, timeout=timeout)
+        return status, body, "POST"
+
     def verify_webhook(self, code: str, webhook_id: str | None = None, *, source: str | None = None, timeout: float = 30.0) -> int:
-        """``PUT /api/v2/webhooks/{code}/verify``; records ``verified_at`` (or, on a
-        permanent failure, ``last_error``) for ``webhook_id`` in the store. Returns the status."""
+        """Verify with ``code`` (see :meth:`verify`); records ``verified_at`` and the method
+        (or, on a permanent failure, ``last_error``) for ``webhook_id`` in the store. Returns
+        the status."""
         path = f"/api/v2/webhooks/{quote(code, safe='')}/verify"
         try:
-            status, _, _ = self.request("PUT", path, timeout=timeout)
+            status, _, method = self.verify(path, timeout=timeout)
         except Fail as exc:
             record_verification(self.store, webhook_id, source=source, error=str(exc))
             raise
-        record_verification(self.store, webhook_id, source=source, verified_at=time.time())
+        record_verification(self.store, webhook_id, source=source, verified_at=time.time(), method=method)
         return status
 
 
 def record_verification(
     store: Store | None, webhook_id: Any, *, source: str | None = None,
-    verified_at: float | None = None, error: str | None = None,
+    verified_at: float | None = None, error: str | None = None, method: str | None = None,
 ) -> None:
     """Note the outcome of a verification handshake for ``webhook_id`` (nothing to note
-    without one, or without a store)."""
+    without one, or without a store). A failure is noted only for a webhook already
+    recorded (registered here, or verified before): an event alone, which anyone holding
+    the URL token can send, never makes a webhook appear."""
     if store is None or webhook_id is None or webhook_id == "":
         return
-    store.save_hover_webhook(str(webhook_id), source=source, verified_at=verified_at, last_error=error)
+    key = str(webhook_id)
+    if error is not None and not any(w["webhook_id"] == key for w in store.hover_webhooks()):
+        return
+    store.save_hover_webhook(key, source=source, verified_at=verified_at, last_error=error, verify_method=method)
 
 
 def merge_webhooks(remote: Iterable[Mapping[str, Any]], recorded: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per webhook: ``id, url, source, verified_at, last_error, at_hover``. Hover's
+    """One row per webhook: ``id, url, source, verified_at, verify_method, last_error,
+    at_hover`` (``verify_method``: the call that verified it here, PUT or POST). Hover's
     ``verified_at``/``last_error`` win; the store's fill in (and are all there is for a
     webhook Hover no longer lists). ``hmac_secret`` is left out: it is a secret."""
     mine = {str(r["webhook_id"]): r for r in recorded}
@@ -333,12 +392,14 @@ def merge_webhooks(remote: Iterable[Mapping[str, Any]], recorded: Iterable[Mappi
         rows.append({
             "id": key, "url": hook.get("url") or own.get("url"), "source": own.get("source"),
             "verified_at": hook.get("verified_at") or _iso_or_none(own.get("verified_at")),
-            "last_error": hook.get("last_error") or own.get("last_error"), "at_hover": True,
+            "verify_method": own.get("verify_method"), "last_error": hook.get("last_error") or own.get("last_error"),
+            "at_hover": True,
         })
     for key, own in mine.items():
         rows.append({
             "id": key, "url": own.get("url"), "source": own.get("source"),
-            "verified_at": _iso_or_none(own.get("verified_at")), "last_error": own.get("last_error"), "at_hover": False,
+            "verified_at": _iso_or_none(own.get("verified_at")), "verify_method": own.get("verify_method"),
+            "last_error": own.get("last_error"), "at_hover": False,
         })
     return rows
 
@@ -444,4 +505,7 @@ def _oauth_error(answer: Any) -> str:
     return f" {code}" if isinstance(code, str) and _OAUTH_ERROR.fullmatch(code) else ""
 
 
-__all__ = ["HoverClient", "NOT_LOGGED_IN", "RATE_LIMIT", "RateLimiter", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification"]
+__all__ = [
+    "HANDSHAKE_WAITS", "HoverClient", "LOGIN_TTL", "LOGIN_WAIT", "NOT_LOGGED_IN", "NotLoggedIn", "RATE_LIMIT",
+    "RateLimiter", "Refused", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification",
+]

@@ -9,9 +9,14 @@ the config file (not the rules): a broken rule file must not stop a login.
 from __future__ import annotations
 
 import json
-import secrets
+import os
+import queue
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,7 +26,9 @@ from .errors import Fail, HookwiseError, Retry, UsageError
 
 #: How long each Hover call of a command may take.
 TIMEOUT = 30.0
-_COLUMNS = ("id", "url", "verified_at", "last_error")
+#: Seconds between two looks at the store while a login waits for the browser.
+POLL = 0.25
+_COLUMNS = ("id", "url", "verified_at", "verify_method", "last_error")
 
 
 def _config_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,19 +49,110 @@ def hover_group() -> None:
 @_config_option
 @click.option("--code", metavar="CODE", help="The authorization code (or the whole redirect URL); asked for when not given.")
 def login(config_path: str | None, code: str | None) -> None:
-    """Log in to Hover (OAuth2): open the printed URL, allow access, paste the code."""
-    from .hover import iso, missing_settings
+    """Log in to Hover (OAuth2): open the printed URL and allow access. With hookwise
+    serving hover.redirect_uri that is all; else paste the code (or the redirect URL)."""
+    from .hover import LOGIN_TTL, iso, missing_settings
 
     with _client(config_path) as client:
         missing = missing_settings(client.settings, "client_id", "client_secret", "redirect_uri")
         if missing:
             raise UsageError(f"hover login needs {', '.join('hover.' + k for k in missing)} in the config")
-        state = secrets.token_urlsafe(16)
-        click.echo(f"Open this URL, log in to Hover and allow access:\n\n  {client.authorize_url(state)}\n")
+        state, url = client.start_login(LOGIN_TTL)
+        attempt = _Login(client, state, time.monotonic() + LOGIN_TTL + 2 * TIMEOUT)
+        click.echo(f"Open this URL, log in to Hover and allow access:\n\n  {url}\n")
         if code is None:
-            code = click.prompt("Paste the code from the redirect URL (or the whole URL)")
-        tokens = _hover(lambda: client.exchange_code(_code_from(code, state)))
-    click.echo(f"logged in; the access token expires at {iso(tokens.expires_at)} and is refreshed automatically")
+            click.echo(f"When Hover sends the browser back to {client.settings.redirect_uri} and hookwise serves it, "
+                       "this command notices; else paste what the browser shows.")
+        tokens, how = attempt.finish(code)
+    click.echo(f"logged in{how}; the access token expires at {iso(tokens.expires_at)} and is refreshed automatically")
+
+
+@dataclass(frozen=True)
+class _Login:
+    """One login this command started: its OAuth ``state`` (kept in the store, where
+    /hover/callback takes it) and when the command stops waiting for it."""
+
+    client: Any
+    state: str
+    deadline: float  #: time.monotonic()
+
+    def finish(self, code: str | None) -> tuple[Any, str]:
+        """The tokens, and how the login ended: with ``code`` (given, or pasted while
+        waiting), or through the browser's return to /hover/callback, whichever comes first."""
+        if code is not None:
+            return self.pasted(code), ""
+        pasted = _read_pasted()
+        while True:
+            tokens = self.browser_outcome()
+            if tokens is not None:
+                return tokens, " through the browser"
+            try:
+                text = pasted.get(timeout=POLL)
+            except queue.Empty:
+                continue
+            if text is not None:
+                return self.pasted(text), ""
+
+    def pasted(self, text: str) -> Any:
+        """Exchange a pasted code, unless the browser's return took the state first: then
+        its outcome counts."""
+        code = _code_from(text, self.state)
+        store = self.client.store
+        if store.take_hover_login(self.state) is None:
+            while (tokens := self.browser_outcome()) is None:
+                time.sleep(POLL)
+            return tokens
+        try:
+            tokens = _hover(lambda: self.client.exchange_code(code))
+        except HookwiseError as exc:
+            store.finish_hover_login(self.state, str(exc))
+            raise
+        store.finish_hover_login(self.state)
+        return tokens
+
+    def browser_outcome(self) -> Any:
+        """The tokens once /hover/callback connected the account with this state; None
+        while it is open; an error when that login failed or expired (or was taken by a
+        process that has not finished it long after)."""
+        login = self.client.store.hover_login(self.state)
+        if login is None or (login["status"] == "pending" and login["expired"]) or time.monotonic() > self.deadline:
+            raise HookwiseError("the login expired: run `hookwise hover login` again")
+        if login["status"] == "failed":
+            raise HookwiseError(str(login["error"]))
+        if login["status"] != "done":
+            return None
+        tokens = self.client.store.hover_tokens(self.client.account)
+        if tokens is None:
+            raise HookwiseError("hover: the login finished but no tokens are stored: run `hookwise hover login` again")
+        return tokens
+
+
+def _read_pasted() -> queue.Queue[str | None]:
+    """The first line pasted on standard input, read in a thread while the command watches
+    the store (None once the input ends without one)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    click.echo("Paste the code from the redirect URL (or the whole URL): ", nl=False)
+    threading.Thread(target=_read_line, args=(lines,), name="hookwise-login-paste", daemon=True).start()
+    return lines
+
+
+def _read_line(lines: queue.Queue[str | None]) -> None:
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream in memory: reading it never waits
+        lines.put(next((line.strip() for line in sys.stdin if line.strip()), None))
+        return
+    pending = b""
+    while True:
+        # os.read, not sys.stdin: a thread left waiting in it holds no lock of the
+        # interpreter's, so the command can end while nothing was pasted.
+        data = os.read(fd, 4096)
+        pending += data
+        *complete, pending = pending.split(b"\n")
+        pasted = next((c.decode(errors="replace").strip() for c in complete if c.strip()), None)
+        if pasted or not data:
+            lines.put(pasted or (pending.decode(errors="replace").strip() or None))
+            return
 
 
 @hover_group.command()

@@ -13,6 +13,7 @@ are fixed sets. No label carries an event's data or a secret.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -96,8 +97,25 @@ class Metrics:
     # --- exposition -------------------------------------------------------------------
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus' text format (serve it with :data:`CONTENT_TYPE`)."""
-        return generate_latest(self.registry)
+        """The registry in Prometheus' text format (serve it with :data:`CONTENT_TYPE`),
+        without the ``*_created`` series."""
+        return generate_latest(WithoutCreated(self.registry))
+
+
+class WithoutCreated(Collector):
+    """A registry's metrics without the ``*_created`` sample prometheus-client adds to each
+    counter and histogram series: a second series per series, holding the time the
+    process first counted it, which no question of an operator needs. (The library's own
+    switch, ``disable_created_metrics()``, is process-wide; this view is ours alone.)"""
+
+    def __init__(self, registry: Collector) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            kept = copy.copy(metric)
+            kept.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield kept
 
 
 def step_outcome(result: StepResult) -> str:

@@ -110,7 +110,8 @@ def _schemas() -> dict[str, Any]:
         "Error": {"type": "object", "required": ["error", "message"], "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
         "EventSummary": {"type": "object", "required": ["id", "source", "type", "received_at", "status"], "properties": {
             "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"}, "delivery_id": nullable_str,
-            "received_at": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "matched"]}, "replay_of": nullable_str}},
+            "received_at": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "matched"]},
+            "replay_of": nullable_str, "runs": {"type": "integer", "nullable": True}, "outcome": {"type": "string"}}},
         "EventDetail": {"type": "object", "required": ["event", "runs"], "properties": {
             "event": {"type": "object", "required": ["id", "source", "type", "body", "headers", "explain"]},
             "runs": {"type": "array", "items": {"$ref": "#/components/schemas/RunDetail"}}}},
@@ -119,5 +120,6 @@ def _schemas() -> dict[str, Any]:
         "QueueItem": {"type": "object", "required": ["id", "queue", "key", "status", "attempts", "max_attempts"], "properties": {
             "id": {"type": "string"}, "queue": {"type": "string"}, "key": {"type": "string"},
             "status": {"type": "string", "enum": ["waiting", "claimed", "done", "dead"]}, "data": {}, "attempts": {"type": "integer"},
-            "max_attempts": {"type": "integer"}, "error": nullable_str}},
+            "max_attempts": {"type": "integer"}, "error": nullable_str,
+            "available_at": {"type": "string"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
     }

@@ -1,16 +1,20 @@
 """What operators ask of a running (or stopped) hookwise: events with their explain records
-and runs, replays, retries of dead runs, rules with their counts, sources. Shared by the
-management API and the CLI, so both answer alike; every answer is masked."""
+and runs, replays, retries of dead runs, rules with their counts, sources, the overview and
+the Hover account. Shared by the management API, the CLI and the web UI, so all answer
+alike; every answer is masked."""
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from .errors import UsageError
+from .config import Verify
+from .errors import Loc, ParamsError, UsageError, format_loc
 from .handshake import BUILTIN_FILE
 from .loader import Loaded
+from .plan import apply_overrides
 from .store import Store
 
 EVENT_STATUSES = ("pending", "matched")
@@ -51,8 +55,18 @@ def list_events(
     )
     page = rows[:limit]
     next_cursor = str(page[-1]["seq"]) if len(rows) > limit else None
-    events = [{**{k: v for k, v in row.items() if k != "seq"}, "received_at": iso(row["received_at"])} for row in page]
+    events = [_summary(row) for row in page]
     return loaded.masker.mask_value({"events": events, "next_cursor": next_cursor})  # type: ignore[no-any-return]
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    """An event of a list: ``runs`` is how many it produced (None until it is matched), and
+    ``outcome`` says so in words: pending, no rule matched, 1 run, 3 runs."""
+    pending = row["status"] == "pending"
+    runs = None if pending else int(row["runs"])
+    outcome = "pending" if runs is None else "no rule matched" if runs == 0 else f"{runs} run{'s' if runs != 1 else ''}"
+    summary = {k: v for k, v in row.items() if k not in ("seq", "runs")}
+    return {**summary, "received_at": iso(row["received_at"]), "runs": runs, "outcome": outcome}
 
 
 def event_detail(loaded: Loaded, store: Store, event_id: str) -> dict[str, Any] | None:
@@ -121,16 +135,42 @@ def retry(loaded: Loaded, store: Store, run_id: str, sets: Sequence[tuple[str, s
     if run["status"] != "dead":
         raise UsageError(f"run {run_id} is {run['status']}, not dead: only a dead run can be retried")
     dead = next(s for s in store.steps_of_run(run_id) if s["status"] == "dead")
-    overrides = {}
-    for step, param, value in sets:
-        if step not in (dead["id"], str(dead["index"])):
-            raise UsageError(f"run {run_id} is dead at step {dead['index']} ({dead['id']}): --set can change that step only")
-        overrides[param] = value
+    overrides = checked_overrides(loaded, run_id, dead, sets)
     if store.retry_run(run_id, overrides or None) is None:
         raise UsageError(f"run {run_id} is no longer dead")
     detail = run_detail(loaded, store, run_id)
     assert detail is not None
     return detail
+
+
+def checked_overrides(
+    loaded: Loaded, run_id: str, dead: Mapping[str, Any], sets: Sequence[tuple[str, str, Any]]
+) -> dict[str, Any]:
+    """``sets`` as the dead step's overrides (``{"param.path": value}``), checked against
+    its action's params: raises :class:`ParamsError` naming each ``STEP.PARAM`` that is not
+    the dead step's, is no param of its action, or holds a value the action refuses."""
+    overrides: dict[str, Any] = {}
+    for step, param, value in sets:
+        if step not in (dead["id"], str(dead["index"])):
+            where = f"run {run_id} is dead at step {dead['index']} ({dead['id']})"
+            raise ParamsError(f"{step}.{param}: {where}: --set can change that step only")
+        overrides[param] = value
+    if not overrides:
+        return overrides
+    # The step's last rendered params (masked as stored; none when rendering failed), edited.
+    # Only what the edits touch is judged: a masked value elsewhere is not the user's doing.
+    edited = apply_overrides(dead["params"] if isinstance(dead["params"], dict) else {}, overrides)
+    paths: list[Loc] = [tuple(path.split(".")) for path in overrides]
+    problems = [p for p in loaded.registry.params_problems(dead["action"], edited) if _touches(p.loc, paths)]
+    if problems:
+        named = (f"{dead['id']}.{format_loc(p.loc)}: {p.message}" if p.loc else p.message for p in problems)
+        raise ParamsError("; ".join(named))
+    return overrides
+
+
+def _touches(loc: Loc, paths: list[Loc]) -> bool:
+    """Whether a problem at ``loc`` is at, below or above one of the edited ``paths``."""
+    return any(loc[: len(p)] == p or p[: len(loc)] == loc for p in paths)
 
 
 def rules_info(loaded: Loaded, store: Store) -> dict[str, Any]:
@@ -158,8 +198,10 @@ def sources_info(loaded: Loaded, store: Store) -> dict[str, Any]:
     for name, source in sorted(loaded.config.settings.sources.items()):
         entry: dict[str, Any] = {
             "name": name, "preset": source.preset, "path": f"/hooks/{name}", "authenticated": source.authenticated(),
-            "checks": [c for c, on in (("signature", bool(source.secret or source.verify or source.hmac_secret)),
-                                       ("token", bool(source.token)), ("allow_ips", bool(source.allow_ips))) if on],
+            "checks": [c for c, on in (
+                ("signature", bool(source.secret or source.hmac_secret or isinstance(source.verify, Verify))),
+                ("token", bool(source.token or source.token_file)), ("allow_ips", bool(source.allow_ips)),
+            ) if on],
         }
         if source.preset == "hover":
             entry["hover"] = {"webhooks": [
@@ -168,3 +210,64 @@ def sources_info(loaded: Loaded, store: Store) -> dict[str, Any]:
             ]}
         sources.append(entry)
     return loaded.masker.mask_value({"sources": sources})  # type: ignore[no-any-return]
+
+
+def activity(store: Store, *, minutes: int = 60, now: float | None = None) -> dict[str, Any]:
+    """Events received per minute by source over the last ``minutes`` minutes, the current
+    minute last: ``{"start": ISO time of the first minute, "minutes": n, "sources": {source:
+    [count per minute]}}``."""
+    end = int((time.time() if now is None else now) // 60)
+    start = end - minutes + 1
+    series: dict[str, list[int]] = {}
+    for source, minute, count in store.events_per_minute(start * 60.0):
+        if start <= minute <= end:
+            series.setdefault(source, [0] * minutes)[minute - start] += count
+    return {"start": iso(start * 60.0), "minutes": minutes, "sources": dict(sorted(series.items()))}
+
+
+def last_errors(loaded: Loaded, store: Store, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest failures, newest first: dead runs with their error, and steps that failed
+    an attempt and wait for the next (``retry_at``)."""
+    found = [
+        {"run_id": r["id"], "rule": r["rule"], "event_id": r["event_id"], "step": r["step"], "error": r["error"],
+         "at": r["updated_at"], "state": "dead", "retry_at": None}
+        for r in store.list_runs("dead", limit)
+    ]
+    found += [
+        {"run_id": s["run_id"], "rule": s["rule"], "event_id": s["event_id"], "step": s["index"], "error": s["error"],
+         "at": s["finished_at"], "state": "retrying", "retry_at": iso(s["due_at"])}
+        for s in store.retrying_steps(limit)
+    ]
+    found.sort(key=lambda e: e["at"] or 0.0, reverse=True)
+    return loaded.masker.mask_value([{**e, "at": iso(e["at"])} for e in found[:limit]])  # type: ignore[no-any-return]
+
+
+def overview(loaded: Loaded, store: Store, *, now: float | None = None) -> dict[str, Any]:
+    """What the UI's first page shows: activity by source, runs by status, dead runs, queue
+    depths, sources with their verification state and the last errors. Every part reads an
+    index or a bounded page: nothing counts the whole events table."""
+    counts = store.run_status_counts()
+    return {
+        "activity": activity(store, now=now),
+        "runs": {status: counts.get(status, 0) for status in RUN_STATUSES},
+        "dead_runs": list_runs(loaded, store, status="dead", limit=10)["runs"],
+        "queues": store.queue_counts(),
+        "sources": sources_info(loaded, store)["sources"],
+        "errors": last_errors(loaded, store),
+    }
+
+
+def hover_account(loaded: Loaded, store: Store) -> dict[str, Any]:
+    """The Hover account as the store knows it: connected or not, when the access token
+    expires, which settings a login still needs, and the webhooks recorded (registered here
+    or verified by a handshake). No token appears."""
+    from .hover import merge_webhooks, missing_settings
+
+    settings = loaded.config.settings.hover
+    tokens = store.hover_tokens()
+    return loaded.masker.mask_value({  # type: ignore[no-any-return]
+        "connected": tokens is not None, "expires_at": iso(tokens.expires_at) if tokens else None,
+        "base_url": settings.base_url, "redirect_uri": settings.redirect_uri,
+        "missing": missing_settings(settings, "client_id", "client_secret", "redirect_uri"),
+        "webhooks": merge_webhooks([], store.hover_webhooks()),
+    })

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .errors import StoreError
-from .loader import Loaded
+from .loader import Loaded, rule_count
 
 #: Seconds a successful write probe is trusted.
 PROBE_EVERY = 1.0
@@ -66,7 +66,7 @@ def readiness(
     """The ``/readyz`` endpoint: 200 when ready, 503 (with each check's state) when not."""
 
     async def ready(request: Request) -> Response:
-        checks = {"rules": f"{len(current().rules)} loaded", "draining": "yes" if draining() else "no"}
+        checks = {"rules": f"{rule_count(current().rules)} loaded", "draining": "yes" if draining() else "no"}
         problem = await probe.problem()
         checks["store"] = "writable" if problem is None else f"cannot commit: {problem}"
         ok = problem is None and not draining()

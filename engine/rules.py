@@ -21,13 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import yamlfile
 from .action import Action, Registry
 from .conditions import MATCHED, Condition, Outcome, compile_when
-from .config import NAME_PATTERN, Config, RetryPolicy, locate_all
+from .config import NAME_PATTERN, Config, RetryPolicy, locate_all, merge_problems
 from .errors import ConfigError, Loc, Problem, RenderError
 from .events import Event
 from .index import Dispatch
-from .templates import Compiled, Expression, Templates
+from .lint import step_warnings
+from .templates import Compiled, Expression, Templates, is_template
 from .units import Duration
-from .validation import pydantic_problems
+from .validation import pydantic_problems, validate_rest
 
 #: Source of the events hookwise itself emits (``emit`` steps, ``queue.exhausted``).
 INTERNAL_SOURCE = "hookwise"
@@ -73,11 +74,19 @@ class RuleModel(_Model):
     priority: int = Field(0, description="Higher first; ties in file order.")
     stop: bool = Field(False, description="When matched, lower rules are skipped.")
     enabled: bool = True
-    actions: list[dict[str, Any]] = Field(default_factory=list)
+    # Any: each step is checked on its own (RuleLoader._compile_step), so that one bad
+    # step neither hides the others' problems nor shifts their places.
+    actions: list[Any] = Field(default_factory=list)
 
 
 class RuleFile(_Model):
     rules: list[RuleModel] = Field(default_factory=list)
+
+
+class _Entries(_Model):
+    """A rule file before its rules are looked at, each on its own."""
+
+    rules: list[Any] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -287,6 +296,7 @@ def rule_files(config: Config) -> tuple[list[Path], list[Problem]]:
     and ``*.yml`` (skipping ``tests/`` folders, which hold test cases)."""
     files: list[Path] = []
     problems = []
+    named = "rules" in config.settings.model_fields_set  # else the default, which need not exist
     for i, entry in enumerate(config.settings.rules):
         path = config.resolve(entry)
         if path.is_dir():
@@ -294,9 +304,17 @@ def rule_files(config: Config) -> tuple[list[Path], list[Problem]]:
             files.extend(found)
         elif path.is_file():
             files.append(path)
-        else:
+        elif named:
             problems.append(Problem(f"no such file or folder: {path}", ("rules", i)))
     return files, problems
+
+
+def no_rules_warning(config: Config) -> Problem:
+    """The warning for a config under which no rule file holds a rule."""
+    if "rules" in config.settings.model_fields_set:
+        return Problem("no rules: the files and folders named here hold none", ("rules",), warning=True)
+    folder = display_path(config.resolve(config.settings.rules[0])) if config.settings.rules else "rules/"
+    return Problem(f"no rules: 'rules:' is not set and the default folder {folder}/ holds no rule file", warning=True)
 
 
 def display_path(path: Path) -> str:
@@ -318,56 +336,91 @@ class RuleLoader:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     secrets: set[str] = field(default_factory=set)
+    #: the (user, password) pairs of the steps' ``basic: [user, password]``, as written
+    #: (templates left out), for the masker
+    credentials: set[tuple[str, str]] = field(default_factory=set)
     _first_seen: dict[str, str] = field(default_factory=dict)
 
-    def load(self) -> RuleSet:
+    def load_rules(self) -> list[Rule]:
+        """The rules of every rule file the config names, in file order; the problems
+        of all of them are collected in :attr:`problems` (and :attr:`warnings`)."""
         files, problems = rule_files(self.config)
         self.problems.extend(self.config_problem(p) for p in problems)
         rules: list[Rule] = []
         for path in files:
             rules.extend(self.load_file(path, order=len(rules)))
-        if self.problems:
-            raise ConfigError(self.problems)
-        return RuleSet(rules)
+        return rules
 
     def config_problem(self, problem: Problem) -> Problem:
         return self.config.document.locate(problem) if self.config.document else problem
 
     def load_file(self, path: Path, order: int = 0) -> list[Rule]:
         try:
-            doc = yamlfile.load(path, environ=self.environ, display=display_path(path))
+            doc = yamlfile.load(path, environ=self.environ, display=display_path(path), collect=True)
         except ConfigError as exc:
             self.problems.extend(exc.problems)
             return []
         self.secrets.update(doc.secrets)
-        if doc.data is None:
-            return []
-        try:
-            parsed = RuleFile.model_validate(doc.data)
-        except ValidationError as exc:
-            self.problems.extend(locate_all(doc, pydantic_problems(exc, RuleFile)))
-            return []
+        before = len(self.problems)
         rules: list[Rule] = []
-        for i, model in enumerate(parsed.rules):
-            rule = self._compile(doc, ("rules", i), model, order + len(rules))
+        for i, entry in enumerate(self._entries(doc)):
+            rule = self._load_rule(doc, ("rules", i), entry, order + len(rules))
             if rule is not None:
                 rules.append(rule)
+        # An unset ${VAR} is reported once, not again as the value it left behind.
+        self.problems[before:] = merge_problems(doc.problems, self.problems[before:])
         return rules
 
-    def _compile(self, doc: yamlfile.Document, loc: Loc, model: RuleModel, order: int) -> Rule | None:
-        problems: list[Problem] = []
-        where = doc.locate(Problem("", loc), key=False)
-        self._check_unique(model.name, doc, loc, problems)
-        if model.source is None and model.event is None and model.when is None and model.if_ is None:
-            problems.append(Problem('a rule needs at least one of source, event, when or if (event: "*" matches everything)', loc))
-        when = self._compile_when(model.when, loc + ("when",), problems)
-        condition = self._compile_expression(model.if_, loc + ("if",), problems)
-        steps = self._compile_steps(model, loc, problems)
-        events, glob = _event_selector(model.event)
-        self._warn_unknown_sources(model, loc, doc)
+    def _entries(self, doc: yamlfile.Document) -> list[Any]:
+        """The entries of the file's ``rules:`` list (each validated on its own later)."""
+        if doc.data is None:
+            return []
+        if not isinstance(doc.data, dict):
+            self.problems.append(doc.locate(Problem("a rule file is a mapping with one key, rules: a list of rules")))
+            return []
+        parsed, problems = validate_rest(_Entries, doc.data)
+        self.problems.extend(locate_all(doc, problems))
+        return parsed.rules if parsed is not None else []
+
+    def _load_rule(self, doc: yamlfile.Document, loc: Loc, entry: Any, order: int) -> Rule | None:
+        # A refused name gets a stand-in, so that the rest of the rule is still checked.
+        model, problems = validate_rest(RuleModel, entry, placeholders={"name": "unnamed"})
+        problems = [p.under(loc) for p in problems]
+        if model is None:
+            self._report(doc, problems)
+            return None
+        given = set(entry) if isinstance(entry, dict) else set()
+        kept = {RuleModel.model_fields[n].alias or n for n in model.model_fields_set}
+        stand_in = {"name"} if isinstance(entry, dict) and entry.get("name") != model.name else set()
+        return self._compile(doc, loc, model, order, problems, refused=(given - kept) | stand_in)
+
+    def _report(self, doc: yamlfile.Document, problems: list[Problem]) -> None:
         located = sorted(locate_all(doc, problems), key=lambda p: (p.line or 0, p.col or 0))
         self.problems.extend(p for p in located if not p.warning)
         self.warnings.extend(p for p in located if p.warning)
+
+    def _compile(
+        self, doc: yamlfile.Document, loc: Loc, model: RuleModel, order: int, problems: list[Problem] | None = None,
+        refused: set[str] | frozenset[str] = frozenset(),
+    ) -> Rule | None:
+        """The compiled rule, or None (its problems reported). ``problems`` are those
+        found so far; ``refused`` the keys whose values were refused and left out (checks
+        that depend on them are skipped: they would report the refusal's consequences)."""
+        problems = list(problems or [])
+        where = doc.locate(Problem("", loc), key=False)
+        if "name" not in refused:
+            self._check_unique(model.name, doc, loc, problems)
+        # A refused unknown key may be a misspelling of any of them.
+        doubt = bool(refused - {field.alias or name for name, field in RuleModel.model_fields.items()})
+        selectors = model.source is None and model.event is None and model.when is None and model.if_ is None
+        if selectors and not doubt and not refused & {"source", "event", "when", "if"}:
+            problems.append(Problem('a rule needs at least one of source, event, when or if (event: "*" matches everything)', loc))
+        when = self._compile_when(model.when, loc + ("when",), problems)
+        condition = self._compile_expression(model.if_, loc + ("if",), problems)
+        steps = self._compile_steps(model, loc, problems, check_count=not doubt and not refused & {"actions", "stop"})
+        events, glob = _event_selector(model.event)
+        self._warn_unknown_sources(model, loc, doc)
+        self._report(doc, problems)
         if any(not p.warning for p in problems):
             return None
         source = doc.source(loc)
@@ -391,7 +444,7 @@ class RuleLoader:
             model = RuleModel.model_validate(doc.data)
         except ValidationError as exc:
             raise ConfigError(locate_all(doc, pydantic_problems(exc, RuleModel))) from None
-        rule = self._compile(doc, (), model, order=0)
+        rule = self._compile(doc, (), model, 0)
         if rule is None:
             raise ConfigError(self.problems)
         return replace(rule, version=version)
@@ -421,8 +474,10 @@ class RuleLoader:
             problems.extend(p.under(loc) for p in exc.problems)
             return None
 
-    def _compile_steps(self, model: RuleModel, loc: Loc, problems: list[Problem]) -> list[Step]:
-        if not model.actions and not model.stop:
+    def _compile_steps(
+        self, model: RuleModel, loc: Loc, problems: list[Problem], check_count: bool = True
+    ) -> list[Step]:
+        if check_count and not model.actions and not model.stop:
             problems.append(Problem("a rule needs at least one action (or stop: true)", loc + ("actions",)))
         steps: list[Step] = []
         ids: dict[str, int] = {}
@@ -432,20 +487,23 @@ class RuleLoader:
                 steps.append(step)
         return steps
 
-    def _compile_step(self, raw: dict[str, Any], index: int, loc: Loc, ids: dict[str, int], problems: list[Problem]) -> Step | None:
+    def _compile_step(
+        self, raw: Any, index: int, loc: Loc, ids: dict[str, int], problems: list[Problem]
+    ) -> Step | None:
+        if not isinstance(raw, dict):
+            actions = ", ".join(self.registry.names())
+            problems.append(Problem(f"a step is a mapping with one action key ({actions})", loc))
+            return None
         action = self._action_key(raw, loc, problems)
         common = {k: v for k, v in raw.items() if k in STEP_KEYS}
-        try:
-            keys = StepKeys.model_validate(common)
-        except ValidationError as exc:
-            problems.extend(p.under(loc) for p in pydantic_problems(exc, StepKeys))
-            return None
-        if action is None:
+        keys, refused = validate_rest(StepKeys, common)
+        problems.extend(p.under(loc) for p in refused)
+        if keys is None or action is None:
             return None
         step_id = self._step_id(keys.id, action, loc, ids, problems)
         params = self._compile_params(action, raw[action], loc + (action,), problems)
         condition = self._compile_expression(keys.if_, loc + ("if",), problems)
-        if params is None:
+        if params is None or refused:
             return None
         return Step(
             index=index, id=step_id, action=action, params=params, condition=condition,
@@ -487,10 +545,11 @@ class RuleLoader:
         except ConfigError as exc:
             problems.extend(p.under(loc) for p in exc.problems)
             return None
+        self.credentials.update(_basic_pairs(raw))
         if self.registry[action].run is Action.run:
             problems.append(Problem(f"the {action} action cannot run in this version of hookwise: its steps will fail", loc, warning=True))
         found = self.registry.check_params(action, raw, compiled.template_paths())
-        problems.extend(p.under(loc) for p in found)
+        problems.extend(p.under(loc) for p in [*found, *step_warnings(action, raw, self.config.settings)])
         return None if any(not p.warning for p in found) else compiled
 
     def _retry(self, step: StepRetry | None) -> RetryPolicy:
@@ -506,6 +565,24 @@ class RuleLoader:
                 hint = get_close_matches(name, sorted(known), n=1)
                 suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.warnings.append(doc.locate(Problem(f"no source named {name!r} is configured{suffix}", loc + ("source",), warning=True)))
+
+
+def _basic_pairs(value: Any) -> Iterator[tuple[str, str]]:
+    """Every ``basic: [user, password]`` in a params value whose two parts are plain
+    strings (not templates)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "basic" and isinstance(item, list) and len(item) == 2 and all(_literal(x) for x in item):
+                yield item[0], item[1]
+            else:
+                yield from _basic_pairs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _basic_pairs(item)
+
+
+def _literal(value: Any) -> bool:
+    return isinstance(value, str) and not is_template(value)
 
 
 def _as_list(value: OneOrMany | None) -> list[str]:

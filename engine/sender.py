@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.parse
 import urllib.request
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .config import Config
 from .errors import UsageError
@@ -18,12 +18,32 @@ def default_url(config: Config, source: str) -> str:
     return f"http://{host}:{server.port}/hooks/{source}"
 
 
+def endpoint_url(config: Config, source: str, url: str | None = None) -> str:
+    """Where ``hookwise send`` posts an event of ``source``: ``url`` as given when it names
+    an endpoint (its path has a ``/hooks/`` segment), else ``url`` taken as the daemon's
+    base URL (``http://127.0.0.1:8000``, perhaps with a path prefix a proxy adds) with
+    ``/hooks/SOURCE`` appended; without ``url``, the config's server address."""
+    if url is None:
+        return default_url(config, source)
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if "/hooks/" in path:
+        return url
+    tail = f"/{urllib.parse.quote(source)}" if path.endswith("/hooks") else f"/hooks/{urllib.parse.quote(source)}"
+    return urlunsplit(parts._replace(path=path + tail))
+
+
 def send_event(config: Config, source_name: str, body: bytes, *, url: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:
     """POST ``body`` signed for ``source_name``; returns the status and the answer's text."""
     source = config.settings.sources.get(source_name)
     if source is None:
         known = ", ".join(sorted(config.settings.sources)) or "none"
         raise UsageError(f"no source named {source_name!r} in {config.path.name} (sources: {known})")
+    if source.token_file and not source.token:
+        raise UsageError(
+            f"{config.resolve(source.token_file)} (sources.{source_name}.token_file) does not exist yet: "
+            "`hookwise serve` makes it when it starts; start the daemon first"
+        )
     target = url or default_url(config, source_name)
     parts = urlsplit(target)
     path = parts.path + (f"?{parts.query}" if parts.query else "")

@@ -298,14 +298,18 @@ class App:
 
 
 def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store, metrics: Metrics | None = None) -> App:
-    """The app: the receiver (when ``ingest`` is given), the API, the health endpoints and
-    ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
+    """The app: the receiver (when ``ingest`` is given), the API, the web UI, the health
+    endpoints and ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
     from .api import api_routes
+    from .hover_callback import callback_routes
+    from .ui import ui_routes
 
     probe = WriteProbe(store.probe_write, (lambda: ingest.failed_at) if ingest is not None else lambda: None)
     ready = readiness(current, lambda: health.draining, probe)
     routes = [
         *api_routes(current, store),
+        *callback_routes(current, store),
+        *ui_routes(current, store),
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
         Route("/readyz", ready),
         Route("/healthz", ready),

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from difflib import get_close_matches
 from typing import Any, Callable, Union
+from urllib.parse import quote
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.environment import Template
@@ -129,17 +130,18 @@ class _Budget:
     mutable object in this module and is reached through a context variable.
     """
 
-    __slots__ = ("deadline", "time_limit", "size_limit", "produced", "_sizes")
+    __slots__ = ("clock", "deadline", "time_limit", "size_limit", "produced", "_sizes")
 
-    def __init__(self, time_limit: float, size_limit: int) -> None:
-        self.deadline = time.monotonic() + time_limit
+    def __init__(self, time_limit: float, size_limit: int, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.deadline = clock() + time_limit
         self.time_limit = time_limit
         self.size_limit = size_limit
         self.produced = 0
         self._sizes: dict[int, tuple[Any, int]] = {}
 
     def check_time(self) -> None:
-        if time.monotonic() > self.deadline:
+        if self.clock() > self.deadline:
             raise _Refused(f"rendering took longer than the time limit ({self.time_limit:g} s)")
 
     def check_size(self, size: int, what: str) -> None:
@@ -434,6 +436,21 @@ def _filter_hmac_sha256(value: Any, key: Any) -> str:
     return hmac.new(_to_bytes(key, "hmac_sha256 key"), _to_bytes(value, "hmac_sha256"), hashlib.sha256).hexdigest()
 
 
+def _filter_path_segment(value: Any) -> str:
+    """``value`` as one segment of a URL path: everything but letters, digits and ``-._~``
+    percent-encoded, ``/``, ``?``, ``#`` and ``%`` included (Jinja's ``urlencode`` leaves
+    ``/`` alone). ``""``, ``.`` and ``..`` are refused: they are no segment of their own
+    and would move the path elsewhere."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"path_segment expects text or a number, got {type(value).__name__}")
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise ValueError(f"path_segment: {text!r} cannot be a path segment")
+    return quote(text, safe="")
+
+
 def _filter_to_datetime(value: Any) -> datetime:
     """An aware UTC datetime from an ISO-8601 string (``Z`` allowed; naive means UTC) or
     from seconds since the epoch."""
@@ -472,6 +489,7 @@ _HOOKWISE_FILTERS: Mapping[str, Callable[..., Any]] = types.MappingProxyType(
         "b64decode": _filter_b64decode,
         "sha256": _filter_sha256,
         "hmac_sha256": _filter_hmac_sha256,
+        "path_segment": _filter_path_segment,
         "to_datetime": _filter_to_datetime,
         "strftime": _filter_strftime,
     }
@@ -496,7 +514,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"+", "*", "**", "%"})
 
-    def __init__(self, *, time_limit: float, size_limit: int) -> None:
+    def __init__(self, *, time_limit: float, size_limit: int, clock: Callable[[], float]) -> None:
         super().__init__(
             undefined=_Undefined,
             autoescape=False,
@@ -509,6 +527,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         )
         self.time_limit = time_limit
         self.size_limit = size_limit
+        self.clock = clock
         self._budget: ContextVar[_Budget] = ContextVar(f"hookwise-template-budget-{id(self)}")
         # Only what is safe and useful: no lipsum, cycler, joiner or namespace.
         self.globals.clear()
@@ -525,7 +544,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def start(self) -> Any:
         """Begin a render on this thread; returns the token for :meth:`stop`."""
-        return self._budget.set(_Budget(self.time_limit, self.size_limit))
+        return self._budget.set(_Budget(self.time_limit, self.size_limit, self.clock))
 
     def stop(self, token: Any) -> None:
         self._budget.reset(token)
@@ -803,12 +822,15 @@ class Templates:
     StrictUndefined, autoescape off, no loader) and the limits every render keeps to.
 
     Build one at start-up and share it: compiling and rendering are safe from any thread.
+    ``clock`` (seconds) measures the time limit: tests give one they move.
     """
 
-    def __init__(self, *, time_limit: float = 1.0, size_limit: int = 1_000_000) -> None:
+    def __init__(
+        self, *, time_limit: float = 1.0, size_limit: int = 1_000_000, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if time_limit <= 0 or size_limit <= 0:
             raise ValueError("time_limit and size_limit must be positive")
-        self._env = _Sandbox(time_limit=time_limit, size_limit=size_limit)
+        self._env = _Sandbox(time_limit=time_limit, size_limit=size_limit, clock=clock)
 
     def compile_value(self, value: Any) -> Compiled:
         """Walk a params value (dicts, lists, scalars) and compile every string holding

@@ -11,16 +11,19 @@ the registry reports it even when the values involved are templated.
 
 from __future__ import annotations
 
+import functools
 import re
 import types
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from difflib import get_close_matches
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .errors import Loc, Problem
+
+M = TypeVar("M", bound=BaseModel)
 
 #: Given the location of a mapping, the keys it accepts (or None when unknown).
 FieldsOf = Callable[[Loc], Collection[str] | None]
@@ -252,3 +255,159 @@ def _union_members(tp: Any) -> tuple[Any, ...] | None:
     if get_origin(tp) in (Union, types.UnionType):
         return tuple(a for a in get_args(tp) if a is not type(None))
     return None
+
+
+# --- unknown keys, whatever the model says ---------------------------------------------
+
+
+def unknown_keys(model: type[BaseModel], data: Any) -> list[Problem]:
+    """One "unknown key" problem for each key of ``data`` that the model (or a model
+    nested in it) has no field for, whatever its ``extra`` setting: a model that ignores
+    unknown keys would let a misspelled one pass silently, its default taking its place."""
+    if not ignores_unknown_keys(model):
+        return []  # pydantic reports them itself
+    found: list[Problem] = []
+    _unknown_below(model, data, (), found)
+    return found
+
+
+def _unknown_below(model: type[BaseModel], data: Any, loc: Loc, found: list[Problem]) -> None:
+    if isinstance(data, dict):
+        accepted = _accepted(_walk(model, loc))
+        for key, value in data.items():
+            if accepted is not None and key not in accepted:
+                found.append(Problem("unknown key" + did_you_mean(str(key), accepted), loc + (key,)))
+            else:
+                _unknown_below(model, value, loc + (key,), found)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _unknown_below(model, value, loc + (i,), found)
+
+
+def _accepted(tp: Any) -> set[str] | None:
+    """The keys a mapping of type ``tp`` takes, or None when it takes any (not a model)."""
+    tp = _unwrap(tp)
+    members = _union_members(tp)
+    if members is not None:
+        found = [_accepted(m) for m in members]
+        return None if any(f is None for f in found) else set().union(*(f for f in found if f is not None))
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return None
+    by_name = bool(tp.model_config.get("populate_by_name") or tp.model_config.get("validate_by_name"))
+    keys: set[str] = set()
+    for name, field in tp.model_fields.items():
+        keys.update(k for k in (field.alias, field.validation_alias) if isinstance(k, str))
+        if by_name or field.alias is None:
+            keys.add(name)
+    return keys
+
+
+@functools.cache
+def ignores_unknown_keys(model: type[BaseModel]) -> bool:
+    """Whether ``model`` or a model reachable through its fields lets unknown keys pass
+    (``extra`` other than ``"forbid"``)."""
+    return any(m.model_config.get("extra") != "forbid" for m in _models_in(model, set()))
+
+
+def _models_in(tp: Any, seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if tp not in seen:
+            seen.add(tp)
+            for field in tp.model_fields.values():
+                _models_in(field.annotation, seen)
+        return seen
+    for arg in get_args(tp):
+        _models_in(arg, seen)
+    return seen
+
+
+# --- validating what is left ----------------------------------------------------------
+
+
+def validate_rest(
+    model: type[M], data: Any, placeholders: Mapping[str, Any] | None = None, rounds: int = 8
+) -> tuple[M | None, list[Problem]]:
+    """``data`` validated against ``model``, reporting every problem while still giving
+    the caller a model to check further with (``check`` prints every problem, not the
+    first one that stops the rest).
+
+    Returns the model and no problems when ``data`` is valid. Otherwise the problems, and
+    the model of what is left once every refused value is taken out (the mapping that
+    lacks a required key, for a missing one, unless ``placeholders`` gives that key at the
+    top level a stand-in), so that defaults take the refused values' places; None when
+    nothing valid is left."""
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        problems, errors = pydantic_problems(exc, model), exc.errors()
+    shape = ModelShape(model)
+    for _ in range(rounds):
+        left = _without(data, [_refused(shape.clean(e["loc"]), e["type"], placeholders or {}) for e in errors])
+        if left is _GONE or left == data:  # nothing left, or nothing more to take out
+            return None, problems
+        data = left
+        try:
+            return model.model_validate(data), problems
+        except ValidationError as exc:
+            errors = exc.errors()
+    return None, problems
+
+
+class _Gone:
+    """Marks a value taken out of a copy (see :func:`_without`)."""
+
+
+_GONE: Any = _Gone()
+
+
+def _refused(loc: Loc, kind: str, placeholders: Mapping[str, Any]) -> tuple[Loc, Any]:
+    """What to do about one error: (where, what to put there), ``_GONE`` to take it out."""
+    if kind != "missing":
+        return loc, _GONE
+    if len(loc) == 1 and loc[0] in placeholders:
+        return loc, placeholders[str(loc[0])]
+    return loc[:-1], _GONE
+
+
+def _without(data: Any, changes: list[tuple[Loc, Any]]) -> Any:
+    """A copy of JSON-like ``data`` with each change made (``_GONE`` marks a value taken
+    out; marked first and taken out after, so list indexes stay right meanwhile)."""
+    if any(not loc and value is _GONE for loc, value in changes):
+        return _GONE
+    copy = json_copy(data)
+    for loc, value in changes:
+        parent = _find(copy, loc[:-1]) if loc else None
+        if isinstance(parent, dict) and (loc[-1] in parent or value is not _GONE):
+            parent[loc[-1]] = value
+        elif isinstance(parent, list) and isinstance(loc[-1], int) and loc[-1] < len(parent):
+            parent[loc[-1]] = value
+    return _drop_gone(copy)
+
+
+def _find(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def json_copy(data: Any) -> Any:
+    """A deep copy of JSON-like ``data`` (dicts and lists copied, scalars shared)."""
+    if isinstance(data, dict):
+        return {k: json_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [json_copy(v) for v in data]
+    return data
+
+
+def _drop_gone(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _drop_gone(v) for k, v in data.items() if v is not _GONE}
+    if isinstance(data, list):
+        return [_drop_gone(v) for v in data if v is not _GONE]
+    return data

@@ -62,7 +62,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .config import Hmac as HmacConfig
-from .config import Source
+from .config import Source, Verify
 from .errors import ConfigError, Problem
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -301,6 +301,8 @@ class TokenCheck:
             raise Rejected("token did not match")
 
     def sign(self, draft: Draft) -> Draft:
+        if not self.tokens:
+            raise ValueError("the source has no token yet (its token_file does not exist)")
         token = self.tokens[0].decode("utf-8", "surrogatepass")
         if self.header:
             return draft.with_headers(**{self.header: token})
@@ -611,13 +613,15 @@ def _checks(source: Source) -> list[Check]:
     checks: list[Check] = []
     if source.allow_ips:
         checks.append(AllowIps.parse(source.allow_ips))
-    if source.token:
-        checks.append(TokenCheck(_secrets(source.token), source.token_header.lower() if source.token_header else None))
+    if source.token or source.token_file:
+        # A token file not made yet holds no token: nothing matches (closed, never open).
+        header = source.token_header.lower() if source.token_header else None
+        checks.append(TokenCheck(_secrets(source.token or ()), header))
     if source.preset in _PRESET_SCHEMES:
         checks.append(_PRESET_SCHEMES[source.preset](source))
     if source.hmac_secret:
         checks.append(HoverSignature(_secrets(source.hmac_secret), source.tolerance))
-    if source.verify is not None:
+    if isinstance(source.verify, Verify):
         checks.append(HmacSignature.from_config(source.verify.hmac))
     return checks
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .action import Action, Context
+from .action import Context
 from .errors import ConfigError, Fail, ParamsError, RenderError, Retry, StoreError
 from .events import Event
 from .ids import derived_id
@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .plan import apply_overrides, should_run, step_context
 from .rules import Match, Rule, RuleLoader
 from .runs import StepResult, StepTask, retry_delay
-from .store import Incoming, Matched, NewRun, Store
+from .store import Incoming, Matched, NewRun, Store, Unrecorded
 
 log = logging.getLogger("hookwise.worker")
 
@@ -70,13 +70,17 @@ class Worker:
     """Runs the workflow side of hookwise on one store.
 
     ``loaded`` returns the current rule set and registry (it changes on reload; runs keep
-    the rule version that created them).
+    the rule version that created them). ``clock`` (unix seconds) times steps: their time
+    limits, when they started and finished, when an emitted event was stored; give the
+    store the same one. How often the worker looks for work is real time all the same.
     """
 
     def __init__(
         self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 16, poll: float = 0.25, metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.metrics = metrics
         self.loaded = loaded
         self.concurrency = concurrency
@@ -89,12 +93,12 @@ class Worker:
         self._claimed_at = 0.0  # when events were last claimed (or looked for)
         self._timeouts_at = 0.0  # when running steps are next looked over for their time limit
         self._in_flight: set[_InFlight] = set()  # queued or running, and not yet recorded
+        self._unwritten: list[StepResult] = []  # finished, kept while the store cannot record them
         self._closed = False  # stopped: step threads start nothing more
         self._busy = 0  # steps submitted and not finished: queued, running, abandoned
         self._busy_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._rules_by_version: dict[str, Rule] = {}
-        self._actions: dict[tuple[int, str], Action] = {}
         self._renewed = 0.0
         self._hover: tuple[Any, Any] | None = None
         self._hover_lock = threading.Lock()
@@ -172,24 +176,30 @@ class Worker:
         deadlines = [d for f in self._in_flight if (d := f.deadline) is not None]
         if deadlines:
             self._timeouts_at = min(deadlines)
-            wait = min(wait, self._timeouts_at - time.time())
+            wait = min(wait, self._timeouts_at - self.clock())
         return max(0.0, wait)
 
     def _drain(self) -> None:
-        deadline = time.time() + self._stop_timeout
-        while self._in_flight and time.time() < deadline:
+        deadline = time.monotonic() + self._stop_timeout
+        while (self._in_flight or self._unwritten) and time.monotonic() < deadline:
             self._wake.wait(0.05)
             self._wake.clear()
-            self._renew_leases()  # a drain may outlast a lease: keep the claims of running steps
+            try:
+                self._renew_leases()  # a drain may outlast a lease: keep the claims of running steps
+                self._record_results()
+            except StoreError as exc:
+                log.error("store unavailable: %s", exc)
+        try:
             self._record_results()
-        self._record_results()
+        except StoreError as exc:  # their claims run out and the steps run again elsewhere
+            log.error("stopping with %d step results not recorded: %s", len(self._unwritten), exc)
 
     # --- matching -------------------------------------------------------------------------
 
     def _match_events(self) -> int:
         """Claim and match events: when told of a new one, or a poll interval after the
         last look (delayed events, events stored by other processes, expired claims)."""
-        now = time.time()
+        now = time.monotonic()
         if not self._events_stored and now - self._claimed_at < self.poll:
             return 0
         self._events_stored, self._claimed_at = False, now
@@ -253,12 +263,12 @@ class Worker:
         return len(tasks)
 
     def _renew_leases(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         if now - self._renewed < STEP_LEASE / 3:
             return
         self._renewed = now
-        if self._in_flight:
-            self.store.extend_leases([f.task for f in self._in_flight], STEP_LEASE)
+        if self._in_flight or self._unwritten:
+            self.store.extend_leases([f.task for f in self._in_flight] + [r.task for r in self._unwritten], STEP_LEASE)
 
     def _submit(self, task: StepTask) -> None:
         with self._busy_lock:
@@ -274,13 +284,13 @@ class Worker:
         return rule.steps[task.index].timeout
 
     def _record_results(self) -> int:
-        results = []
+        results, self._unwritten = self._unwritten, []
         while not self._finished.empty():
             flight, result = self._finished.get()
             if flight in self._in_flight:  # else it timed out, and that was recorded
                 self._in_flight.remove(flight)
                 results.append(result)
-        now = time.time()
+        now = self.clock()
         if now >= self._timeouts_at:
             self._timeouts_at = now + TIMEOUT_CHECK
             for flight in list(self._in_flight):
@@ -289,10 +299,39 @@ class Worker:
                     self._in_flight.remove(flight)
                     results.append(self._timed_out(flight, now))
         if results:
-            self.store.record_steps(results)
-            if self.metrics is not None:
-                self.metrics.recorded(results)
+            self._record(results)
         return len(results)
+
+    def _record(self, results: list[StepResult]) -> None:
+        """Record ``results``. While the store cannot record anything they are kept (their
+        leases renewed) and written on a later round. A result the store cannot hold is a
+        failed attempt with that error, retried or dead by its step's policy: never a step
+        left to run again, and again, when its claim runs out (SPEC 7)."""
+        try:
+            unrecorded = self.store.record_steps(results)
+        except StoreError:
+            self._unwritten = results
+            raise
+        if unrecorded:
+            failed = {id(u.result): self._unrecordable(u) for u in unrecorded}
+            results = [failed.get(id(r), r) for r in results]
+            try:
+                lost_too = self.store.record_steps(list(failed.values()))
+            except StoreError:
+                self._unwritten = list(failed.values())
+                raise
+            for lost in lost_too:
+                task = lost.result.task
+                log.error("run %s step %s: neither its result nor its failure can be stored: %s",
+                          task.run_id, task.index, lost.reason, extra=step_fields(task))
+        if self.metrics is not None:
+            self.metrics.recorded(results)
+
+    def _unrecordable(self, unrecorded: Unrecorded) -> StepResult:
+        result = unrecorded.result
+        # The reason may quote the very text the store refused: made storable here.
+        reason = unrecorded.reason.encode("utf-8", "backslashreplace").decode("utf-8")
+        return self._failure(result.task, f"the step's result cannot be stored: {reason}", None, result.started_at)
 
     def _timed_out(self, flight: _InFlight, now: float) -> StepResult:
         started = flight.started or now
@@ -306,13 +345,13 @@ class Worker:
         while (flight := self._queued.get()) is not None:
             if self._closed:
                 continue
-            flight.started = time.time()  # its time limit runs from now
+            flight.started = self.clock()  # its time limit runs from now
             try:
                 result = self._execute(flight.task, flight.started)
             except Exception as exc:  # _execute catches everything; this is a last guard
                 log.exception("running step %s of run %s failed", flight.task.index, flight.task.run_id)
                 result = StepResult(task=flight.task, outcome="failed", error=f"internal error: {exc}", retry_in=1.0,
-                                    started_at=flight.started, finished_at=time.time())
+                                    started_at=flight.started, finished_at=self.clock())
             finally:
                 flight.finished = True
                 with self._busy_lock:
@@ -333,7 +372,8 @@ class Worker:
                 return self._success(task, rule, "skipped", None, None, started)
             params = apply_overrides(step.params.render(context), task.overrides)
             model = loaded.registry.validate(step.action, params)
-            output = self._action(loaded, step.action).run(model, self._context(task, rule, step.timeout))
+            with loaded.actions.use(step.action) as action:
+                output = action.run(model, self._context(task, rule, step.timeout))
             output = _checked_output(output)
         except Retry as exc:
             return self._failure(task, str(exc), exc.after, started, params=params, rule=rule)
@@ -349,10 +389,10 @@ class Worker:
         if log.isEnabledFor(logging.INFO):
             log.info("run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome, extra=step_fields(task, started))
         return StepResult(
-            # Outputs are stored as they are: later steps render from them. They are masked
-            # where they are shown (API, CLI); params are masked here, as nothing reads them back.
-            task=task, outcome=outcome, output=output, params=masker.mask_value(params),
-            started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index), step_count=len(rule.steps),
+            # Stored masked, outputs too: no value from the environment reaches the store, and
+            # a later step sees "****" where a target echoed a secret back (SPEC 3).
+            task=task, outcome=outcome, output=masker.mask_value(output), params=masker.mask_value(params),
+            started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index), step_count=len(rule.steps),
         )
 
     def _failure(
@@ -370,7 +410,7 @@ class Worker:
                 f"; retrying in {retry_in:.1f}s" if retry_in is not None else "", extra=step_fields(task, started))
         return StepResult(
             task=task, outcome="failed", error=error, retry_in=retry_in, params=masker.mask_value(params),
-            started_at=started, finished_at=time.time(), next_delay=_next_delay(rule, task.index) if rule else 0.0,
+            started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index) if rule else 0.0,
             continue_on_error=bool(step and step.continue_on_error), step_count=len(rule.steps) if rule else 0,
         )
 
@@ -381,6 +421,7 @@ class Worker:
             idempotency_key=task.idempotency_key, logger=logger, rule=rule.name, timeout=timeout,
             emit=lambda type_, data, source, delay: self._emit(task, type_, data, source, delay),
             store=self.store, hover=self._hover_client() if task.action == "hover" else None,
+            mask=self.loaded().masker.mask_value,
         )
 
     def _hover_client(self) -> Any:
@@ -395,7 +436,8 @@ class Worker:
             return self._hover[1]
 
     def _emit(self, task: StepTask, type_: str, data: Any, source: str, delay: float) -> str:
-        now = time.time()
+        now = self.clock()
+        data = self.loaded().masker.mask_value(data)  # stored, like every event: no secret in it
         incoming = Incoming(
             source=source, type=type_, body=json.dumps(data, ensure_ascii=False, default=str), headers={}, query={},
             received_at=now, id=derived_id("emit", task.run_id, str(task.index)), depth=task.event.depth + 1,
@@ -404,14 +446,6 @@ class Worker:
         (stored,) = self.store.put_events([incoming])
         self.wake()
         return stored.event_id
-
-    def _action(self, loaded: Loaded, name: str) -> Action:
-        key = (id(loaded), name)
-        action = self._actions.get(key)
-        if action is None:
-            action = loaded.registry[name](loaded.config.settings)
-            self._actions[key] = action
-        return action
 
     def _rule(self, task: StepTask) -> Rule | None:
         loaded = self.loaded()

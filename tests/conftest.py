@@ -7,6 +7,9 @@ from typing import Callable
 
 import pytest
 
+from .browser import browser  # noqa: F401 - the real Chromium fixture of the UI tests
+from .support import Clock
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -35,3 +38,9 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pa
         return tmp_path / "config.yaml"
 
     return make
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock that moves only when the test moves it (see :class:`tests.support.Clock`)."""
+    return Clock()

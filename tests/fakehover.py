@@ -4,7 +4,8 @@ It honours the parts of Hover's contract hookwise relies on, with the shapes sho
 developers.hover.to where the docs show them:
 
 - OAuth (a Doorkeeper server): ``GET /oauth/authorize`` redirects to ``redirect_uri`` with a
-  ``code``; ``POST /oauth/token`` (form or JSON body) takes ``grant_type=authorization_code``
+  ``code`` and the ``state`` it was given (or, when the user denies access, ``deny``, with
+  ``error=access_denied``); ``POST /oauth/token`` (form or JSON body) takes ``grant_type=authorization_code``
   or ``refresh_token`` with ``client_id``/``client_secret`` and answers ``{access_token,
   token_type: "Bearer", expires_in: 7200, refresh_token, scope, created_at, owner_id,
   owner_type}``. Refresh tokens rotate: a used one dies with its access token, and a second
@@ -13,7 +14,8 @@ developers.hover.to where the docs show them:
   or revoked token; 429 with ``Retry-After`` past ``rate_limit`` requests per minute per token.
 - Webhooks: register (``{"webhook": {"url", "content_type"}}`` -> 201 with ``id`` and
   ``hmac_secret``), list (``{"pagination": {...}, "results": [...]}``), verify by code
-  (200, empty body), delete (204).
+  (``PUT``, or ``POST`` as Hover's older guide has it: ``verify_method`` says which one
+  this fake takes, the other is answered 405; 200, empty body), delete (204).
 - Jobs: ``GET /api/v3/jobs`` and ``/api/v3/jobs/{id}`` (with ``models`` and their artifact
   links; 404 for an unknown id), a model's ``measurements.json``.
 - Capture requests: create (which makes a draft job), list, show.
@@ -77,7 +79,7 @@ class FakeHover:
         self, *, rate_limit: int = 120, access_ttl: float = 7200.0, clock: Callable[[], float] = time.time,
         token_delay: float = 0.0, post_verifications: bool = False,
         client_id: str = CLIENT_ID, client_secret: str = CLIENT_SECRET, redirect_uri: str = REDIRECT_URI,
-        port: int = 0,
+        port: int = 0, verify_method: str = "PUT",
     ) -> None:
         self.rate_limit, self.access_ttl, self.clock = rate_limit, access_ttl, clock
         #: seconds a refresh takes: widens the window in which refreshes can race
@@ -85,6 +87,10 @@ class FakeHover:
         #: POST the webhook-verification-code event to a registered URL, as Hover does
         self.post_verifications = post_verifications
         self.client_id, self.client_secret, self.redirect_uri = client_id, client_secret, redirect_uri
+        #: the method the verification endpoint takes (the other one is answered 405)
+        self.verify_method = verify_method
+        #: the user clicks "Deny" on the authorize page
+        self.deny = False
         self.lock = threading.RLock()
         self.grants: list[Grant] = []
         self.codes: dict[str, str] = {}  # authorization code -> its redirect_uri
@@ -188,8 +194,10 @@ class FakeHover:
             return 400, {"error": "invalid_request"}, {}
         if query.get("redirect_uri") != self.redirect_uri:
             return 400, {"error": "invalid_redirect_uri"}, {}
-        code = self.authorize()
         extra = {"state": query["state"]} if "state" in query else {}
+        if self.deny:
+            return 302, None, {"Location": f"{self.redirect_uri}?{urlencode({'error': 'access_denied', **extra})}"}
+        code = self.authorize()
         return 302, None, {"Location": f"{self.redirect_uri}?{urlencode({'code': code, **extra})}"}
 
     def _token(self, form: dict[str, Any]) -> Answer:
@@ -290,7 +298,8 @@ class FakeHover:
         return [
             (r"/api/v2/webhooks", "GET", self._list_webhooks),
             (r"/api/v2/webhooks", "POST", self._register_webhook),
-            (r"/api/v2/webhooks/([^/]+)/verify", "PUT", self._verify_webhook),
+            (r"/api/v2/webhooks/([^/]+)/verify", "PUT", lambda q, body, code: self._verify_webhook(q, body, code, "PUT")),
+            (r"/api/v2/webhooks/([^/]+)/verify", "POST", lambda q, body, code: self._verify_webhook(q, body, code, "POST")),
             (r"/api/v2/webhooks/(\d+)", "DELETE", self._delete_webhook),
             (r"/api/v3/jobs", "GET", self._list_jobs),
             (r"/api/v3/jobs/(\d+)", "GET", self._show_job),
@@ -332,6 +341,20 @@ class FakeHover:
         with self.lock:
             self.delivered.append((url, event))
 
+    def add_webhook(self, url: str) -> tuple[int, str]:
+        """A webhook as registering it makes one, without an API call (the account need
+        not be logged in): its id and verification code."""
+        with self.lock:
+            webhook_id, now = next(self._ids), _now_iso()
+            self.webhooks[webhook_id] = {
+                "id": webhook_id, "owner_type": "Org", "owner_id": ORG_ID, "url": url, "created_at": now,
+                "updated_at": now, "verified_at": None, "hmac_secret": secrets.token_urlsafe(48), "last_error": None,
+                "content_type": "json",
+            }
+            code = secrets.token_hex(16)
+            self.verification_codes[code] = webhook_id
+        return webhook_id, code
+
     def code_for(self, webhook_id: int) -> str:
         """The verification code Hover posted (or would post) for ``webhook_id``."""
         with self.lock:
@@ -340,7 +363,9 @@ class FakeHover:
     def _list_webhooks(self, query: dict[str, str], body: Any, *groups: str) -> Answer:
         return 200, _paginate(list(self.webhooks.values()), query), {}
 
-    def _verify_webhook(self, query: dict[str, str], body: Any, code: str) -> Answer:
+    def _verify_webhook(self, query: dict[str, str], body: Any, code: str, method: str = "PUT") -> Answer:
+        if method != self.verify_method:
+            return 405, {"error": "Method Not Allowed"}, {"Allow": self.verify_method}
         webhook_id = self.verification_codes.get(code)
         if webhook_id is None or webhook_id not in self.webhooks:
             return 404, {"error": "Not Found"}, {}

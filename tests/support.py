@@ -1,4 +1,4 @@
-"""Real parts for tests: a free port, an HTTP sink on loopback, the daemon as a process."""
+"""Real parts for tests: a clock tests move, a free port, an HTTP sink on loopback, the daemon as a process."""
 
 from __future__ import annotations
 
@@ -16,6 +16,26 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
+
+
+class Clock:
+    """A clock that stands still until a test moves it: leases, delays, retries and time
+    limits are tested by moving it, never by sleeping. It starts a minute ahead of the wall
+    clock, so what a test stamps with ``time.time()`` (an event's ``received_at``) is in its
+    past, as it is for a store that looks at it a moment later."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() + 60.0 if start is None else start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock ``seconds`` ahead (from any thread); the new time."""
+        with self._lock:
+            self.now += seconds
+            return self.now
 
 
 def free_port() -> int:
@@ -39,17 +59,22 @@ class Hit:
 @dataclass
 class Sink:
     """An HTTP server on loopback that records every request and answers with
-    ``responder(hit) -> (status, body)`` (default 200 ``{"ok": true}``)."""
+    ``responder(hit) -> (status, body)`` (default 200 ``{"ok": true}``). With
+    ``keep_alive`` it speaks HTTP/1.1 and keeps connections open between requests."""
 
     responder: Callable[[Hit], tuple[int, str]] | None = None
+    content_type: str = "application/json"
     hits: list[Hit] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
+    keep_alive: bool = False
 
     def __post_init__(self) -> None:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if sink.keep_alive else "HTTP/1.0"
+
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
@@ -61,7 +86,7 @@ class Sink:
                 status, body = sink.responder(hit) if sink.responder else (200, '{"ok": true}')
                 data = body.encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", sink.content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -163,3 +188,47 @@ def post(url: str, body: bytes | str, headers: dict[str, str] | None = None, met
         return status, json.loads(text)
     except ValueError:
         return status, text
+
+
+#: The PostgreSQL database the tests use (a schema of their own each).
+POSTGRES_URL = os.environ.get("HOOKWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/hookwise_test")
+
+
+class NoPostgres(Exception):
+    """PostgreSQL cannot serve the tests; the message says why and what to do."""
+
+
+def postgres_database(url: str = POSTGRES_URL) -> str:
+    """``url``, its database created first when the server answers but the database does
+    not exist yet (a fresh cluster). Raises :class:`NoPostgres` saying what is missing."""
+    try:
+        import psycopg
+        from psycopg import conninfo, sql
+    except ImportError:
+        raise NoPostgres("psycopg is not installed: pip install 'hookwise[postgres]'") from None
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+        return url
+    except psycopg.OperationalError:
+        pass  # perhaps only the database is missing: ask the server's maintenance database
+    info = conninfo.conninfo_to_dict(url)
+    dbname, host = str(info.get("dbname") or "hookwise_test"), str(info.get("host") or "127.0.0.1")
+    port = f" -p {info['port']}" if info.get("port") not in (None, "5432") else ""
+    how = f"createdb -h {host}{port} -U postgres {dbname}"
+    try:
+        admin = psycopg.connect(conninfo.make_conninfo(url, dbname="postgres"), autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        raise NoPostgres(f"no PostgreSQL server answers at {host}{port}: {str(exc).strip()}") from None
+    with admin:
+        try:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        except psycopg.errors.DuplicateDatabase:
+            pass  # made meanwhile by a test run beside this one
+        except psycopg.Error as exc:
+            why = f"the database {dbname} does not exist and cannot be created here ({str(exc).strip()})"
+            raise NoPostgres(f"{why}: {how}") from None
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        raise NoPostgres(f"cannot connect to the database {dbname}: {str(exc).strip()}") from None
+    return url

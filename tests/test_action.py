@@ -18,9 +18,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from actions import BUILTINS
 from actions.http import HttpAction, HttpParams
 from actions.log import LogAction, LogParams
-from engine.action import Action, Context, Registry
+from engine.action import Action, Actions, Context, Registry
 from engine.errors import ConfigError, ParamsError
 from engine.events import Event
+from engine.loader import load
 from engine.units import DURATION_PATTERN
 
 BUILTIN_NAMES = ["email", "emit", "exec", "hover", "http", "log", "requeue"]
@@ -133,6 +134,50 @@ def test_action_keeps_settings() -> None:
     settings = object()
     assert LogAction(settings).settings is settings
     assert LogAction().settings is None
+
+
+class Pooled(Action):
+    """An action holding a resource: it says when it is made and closed."""
+
+    name = "pooled"
+    Params = LogParams
+    made: list[Pooled] = []
+    closed: list[Pooled] = []
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        Pooled.made.append(self)
+
+    def run(self, params: BaseModel, ctx: Context) -> None:
+        return None
+
+    def close(self) -> None:
+        Pooled.closed.append(self)
+        if self.settings == "broken":
+            raise OSError("already gone")
+
+
+def test_actions_are_made_once_per_config_and_closed_when_retired_and_idle() -> None:
+    Pooled.made, Pooled.closed = [], []
+    actions = Actions({"pooled": Pooled, "log": LogAction}, settings="v1")
+    with actions.use("pooled") as first, actions.use("pooled") as again:
+        assert first is again and first.settings == "v1"
+        actions.retire()
+        assert Pooled.closed == []  # steps are still using it
+    assert Pooled.closed == [first]
+    with actions.use("pooled") as late:  # a step that took the config just before the reload
+        assert late is not first
+    assert Pooled.closed == [first, late] and len(Pooled.made) == 2
+
+
+def test_a_failing_close_is_logged_and_stops_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    Pooled.made, Pooled.closed = [], []
+    actions = Actions({"pooled": Pooled, "log": LogAction}, settings="broken")
+    with actions.use("pooled"), actions.use("log"):
+        pass
+    actions.retire()
+    assert len(Pooled.closed) == 1 and "closing Pooled failed" in caplog.text
+    assert LogAction(None).close() is None  # the base's close does nothing
 
 
 def test_context_is_frozen_with_rule_default() -> None:
@@ -465,3 +510,75 @@ def test_json_schema(registry: Registry) -> None:
     assert [s["type"] for s in http["expect"]["anyOf"]] == ["integer", "array", "null"]
     assert schema["email"]["properties"]["to"]["anyOf"] == [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
     assert schema["requeue"]["properties"]["max_attempts"]["default"] == 5
+
+
+# --- plugin params refuse unknown keys, whatever their model says -------------------------
+
+
+LAX_PLUGIN = '''
+from pydantic import BaseModel, ConfigDict
+
+from engine.action import Action
+
+
+class Contact(BaseModel):  # pydantic's default: unknown keys are dropped
+    email: str
+    name: str = ""
+
+
+class ScoreParams(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    score: int = 0
+    contact: Contact | None = None
+    labels: dict[str, str] = {}
+
+
+class ScoreAction(Action):
+    name = "score"
+    Params = ScoreParams
+
+    def run(self, params, ctx):
+        return {"score": params.score}
+'''
+
+
+@pytest.fixture
+def lax(write_module: WriteModule) -> Registry:
+    write_module("hw_lax", LAX_PLUGIN)
+    return Registry.load({"score": "hw_lax:ScoreAction"}, entry_points=False)
+
+
+def test_a_plugins_lax_params_still_refuse_unknown_keys_at_load(lax: Registry) -> None:
+    raw = {"scor": 5, "contact": {"emial": "a@example.com", "email": "{{ x }}"}, "labels": {"any": "key"}}
+    assert {p.loc: p.message for p in lax.check_params("score", raw, [("contact", "email")])} == {
+        ("scor",): "unknown key (did you mean 'score'?)",
+        ("contact", "emial"): "unknown key (did you mean 'email'?)",
+    }
+    assert lax.check_params("score", {"score": 5, "labels": {"x": "y"}}, []) == []
+
+
+def test_a_plugins_lax_params_still_refuse_unknown_keys_at_run_time(lax: Registry) -> None:
+    with pytest.raises(ParamsError) as info:
+        lax.validate("score", {"scor": 5})
+    assert str(info.value) == "score.scor: unknown key (did you mean 'score'?)"
+    with pytest.raises(ParamsError) as info:
+        lax.validate("score", {"score": "high", "contact": {"email": "a@example.com", "nmae": "A"}})
+    assert str(info.value) == (
+        "score.score: Input should be a valid integer, unable to parse string as an integer; "
+        "score.contact.nmae: unknown key (did you mean 'name'?)"
+    )
+    valid = lax.validate("score", {"score": 5, "contact": {"email": "a@example.com"}})
+    assert valid.score == 5  # type: ignore[attr-defined]
+
+
+def test_check_refuses_a_misspelled_plugin_param(write_module: WriteModule, project: Callable[..., Path]) -> None:
+    write_module("hw_lax", LAX_PLUGIN)
+    config = project(
+        "rules:\n  - name: a\n    event: x\n    actions:\n      - score: {scor: 5}\n",
+        config="rules: [rules/]\nplugins: {score: \"hw_lax:ScoreAction\"}\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load(config, {})
+    assert [str(p) for p in info.value.problems] == [
+        "rules/rules.yaml:5:17: rules[0].actions[0].score.scor: unknown key (did you mean 'score'?)"
+    ]

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -315,3 +316,26 @@ def test_the_hooks_files_work_with_the_real_webhook(tmp_path: Path) -> None:
             peer.check_rule(port)
         finally:
             peer.stop(proc)
+
+
+# --- the web UI's pages ----------------------------------------------------------------
+
+def test_ui_summary_is_the_median_and_the_worst() -> None:
+    from bench.ui import summarize
+
+    assert summarize([3.0, 1.0, 2.0, 10.0]) == {"median_ms": 2.5, "max_ms": 10.0}
+
+
+def test_ui_seed_fills_the_store_it_describes(tmp_path: Path) -> None:
+    from bench.ui import pages, seed
+
+    now = time.time()  # the store claims events due by its own clock
+    links = seed(tmp_path, 3000, now=now)
+    with sqlite3.connect(tmp_path / "hookwise.db") as conn:
+        assert conn.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall() == [("matched", 3000)]
+        assert conn.execute("SELECT COUNT(*) FROM events WHERE received_at >= ?", (now - 3600,)).fetchone() == (300,)
+        assert dict(conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()) == {"dead": 200, "succeeded": 1800}
+        assert conn.execute("SELECT COUNT(*) FROM queue_items WHERE status = 'waiting'").fetchone() == (200,)
+        assert conn.execute("SELECT status FROM runs WHERE id = ?", (links["dead_run"],)).fetchone() == ("dead",)
+        assert conn.execute("SELECT status FROM runs WHERE id = ?", (links["run"],)).fetchone() == ("succeeded",)
+    assert f"/ui/runs/{links['dead_run']}" in pages(links) and f"/ui/events/{links['event']}" in pages(links)

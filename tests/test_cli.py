@@ -31,18 +31,53 @@ def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 def test_check_passes_on_the_example_config() -> None:
     result = hookwise("check", "-c", EXAMPLE)
     assert result.returncode == 0, result.stderr
-    assert "config.example.yaml: ok: 1 sources, 5 rules, 9 steps, 1 built-in rule" in result.stdout
+    assert "config.example.yaml: ok: 1 source, 5 rules + 1 built-in, 9 steps\n" in result.stdout
+
+
+def test_check_passes_on_a_fresh_copy_without_warnings(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "rules", tmp_path / "rules")
+    shutil.copy(EXAMPLE, tmp_path / "config.example.yaml")
+    result = hookwise("check", "-c", "config.example.yaml", "--strict", cwd=tmp_path)  # nothing in the environment
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "config.example.yaml: ok: 1 source, 5 rules + 1 built-in, 9 steps"
+    token_file = tmp_path / "data" / "hover-url-token"
+    assert result.stderr.strip() == (
+        f"note: sources.hover.token_file: {token_file} does not exist yet: "
+        "`hookwise serve` makes it (a random token) when it starts"
+    )
+    token_file.parent.mkdir()
+    token_file.write_text("made-by-serve\n")
+    result = hookwise("check", "-c", "config.example.yaml", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
 
 
 def test_check_strict_promotes_warnings(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("rules: [r.yaml]\nsources:\n  hover: {preset: hover, token: \"${HOVER_URL_TOKEN:-}\"}\n")
-    (tmp_path / "r.yaml").write_text("rules:\n  - name: a\n    source: hover\n    actions: [{log: {message: x}}]\n")
+    config.write_text("rules: [r.yaml]\nsources:\n  hover: {preset: hover, token: \"${HOVER_URL_TOKEN:-abcdef}\"}\n")
+    (tmp_path / "r.yaml").write_text("rules:\n  - name: a\n    source: hovr\n    actions: [{log: {message: x}}]\n")
     result = hookwise("check", "--strict", "-c", config)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"{config}:3:3: sources.hover: warning: accepts requests from anyone: set a secret, verify.hmac or token"
+    assert result.stderr.strip() == (
+        f"{tmp_path / 'r.yaml'}:3:13: rules[0].source: warning: no source named 'hovr' is configured (did you mean 'hover'?)"
+    )
     assert hookwise("check", "-c", config).returncode == 0
-    assert hookwise("check", "--strict", "-c", config, env={"HOVER_URL_TOKEN": "abcdef"}).returncode == 0
+
+
+def test_an_open_source_or_an_empty_token_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    hover = "  hover: {preset: hover, token: \"${HOVER_URL_TOKEN:-}\"}\n"
+    config.write_text(f"rules: []\nsources:\n{hover}  open: {{type: body:kind}}\n")
+    result = hookwise("check", "-c", config)
+    assert result.returncode == 78
+    assert result.stderr.splitlines() == [
+        f"{config}:3:33: sources.hover.token: is empty (an unset ${{VAR:-}}?): an empty token or secret verifies nothing; "
+        "set it, or say verify: none",
+        f"{config}:4:9: sources.open: accepts requests from anyone: give it a token (or token_file), a secret, verify.hmac "
+        "or allow_ips, or say verify: none",
+    ]
+    assert hookwise("check", "-c", config, env={"HOVER_URL_TOKEN": "t0ken"}).returncode == 78  # open still is
+    config.write_text(f"rules: []\nsources:\n{hover}  open: {{type: body:kind, verify: none}}\n")
+    assert hookwise("check", "-c", config, env={"HOVER_URL_TOKEN": "t0ken"}).returncode == 0
 
 
 @pytest.fixture
@@ -75,7 +110,7 @@ def test_every_problem_is_printed(copy: Path) -> None:
 
 def test_an_unset_variable_is_named(copy: Path) -> None:
     config = copy / "config.yaml"
-    config.write_text(config.read_text().replace("${HOVER_URL_TOKEN:-}", "${HOVER_URL_TOKEN}"))
+    config.write_text(config.read_text().replace("token_file: data/hover-url-token", 'token: "${HOVER_URL_TOKEN}"'))
     result = hookwise("check", "-c", "config.yaml", cwd=copy)
     assert result.returncode == 78
     assert result.stderr.strip().endswith("sources.hover.token: environment variable HOVER_URL_TOKEN is not set")
@@ -154,7 +189,7 @@ def test_dry_run_of_invalid_json_is_a_usage_error(tmp_path: Path) -> None:
 def test_test_passes_on_the_shipped_cases() -> None:
     result = hookwise("test", "-c", EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("9 passed, 0 failed")
+    assert result.stdout.strip().endswith("11 passed, 0 failed")
 
 
 def test_test_fails_with_a_diff(tmp_path: Path) -> None:
@@ -197,3 +232,107 @@ def test_schema_prints_the_three_schemas() -> None:
 def test_version() -> None:
     result = hookwise("--version")
     assert result.returncode == 0 and "0.1.0" in result.stdout
+
+
+SECRET = "crmtoken-5f3a9c"
+
+
+@pytest.mark.parametrize("command", [["check"], ["dry-run", "-"], ["serve", "--port", "0"]])
+def test_problem_messages_never_show_a_secret(tmp_path: Path, command: list[str]) -> None:
+    # The secret misplaced as a duration, a size, a number, an enum and a URL, in the
+    # config and in a rule file: every place is reported, the secret never shown.
+    (tmp_path / "config.yaml").write_text(
+        "rules: [r.yaml]\nserver: {max_body: \"${CRM_TOKEN}\"}\ndefaults: {timeout: \"${CRM_TOKEN}\"}\n"
+        "sources:\n  shop: {token: \"${CRM_TOKEN}\"}\n"
+    )
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: a\n    source: shop\n    when: {total: {gt: \"${CRM_TOKEN}\"}}\n    actions:\n"
+        "      - http: {url: \"${CRM_TOKEN}\", method: \"${CRM_TOKEN}\"}\n        timeout: \"${CRM_TOKEN}\"\n"
+    )
+    result = hookwise(*command, "-c", "config.yaml", cwd=tmp_path, env={"CRM_TOKEN": SECRET}, stdin="{}")
+    assert result.returncode == 78, result.stderr
+    places = [line.split(": ", 2)[:2] for line in result.stderr.splitlines()]
+    assert places == [
+        ["config.yaml:2:20", "server.max_body"],
+        ["config.yaml:3:21", "defaults.timeout"],
+        ["r.yaml:4:24", "rules[0].when.total.gt"],
+        ["r.yaml:6:21", "rules[0].actions[0].http.url"],
+        ["r.yaml:6:45", "rules[0].actions[0].http.method"],
+        ["r.yaml:7:18", "rules[0].actions[0].timeout"],
+    ]
+    assert SECRET not in result.stderr + result.stdout and "'****'" in result.stderr
+    assert_no_traceback(result)
+
+
+@pytest.mark.parametrize("args", [[], ["runs"], ["hover"]])
+def test_a_command_without_arguments_prints_its_help(args: list[str]) -> None:
+    result = hookwise(*args)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith(f"Usage: hookwise {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in result.stdout
+
+
+def test_send_defaults_to_the_only_source_and_takes_a_base_url(tmp_path: Path) -> None:
+    from .support import Sink
+
+    (tmp_path / "c.yaml").write_text("rules: []\nsources:\n  shop: {token: shop-t0ken}\n")
+    (tmp_path / "e.json").write_text('{"id": 1}')
+    sink = Sink()
+    try:
+        for given, path in [("", "/hooks/shop"), ("/", "/hooks/shop"), ("/proxy", "/proxy/hooks/shop"),
+                            ("/hooks/shop", "/hooks/shop"), ("/in/hooks/shop?x=1", "/in/hooks/shop?x=1")]:
+            url = sink.url + given
+            result = hookwise("send", "-c", tmp_path / "c.yaml", "--url", url, tmp_path / "e.json")
+            assert result.returncode == 0, result.stderr
+            hit = sink.hits[-1]
+            assert hit.path.split("token=")[0].rstrip("?&") == path and "token=shop-t0ken" in hit.path
+            assert hit.json() == {"id": 1}
+    finally:
+        sink.close()
+    (tmp_path / "c.yaml").write_text("rules: []\nsources:\n  shop: {token: shop-t0ken}\n  crm: {token: crm-t0ken}\n")
+    ambiguous = hookwise("send", "-c", tmp_path / "c.yaml", tmp_path / "e.json")
+    assert ambiguous.returncode == 2
+    assert ambiguous.stderr == "error: --source is required: c.yaml has 2 sources (crm, shop)\n"
+    unknown = hookwise("send", "-c", tmp_path / "c.yaml", "--source", "shp", tmp_path / "e.json")
+    assert unknown.returncode == 2
+    assert "no source named 'shp'" in unknown.stderr and "did you mean 'shop'?" in unknown.stderr
+
+
+def test_dry_run_refuses_a_source_that_is_not_configured() -> None:
+    result = hookwise("dry-run", "-c", EXAMPLE, "--source", "nope", FAILED_V2)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: no source named 'nope' in config.example.yaml "
+        "(sources: hover; hookwise for the events hookwise emits itself)\n"
+    )
+    exhausted = '{"queue": "field-techs", "key": "1"}'
+    emitted = hookwise("dry-run", "-c", EXAMPLE, "--source", "hookwise", "-", stdin=exhausted)
+    assert emitted.returncode == 0, emitted.stderr
+
+
+def test_an_empty_config_is_valid_and_warns_that_there_are_no_rules(tmp_path: Path) -> None:
+    (tmp_path / "hookwise.yaml").write_text("")
+    result = hookwise("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "hookwise.yaml: warning: no rules: 'rules:' is not set and the default folder rules/ holds no rule file\n"
+    )
+    assert result.stdout == "hookwise.yaml: ok: 0 sources, 0 rules, 0 steps, 1 warning\n"
+    assert hookwise("check", "--strict", cwd=tmp_path).returncode == 1
+    (tmp_path / "hookwise.yaml").write_text("rules: [mine/]\n")  # a folder the user names must exist
+    named = hookwise("check", cwd=tmp_path)
+    assert named.returncode == 78
+    assert named.stderr == f"hookwise.yaml:1:9: rules[0]: no such file or folder: {tmp_path / 'mine'}\n"
+
+
+def test_check_strict_fails_on_a_url_the_ssrf_guard_will_refuse(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("rules: [r.yaml]\nsources:\n  shop: {token: shop-t0ken}\n")
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - name: a\n    source: shop\n"
+        "    actions: [{http: {url: 'http://169.254.169.254/latest/meta-data/'}}]\n"
+    )
+    assert hookwise("check", "-c", tmp_path / "c.yaml").returncode == 0
+    strict = hookwise("check", "--strict", "-c", tmp_path / "c.yaml")
+    assert strict.returncode == 1
+    warning = "r.yaml:4:28: rules[0].actions[0].http.url: warning: the SSRF guard will refuse 169.254.169.254"
+    assert warning in strict.stderr

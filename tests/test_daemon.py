@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -73,7 +75,7 @@ def write_config(tmp_path: Path, sink: Sink) -> Path:
     config = tmp_path / "hookwise.yaml"
     config.write_text(
         "store: sqlite:///data/hookwise.db\nrules: [rules/]\nhttp: {allow_private: true}\n"
-        "sources:\n  open: {type: 'body:type', id: 'body:id'}\n"
+        "sources:\n  open: {type: 'body:type', id: 'body:id', verify: none}\n"
     )
     return config
 
@@ -139,9 +141,54 @@ def test_a_target_that_always_fails_ends_in_a_dead_run_with_its_error(daemon: Da
     assert len(sink.wait_for(3, path="/broken")) == 3  # no fourth attempt
 
 
+def connections(pid: int, port: int) -> list[str]:
+    """The states of process ``pid``'s TCP connections to ``port`` on loopback (Linux)."""
+    sockets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            sockets.add(target[len("socket:[") : -1])
+    states = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in sockets:
+                states.append(fields[3])
+    return states
+
+
+def reloads(daemon: DaemonProcess) -> int:
+    status, text = post(daemon.url + "/metrics", "", method="GET")
+    found = re.search(r"^hookwise_reloads_total ([0-9.]+)$", str(text), re.MULTILINE)
+    return int(float(found.group(1))) if status == 200 and found else 0
+
+
+def test_reloads_leave_no_connections_behind(tmp_path: Path) -> None:
+    # Each reload's actions are new; the old ones are closed once their steps are done
+    # (here: the http action's kept-alive connection to the target).
+    sink = Sink(keep_alive=True)
+    d = DaemonProcess(write_config(tmp_path, sink), free_port())
+    try:
+        d.wait_ready()
+        for n in range(7):
+            if n:
+                d.proc.send_signal(signal.SIGHUP)
+                wait_until(lambda: reloads(d) == n)
+            post(d.url + "/hooks/open", json.dumps({"type": "flaky", "id": f"k-{n}", "n": n}))
+            sink.wait_for(n + 1, path="/flaky")
+        wait_until(lambda: [r[1] for r in runs(tmp_path)] == ["succeeded"] * 7)
+        assert len(connections(d.proc.pid, sink.port)) <= 1, connections(d.proc.pid, sink.port)
+    finally:
+        assert d.stop() == 0, d.output()
+        sink.close()
+
+
 def test_hookwise_send_signs_and_posts(tmp_path: Path, sink: Sink) -> None:
     config = write_config(tmp_path, sink)
-    config.write_text(config.read_text().replace("open: {type: 'body:type', id: 'body:id'}", "open: {type: 'body:type', id: 'body:id', token: s3cret-token}"))
+    config.write_text(config.read_text().replace("verify: none", "token: s3cret-token"))
     d = DaemonProcess(config, free_port())
     try:
         d.wait_ready()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import urllib.error
@@ -101,6 +102,19 @@ def test_login_follows_the_authorization_code_flow(fake: FakeHover, store: Store
     assert fake.access_token_valid(tokens.access_token) and fake.refresh_token_alive(tokens.refresh_token)
     assert before + 7200 - 5 <= tokens.expires_at <= time.time() + 7200
     assert client.access_token() == tokens.access_token
+
+
+def test_a_started_login_keeps_its_state_in_the_store_for_the_callback(fake: FakeHover, store: Store) -> None:
+    client = HoverClient(settings(fake), store)
+    state, url = client.start_login(60)
+    assert parse_qs(urlsplit(url).query)["state"] == [state] and len(state) >= 32
+    assert store.hover_login(state) == {"status": "pending", "error": None, "expired": False}
+    assert client.start_login()[0] != state  # a new state for every login
+    assert store.take_hover_login(state) == "default" and store.take_hover_login(state) is None
+
+    unset = HoverClient(settings(fake, redirect_uri=None), store)
+    with pytest.raises(Fail, match="redirect_uri"):
+        unset.start_login()
 
 
 def test_an_authorization_code_works_once(fake: FakeHover, store: Store) -> None:
@@ -408,7 +422,8 @@ def test_list_merges_every_page_with_the_stores_records(fake: FakeHover, store: 
     assert rows[str(hooks[0]["id"])]["verified_at"] == fake.webhooks[hooks[0]["id"]]["verified_at"]
     assert rows[str(hooks[1]["id"])]["verified_at"] is None and rows[str(hooks[26]["id"])]["at_hover"] is True
     assert rows["777"] == {"id": "777", "url": "https://gone.example.com", "source": None, "verified_at": None,
-                           "last_error": "hover: 404", "at_hover": False}
+                           "verify_method": None, "last_error": "hover: 404", "at_hover": False}
+    assert rows[str(hooks[0]["id"])]["verify_method"] == "PUT"
     assert [c.path for c in fake.api_calls("/api/v2/webhooks") if c.method == "GET"] == ["/api/v2/webhooks"] * 2
 
 
@@ -424,7 +439,28 @@ def test_verify_records_verified_at_or_the_last_error(fake: FakeHover, store: St
 
     [row] = store.hover_webhooks()
     assert row["verified_at"] == pytest.approx(time.time(), abs=5) and row["last_error"] is None
+    assert row["verify_method"] == "PUT"
     assert fake.webhooks[hook["id"]]["verified_at"] is not None
+
+
+def test_verify_tries_post_once_when_put_is_answered_405(store: Store) -> None:
+    with FakeHover(verify_method="POST") as fake:
+        client = logged_in(fake, store)
+        hook = client.register_webhook("https://hooks.example.com/x")
+        assert client.verify_webhook(fake.code_for(hook["id"]), str(hook["id"])) == 200
+        assert [(c.method, c.status) for c in fake.api_calls("/api/v2/webhooks/")] == [("PUT", 405), ("POST", 200)]
+        [row] = store.hover_webhooks()
+        assert row["verify_method"] == "POST" and row["verified_at"] is not None
+        with pytest.raises(Fail, match="404"):  # POST once: a refused POST is the answer
+            client.verify_webhook("wrong-code", str(hook["id"]))
+        assert [c.method for c in fake.api_calls("/api/v2/webhooks/wrong-code")] == ["PUT", "POST"]
+
+
+def test_verify_does_not_try_post_after_other_refusals(fake: FakeHover, store: Store) -> None:
+    client = logged_in(fake, store)
+    with pytest.raises(Fail, match="404"):
+        client.verify_webhook("wrong-code")
+    assert [c.method for c in fake.api_calls("/api/v2/webhooks/wrong-code")] == ["PUT"]
 
 
 # --- the hover action ----------------------------------------------------------------------
@@ -465,6 +501,32 @@ def test_the_action_fails_clearly(fake: FakeHover, store: Store) -> None:
         run_action({"path": "/api/v3/jobs/1"}, context(event, store, client))
 
 
+@pytest.mark.parametrize(("path", "message"), [
+    ("/api/v2/webhooks/../../v3/jobs/4242/archive", "must not contain '.' or '..' segments"),
+    ("/api/v3/jobs/1/..", "must not contain '.' or '..' segments"),
+    ("/api/v3/./jobs", "must not contain '.' or '..' segments"),
+    ("/api/v3/jobs/%2e%2E/x", "must not contain '.' or '..' segments"),
+    ("/api/v3/jobs/%2E/x", "must not contain '.' or '..' segments"),
+    ("/api/v2/webhooks/x?y=/verify", "must not contain '?' or '#': give query parameters in params"),
+    ("/api/v3/jobs/1#frag", "must not contain '?' or '#'"),
+    ("/api/v3/jobs//1", "must not contain empty segments"),
+    ("/api/v3/jobs/..\\x", "must not contain a backslash"),
+    ("//evil.example/api", "starting with a single '/'"),
+    ("https://evil.example/api", "starting with a single '/'"),
+])
+def test_the_action_refuses_a_path_that_could_leave_its_endpoint(path: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        HoverParams.model_validate({"path": path})
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v3/jobs/19402492", "/api/v2/webhooks/..%2F..%2Fv3%2Fjobs/verify", "/api/v3/jobs/...", "/api/v3/jobs/a.b",
+    "/api/v3/jobs/",
+])
+def test_the_action_takes_a_clean_path(path: str) -> None:
+    assert HoverParams.model_validate({"path": path}).path == path
+
+
 def test_the_verification_handshake_records_the_webhook(fake: FakeHover, store: Store) -> None:
     client = logged_in(fake, store)
     hook = client.register_webhook("https://hooks.example.com/hooks/hover")
@@ -474,21 +536,54 @@ def test_the_verification_handshake_records_the_webhook(fake: FakeHover, store: 
 
     output = run_action({"method": "PUT", "path": f"/api/v2/webhooks/{code}/verify"}, context(event, store, client))
 
-    assert output == {"status": 200, "json": None}
+    assert output == {"status": 200, "json": None, "method": "PUT"}
     [row] = store.hover_webhooks()
     assert row["webhook_id"] == str(hook["id"]) and row["source"] == "hover"
     assert row["verified_at"] == pytest.approx(time.time(), abs=5) and row["last_error"] is None
+    assert row["verify_method"] == "PUT"
     assert fake.webhooks[hook["id"]]["verified_at"] is not None
 
 
-def test_a_failed_handshake_records_the_last_error(fake: FakeHover, store: Store) -> None:
+def test_the_handshake_posts_when_put_is_answered_405(store: Store) -> None:
+    with FakeHover(verify_method="POST") as fake:
+        client = logged_in(fake, store)
+        webhook_id, code = fake.add_webhook("https://hooks.example.com/hooks/hover")
+        event = Event(source="hover", type="webhook-verification-code",
+                      body={"event": "webhook-verification-code", "code": code, "webhook_id": webhook_id})
+
+        output = run_action({"method": "PUT", "path": f"/api/v2/webhooks/{code}/verify"}, context(event, store, client))
+
+        assert output == {"status": 200, "json": None, "method": "POST"}
+        assert fake.webhooks[webhook_id]["verified_at"] is not None
+        [row] = store.hover_webhooks()  # verified: now it is recorded, with the method that worked
+        assert (row["webhook_id"], row["verify_method"]) == (str(webhook_id), "POST")
+
+
+def test_a_failed_handshake_records_the_last_error_of_a_known_webhook_only(fake: FakeHover, store: Store) -> None:
     client = logged_in(fake, store)
     event = Event(source="hover", type="webhook-verification-code",
                   body={"event": "webhook-verification-code", "code": "stale", "webhook_id": 555})
     with pytest.raises(Fail, match="404"):
         run_action({"method": "PUT", "path": "/api/v2/webhooks/stale/verify"}, context(event, store, client))
+    assert store.hover_webhooks() == []  # an event alone makes no webhook appear
+
+    store.save_hover_webhook("555", source="hover", url="https://hooks.example.com/hooks/hover")
+    with pytest.raises(Fail, match="404"):
+        run_action({"method": "PUT", "path": "/api/v2/webhooks/stale/verify"}, context(event, store, client))
     [row] = store.hover_webhooks()
     assert (row["webhook_id"], row["verified_at"]) == ("555", None) and "404" in row["last_error"]
+
+
+def test_a_handshake_without_a_login_waits_for_it(fake: FakeHover, store: Store) -> None:
+    client = HoverClient(settings(fake), store)
+    event = Event(source="hover", type="webhook-verification-code",
+                  body={"event": "webhook-verification-code", "code": "c0de", "webhook_id": 230293})
+    with pytest.raises(Retry) as waiting:
+        run_action({"method": "PUT", "path": "/api/v2/webhooks/c0de/verify"}, context(event, store, client))
+    assert str(waiting.value) == NOT_LOGGED_IN + "; the handshake runs as soon as the account is connected"
+    assert waiting.value.after == 600 and fake.calls == [] and store.hover_webhooks() == []
+    with pytest.raises(Fail, match="not logged in"):  # other calls fail at once, as before
+        run_action({"path": "/api/v3/jobs/1"}, context(event, store, client))
 
 
 def test_other_calls_record_nothing(fake: FakeHover, store: Store) -> None:
@@ -567,8 +662,8 @@ def test_cli_register_list_and_verify(fake: FakeHover, config: Path) -> None:
 
     listed = cli("webhooks", "-c", str(config))
     header, row = listed.output.splitlines()
-    assert header.split() == ["id", "url", "verified_at", "last_error"]
-    assert row.split() == [str(webhook_id), "https://hooks.example.com/hooks/hover", "-", "-"]
+    assert header.split() == ["id", "url", "verified_at", "verify_method", "last_error"]
+    assert row.split() == [str(webhook_id), "https://hooks.example.com/hooks/hover", "-", "-", "-"]
     assert hook["hmac_secret"] not in listed.output
 
     verified = cli("verify", "-c", str(config), fake.code_for(webhook_id), "--webhook-id", str(webhook_id))
@@ -576,6 +671,8 @@ def test_cli_register_list_and_verify(fake: FakeHover, config: Path) -> None:
 
     [entry] = json.loads(cli("webhooks", "-c", str(config), "--json").output)
     assert entry["id"] == str(webhook_id) and entry["verified_at"] == hook["verified_at"] is not None
+    assert entry["verify_method"] == "PUT"
+    assert cli("webhooks", "-c", str(config)).output.splitlines()[1].split()[3] == "PUT"
 
 
 def test_cli_errors_are_hookwise_errors(fake: FakeHover, config: Path) -> None:

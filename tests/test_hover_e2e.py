@@ -17,6 +17,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from .conftest import ROOT
+from engine.hover import NOT_LOGGED_IN
+
 from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover
 from .support import DaemonProcess, Sink, free_port
 
@@ -173,3 +175,125 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
     finally:
         db.close()
     assert dead == 0
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def wait_until(condition: Any, timeout: float = 20.0) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def test_hostile_values_stay_inside_their_path_segment(world: dict[str, Any]) -> None:
+    """A signed event's values go into Hover paths percent-encoded, one segment each: a code
+    or job id made of dot segments, slashes and '?' cannot move a call that carries the
+    account's token to another endpoint."""
+    hover: FakeHover = world["hover"]
+    assert hookwise(world, "hover", "login", "--code", hover.authorize()).returncode == 0
+    hostile_code = "../../v3/jobs/4242/archive?x="
+    hostile_job = "19402492/../../../v2/webhooks"
+    code_event = world["root"] / "hostile-code.json"
+    code_event.write_text(json.dumps({"event": "webhook-verification-code", "webhook_id": 1, "code": hostile_code}))
+    job_event = world["root"] / "hostile-job.json"
+    completed = json.loads((EVENTS / "job-state-changed-v2_completed.json").read_text())
+    job_event.write_text(json.dumps({**completed, "job_id": hostile_job}))
+
+    # A rule that forgets |path_segment: the hover action refuses the rendered path.
+    (world["root"] / "naive.yaml").write_text(
+        "rules:\n  - {name: naive, event: naive, actions: [{hover: {path: '/api/v3/jobs/{{ event.job_id }}'}}]}\n")
+    config: Path = world["config"]
+    config.write_text(config.read_text().replace("rules: [hover.yaml]", "rules: [hover.yaml, naive.yaml]"))
+    naive_event = world["root"] / "naive.json"
+    naive_event.write_text(json.dumps({"event": "naive", "job_id": "1/../../../v2/webhooks"}))
+
+    daemon = DaemonProcess(config, free_port(), env=world["env"])
+    try:
+        daemon.wait_ready()
+        send(world, daemon, code_event)
+        send(world, daemon, job_event)
+        send(world, daemon, naive_event)
+        calls = wait_until(lambda: len(hover.calls) >= 2 and list(hover.calls))
+        db = sqlite3.connect(world["root"] / "data" / "hookwise.db")
+        try:
+            dead = "SELECT error FROM runs WHERE rule = 'naive' AND status = 'dead'"
+            (naive_error,) = wait_until(lambda: db.execute(dead).fetchone())
+        finally:
+            db.close()
+    finally:
+        assert daemon.stop() == 0, daemon.output()
+
+    assert sorted((c.method, c.path, c.status) for c in calls) == [
+        ("GET", "/api/v3/jobs/19402492%2F..%2F..%2F..%2Fv2%2Fwebhooks", 404),
+        ("PUT", "/api/v2/webhooks/..%2F..%2Fv3%2Fjobs%2F4242%2Farchive%3Fx%3D/verify", 404),
+    ]
+    assert hover.webhooks == {} and not world["crm"].hits
+    assert "path: must not contain '.' or '..' segments (templated parts: use |path_segment)" in naive_error
+
+
+def step_errors(world: dict[str, Any], rule: str) -> list[tuple[str, str, str | None]]:
+    db = sqlite3.connect(world["root"] / "data" / "hookwise.db")
+    try:
+        return db.execute(
+            "SELECT r.status, s.status, s.error FROM runs r JOIN steps s ON s.run_id = r.id WHERE r.rule = ? "
+            "ORDER BY r.created_at", (rule,),
+        ).fetchall()
+    finally:
+        db.close()
+
+
+def test_a_handshake_waits_for_the_login_and_no_webhook_appears_from_events(world: dict[str, Any]) -> None:
+    """The tour's first run: events arrive before any Hover login. The handshakes wait with
+    a clear message instead of dying; the login wakes them at once; an unknown webhook (the
+    example event's) stays unknown; Hover's older POST verification is used when PUT is
+    answered 405, and the method that worked is shown."""
+    hover: FakeHover = world["hover"]
+    hover.verify_method = "POST"
+    webhook_id, code = hover.add_webhook("http://127.0.0.1/hooks/hover?token=url-t0ken")
+    registered = world["root"] / "registered.json"
+    registered.write_text(json.dumps({"event": "webhook-verification-code", "webhook_id": webhook_id, "code": code}))
+    daemon = DaemonProcess(world["config"], free_port(), env=world["env"])
+    try:
+        daemon.wait_ready()
+        send(world, daemon, EVENTS / "webhook-verification-code.json")  # webhook 230293: unknown to this Hover
+        send(world, daemon, registered)
+        def handshakes(done: set[str] | None = None) -> list[tuple[str, str, str | None]] | None:
+            rows = step_errors(world, "hookwise.hover-verify.hover")
+            if done is None:
+                return rows if len(rows) == 2 and all(r[2] for r in rows) else None
+            return rows if {r[0] for r in rows} == done else None
+
+        waiting = wait_until(handshakes)
+        waits = NOT_LOGGED_IN + "; the handshake runs as soon as the account is connected"
+        assert waiting == [("active", "ready", waits)] * 2
+        assert hover.calls == []
+        _, sources = get_json(f"{daemon.url}/api/sources")
+        assert sources["sources"][0]["hover"]["webhooks"] == []  # nothing appears from events alone
+
+        login = hookwise(world, "hover", "login", "--code", hover.authorize())
+        assert login.returncode == 0, login.stderr
+        # due at once, not in the ten minutes the steps were told to wait
+        wait_until(lambda: hover.webhooks[webhook_id]["verified_at"], timeout=20)
+        outcomes = wait_until(lambda: handshakes({"dead", "succeeded"}))
+        _, sources = get_json(f"{daemon.url}/api/sources")
+    finally:
+        assert daemon.stop() == 0, daemon.output()
+
+    assert [c.method for c in hover.calls if c.path == f"/api/v2/webhooks/{code}/verify"] == ["PUT", "POST"]
+    assert sorted(o[0] for o in outcomes) == ["dead", "succeeded"]
+    (dead_error,) = [o[2] for o in outcomes if o[0] == "dead"]
+    assert dead_error.startswith("hover: POST /api/v2/webhooks/03947FE2-28C3-4EB1-AD44-B4258B3345BB/verify: 404")
+    (hook,) = sources["sources"][0]["hover"]["webhooks"]
+    assert (hook["webhook_id"], hook["verify_method"], hook["last_error"]) == (str(webhook_id), "POST", None)
+    assert hook["verified_at"]
+    listed = json.loads(hookwise(world, "hover", "webhooks", "--json").stdout)
+    assert [(w["id"], w["verify_method"]) for w in listed] == [(str(webhook_id), "POST")]  # no 230293

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -240,3 +241,88 @@ def test_retention_prunes_finished_work_and_keeps_dead_runs(tmp_path: Path) -> N
     assert store.get_event(ids[1]) is not None and store.get_run("r1")["status"] == "dead"  # type: ignore[index]
     assert store.get_event(pending) is not None  # not matched yet: never pruned
     store.close()
+
+
+def test_runs_show_prints_each_steps_times_params_output_and_error(world: tuple[World, Sink]) -> None:
+    w, sink = world
+    event_id = w.send({"type": "order.created", "id": "o-3"})
+    dead = dead_run(w, event_id)
+    shown = w.hookwise("runs", "show", dead["id"])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    crm = lines.index("  step 0 crm (http)  dead, attempt 2")
+    assert lines[crm + 1].startswith("    started 20") and ", finished 20" in lines[crm + 1]
+    assert lines[crm + 2] == "    params:"
+    assert lines[crm + 3 : crm + 5] == ["      {", '        "method": "POST",']
+    assert f'        "url": "{sink.url}/crm",' in lines and '          "bearer": "****"' in lines
+    assert any(line.startswith("    error: ") and "500" in line for line in lines)
+    assert "crm-secret-value" not in shown.stdout
+    # A long output is shortened; --json has all of it.
+    sink.responder = lambda hit: (200, json.dumps({"items": list(range(100))}))
+    assert w.hookwise("runs", "retry", dead["id"]).returncode == 0
+    w.wait(lambda: w.store.get_run(dead["id"])["status"] == "succeeded")  # type: ignore[index]
+    lines = w.hookwise("runs", "show", dead["id"]).stdout.splitlines()
+    output = lines.index("    output:")
+    assert lines[output + 1] == "      {" and lines[output + 2] == '        "status": 200,'
+    assert re.fullmatch(r"      … \d+ more lines \(--json shows everything\)", lines[output + 41])
+    assert lines[output + 42] == "  step 1 log (log)  succeeded, attempt 1"
+    full = json.loads(w.hookwise("runs", "show", dead["id"], "--json").stdout)
+    assert full["steps"][0]["output"]["json"] == {"items": list(range(100))}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"crm.nonsense": 1}, "crm.nonsense: unknown key"),
+        ({"crm.jsn": {"order": 1}}, "crm.jsn: unknown key (did you mean 'json'?)"),
+        ({"crm.auth.bearr": "t"}, "crm.auth.bearr: unknown key (did you mean 'bearer'?)"),
+        ({"crm.method": "FETCH"}, "crm.method: Input should be 'GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE' or "),
+        ({"crm.timeout": "soon"}, "crm.timeout: invalid duration 'soon'"),
+        ({"log.message": "x"}, "log.message: run {RUN} is dead at step 0 (crm): --set can change that step only"),
+    ],
+)
+def test_a_retry_edit_the_action_would_refuse_is_refused_and_the_run_stays_dead(
+    world: tuple[World, Sink], edit: dict[str, Any], message: str
+) -> None:
+    w, _ = world
+    run = dead_run(w, w.send({"type": "order.created", "id": "o-4"}))
+    message = message.replace("{RUN}", run["id"])
+    status, answer = w.api("POST", f"/api/runs/{run['id']}/retry", {"set": edit})
+    assert status == 400 and answer["error"] == "bad_request" and answer["message"].startswith(message), answer
+    ((key, value),) = edit.items()
+    cli = w.hookwise("runs", "retry", run["id"], "--set", f"{key}={json.dumps(value)}")
+    assert cli.returncode == 2 and cli.stderr.startswith(f"error: {message}") and len(cli.stderr.splitlines()) == 1
+    assert w.store.get_run(run["id"])["status"] == "dead"  # type: ignore[index]
+
+
+def test_the_event_list_says_what_each_event_produced_and_marks_replays(world: tuple[World, Sink]) -> None:
+    w, sink = world
+    sink.state["fail"] = False  # type: ignore[attr-defined]
+    both = w.send({"type": "order.created", "id": "o-1"})
+    one = w.send({"type": "order.paid", "id": "o-2"})
+    none = w.send({"type": "refund", "id": "o-3"})
+    w.wait(lambda: all(e["status"] == "matched" for e in w.store.list_events(10)))
+    replay = w.api("POST", f"/api/events/{one}/replay", {})[1]["event_id"]
+    w.wait(lambda: w.store.get_event(replay)["status"] == "matched")  # type: ignore[index]
+    _, page = w.api("GET", "/api/events")
+    found = {e["id"]: (e["runs"], e["outcome"], e["replay_of"]) for e in page["events"]}
+    assert found == {
+        both: (2, "2 runs", None), one: (1, "1 run", None), none: (0, "no rule matched", None),
+        replay: (1, "1 run", one),
+    }
+    listed = w.hookwise("events", "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: " ".join(line.split()[4:]) for line in listed.stdout.splitlines()[1:]}
+    assert listed.stdout.split()[:5] == ["ID", "RECEIVED", "SOURCE", "TYPE", "OUTCOME"]
+    assert rows == {both: "2 runs", one: "1 run", none: "no rule matched", replay: f"1 run replay of {one}"}
+
+
+def test_a_dry_run_on_a_source_that_is_not_configured_is_refused(world: tuple[World, Sink]) -> None:
+    w, _ = world
+    status, answer = w.api("POST", "/api/dry-run", {"source": "nope", "event": {"type": "order.paid"}})
+    assert status == 400 and answer == {
+        "error": "bad_request",
+        "message": "no source named 'nope' in config.yaml "
+                   "(sources: shop; hookwise for the events hookwise emits itself)",
+    }
+    assert w.api("POST", "/api/dry-run", {"source": "hookwise", "event": {"type": "order.paid"}})[0] == 200

@@ -95,7 +95,7 @@ server: {max_body: 1KiB}
 rules: []
 sources:
   tok: {token: t0ken-for-metrics}
-  open: {type: "body:kind", id: "header:X-Delivery"}
+  open: {type: "body:kind", id: "header:X-Delivery", verify: none}
 """
 
 
@@ -156,6 +156,17 @@ def test_events_are_counted_by_source_and_answered_status(served: Served) -> Non
     assert received == {
         "tok 202": 1, "tok 401": 2, "open 202": 1, "open 200": 1, "open 413": 1, "open 400": 1, "open 415": 1, "unknown 404": 1,
     }
+
+
+def test_no_series_is_doubled_by_a_created_timestamp(served: Served) -> None:
+    assert post(served.url("/hooks/tok?token=t0ken-for-metrics"), json.dumps({"kind": "k"}))[0] == 202
+    served.metrics.recorded([result("succeeded")])  # a histogram series too
+    served.metrics.matched("a")
+    _, found = served.scrape()
+    names = {name for name, _ in found}
+    counted = {"hookwise_events_received_total", "hookwise_step_duration_seconds_count", "hookwise_rule_matches_total"}
+    assert counted <= names
+    assert [name for name in names if name.endswith("_created")] == []
 
 
 def test_a_path_segment_never_becomes_a_label(served: Served) -> None:
@@ -269,7 +280,7 @@ def run_statuses(store: Store) -> dict[str, str]:
 def test_worker_counts_matches_step_outcomes_latency_and_dead_runs(tmp_path: Path) -> None:
     sink = Sink(flaky_then_ok())
     (tmp_path / "rules.yaml").write_text(RULES.replace("{SINK}", sink.url))
-    (tmp_path / "config.yaml").write_text("store: sqlite:///store.db\nrules: [rules.yaml]\nhttp: {allow_private: true}\nsources: {s: {}}\n")
+    (tmp_path / "config.yaml").write_text("store: sqlite:///store.db\nrules: [rules.yaml]\nhttp: {allow_private: true}\nsources: {s: {verify: none}}\n")
     current = Current(load(tmp_path / "config.yaml", {}))
     store = open_store(current().config.store_url())
     metrics = Metrics(store.queue_counts)

@@ -197,7 +197,7 @@ store: sqlite:///data/hookwise.db
 rules: [rules/]
 http: {allow_private: true}
 sources:
-  open: {type: 'body:type', id: 'body:id'}
+  open: {type: 'body:type', id: 'body:id', verify: none}
 """
 
 
@@ -540,3 +540,29 @@ def test_serve_tells_systemd_it_is_ready_and_stopping(tmp_path: Path) -> None:
         assert daemon.stop() == 0, daemon.output()
     assert listener.recv(100) == b"STOPPING=1"
     listener.close()
+
+
+def test_rule_counts_are_said_the_same_by_check_readyz_and_the_reload_log(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(
+        "rules:\n  - name: a\n    event: x\n    actions: [{log: {message: a}}]\n"
+        "  - name: b\n    event: y\n    actions: [{log: {message: b}}]\n"
+    )
+    config = tmp_path / "hookwise.yaml"
+    config.write_text(
+        "store: sqlite:///data/hookwise.db\nrules: [rules/]\nsources:\n  hover: {preset: hover, token: t0ken-abc}\n"
+    )
+    said = "2 rules + 1 built-in"  # the user's, and Hover's handshake
+    checked = subprocess.run(
+        [sys.executable, "-m", "engine", "check", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.stdout == f"hookwise.yaml: ok: 1 source, {said}, 2 steps\n", checked.stderr
+    daemon = DaemonProcess(config, free_port(), "--log-format", "json")
+    try:
+        daemon.wait_ready()
+        status, ready = post(daemon.url + "/readyz", b"", method="GET")
+        assert status == 200 and ready["checks"]["rules"] == f"{said} loaded"  # type: ignore[index]
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: f'"reloaded: {said}"' in daemon.output())
+    finally:
+        assert daemon.stop() == 0, daemon.output()

@@ -25,6 +25,7 @@ import pytest
 
 from engine.errors import StoreError
 from engine.store import HoverTokens, Incoming, Matched, NewRun, Store, open_store
+from tests.support import POSTGRES_URL, Clock, NoPostgres, free_port, postgres_database
 
 # The contract suites, collected again here: pytest resolves their ``store`` argument to the
 # fixture of this module, so each runs on SQLite and on PostgreSQL.
@@ -43,21 +44,21 @@ from tests.test_store import (  # noqa: F401
     new_run,
     result,
     test_a_delayed_event_waits,
+    test_a_result_the_store_cannot_hold_fails_alone,
     test_a_retry_makes_the_step_due_later_then_dead_ends_the_run,
     test_an_emitted_event_is_stored_once,
     test_an_expired_step_claim_is_taken_again_and_the_late_result_ignored,
     test_claimed_events_are_hidden_until_the_lease_ends,
     test_continue_on_error_moves_on,
     test_delivery_ids_deduplicate_within_the_window_per_source,
+    test_events_per_minute_counts_the_window_by_source,
     test_events_come_back_as_events,
     test_one_run_per_event_and_rule_even_when_matched_twice,
     test_put_and_read_back,
+    test_run_status_counts_and_retrying_steps,
     test_steps_run_in_order_and_outputs_reach_later_steps,
     test_the_step_delay_is_honoured,
 )
-
-PG_URL = os.environ.get("HOOKWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/hookwise_test")
-
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI"):
@@ -69,19 +70,10 @@ def _unavailable(reason: str) -> None:
 def pg_database() -> str:
     """The test database's URL, the database created if missing."""
     try:
-        import psycopg
-        from psycopg.conninfo import make_conninfo
-    except ImportError:
-        _unavailable("psycopg is not installed")
-    try:
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except psycopg.errors.InvalidCatalogName:
-        with psycopg.connect(make_conninfo(PG_URL, dbname="postgres"), autocommit=True) as admin:
-            dbname = str(psycopg.conninfo.conninfo_to_dict(PG_URL)["dbname"])
-            admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(dbname)))
-    except psycopg.OperationalError as exc:
-        _unavailable(f"no PostgreSQL server at {PG_URL}: {exc}")
-    return PG_URL
+        return postgres_database()
+    except NoPostgres as exc:
+        _unavailable(str(exc))
+        raise
 
 
 @pytest.fixture
@@ -98,9 +90,11 @@ def pg_url(pg_database: str) -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Store]:
+    """The store on each backend, its time given by ``clock`` (the database's clock is
+    tested on its own below)."""
     url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    s = open_store(url)
+    s = open_store(url, clock=clock)
     yield s
     s.close()
 
@@ -192,37 +186,40 @@ def test_match_events_matches_records_and_claims_in_one_call(store: Store) -> No
     assert store.match_events(10, match, event_lease=60) == (0, [])
 
 
-def test_an_exception_while_matching_leaves_the_events_to_a_later_claim(store: Store) -> None:
+def test_an_exception_while_matching_leaves_the_events_to_a_later_claim(store: Store, clock: Clock) -> None:
     (stored,) = store.put_events([incoming()])
 
     def broken(events: list[Any]) -> list[Matched]:
         raise ZeroDivisionError("a bug")
 
     with pytest.raises(ZeroDivisionError):
-        store.match_events(10, broken, event_lease=0.05)
-    time.sleep(0.1)  # PostgreSQL's claim was taken for 0.05 s; SQLite's rolled back
+        store.match_events(10, broken, event_lease=10)
+    clock.advance(10)  # PostgreSQL's claim was taken for 10 s; SQLite's rolled back
     count, _ = store.match_events(10, lambda events: [Matched(e.id, [], [], e) for e in events], event_lease=60)
     assert count == 1 and store.get_event(stored.event_id)["status"] == "matched"  # type: ignore[index]
 
 
-def test_extended_leases_keep_the_claim(store: Store) -> None:
+def test_extended_leases_keep_the_claim(store: Store, clock: Clock) -> None:
     run_id = matched_run(store, steps=1)
-    (task,) = store.claim_steps(10, lease=0.2)
-    store.extend_leases([task], 60)
-    time.sleep(0.3)
+    (task,) = store.claim_steps(10, lease=15)
+    clock.advance(10)
+    store.extend_leases([task], 15)  # until 25 s from the claim
+    clock.advance(14.9)
     assert store.claim_steps(10, 60) == []
-    store.record_steps([result(task, output=1)])
+    clock.advance(0.1)
+    (again,) = store.claim_steps(10, 60)  # a lease not renewed runs out
+    assert again.attempt == 2
+    store.record_steps([result(again, output=1)])
     run = store.get_run(run_id)
     assert run is not None and run["status"] == "succeeded"
 
 
-def test_next_due_sees_steps_too(store: Store) -> None:
+def test_next_due_sees_steps_too(store: Store, clock: Clock) -> None:
     assert store.next_due() is None
     matched_run(store)
     (task,) = store.claim_steps(10, 60)
     store.record_steps([result(task, next_delay=300.0)])
-    due = store.next_due()
-    assert due is not None and time.time() + 250 < due < time.time() + 350
+    assert store.next_due() == clock() + 300
 
 
 def test_replay_makes_a_pending_copy(store: Store) -> None:
@@ -251,22 +248,22 @@ def test_a_dead_run_is_retried_from_its_dead_step_with_overrides(store: Store) -
     assert store.rule_counts() == {"r": {"active": 1}}
 
 
-def test_prune_keeps_dead_and_active_runs(store: Store) -> None:
+def test_prune_keeps_dead_and_active_runs(store: Store, clock: Clock) -> None:
     done, dead, active = matched_run(store, steps=1), matched_run(store, steps=1), matched_run(store, steps=1)
     tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
     store.record_steps([result(tasks[done]), result(tasks[dead], "failed", error="x")])
     (no_runs,) = store.put_events([incoming()])
     store.record_matches([Matched(no_runs.event_id, [])])
     store.put_events([incoming(delivery="old", dedupe_window=0.0), incoming(delivery="kept")])
-    time.sleep(0.01)
-    counts = store.prune(time.time() + 1)
+    clock.advance(0.01)
+    counts = store.prune(clock() + 1)
     # the events: the one without runs, and the one whose run was just pruned
     assert counts == {"runs": 1, "events": 2, "deliveries": 1}
     assert store.get_run(done) is None and store.steps_of_run(done) == []
     assert store.get_run(dead) is not None and store.get_run(active) is not None
     assert store.get_event(no_runs.event_id) is None
     assert store.put_events([incoming(delivery="kept")])[0].duplicate
-    assert store.prune(time.time() + 1) == {"runs": 0, "events": 0, "deliveries": 0}
+    assert store.prune(clock() + 1) == {"runs": 0, "events": 0, "deliveries": 0}
 
 
 def test_list_events_filters_and_pages(store: Store) -> None:
@@ -279,7 +276,13 @@ def test_list_events_filters_and_pages(store: Store) -> None:
     assert len(store.list_events(source="hover")) == 5 and [e["type"] for e in store.list_events(type="push")] == ["push"]
     assert len(store.list_events(since=time.time() + 50)) == 1 and len(store.list_events(until=time.time() + 50)) == 5
     assert store.list_events(status="matched") == []
-    assert set(newest[0]) == {"seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of"}
+    assert set(newest[0]) == {
+        "seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of", "runs",
+    }
+    assert {e["runs"] for e in store.list_events()} == {0}
+    matched = store.claim_events(1, 60)[0].id
+    store.record_matches([Matched(matched, [], [new_run(matched, "a"), new_run(matched, "b")])])
+    assert {e["id"]: e["runs"] for e in store.list_events(status="matched")} == {matched: 2}
 
 
 def test_record_shapes_are_the_same(store: Store) -> None:
@@ -315,7 +318,56 @@ def test_hover_tokens_and_webhooks(store: Store) -> None:
         "webhook_id": "w1", "source": "hover", "url": "https://h/1", "verified_at": 5.0, "last_error": "late"}
 
 
-def test_the_hover_lock(store: Store) -> None:
+def test_a_webhook_keeps_the_verification_method_that_worked(store: Store) -> None:
+    store.save_hover_webhook("w1", source="hover", url="https://h/1")
+    assert store.hover_webhooks()[0]["verify_method"] is None
+    store.save_hover_webhook("w1", verified_at=5.0, verify_method="POST")
+    store.save_hover_webhook("w1", last_error="later: 404")
+    (hook,) = store.hover_webhooks()
+    assert (hook["verified_at"], hook["verify_method"], hook["last_error"]) == (5.0, "POST", "later: 404")
+
+
+def test_a_hover_login_state_is_taken_once_and_only_while_fresh(store: Store, clock: Clock) -> None:
+    store.begin_hover_login("s-1", 600)
+    assert store.hover_login("s-1") == {"status": "pending", "error": None, "expired": False}
+    assert store.take_hover_login("s-1") == "default"
+    assert store.take_hover_login("s-1") is None  # once
+    assert store.take_hover_login("never-issued") is None and store.hover_login("never-issued") is None
+    store.finish_hover_login("s-1")
+    assert store.hover_login("s-1") == {"status": "done", "error": None, "expired": False}
+
+    store.begin_hover_login("s-2", 600, account="other")
+    assert store.take_hover_login("s-2") == "other"
+    store.finish_hover_login("s-2", "hover: refused")
+    assert store.hover_login("s-2") == {"status": "failed", "error": "hover: refused", "expired": False}
+
+    store.begin_hover_login("s-3", 60)
+    clock.advance(61)
+    assert store.take_hover_login("s-3") is None  # expired
+    assert store.hover_login("s-3") == {"status": "pending", "error": None, "expired": True}
+
+
+def test_wake_steps_makes_the_waiting_steps_of_an_action_due_now(store: Store) -> None:
+    store.put_events([incoming(), incoming()])
+    first, second = store.claim_events(10, 60)
+    store.record_matches([
+        Matched(first.id, [], [NewRun("waits", "r", "v1", "f", "t", steps=[(0, "verify", "hover")])]),
+        Matched(second.id, [], [NewRun("other", "r", "v1", "f", "t", steps=[(0, "job", "hover")])]),
+    ])
+    tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
+    store.record_steps([
+        result(tasks["waits"], "failed", error="hover: not logged in: run `hookwise hover login`; waits", retry_in=3600),
+        result(tasks["other"], "failed", error="hover: GET /api/v3/jobs/1: 503", retry_in=3600),
+    ])
+    assert store.claim_steps(10, 60) == []
+    assert store.wake_steps("log", "hover: not logged in") == 0
+    assert store.wake_steps("hover", "hover: not logged in") == 1
+    (woken,) = store.claim_steps(10, 60)
+    assert (woken.run_id, woken.attempt) == ("waits", 2)
+    assert store.wake_steps("hover", "hover: not logged in") == 0  # running now, not waiting
+
+
+def test_the_hover_lock(store: Store, clock: Clock) -> None:
     assert store.lock_hover_account("a", 60)
     assert store.lock_hover_account("a", 60)  # its holder keeps it
     assert not store.lock_hover_account("b", 60)
@@ -323,8 +375,10 @@ def test_the_hover_lock(store: Store) -> None:
     store.unlock_hover_account("b")  # not the holder: changes nothing
     assert not store.lock_hover_account("b", 60)
     store.unlock_hover_account("a")
-    assert store.lock_hover_account("b", 0.1)
-    time.sleep(0.15)
+    assert store.lock_hover_account("b", 30)
+    clock.advance(29.9)
+    assert not store.lock_hover_account("a", 60)
+    clock.advance(0.2)
     assert store.lock_hover_account("a", 60)  # b's lock ran out
     store.save_hover_tokens(HoverTokens("t", "r", 1.0))
     assert store.hover_tokens() == HoverTokens("t", "r", 1.0)  # the lock row holds the tokens too
@@ -372,6 +426,51 @@ def test_migrate_is_idempotent_and_keeps_the_data(pg_url: str) -> None:
         assert second.get_event(stored.event_id) is not None
     finally:
         second.close()
+
+
+def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: str) -> None:
+    import psycopg
+
+    from engine.store.postgres import Q, PostgresStore
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(Q["schema"])  # version 1, as the first release made it
+        conn.execute("INSERT INTO hover_webhooks (webhook_id, url, updated_at) VALUES ('1', 'https://h/1', 1)")
+        conn.execute("INSERT INTO hover_webhooks (webhook_id, verified_at, updated_at) VALUES ('2', 5, 1)")
+        conn.execute("INSERT INTO hover_webhooks (webhook_id, last_error, updated_at) VALUES ('230293', 'not logged in', 1)")
+    store = PostgresStore(pg_url)
+    try:
+        assert sorted(w["webhook_id"] for w in store.hover_webhooks()) == ["1", "2"]
+        store.save_hover_webhook("1", verify_method="POST")
+        store.begin_hover_login("s", 60)
+        assert store.take_hover_login("s") == "default"
+    finally:
+        store.close()
+    with psycopg.connect(pg_url) as conn:
+        assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+        assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
+
+
+def test_a_version_2_schema_gets_the_events_index_and_keeps_its_hover_logins(pg_url: str, clock: Clock) -> None:
+    import psycopg
+
+    from engine.store.postgres import Q, PostgresStore
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # version 2, as the Hover release made it
+        conn.execute(Q["schema"])
+        conn.execute(Q["migration_2"])
+        assert conn.execute("SELECT to_regclass('events_received') IS NULL").fetchone() == (True,)
+        conn.execute("INSERT INTO hover_logins (state, account, status, expires_at, updated_at) "
+                     "VALUES ('s', 'default', 'pending', %s, 1)", (clock() + 60,))
+    store = PostgresStore(pg_url, clock=clock)
+    try:
+        assert store.take_hover_login("s") == "default"
+    finally:
+        store.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT version, applied_at FROM schema_version WHERE version = 3").fetchone() == (3, clock())
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (3,)
+        assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
 
 
 def test_processes_starting_together_create_the_schema_once(pg_url: str) -> None:
@@ -534,3 +633,48 @@ def test_stored_events_wake_a_waiting_process(two: tuple[Any, Any]) -> None:
     assert a.wait_for_events(30) is True
     b.notify_events()
     assert a.wait_for_events(30) is True
+
+
+# --- the test database itself --------------------------------------------------------------
+
+
+def test_a_missing_test_database_is_created(pg_database: str) -> None:
+    import psycopg
+    from psycopg import conninfo, sql
+
+    name = f"hookwise_t_{uuid.uuid4().hex[:10]}"
+    url = conninfo.make_conninfo(pg_database, dbname=name)
+    try:
+        assert postgres_database(url) == url
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == (name,)
+        assert postgres_database(url) == url  # and found the second time
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def test_a_test_database_that_cannot_be_created_is_explained(pg_database: str) -> None:
+    import psycopg
+    from psycopg import conninfo, sql
+
+    role, name = f"hw_nocreate_{uuid.uuid4().hex[:8]}", f"hookwise_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_database, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEDB").format(sql.Identifier(role)))
+    try:
+        with pytest.raises(NoPostgres) as info:
+            postgres_database(conninfo.make_conninfo(pg_database, user=role, dbname=name))
+        host = conninfo.conninfo_to_dict(POSTGRES_URL).get("host") or "127.0.0.1"
+        assert "permission denied to create database" in str(info.value)
+        assert str(info.value).endswith(
+            f"cannot be created here (permission denied to create database): createdb -h {host} -U postgres {name}"
+        )
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_no_server_is_said_so() -> None:
+    port = free_port()
+    with pytest.raises(NoPostgres, match=rf"^no PostgreSQL server answers at 127\.0\.0\.1 -p {port}: "):
+        postgres_database(f"postgresql://postgres@127.0.0.1:{port}/hookwise_test")

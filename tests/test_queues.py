@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -19,15 +20,16 @@ from engine.action import Context
 from engine.events import Event
 from engine.ingest import Ingest
 from engine.loader import Current, load
+from engine.secrets import Masker
 from engine.server import Health, create_app
 from engine.store import Store, open_store
 
-from .support import free_port, post
+from .support import Clock, free_port, post
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'q.db'}")
+def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 'q.db'}", clock=clock)
     yield s
     s.close()
 
@@ -63,19 +65,24 @@ def test_past_max_attempts_the_item_is_dead_and_an_event_is_stored(store: Store)
     assert fresh.id != dead.id and fresh.attempts == 1  # a new item: the dead one stays on the dead list
 
 
-def test_claim_lease_done_and_fail(store: Store) -> None:
+def test_claim_lease_done_and_fail(store: Store, clock: Clock) -> None:
     requeue(store, request="a")
-    requeue(store, key="later", request="b", delay=60)
-    item = store.claim_queue_item("field-techs", lease=0.2)
-    assert item is not None and item.key == "19402492" and item.status == "claimed"
+    requeue(store, key="later", request="b", delay=120)
+    item = store.claim_queue_item("field-techs", lease=30)
+    assert item is not None and item.key == "19402492" and item.status == "claimed" and item.available_at == clock() + 30
+    clock.advance(29.9)
     assert store.claim_queue_item("field-techs", lease=60) is None  # leased, and the other is delayed
-    time.sleep(0.25)
+    clock.advance(0.1)
     again = store.claim_queue_item("field-techs", lease=60)  # the lease ran out
     assert again is not None and again.id == item.id
     failed = store.fail_queue_item(again.id, retry_in=60, error="no technician")
     assert failed is not None and (failed.status, failed.attempts, failed.error) == ("waiting", 2, "no technician")
     assert store.finish_queue_item(again.id) is None  # not claimed any more
-    assert store.claim_queue_item("field-techs", lease=60) is None  # waits 60 s
+    clock.advance(59.9)
+    assert store.claim_queue_item("field-techs", lease=60) is None  # waits 60 s; the other waits 120 s
+    clock.advance(0.1)
+    back = store.claim_queue_item("field-techs", lease=60)
+    assert back is not None and back.id == item.id
 
 
 def test_failing_past_max_attempts_is_dead(store: Store) -> None:
@@ -96,6 +103,14 @@ def test_the_requeue_action(store: Store) -> None:
     assert action.run(params, ctx)["attempt"] == 1  # type: ignore[index]  # the same step again
     ctx2 = Context(event=ctx.event, run_id="run2", step_id="requeue", attempt=1, idempotency_key="run2-0", logger=ctx.logger, store=store)
     assert action.run(params, ctx2)["attempt"] == 2  # type: ignore[index]
+
+
+def test_the_requeue_action_stores_its_data_masked(store: Store) -> None:
+    masker = Masker(["field-s3cret"])
+    ctx = Context(event=Event("hover", "t", {}), run_id="run", step_id="requeue", attempt=1, idempotency_key="run-0",
+                  logger=logging.getLogger("t"), store=store, mask=masker.mask_value)
+    out = RequeueAction().run(RequeueParams(queue="field-techs", key=1, data={"url": "https://x/?k=field-s3cret"}), ctx)
+    assert store.get_queue_item(out["item_id"]).data == {"url": "https://x/?k=****"}  # type: ignore[index, union-attr]
 
 
 # --- the API over HTTP ----------------------------------------------------------------
@@ -192,3 +207,21 @@ def test_queue_commands(tmp_path: Path) -> None:
     assert again.returncode == 2 and "is not claimed" in again.stderr
     assert hookwise("fail", "x", "--retry-in", "soon").returncode == 2
     assert "done" in hookwise("list", "field-techs").stdout
+
+
+ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+def test_queue_items_carry_iso_times_in_the_api_and_the_cli(api: Api, tmp_path: Path) -> None:
+    t = "api-t0ken"
+    requeue(api.store, request="a")
+    requeue(api.store, key="k2", request="b")
+    claimed = api.call("POST", "/api/queues/field-techs/claim", {"lease": "10m"}, token=t)[1]["item"]
+    listed = api.call("GET", "/api/queues/field-techs", token=t)[1]["items"]
+    def hookwise(*args: str) -> str:
+        command = [sys.executable, "-m", "engine", "queue", *args, "-c", str(tmp_path / "config.yaml")]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+
+    cli, cli_claimed = hookwise("list", "field-techs", "--json"), hookwise("claim", "field-techs")
+    for item in [claimed, *listed, *json.loads(cli), json.loads(cli_claimed)]:
+        assert all(ISO_TIME.match(item[k]) for k in ("available_at", "created_at", "updated_at")), item

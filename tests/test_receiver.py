@@ -31,7 +31,7 @@ server: {max_body: 2KiB}
 rules: []
 sources:
   gh: {preset: github, secret: gh-secret-1}
-  open: {type: "body:kind", id: "header:X-Delivery"}
+  open: {type: "body:kind", id: "header:X-Delivery", verify: none}
   tok: {token: [old-token, new-token], response: {status: 200, body: '{"thanks": true}', headers: {X-Thanks: "yes"}}}
   office: {token: t0ken-x, allow_ips: [203.0.113.0/24]}
 """

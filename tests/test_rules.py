@@ -23,9 +23,9 @@ def hover_event(name: str) -> Event:
     return Event(source="hover", type=body["event"], body=body)
 
 
-def errors(project: Project, rules: str) -> list[str]:
+def errors(project: Project, rules: str | dict[str, str], **config: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        load(project(rules), {})
+        load(project(rules, **config), {})
     return [str(p) for p in info.value.problems]
 
 
@@ -246,3 +246,103 @@ def test_candidates_agree_with_evaluating_every_rule(project: Project) -> None:
 
 def test_an_empty_rule_set_matches_nothing() -> None:
     assert RuleSet([]).match(hover_event("job-state-changed_complete")).rules == []
+
+
+def test_one_refused_key_hides_nothing_else(project: Project) -> None:
+    # A misspelled rule key, a bad rule name, a refused priority and a broken step each
+    # leave the rest of their rule and the other rules checked.
+    rules = """\
+rules:
+  - name: a
+    evnt: x
+    actions:
+      - log: {message: hi, levl: info}
+  - name: Bad Name
+    event: x
+    actions:
+      - http: {url: "https://example.com", metod: GET}
+  - event: x
+    priority: high
+    actions:
+      - "log"
+      - log: {message: "{{ oops"}
+        retry: {attempts: 0}
+"""
+    assert errors(project, rules) == [
+        "rules/rules.yaml:3:5: rules[0].evnt: unknown key (did you mean 'event'?)",
+        "rules/rules.yaml:5:28: rules[0].actions[0].log.levl: unknown key (did you mean 'level'?)",
+        "rules/rules.yaml:6:11: rules[1].name: String should match pattern '^[a-z0-9][a-z0-9_.-]*$'",
+        "rules/rules.yaml:9:44: rules[1].actions[0].http.metod: unknown key (did you mean 'method'?)",
+        "rules/rules.yaml:10:5: rules[2].name: required",
+        "rules/rules.yaml:11:15: rules[2].priority: Input should be a valid integer, "
+        "unable to parse string as an integer",
+        "rules/rules.yaml:13:9: rules[2].actions[0]: a step is a mapping with one action key "
+        "(email, emit, exec, hover, http, log, requeue)",
+        "rules/rules.yaml:14:24: rules[2].actions[1].log.message: template syntax error: unexpected end of template, "
+        "expected 'end of print statement'. (line 1)",
+        "rules/rules.yaml:15:27: rules[2].actions[1].retry.attempts: Input should be greater than or equal to 1",
+    ]
+
+
+def test_config_problems_do_not_hide_the_rule_files_and_all_come_in_file_order(project: Project) -> None:
+    config = (
+        "rules: [rules/]\n"
+        "server: {port: \"${PORT}\"}\n"
+        "sources:\n"
+        "  hover: {preset: hover, token: \"${HOVER_URL_TOKEN}\"}\n"
+        "  github: {preset: github, secret: gh-secret, tolerance: soon}\n"
+    )
+    found = errors(project, {
+        "b.yaml": "rules:\n  - name: b\n    source: github\n    actions: [{log: {mesage: x}}]\n",
+        "a.yaml": "rules:\n  - name: a\n    source: hover\n    timeout: 5s\n"
+                  "    actions: [{log: {message: \"${NOPE}\"}}]\n",
+    }, config=config)
+    assert [line.replace(f"{Path.cwd()}/", "") for line in found] == [
+        "config.yaml:2:16: server.port: environment variable PORT is not set",
+        "config.yaml:4:33: sources.hover.token: environment variable HOVER_URL_TOKEN is not set",
+        "config.yaml:5:58: sources.github.tolerance: invalid duration 'soon': use a number of seconds or a number "
+        "with a unit ms, s, m, h or d (e.g. '500ms', '10s', '5m', '2h', '7d')",
+        "rules/a.yaml:4:5: rules[0].timeout: unknown key",
+        "rules/a.yaml:5:31: rules[0].actions[0].log.message: environment variable NOPE is not set",
+        "rules/b.yaml:4:21: rules[0].actions[0].log.message: required",
+        "rules/b.yaml:4:22: rules[0].actions[0].log.mesage: unknown key (did you mean 'message'?)",
+    ]
+
+
+def test_warnings_are_masked_too(project: Project) -> None:
+    config = project(RULE.replace("source: hover", 'source: "${SRC}"'))
+    loaded = load(config, {"SRC": "hover-secret-name"})
+    assert [str(w) for w in loaded.warnings if "source" in w.message] == [
+        "rules/rules.yaml:3:13: rules[0].source: warning: no source named '****' is configured"
+    ]
+
+
+GUARDED = "rules:\n  - name: a\n    event: x\n    actions:\n      - http: {{url: \"{url}\"}}\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "http", "refused"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "", "169.254.169.254 (a cloud metadata address)"),
+        ("http://localhost:9000/x", "", "localhost (a loopback address)"),
+        ("http://[::1]/x", "", "::1 (a loopback address)"),
+        ("https://10.0.0.5/x", "", "10.0.0.5 (a private address)"),
+        ("http://127.0.0.1/{{ event.path }}", "", "127.0.0.1 (a loopback address)"),  # the host is not templated
+        ("https://10.0.0.5/x", "http: {allow_hosts: ['10.0.0.5']}\n", None),
+        ("https://10.0.0.5:8443/x", "http: {allow_hosts: ['10.0.0.5:8443']}\n", None),
+        ("https://10.0.0.5/x", "http: {allow_hosts: ['10.0.0.5:8443']}\n", "10.0.0.5 (a private address)"),
+        ("http://localhost/x", "http: {allow_private: true}\n", None),
+        ("http://{{ event.host }}/x", "", None),
+        ("https://example.com/x", "", None),
+        ("https://93.184.215.14/x", "", None),
+    ],
+)
+def test_check_warns_of_a_literal_url_the_ssrf_guard_will_refuse(
+    project: Project, url: str, http: str, refused: str | None
+) -> None:
+    loaded = load(project(GUARDED.format(url=url), config="rules: [rules/]\n" + http), {})
+    found = [str(w) for w in loaded.warnings if "SSRF" in w.message]
+    assert found == ([] if refused is None else [
+        f"rules/rules.yaml:5:21: rules[0].actions[0].http.url: warning: the SSRF guard will refuse {refused}: "
+        "the step will fail unless http.allow_hosts names it or http.allow_private is true"
+    ])

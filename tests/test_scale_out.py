@@ -12,25 +12,23 @@ from typing import Iterator
 
 import pytest
 
-from .support import DaemonProcess, Sink, free_port, post
-
-POSTGRES = os.environ.get("HOOKWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/hookwise_test")
-
+from .support import DaemonProcess, NoPostgres, Sink, free_port, post, postgres_database
 
 def _schema_url() -> Iterator[str]:
     """A fresh schema in the test database, as a store URL; dropped afterwards."""
     try:
-        import psycopg
-
-        conn = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # no server here: skip locally, fail in CI
+        database = postgres_database()
+    except NoPostgres as exc:  # skip locally, fail in CI
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL does not answer at {POSTGRES}: {exc}")
-        pytest.skip(f"PostgreSQL does not answer at {POSTGRES}")
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(str(exc))
+    import psycopg
+
+    conn = psycopg.connect(database, autocommit=True, connect_timeout=3)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+        yield f"{database}?options=-csearch_path%3D{schema}"
     finally:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
         conn.close()
@@ -67,7 +65,7 @@ def test_two_receivers_two_workers_and_a_killed_worker(tmp_path: Path, pg_url: s
     sink = Sink(respond)
     (tmp_path / "rules.yaml").write_text(RULES.replace("{SINK}", sink.url))
     config = tmp_path / "hookwise.yaml"
-    config.write_text(f"store: {json.dumps(pg_url)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  open: {{type: 'body:type', id: 'body:id'}}\n")
+    config.write_text(f"store: {json.dumps(pg_url)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  open: {{type: 'body:type', id: 'body:id', verify: none}}\n")
     receivers = [DaemonProcess(config, free_port(), "--role", "receiver") for _ in range(2)]
     workers = [DaemonProcess(config, free_port(), "--role", "worker") for _ in range(2)]
     acknowledged: list[int] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -12,10 +13,12 @@ from engine.events import Event
 from engine.runs import StepResult, StepTask
 from engine.store import Incoming, Matched, NewRun, Store, open_store
 
+from .support import Clock
+
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 'store.db'}", clock=clock)
     yield s
     s.close()
 
@@ -63,19 +66,23 @@ def test_a_large_batch_is_stored_whole_and_a_late_duplicate_in_it_is_found(store
     assert len(store.list_events(limit=1000)) == 599
 
 
-def test_claimed_events_are_hidden_until_the_lease_ends(store: Store) -> None:
+def test_claimed_events_are_hidden_until_the_lease_ends(store: Store, clock: Clock) -> None:
     store.put_events([incoming(), incoming()])
-    assert len(store.claim_events(10, lease=0.2)) == 2
-    assert store.claim_events(10, lease=0.2) == []
-    time.sleep(0.25)
+    assert len(store.claim_events(10, lease=20)) == 2
+    clock.advance(19.9)
+    assert store.claim_events(10, lease=20) == []
+    clock.advance(0.2)
     assert len(store.claim_events(10, lease=60)) == 2
 
 
-def test_a_delayed_event_waits(store: Store) -> None:
-    store.put_events([incoming(available_at=time.time() + 60)])
+def test_a_delayed_event_waits(store: Store, clock: Clock) -> None:
+    store.put_events([incoming(available_at=clock() + 60)])
     assert store.claim_events(10, 60) == []
-    due = store.next_due()
-    assert due is not None and due > time.time() + 50
+    assert store.next_due() == clock() + 60
+    clock.advance(59.9)
+    assert store.claim_events(10, 60) == []
+    clock.advance(0.1)
+    assert len(store.claim_events(10, 60)) == 1
 
 
 def test_one_run_per_event_and_rule_even_when_matched_twice(store: Store) -> None:
@@ -114,12 +121,14 @@ def test_steps_run_in_order_and_outputs_reach_later_steps(store: Store) -> None:
     assert [s["status"] for s in store.steps_of_run(run_id)] == ["succeeded", "skipped"]
 
 
-def test_a_retry_makes_the_step_due_later_then_dead_ends_the_run(store: Store) -> None:
+def test_a_retry_makes_the_step_due_later_then_dead_ends_the_run(store: Store, clock: Clock) -> None:
     run_id = matched_run(store)
     (task,) = store.claim_steps(10, 60)
-    store.record_steps([result(task, "failed", error="boom", retry_in=0.1)])
+    store.record_steps([result(task, "failed", error="boom", retry_in=30)])
+    assert store.steps_of_run(run_id)[0]["due_at"] == clock() + 30
+    clock.advance(29.9)
     assert store.claim_steps(10, 60) == []
-    time.sleep(0.15)
+    clock.advance(0.1)
     (again,) = store.claim_steps(10, 60)
     assert again.attempt == 2
     store.record_steps([result(again, "failed", error="still boom")])
@@ -127,6 +136,21 @@ def test_a_retry_makes_the_step_due_later_then_dead_ends_the_run(store: Store) -
     assert run is not None and (run["status"], run["error"]) == ("dead", "still boom")
     assert [r["id"] for r in store.list_runs("dead")] == [run_id]
     assert store.steps_of_run(run_id)[1]["status"] == "waiting"
+
+
+def test_a_result_the_store_cannot_hold_fails_alone(store: Store) -> None:
+    bad, good, late = matched_run(store, steps=1), matched_run(store, steps=1), matched_run(store, steps=1)
+    tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
+    results = [result(tasks[bad], output={"text": "lone \udfff"}), result(tasks[good], output={"ok": True}),
+               result(tasks[late], "failed", error="boom", params={"p": "\udfff"})]
+    unrecorded = store.record_steps(results)
+    assert [u.result for u in unrecorded] == [results[0], results[2]]
+    assert all("surrogates not allowed" in u.reason for u in unrecorded)
+    assert store.steps_of_run(good)[0]["output"] == {"ok": True}  # the others of the batch are recorded
+    assert [store.get_run(r)["status"] for r in (bad, good, late)] == ["active", "succeeded", "active"]  # type: ignore[index]
+    assert [store.steps_of_run(r)[0]["status"] for r in (bad, late)] == ["running", "running"]  # left for the caller
+    assert store.record_steps([result(tasks[bad], "failed", error="its result cannot be stored")]) == []
+    assert store.get_run(bad)["error"] == "its result cannot be stored"  # type: ignore[index]
 
 
 def test_continue_on_error_moves_on(store: Store) -> None:
@@ -138,10 +162,12 @@ def test_continue_on_error_moves_on(store: Store) -> None:
     assert store.steps_of_run(run_id)[0]["status"] == "failed"
 
 
-def test_an_expired_step_claim_is_taken_again_and_the_late_result_ignored(store: Store) -> None:
+def test_an_expired_step_claim_is_taken_again_and_the_late_result_ignored(store: Store, clock: Clock) -> None:
     run_id = matched_run(store, steps=1)
-    (lost,) = store.claim_steps(10, lease=0.1)
-    time.sleep(0.15)
+    (lost,) = store.claim_steps(10, lease=15)
+    clock.advance(14.9)
+    assert store.claim_steps(10, 60) == []
+    clock.advance(0.1)
     (again,) = store.claim_steps(10, 60)
     assert again.attempt == 2 and again.idempotency_key == lost.idempotency_key
     store.record_steps([result(lost, output={"from": "the lost worker"})])  # ignored: not its claim any more
@@ -150,11 +176,15 @@ def test_an_expired_step_claim_is_taken_again_and_the_late_result_ignored(store:
     assert store.steps_of_run(run_id)[0]["output"] == {"from": "the live worker"}
 
 
-def test_the_step_delay_is_honoured(store: Store) -> None:
+def test_the_step_delay_is_honoured(store: Store, clock: Clock) -> None:
     matched_run(store)
     (task,) = store.claim_steps(10, 60)
     store.record_steps([result(task, next_delay=60.0)])
+    clock.advance(59.9)
     assert store.claim_steps(10, 60) == []
+    clock.advance(0.1)
+    (second,) = store.claim_steps(10, 60)
+    assert second.index == 1
 
 
 def test_an_emitted_event_is_stored_once(store: Store) -> None:
@@ -168,3 +198,61 @@ def test_events_come_back_as_events(store: Store) -> None:
     store.put_events([incoming({"x": 1}, "d9")])
     (event,) = store.claim_events(1, 60)
     assert isinstance(event, Event) and event.body == {"x": 1} and event.delivery_id == "d9" and event.received_at.tzinfo is not None
+
+
+def test_an_older_file_is_upgraded_and_loses_its_phantom_webhooks(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    open_store(f"sqlite:///{path}").close()
+    db = sqlite3.connect(path)
+    with db:  # what the first release left: no verify_method, no hover_logins, a row made by an event alone
+        db.execute("ALTER TABLE hover_webhooks DROP COLUMN verify_method")
+        db.execute("DROP TABLE hover_logins")
+        db.execute("DROP INDEX events_received")
+        db.execute("INSERT INTO hover_webhooks (webhook_id, url, updated_at) VALUES ('1', 'https://h/1', 1)")
+        db.execute("INSERT INTO hover_webhooks (webhook_id, verified_at, updated_at) VALUES ('2', 5, 1)")
+        db.execute("INSERT INTO hover_webhooks (webhook_id, last_error, updated_at) VALUES ('230293', 'not logged in', 1)")
+    db.close()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert sorted(w["webhook_id"] for w in store.hover_webhooks()) == ["1", "2"]
+        store.save_hover_webhook("1", verify_method="POST")
+        assert [w["verify_method"] for w in store.hover_webhooks() if w["webhook_id"] == "1"] == ["POST"]
+        store.begin_hover_login("s", 60)
+        assert store.take_hover_login("s") == "default"
+    finally:
+        store.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_received'").fetchall() == [(1,)]
+    finally:
+        db.close()
+
+
+def test_events_per_minute_counts_the_window_by_source(store: Store) -> None:
+    minute = 29_000_000  # a whole minute, in minutes since the epoch
+    at = minute * 60.0
+    store.put_events([
+        Incoming("hover", "t", "{}", {}, {}, at - 1),  # before the window
+        Incoming("hover", "t", "{}", {}, {}, at + 5), Incoming("hover", "t", "{}", {}, {}, at + 59),
+        Incoming("github", "push", "{}", {}, {}, at + 30), Incoming("hover", "t", "{}", {}, {}, at + 60),
+    ])
+    assert store.events_per_minute(at) == [("github", minute, 1), ("hover", minute, 2), ("hover", minute + 1, 1)]
+    assert store.events_per_minute(at + 3600) == []
+
+
+def test_run_status_counts_and_retrying_steps(store: Store, clock: Clock) -> None:
+    dead, retrying, fine = matched_run(store, steps=1), matched_run(store, steps=1), matched_run(store, steps=1)
+    tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
+    store.record_steps([
+        result(tasks[dead], "failed", error="gone"),
+        result(tasks[retrying], "failed", error="503 from the CRM", retry_in=60),
+        result(tasks[fine], step_count=1),
+    ])
+    assert store.run_status_counts() == {"dead": 1, "active": 1, "succeeded": 1}
+    (step,) = store.retrying_steps()
+    assert (step["run_id"], step["rule"], step["index"], step["id"], step["attempt"], step["error"]) == (
+        retrying, "r", 0, "s0", 1, "503 from the CRM")
+    assert step["due_at"] == clock() + 60 and step["event_id"] == retrying[: -len("-r")]
+    assert store.retrying_steps(limit=0) == []

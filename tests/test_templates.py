@@ -7,10 +7,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from types import FrameType
+from typing import Any, Callable
 
 import pytest
 from hypothesis import given, settings
@@ -30,6 +31,37 @@ EVENT = {
     "address": {"city": "Zürich", "zip": "8001"},
     "raw": "{{ 7 * 7 }}",
 }
+
+
+class Ticks:
+    """A clock that moves ``step`` seconds each time it is read: a render's time is the
+    number of limit checks it made, so the time limit is tested without waiting for it."""
+
+    def __init__(self, step: float = 0.001) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def calls_made(work: Callable[[], Any]) -> int:
+    """How many functions (Python and built-in) ``work()`` called: work counted, not timed."""
+    count = 0
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        work()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
 CONTEXT: dict[str, Any] = {
     "event": EVENT,
     "headers": {"x-request-id": "abc"},
@@ -180,6 +212,10 @@ FILTERS = [
     ("{{ event.state|hmac_sha256(key=headers['x-request-id']) }}", hmac.new(b"abc", b"failed", "sha256").hexdigest()),
     ("{{ 'a b&c/d'|urlencode }}", "a%20b%26c/d"),
     ("{{ {'q': 'a b', 'n': 1}|urlencode }}", "q=a+b&n=1"),
+    ("{{ '../../v3/jobs/4242/archive?x=#f%2F'|path_segment }}", "..%2F..%2Fv3%2Fjobs%2F4242%2Farchive%3Fx%3D%23f%252F"),
+    ("/jobs/{{ event.job_id|path_segment }}", "/jobs/19402492"),
+    ("{{ 'a b.-_~é'|path_segment }}", "a%20b.-_~%C3%A9"),
+    ("{{ '...'|path_segment }}", "..."),
     ("{{ received_at|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
     ("{{ '2024-05-01T14:30:00+02:00'|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
     ("{{ '2024-05-01T14:30:00+02:00'|to_datetime|strftime('%H:%M %z') }}", "12:30 +0000"),
@@ -213,6 +249,11 @@ def test_filters(templates: Templates, source: str, expected: Any) -> None:
         ("{{ 'yesterday'|to_datetime }}", "Invalid isoformat string"),
         ("{{ event.tags|to_datetime }}", "to_datetime expects an ISO-8601 string or epoch seconds, got list"),
         ("{{ now()|strftime('%1000Y') }}", "strftime: field widths are not supported"),
+        ("{{ '..'|path_segment }}", "path_segment: '..' cannot be a path segment"),
+        ("{{ '.'|path_segment }}", "path_segment: '.' cannot be a path segment"),
+        ("{{ ''|path_segment }}", "path_segment: '' cannot be a path segment"),
+        ("{{ event.tags|path_segment }}", "path_segment expects text or a number, got list"),
+        ("{{ event.nope|path_segment }}", "nope"),
     ],
 )
 def test_filter_misuse_is_a_render_error(templates: Templates, source: str, message: str) -> None:
@@ -388,11 +429,11 @@ def test_the_context_is_not_mutated(templates: Templates) -> None:
     ],
 )
 def test_the_time_limit_stops_a_long_render(source: str) -> None:
-    compiled = Templates(time_limit=0.2).compile_value({"body": source})
-    started = time.monotonic()
+    clock = Ticks(0.001)
+    compiled = Templates(time_limit=0.2, clock=clock).compile_value({"body": source})
     with pytest.raises(RenderError, match=r"^body: rendering took longer than the time limit \(0.2 s\)$"):
         compiled.render(CONTEXT)
-    assert time.monotonic() - started < 10  # it stopped; the loop alone would take minutes
+    assert clock.now < 0.21  # it stopped at the first check past the limit (the loops alone would run for minutes)
 
 
 SIZE_BOMBS = [
@@ -478,8 +519,11 @@ def test_each_render_gets_a_fresh_budget() -> None:
     compiled = templates.compile_value("{{ 'x' * 700 }}")
     for _ in range(3):  # 2,100 characters in all: the budget must not carry over
         assert compiled.render({}) == "x" * 700
-    slow = Templates(time_limit=0.2).compile_value("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+    forever = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    slow = Templates(time_limit=0.2, clock=Ticks()).compile_value(forever)
     with pytest.raises(RenderError):
+        slow.render({})
+    with pytest.raises(RenderError):  # the next render has a whole time limit again
         slow.render({})
     assert templates.compile_value("{{ 1 }}").render({}) == 1
 
@@ -559,8 +603,17 @@ def test_expression_failures_are_render_errors(templates: Templates, source: str
 
 
 def test_an_expression_keeps_to_the_time_limit() -> None:
-    expression = Templates(time_limit=0.2).compile_expression("range(100000)|map('string')|list|length > 0")
+    # Mapping many items is legitimate work: at most two limit checks per item (100,000
+    # items within 0.2 s on a clock that moves 1 µs per check) ...
+    templates = Templates(time_limit=0.2, clock=Ticks(1e-6))
+    expression = templates.compile_expression("range(100000)|map('string')|list|length > 0")
     assert expression.truthy({}) is True
+    # ... and work in proportion to the items, never quadratic (counted in calls, not seconds).
+    def mapping(items: int) -> int:
+        mapped = Templates().compile_expression(f"range({items})|map('string')|list|length > 0")
+        return calls_made(lambda: mapped.truthy({}))
+
+    assert mapping(10_000) < 11 * mapping(1_000)
     spin = Templates(time_limit=0.2).compile_expression("'a' * 10 ** 9")
     with pytest.raises(RenderError, match="size limit"):
         spin.evaluate({})

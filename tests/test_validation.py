@@ -8,7 +8,7 @@ import pytest
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from engine.errors import Loc
-from engine.validation import KEY_ERROR, ModelShape, did_you_mean, key_error, pydantic_problems
+from engine.validation import KEY_ERROR, ModelShape, did_you_mean, key_error, pydantic_problems, validate_rest
 
 
 def _even(value: int) -> int:
@@ -107,3 +107,34 @@ def test_model_shape() -> None:
 @pytest.mark.parametrize(("name", "hint"), [("urll", " (did you mean 'url'?)"), ("zzz", ""), ("metod", " (did you mean 'method'?)")])
 def test_did_you_mean(name: str, hint: str) -> None:
     assert did_you_mean(name, ["url", "method", "headers"]) == hint
+
+
+class Named(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    retry: Retry | None = None
+    tags: list[int] = []
+
+
+# (data, what is left of it, the problems' places): refused values go (a missing key takes
+# its mapping), so that defaults take their places and the rest can still be checked.
+REST: list[tuple[Any, dict[str, Any] | None, list[Loc]]] = [
+    ({"name": "a"}, {"name": "a", "retry": None, "tags": []}, []),
+    ({"name": "a", "retry": {"atempts": 3, "backoff": 2}, "tags": [1, "x", 3]},
+     {"name": "a", "retry": {"attempts": 5, "backoff": 2.0}, "tags": [1, 3]}, [("retry", "atempts"), ("tags", 1)]),
+    ({"name": 5, "tags": [1]}, {"name": "stand-in", "retry": None, "tags": [1]}, [("name",)]),
+    ({"tags": "x"}, {"name": "stand-in", "retry": None, "tags": []}, [("name",), ("tags",)]),
+    ("not a mapping", None, [()]),
+]
+
+
+@pytest.mark.parametrize(("data", "left", "places"), REST)
+def test_validate_rest(data: Any, left: dict[str, Any] | None, places: list[Loc]) -> None:
+    model, found = validate_rest(Named, data, placeholders={"name": "stand-in"})
+    assert (model.model_dump() if model else None) == left
+    assert [p.loc for p in found] == places
+
+
+def test_validate_rest_without_a_stand_in_gives_up_on_a_missing_key() -> None:
+    model, found = validate_rest(Named, {"tags": [1]})
+    assert model is None and [(p.loc, p.message) for p in found] == [(("name",), "required")]

@@ -565,11 +565,20 @@ def test_checks_run_cheapest_first() -> None:
     check(src, b"{}", headers, query=query, client="203.0.113.1")
 
 
-def test_source_without_checks_accepts_everything() -> None:
-    verifier = verifier_for(source(type="body:kind"))
+def test_a_source_that_says_verify_none_accepts_everything() -> None:
+    verifier = verifier_for(source(type="body:kind", verify="none"))
     assert isinstance(verifier, AcceptAll)
     verifier.verify(Request(body=b"anything", headers={"x-hub-signature-256": "sha256=00"}, query={}))
-    assert sign(source(), b"{}") == ({}, {})
+    assert sign(source(verify="none"), b"{}") == ({}, {})
+
+
+def test_a_token_file_not_made_yet_accepts_nothing() -> None:
+    verifier = verifier_for(source(preset="hover", token_file="data/hover-url-token"))
+    for query in ({}, {"token": ""}, {"token": "anything"}):
+        with pytest.raises(Rejected):
+            verifier.verify(Request(body=b"{}", headers={}, query=query))
+    with pytest.raises(ValueError, match="no token yet"):
+        sign(source(preset="hover", token_file="data/hover-url-token"), b"{}")
 
 
 def test_secrets_stay_out_of_repr() -> None:

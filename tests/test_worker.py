@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,31 +12,49 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from engine import operations
+from engine.errors import StoreError
 from engine.loader import Current, load
+from engine.secrets import MASK
 from engine.store import Incoming, Store, open_store
 from engine.worker import Worker
 
+from .support import Clock, Hit, Sink
+from .test_postgres_store import pg_database, pg_url  # noqa: F401  (fixtures)
+from .test_secrets import SECRET, SHOWN_FORMS
+
 PLUGIN = '''
-import threading, time
+import queue, threading
 import pydantic
 from engine import Action, Fail, Retry
 
 CALLS = []
+#: instances made, and those closed
+MADE, CLOSED = [], []
+#: "hold" steps say they started here, then wait for the test to let one go
+STARTED = queue.SimpleQueue()
+GATE = threading.Semaphore(0)
 
 class Crashy(Action):
     name = "crashy"
     class Params(pydantic.BaseModel):
         mode: str
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        MADE.append(self)
+    def close(self):
+        CLOSED.append(self)
     def run(self, params, ctx):
         CALLS.append((ctx.idempotency_key, ctx.attempt, params.mode))
         if params.mode == "crash":
             raise ZeroDivisionError("plugin bug")
         if params.mode == "fail":
             raise Fail("no such customer")
-        if params.mode == "sleep":
-            time.sleep(2)
-        if params.mode == "nap":
-            time.sleep(0.4)
+        if params.mode == "hold":
+            STARTED.put(ctx.idempotency_key)
+            GATE.acquire(timeout=60)
+        if params.mode == "surrogate":  # an output no store can hold as text
+            return {"text": "lone \\udfff"}
         if params.mode == "retry-once" and ctx.attempt == 1:
             raise Retry("busy", after=0.05)
         return {"mode": params.mode, "attempt": ctx.attempt, "key": ctx.idempotency_key}
@@ -42,25 +62,51 @@ class Crashy(Action):
 
 
 class Harness:
-    def __init__(self, root: Path, rules: str, environ: dict[str, str] | None = None) -> None:
+    """A worker on a real store, with the plugin above. ``clock`` (else the wall clock)
+    times the store and the worker alike."""
+
+    def __init__(
+        self, root: Path, rules: str, environ: dict[str, str] | None = None, *, clock: Callable[[], float] = time.time,
+        concurrency: int = 4, store: str = "sqlite:///store.db", config: str = "", wrap: Callable[[Store], Store] | None = None,
+    ) -> None:
         (root / "plugins").mkdir()
         (root / "plugins" / "wplug.py").write_text(PLUGIN)
         sys.path.insert(0, str(root / "plugins"))
         (root / "rules.yaml").write_text(rules)
         (root / "config.yaml").write_text(
-            "store: sqlite:///store.db\nrules: [rules.yaml]\nplugins: {crashy: 'wplug:Crashy'}\n"
-            "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\nsources:\n  s: {token: abcd1234}\n"
+            f"store: {json.dumps(store)}\nrules: [rules.yaml]\nplugins: {{crashy: 'wplug:Crashy'}}\n"
+            "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\nsources:\n  s: {token: abcd1234}\n" + config
         )
         self.root = root
+        self.clock = clock
         self.current = Current(load(root / "config.yaml", environ or {}))
-        self.store: Store = open_store(self.current().config.store_url())
-        self.worker = Worker(self.store, self.current, concurrency=4, poll=0.02)
+        self.store: Store = open_store(self.current().config.store_url(), clock=clock)
+        self.worker = Worker(wrap(self.store) if wrap else self.store, self.current, concurrency=concurrency, poll=0.02, clock=clock)
         self.worker.start()
+        self.plugin: Any = sys.modules["wplug"]
 
     def put(self, type_: str, body: dict[str, Any]) -> str:
-        (stored,) = self.store.put_events([Incoming("s", type_, json.dumps(body), {}, {}, time.time())])
+        (stored,) = self.store.put_events([Incoming("s", type_, json.dumps(body), {}, {}, self.clock())])
         self.worker.wake()
         return stored.event_id
+
+    def started(self) -> str:
+        """The idempotency key of the next "hold" step to start, once it has."""
+        return str(self.plugin.STARTED.get(timeout=10))
+
+    def let_go(self) -> None:
+        """Let one held step finish."""
+        self.plugin.GATE.release()
+
+    def looked_over(self) -> None:
+        """Return once the dispatcher has looked over the running steps (their time limits)
+        and claimed the due ones after this call. A round of the dispatcher looks over
+        running steps, then matches events, then claims steps: once an event stored now is
+        matched, and then a second one, the round that matched the first has claimed, and
+        the round that matched the second began after the first was matched."""
+        for _ in range(2):
+            event_id = self.put("nothing-matches-this", {})
+            self.wait(lambda: (self.store.get_event(event_id) or {}).get("status") == "matched")
 
     def wait(self, check: Callable[[], Any], timeout: float = 10.0) -> Any:
         deadline = time.time() + timeout
@@ -86,11 +132,11 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Callable[[str], Harness]]:
+def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(rules: str) -> Harness:
-        made.append(Harness(tmp_path, rules))
+    def make(rules: str, **kwargs: Any) -> Harness:
+        made.append(Harness(tmp_path, rules, **kwargs))
         return made[-1]
 
     yield make
@@ -102,19 +148,26 @@ def steps(h: Harness, run_id: str) -> list[tuple[str, str, Any, Any]]:
     return [(s["id"], s["status"], s["output"], s["error"]) for s in h.store.steps_of_run(run_id)]
 
 
-def test_a_steps_time_limit_counts_from_its_start_not_its_wait_for_a_thread(harness: Callable[[str], Harness]) -> None:
-    # 12 steps claimed at once by 4 threads: the last ones wait 0.8 s in the queue, then
-    # run 0.4 s, well within their 1 s limit.
+def test_a_steps_time_limit_counts_from_its_start_not_its_wait_for_a_thread(harness: Callable[..., Harness], clock: Clock) -> None:
+    # Two steps claimed at once, one step thread: the second waits 0.9 s in the queue,
+    # then runs 0.6 s, within its 1 s limit (1.5 s after it was claimed).
     h = harness("""
 rules:
   - name: r
     event: go
     actions:
-      - {timeout: 1s, retry: {attempts: 1}, crashy: {mode: nap}}
-""")
-    events = [h.put("go", {"n": n}) for n in range(12)]
+      - {timeout: 1s, retry: {attempts: 1}, crashy: {mode: hold}}
+""", clock=clock, concurrency=1)
+    events = [h.put("go", {"n": n}) for n in range(2)]
+    h.started()
+    clock.advance(0.9)
+    h.let_go()
+    h.started()
+    clock.advance(0.6)
+    h.looked_over()
+    h.let_go()
     runs = [h.finished_run(e) for e in events]
-    assert [r["status"] for r in runs] == ["succeeded"] * 12
+    assert [r["status"] for r in runs] == ["succeeded"] * 2
 
 
 def test_skip_continue_on_error_and_outputs(harness: Callable[[str], Harness]) -> None:
@@ -161,17 +214,46 @@ rules:
     assert h.store.steps_of_run(render["id"])[0]["attempt"] == 1
 
 
-def test_a_step_past_its_timeout_fails(harness: Callable[[str], Harness]) -> None:
-    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: sleep}, timeout: 200ms, retry: {attempts: 1}}]\n")
-    run = h.finished_run(h.put("go", {}))
+def test_a_step_past_its_timeout_fails(harness: Callable[..., Harness], clock: Clock) -> None:
+    h = harness("rules:\n  - {name: r, event: go, actions: [{crashy: {mode: hold}, timeout: 200ms, retry: {attempts: 1}}]}\n", clock=clock)
+    event_id = h.put("go", {})
+    h.started()
+    clock.advance(0.2)
+    h.looked_over()
+    assert h.store.runs_of_event(event_id)[0]["status"] == "active"  # at its limit, not past it
+    clock.advance(0.01)
+    run = h.finished_run(event_id)
+    h.let_go()
     assert run["status"] == "dead" and run["error"] == "timed out after 0.2s"
 
 
-def test_delay_between_steps(harness: Callable[[str], Harness]) -> None:
-    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: ok}}, {crashy: {mode: ok}, delay: 500ms}]\n")
-    run = h.finished_run(h.put("go", {}))
+def test_delay_between_steps(harness: Callable[..., Harness], clock: Clock) -> None:
+    h = harness("rules:\n  - {name: r, event: go, actions: [{crashy: {mode: ok}}, {crashy: {mode: ok}, delay: 500ms}]}\n", clock=clock)
+    event_id = h.put("go", {})
+    (run,) = h.wait(lambda: [r for r in h.store.runs_of_event(event_id) if steps(h, r["id"])[0][1] == "succeeded"])
     first, second = h.store.steps_of_run(run["id"])
-    assert second["started_at"] - first["finished_at"] >= 0.45
+    assert (second["status"], second["due_at"]) == ("ready", clock() + 0.5)
+    clock.advance(0.49)
+    h.looked_over()
+    assert h.store.steps_of_run(run["id"])[1]["status"] == "ready"
+    clock.advance(0.01)
+    assert h.finished_run(event_id)["status"] == "succeeded"
+    second = h.store.steps_of_run(run["id"])[1]
+    assert second["started_at"] - first["finished_at"] == pytest.approx(0.5)
+
+
+def test_a_failed_step_waits_for_its_backoff(harness: Callable[..., Harness], clock: Clock) -> None:
+    h = harness("rules:\n  - {name: r, event: go, actions: [{retry: {attempts: 2, backoff: 30s}, crashy: {mode: crash}}]}\n", clock=clock)
+    event_id = h.put("go", {})
+    (run,) = h.wait(lambda: [r for r in h.store.runs_of_event(event_id) if steps(h, r["id"])[0][3]])
+    (step,) = h.store.steps_of_run(run["id"])
+    assert (step["status"], step["attempt"]) == ("ready", 1) and step["due_at"] > clock()  # 30 s with jitter
+    clock.advance(step["due_at"] - clock() - 0.01)
+    h.looked_over()
+    assert h.store.steps_of_run(run["id"])[0]["attempt"] == 1  # not before it is due
+    clock.advance(0.02)
+    assert h.finished_run(event_id)["status"] == "dead"
+    assert h.store.steps_of_run(run["id"])[0]["attempt"] == 2
 
 
 def test_emit_chains_stop_past_eight(harness: Callable[[str], Harness]) -> None:
@@ -231,23 +313,157 @@ rules:
     assert dead.attempts == 3
 
 
-def test_outputs_reach_later_steps_unmasked_and_show_masked(tmp_path: Path) -> None:
-    h = Harness(tmp_path, """
+SECRET_RULES = """
 rules:
-  - name: r
+  - name: crm
     event: go
     actions:
-      - {id: a, crashy: {mode: "${SECRET_MODE}"}}
-      - {id: b, crashy: {mode: "seen {{ steps.a.mode }}"}}
-""", environ={"SECRET_MODE": "s3cret-mode"})
+      - id: echo
+        http: {method: POST, url: "SINK/echo", params: {key: "${CRM_TOKEN}"}, json: {token: "${CRM_TOKEN}"}}
+      - id: later
+        crashy: {mode: "seen {{ steps.echo.json.got.token }}"}
+      - emit: {type: crm.synced, data: {token: "${CRM_TOKEN}", echoed: "{{ steps.echo.text }}"}}
+      - id: login
+        http: {method: GET, url: "SINK/login", auth: {basic: [crm-user, "${CRM_TOKEN}"]}}
+        retry: {attempts: 1}
+"""
+
+
+def echo(hit: Hit) -> tuple[int, str]:
+    """The target echoes what it got: the body and query (/echo), the credentials (/login)."""
+    if hit.path.startswith("/echo"):
+        return 200, json.dumps({"got": hit.json(), "path": hit.path})
+    return 401, f"denied: {hit.headers['authorization']}"
+
+
+def test_secrets_are_stored_masked_in_every_form_and_shown_masked(tmp_path: Path) -> None:
+    sink = Sink(echo)
+    secret_forms = SHOWN_FORMS
+    env = {"CRM_TOKEN": SECRET}
+    h = Harness(tmp_path, SECRET_RULES.replace("SINK", sink.url), environ=env, config="http: {allow_private: true}\n")
     try:
         run = h.finished_run(h.put("go", {}))
-        first, second = h.store.steps_of_run(run["id"])
-        assert first["params"] == {"mode": "****"}  # stored params are masked
-        assert second["output"]["mode"] == "seen s3cret-mode"  # the next step saw the real value
-        from engine import operations
-
-        shown = operations.run_detail(h.current(), h.store, run["id"])
-        assert "s3cret-mode" not in str(shown)
+        # A sender's event that holds the secret JSON-escaped in a string: stored as received
+        sent = h.put("note", {"note": json.dumps({"token": SECRET})})
+        steps_ = {s["id"]: s for s in h.store.steps_of_run(run["id"])}
+        assert steps_["echo"]["output"]["json"]["got"] == {"token": MASK}  # outputs are stored masked ...
+        assert steps_["later"]["output"]["mode"] == f"seen {MASK}"  # ... so later steps see the mask
+        assert run["status"] == "dead" and run["error"].endswith(f"denied: Basic {MASK} (expected 2xx)")
+        emitted = h.store.get_event(steps_["emit"]["output"]["event_id"])
+        assert emitted is not None and emitted["body"]["token"] == MASK
+        assert len(h.wait(lambda: sink.hits if len(sink.hits) == 2 else None)) == 2  # the target got the real values
+        assert sink.hits[0].json() == {"token": SECRET}
     finally:
         h.close()
+        sink.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("store.db*"))
+    assert sent.encode() in stored and [f for f in secret_forms if f.encode() in stored] == []
+
+    def hookwise(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *args, "-c", str(tmp_path / "config.yaml")], capture_output=True, text=True,
+            timeout=60, env={**os.environ, **env, "PYTHONPATH": str(tmp_path / "plugins")}, cwd=tmp_path, check=True,
+        ).stdout
+
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        api = [operations.event_detail(h.current(), store, e) for e in (run["event_id"], sent)]
+    finally:
+        store.close()
+    values = api + [json.loads(hookwise(*args, "--json")) for args in (("runs", "show", run["id"]), ("events", "show", sent))]
+    shown = [strings(v) for v in values] + [hookwise("runs", "show", run["id"]), hookwise("events", "show", sent)]
+    assert "note" in shown[1] and [f for f in secret_forms for text in shown if f in text] == []
+
+
+def strings(value: Any) -> str:
+    """Every string in a JSON-like value (keys too), one a line."""
+    if isinstance(value, dict):
+        return "\n".join(strings(k) + "\n" + strings(v) for k, v in value.items())
+    if isinstance(value, list):
+        return "\n".join(strings(v) for v in value)
+    return value if isinstance(value, str) else ""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    return "sqlite:///store.db" if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def test_a_result_that_cannot_be_stored_is_a_failed_attempt(store_url: str, harness: Callable[..., Harness]) -> None:
+    # (store_url first: the schema is dropped after the worker has stopped)
+    # The target is called and answers, but the step's rendered params hold a lone surrogate
+    # that no store can write as text: each attempt fails with that error, and the step
+    # runs no more times than its attempts. The other rules' steps are recorded as usual.
+    sink = Sink()
+    try:
+        h = harness(f"""
+rules:
+  - name: echo
+    event: go
+    actions:
+      - retry: {{attempts: 2, backoff: 10ms, max_backoff: 10ms}}
+        http: {{method: POST, url: "{sink.url}/echo", json: {{text: '{{{{ "\\udfff" }}}}'}}}}
+  - name: odd
+    event: go
+    actions: [{{retry: {{attempts: 1}}, crashy: {{mode: surrogate}}}}]
+  - name: fine
+    event: go
+    actions: [{{crashy: {{mode: ok}}}}]
+""", store=store_url, config="http: {allow_private: true}\n")
+        event_id = h.put("go", {})
+        echo, odd, fine = (h.finished_run(event_id, rule) for rule in ("echo", "odd", "fine"))
+        assert echo["status"] == odd["status"] == "dead" and fine["status"] == "succeeded"
+        assert echo["error"].startswith("the step's result cannot be stored: ") and "surrogates not allowed" in echo["error"]
+        assert [(s["status"], s["attempt"]) for s in h.store.steps_of_run(echo["id"])] == [("dead", 2)]
+        assert len(sink.hits) == 2  # once per attempt
+        assert [c for c in h.plugin.CALLS if c[2] == "surrogate"] == [(f"{odd['id']}-0", 1, "surrogate")]
+        assert h.store.steps_of_run(fine["id"])[0]["output"]["mode"] == "ok"
+    finally:
+        sink.close()
+
+
+class FailingOnce:
+    """The store, whose first ``record_steps`` fails as a store that is down does."""
+
+    def __init__(self, store: Store) -> None:
+        self._store, self.failed = store, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def record_steps(self, results: Any) -> Any:
+        if not self.failed:
+            self.failed += 1
+            raise StoreError("store write failed: disk I/O error")
+        return self._store.record_steps(results)
+
+
+def test_results_the_store_cannot_take_now_are_recorded_later(harness: Callable[..., Harness]) -> None:
+    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: ok}}]\n", wrap=FailingOnce)
+    run = h.finished_run(h.put("go", {}))
+    assert run["status"] == "succeeded"
+    assert [c[1] for c in h.plugin.CALLS] == [1]  # run once: kept, not left to run again when its claim ran out
+
+
+def test_actions_live_with_their_config_and_are_closed_when_it_is_retired_and_idle(harness: Callable[..., Harness]) -> None:
+    h = harness(
+        "rules:\n  - {name: r, event: go, actions: [{crashy: {mode: hold}}]}\n"
+        "  - {name: q, event: quick, actions: [{crashy: {mode: ok}}]}\n"
+    )
+    running = h.put("go", {})
+    h.started()
+    config = h.root / "config.yaml"
+    config.write_text(config.read_text() + "http: {timeout: 7s}\n")
+    h.current.swap(load(config, {}))  # a reload, while a step runs with the old config's action
+    (old,) = h.plugin.MADE
+    assert h.plugin.CLOSED == []  # its step still uses it
+    h.let_go()
+    h.finished_run(running)
+    h.wait(lambda: h.plugin.CLOSED == [old])
+    h.finished_run(h.put("quick", {}))
+    (_, new) = h.plugin.MADE
+    assert new.settings.http.timeout == 7.0 and old.settings.http.timeout != 7.0  # made from the new settings
+    assert h.plugin.CLOSED == [old]
+    h.worker.stop(5)
+    h.current.close()  # the process stops
+    assert h.plugin.CLOSED == [old, new]

@@ -8,6 +8,7 @@ driver's errors into :class:`~engine.errors.StoreError` at this boundary.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
@@ -67,6 +68,15 @@ class Matched:
     runs: Sequence[NewRun] = ()
     #: the event itself, so that first steps can be claimed as their runs are created
     event: Event | None = None
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """A step result the store could not hold (text it cannot encode, a value or a write
+    it refuses), and why. The others of its batch are recorded all the same."""
+
+    result: StepResult
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -136,9 +146,12 @@ class Store(Protocol):
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
         """Take up to ``limit`` due steps (ready, or running with an expired lease)."""
 
-    def record_steps(self, results: Sequence[StepResult]) -> None:
+    def record_steps(self, results: Sequence[StepResult]) -> list[Unrecorded]:
         """Record step outcomes, advance or finish their runs; results of claims that
-        were lost to another worker are ignored."""
+        were lost to another worker are ignored. A result the store cannot hold fails
+        alone: the others are recorded, and it comes back, with the reason, its step left
+        as it was (the caller records the attempt as failed). Raises :class:`StoreError`
+        when the store cannot record anything now."""
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
         """Keep the claims of steps that are still running for ``lease`` more seconds."""
@@ -187,10 +200,29 @@ class Store(Protocol):
 
     def save_hover_webhook(
         self, webhook_id: str, *, source: str | None = None, url: str | None = None,
-        verified_at: float | None = None, last_error: str | None = None,
-    ) -> None: ...
+        verified_at: float | None = None, last_error: str | None = None, verify_method: str | None = None,
+    ) -> None:
+        """Record a webhook, or what is new about it: ``None`` keeps what was recorded
+        (``last_error`` excepted: it is replaced, so a success clears it)."""
 
     def hover_webhooks(self) -> list[dict[str, Any]]: ...
+
+    def begin_hover_login(self, state: str, ttl: float, account: str = "default") -> None:
+        """Remember ``state``, an OAuth login started for ``account``, for ``ttl`` seconds."""
+
+    def take_hover_login(self, state: str) -> str | None:
+        """Use ``state`` once: its account when it was begun, unexpired and not taken
+        before; else None (login CSRF: only a state hookwise issued, recently, once)."""
+
+    def finish_hover_login(self, state: str, error: str | None = None) -> None:
+        """Note how a taken login ended: done, or failed with ``error``."""
+
+    def hover_login(self, state: str) -> dict[str, Any] | None:
+        """``{status: pending|taken|done|failed, error, expired}`` of a login, or None."""
+
+    def wake_steps(self, action: str, error_prefix: str) -> int:
+        """Make the ready steps of ``action`` whose last error starts with ``error_prefix``
+        due now (what they waited for has happened); how many."""
 
     # --- reading ---
 
@@ -200,8 +232,8 @@ class Store(Protocol):
         self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
         since: float | None = None, until: float | None = None, cursor: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Events newest first; ``cursor`` is the ``seq`` of the last event of the page
-        before."""
+        """Events newest first, each with ``runs``, the count of runs it produced;
+        ``cursor`` is the ``seq`` of the last event of the page before."""
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
         """Store a copy of an event to be matched again (for ``rules`` only, when given);
@@ -226,21 +258,36 @@ class Store(Protocol):
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]: ...
 
+    def events_per_minute(self, since: float) -> list[tuple[str, int, int]]:
+        """(source, minute, count) of the events received since ``since``, where minute is
+        the unix time divided by 60, rounded down. Reads an index of the window alone."""
+
+    def run_status_counts(self) -> dict[str, int]:
+        """{run status: count}."""
+
+    def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
+        """Steps due for another attempt after a failed one, with their run's rule and
+        event and the last error, soonest due first."""
+
     def close(self) -> None: ...
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, clock: Callable[[], float] | None = None) -> Store:
     """The store at ``url``: ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB`` (the
-    latter needs the ``postgres`` extra)."""
+    latter needs the ``postgres`` extra).
+
+    ``clock`` (unix seconds; tests pass one they move) judges leases, delays and retries.
+    Without it SQLite uses ``time.time`` and PostgreSQL the database's clock, which every
+    process sharing the database agrees on."""
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url[len("sqlite:///") :])
+        return SQLiteStore(url[len("sqlite:///") :], clock=clock or time.time)
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore  # psycopg is an extra: imported only when used
 
-        return PostgresStore(url)
+        return PostgresStore(url, clock=clock)
     raise StoreError(f"unsupported store URL {url!r}")
 
 
-__all__ = ["HoverTokens", "Incoming", "Matched", "NewRun", "QueueItem", "Store", "Stored", "open_store"]
+__all__ = ["HoverTokens", "Incoming", "Matched", "NewRun", "QueueItem", "Store", "Stored", "Unrecorded", "open_store"]

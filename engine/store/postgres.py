@@ -7,7 +7,8 @@ when processes run side by side:
 - claims (of events, steps and queue items) take rows ``FOR UPDATE SKIP LOCKED``, so two
   workers never take the same row and never wait for each other;
 - leases, retries, delays and the Hover lock are judged by the database's clock, never the
-  caller's, so hosts whose clocks disagree still agree on when a lease ends;
+  caller's, so hosts whose clocks disagree still agree on when a lease ends (a store given a
+  ``clock`` of its own, as tests do, judges them by that clock instead);
 - exactly one run per (event, rule) comes from the unique key and ``ON CONFLICT DO NOTHING``;
 - the schema is created under an advisory lock, so processes starting together take turns.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,7 +38,7 @@ except ImportError as exc:
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
-from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored
+from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored, Unrecorded
 from . import rows as shapes  # shared with the SQLite store: the same values from both
 from .queries import load_queries
 from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
@@ -57,8 +58,9 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 Row = tuple[Any, ...]
 
 
-#: The version of the schema this code creates (``schema_version`` in the database).
-SCHEMA_VERSION = 1
+#: The version of the schema this code creates (``schema_version`` in the database):
+#: ``schema`` is version 1, each ``migration_N`` block brings it to N.
+SCHEMA_VERSION = 3
 
 
 def _version_in(conn: Any) -> int:
@@ -69,10 +71,14 @@ def _version_in(conn: Any) -> int:
 
 
 class PostgresStore:
-    """The :class:`~engine.store.Store` on a PostgreSQL database (``postgresql://`` URL)."""
+    """The :class:`~engine.store.Store` on a PostgreSQL database (``postgresql://`` URL).
 
-    def __init__(self, url: str) -> None:
+    Without ``clock`` the database's clock judges every lease, delay and retry; with one,
+    each transaction runs at that clock's time (tests move it instead of sleeping)."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] | None = None) -> None:
         self._conninfo, self.where = _conninfo(url)
+        self._clock = clock
         self._listener: Connection | None = None
         self._listen_lock = threading.Lock()
         self._probe()
@@ -122,17 +128,35 @@ class PostgresStore:
         with self._errors(doing), self._pool.connection() as conn, conn.transaction():
             if relaxed:
                 conn.execute(Q["relaxed_commit"])
+            self._set_clock(conn)
             yield conn
+
+    def _set_clock(self, conn: Connection) -> None:
+        """With a clock of its own, the transaction's "now" is that clock's time."""
+        if self._clock is not None:
+            conn.execute(Q["set_now"], {"now": repr(float(self._clock()))})
+
+    @contextmanager
+    def _statement(self, doing: str) -> Iterator[Connection]:
+        """A connection for one statement on its own: autocommit, unless the store has a
+        clock of its own (its time is set for a transaction)."""
+        with self._errors(doing), self._pool.connection() as conn:
+            if self._clock is None:
+                yield conn
+                return
+            with conn.transaction():
+                self._set_clock(conn)
+                yield conn
 
     def _query(self, name: str, params: dict[str, Any] | None = None, doing: str = "read") -> list[Row]:
         """One statement on its own (autocommit): its rows, if it returns any."""
-        with self._errors(doing), self._pool.connection() as conn:
+        with self._statement(doing) as conn:
             cursor = conn.execute(Q[name], params)
             return cursor.fetchall() if cursor.description is not None else []
 
     def _count(self, name: str, params: dict[str, Any] | None = None) -> int:
         """One writing statement on its own (autocommit): the rows it changed."""
-        with self._errors("write"), self._pool.connection() as conn:
+        with self._statement("write") as conn:
             return conn.execute(Q[name], params).rowcount
 
     def ping(self) -> None:
@@ -151,8 +175,11 @@ class PostgresStore:
             return
         with self._transaction("migrate") as db:
             db.execute(Q["migrate_lock"])
-            if _version_in(db) < SCHEMA_VERSION:  # another process may have migrated meanwhile
+            version = _version_in(db)  # another process may have migrated meanwhile
+            if version < 1:
                 db.execute(Q["schema"])
+            for later in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                db.execute(Q[f"migration_{later}"])
 
     def _schema_version(self) -> int:
         with self._errors("migrate"), self._pool.connection() as conn:
@@ -282,10 +309,19 @@ class PostgresStore:
             rows = db.execute(Q["claim_steps"], {"limit": limit, "lease": float(lease)}).fetchall()
         return [_task(row) for row in rows]
 
-    def record_steps(self, results: Sequence[StepResult]) -> None:
+    def record_steps(self, results: Sequence[StepResult]) -> list[Unrecorded]:
+        """The batch in one transaction; when that fails, again with each result in a
+        savepoint of its own (a round trip more each, so only then), so that one the store
+        cannot hold fails alone."""
+        try:
+            with self._transaction(relaxed=True) as db:
+                for result in results:
+                    _record_step(db, result)
+            return []
+        except Exception:  # noqa: BLE001 - text psycopg cannot send, a value or a write refused: found below
+            pass
         with self._transaction(relaxed=True) as db:
-            for result in results:
-                _record_step(db, result)
+            return [u for result in results if (u := _record_alone(db, result)) is not None]
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
         if not tasks:
@@ -397,14 +433,32 @@ class PostgresStore:
 
     def save_hover_webhook(
         self, webhook_id: str, *, source: str | None = None, url: str | None = None,
-        verified_at: float | None = None, last_error: str | None = None,
+        verified_at: float | None = None, last_error: str | None = None, verify_method: str | None = None,
     ) -> None:
         self._count("save_hover_webhook", {
             "webhook_id": webhook_id, "source": source, "url": url, "verified_at": verified_at, "last_error": last_error,
+            "verify_method": verify_method,
         })
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
         return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._query("list_hover_webhooks")]
+
+    def begin_hover_login(self, state: str, ttl: float, account: str = "default") -> None:
+        self._count("begin_hover_login", {"state": state, "account": account, "ttl": float(ttl)})
+
+    def take_hover_login(self, state: str) -> str | None:
+        rows = self._query("take_hover_login", {"state": state}, doing="write")
+        return None if not rows else str(rows[0][0])
+
+    def finish_hover_login(self, state: str, error: str | None = None) -> None:
+        self._count("finish_hover_login", {"state": state, "status": "failed" if error else "done", "error": error})
+
+    def hover_login(self, state: str) -> dict[str, Any] | None:
+        rows = self._query("get_hover_login", {"state": state})
+        return dict(zip(shapes.HOVER_LOGIN, rows[0])) if rows else None
+
+    def wake_steps(self, action: str, error_prefix: str) -> int:
+        return self._count("wake_steps", {"action": action, "prefix": error_prefix})
 
     # --- reading ------------------------------------------------------------------------
 
@@ -469,6 +523,16 @@ class PostgresStore:
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
         return shapes.steps(self._query("steps_of_run", {"run_id": run_id}))
 
+    def events_per_minute(self, since: float) -> list[tuple[str, int, int]]:
+        rows = self._query("events_per_minute", {"since": since})
+        return [(source, int(minute), count) for source, minute, count in rows]
+
+    def run_status_counts(self) -> dict[str, int]:
+        return {status: count for status, count in self._query("run_status_counts")}
+
+    def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
+        return [dict(zip(shapes.RETRYING_STEP, row)) for row in self._query("retrying_steps", {"limit": limit})]
+
 
 # --- statements inside a caller's transaction ---------------------------------------------
 
@@ -502,6 +566,17 @@ def _record_step(db: Connection, r: StepResult) -> None:
             _advance(db, r)
     elif _finish_step(db, key, StepStatus.DEAD.value, None, r.error):
         _update_run(db, t.run_id, RunStatus.DEAD, t.index, r.error)
+
+
+def _record_alone(db: Connection, r: StepResult) -> Unrecorded | None:
+    """Record one outcome in a savepoint of its own; what stopped it, if anything. (When
+    the connection itself failed, the transaction's commit fails after this.)"""
+    try:
+        with db.transaction():
+            _record_step(db, r)
+    except Exception as exc:  # noqa: BLE001 - this result's own failure
+        return Unrecorded(r, _reason(exc))
+    return None
 
 
 def _finish_step(db: Connection, key: dict[str, Any], status: str, output: str | None, error: str | None) -> bool:

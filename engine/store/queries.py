@@ -1,4 +1,9 @@
-"""Named SQL queries, read from ``sql/<backend>.sql`` blocks headed ``-- name: NAME``."""
+"""Named SQL queries, read from ``sql/<backend>.sql`` blocks headed ``-- name: NAME``.
+
+A query may use another block as a fragment by naming it in braces (``{now}``): the
+fragment's text is put in its place when the queries are loaded. A name in braces that is
+no block (the SQLite store's ``{rows}``) is left for the store to fill in.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import re
 from functools import lru_cache
 from importlib.resources import files
 
-_HEADER = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
+_HEADER = re.compile(r"^-- name: ([a-z0-9_]+)\s*$", re.MULTILINE)
+_FRAGMENT = re.compile(r"\{([a-z0-9_]+)\}")
 
 
 @lru_cache(maxsize=None)
@@ -14,4 +20,5 @@ def load_queries(backend: str) -> dict[str, str]:
     """The queries of ``backend`` by name."""
     text = files("engine.store").joinpath("sql", f"{backend}.sql").read_text(encoding="utf-8")
     parts = _HEADER.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}
+    blocks = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}
+    return {name: _FRAGMENT.sub(lambda m: blocks.get(m.group(1), m.group(0)), body) for name, body in blocks.items()}

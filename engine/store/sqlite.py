@@ -19,13 +19,13 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import StoreError, Unstorable
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
-from . import HoverTokens, Incoming, Matched, Matcher, QueueItem, Stored
+from . import HoverTokens, Incoming, Matched, Matcher, QueueItem, Stored, Unrecorded
 from . import rows as shapes
 from .queries import load_queries
 from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
@@ -33,7 +33,14 @@ from .rows import dumps as _dumps, loads as _loads  # short names: they are ever
 Q = load_queries("sqlite")
 
 #: Columns added after a table was first released: (name, type) by table.
-_ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {"events": [("replay_of", "TEXT"), ("only_rules", "TEXT")]}
+_ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "events": [("replay_of", "TEXT"), ("only_rules", "TEXT")],
+    "hover_webhooks": [("verify_method", "TEXT")],
+}
+#: Queries run once, right after the column they come with was added to an older file.
+_WITH_COLUMN = {("hover_webhooks", "verify_method"): "forget_phantom_webhooks"}
+#: How long a finished or expired Hover login state is kept (for `hookwise hover login` to read).
+LOGIN_KEPT = 86400.0
 
 #: How long a writer waits for the database lock before the operation fails.
 BUSY_TIMEOUT_MS = 10_000
@@ -44,10 +51,14 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 class SQLiteStore:
-    """The :class:`~engine.store.Store` on one SQLite file."""
+    """The :class:`~engine.store.Store` on one SQLite file.
 
-    def __init__(self, path: str | Path) -> None:
+    ``clock`` gives the time now, in unix seconds, for every lease, delay, retry and
+    timestamp the store judges or writes (tests move it instead of sleeping)."""
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self.clock = clock
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -135,7 +146,7 @@ class SQLiteStore:
 
     def probe_write(self) -> None:
         with self._write() as db:
-            db.execute(Q["probe_write"], (time.time(),))
+            db.execute(Q["probe_write"], (self.clock(),))
 
     def migrate(self) -> None:
         """Create the schema, and add the columns later versions brought to an older file."""
@@ -149,6 +160,8 @@ class SQLiteStore:
                 for name, kind in columns:
                     if name not in have:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                        if (table, name) in _WITH_COLUMN:
+                            conn.execute(Q[_WITH_COLUMN[(table, name)]])
         except sqlite3.Error as exc:
             raise StoreError(f"cannot create the schema in {self.path}: {exc}") from None
 
@@ -162,7 +175,7 @@ class SQLiteStore:
     # --- events -----------------------------------------------------------------------
 
     def put_events(self, items: Sequence[Incoming]) -> list[Stored]:
-        now = time.time()
+        now = self.clock()
         try:
             with self._write() as db:
                 fast = self._put_new_events(db, items, now)
@@ -197,7 +210,7 @@ class SQLiteStore:
         return Stored(item.id, duplicate=not _insert_rows(db, "put_events", [_event_row(item)]))
 
     def claim_events(self, limit: int, lease: float) -> list[Event]:
-        now = time.time()
+        now = self.clock()
         if not self._due("next_event_due", now):
             return []
         with self._write("NORMAL") as db:
@@ -213,7 +226,7 @@ class SQLiteStore:
     def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
         versions: set[str] = set()  # rule versions written by this transaction
         with self._write("NORMAL") as db:
-            claimed = self._record_matches(db, matches, time.time(), claim, lease, versions)
+            claimed = self._record_matches(db, matches, self.clock(), claim, lease, versions)
         self._versions |= versions  # committed: rule versions are never deleted
         return claimed
 
@@ -222,7 +235,7 @@ class SQLiteStore:
         a batch): no other writer can take the events meanwhile, so they need no lease
         (``event_lease`` is unused), and each event row is written once (matched) rather
         than twice (leased, then matched)."""
-        now = time.time()
+        now = self.clock()
         if not self._due("next_event_due", now):
             return 0, []
         versions: set[str] = set()
@@ -273,7 +286,7 @@ class SQLiteStore:
     # --- steps ------------------------------------------------------------------------
 
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
-        now = time.time()
+        now = self.clock()
         if not self._due("next_step_due", now):
             return []
         with self._write("NORMAL") as db:
@@ -290,11 +303,30 @@ class SQLiteStore:
             rule_version=version, event=shapes.event(context[2:]), outputs=outputs, overrides=_loads(overrides) or {},
         )
 
-    def record_steps(self, results: Sequence[StepResult]) -> None:
-        now = time.time()
+    def record_steps(self, results: Sequence[StepResult]) -> list[Unrecorded]:
+        """The batch in one transaction; when that fails, again with each result in a
+        savepoint of its own, so that one the store cannot hold fails alone."""
+        now = self.clock()
+        try:
+            with self._write("NORMAL") as db:
+                for result in results:
+                    self._record_step(db, result, now)
+            return []
+        except Exception:  # noqa: BLE001 - a value SQLite cannot take, or a failing write: found below
+            pass
         with self._write("NORMAL") as db:
-            for result in results:
-                self._record_step(db, result, now)
+            return [u for result in results if (u := self._record_alone(db, result, now)) is not None]
+
+    def _record_alone(self, db: sqlite3.Connection, result: StepResult, now: float) -> Unrecorded | None:
+        db.execute("SAVEPOINT step")
+        try:
+            self._record_step(db, result, now)
+        except Exception as exc:  # noqa: BLE001 - this result's own failure (a broken transaction fails the rollback)
+            db.execute("ROLLBACK TO step")
+            return Unrecorded(result, str(exc) or type(exc).__name__)
+        finally:
+            db.execute("RELEASE step")
+        return None
 
     def _record_step(self, db: sqlite3.Connection, r: StepResult, now: float) -> None:
         t = r.task
@@ -319,7 +351,7 @@ class SQLiteStore:
             db.execute(Q["update_run"], (RunStatus.SUCCEEDED.value, t.index, None, now, t.run_id))
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
-        until = time.time() + lease
+        until = self.clock() + lease
         with self._write("NORMAL") as db:
             db.executemany(Q["extend_lease"], [(until, t.run_id, t.index, t.attempt) for t in tasks])
 
@@ -334,7 +366,7 @@ class SQLiteStore:
     # --- work queues ----------------------------------------------------------------------
 
     def requeue(self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str) -> QueueItem:
-        now = time.time()
+        now = self.clock()
         with self._write() as db:
             row = db.execute(Q["open_queue_item"], (queue, key)).fetchone()
             if row is None:
@@ -363,19 +395,19 @@ class SQLiteStore:
         return shapes.queue_item(db.execute(Q["get_queue_item"], (item_id,)).fetchone())
 
     def claim_queue_item(self, queue: str, lease: float) -> QueueItem | None:
-        now = time.time()
+        now = self.clock()
         with self._write() as db:
             row = db.execute(Q["claim_queue_item"], {"queue": queue, "now": now, "lease_until": now + lease}).fetchone()
         return shapes.queue_item(row) if row else None
 
     def finish_queue_item(self, item_id: str) -> QueueItem | None:
         with self._write() as db:
-            if not db.execute(Q["queue_item_done"], (time.time(), item_id)).rowcount:
+            if not db.execute(Q["queue_item_done"], (self.clock(), item_id)).rowcount:
                 return None
             return self._queue_item(db, item_id)
 
     def fail_queue_item(self, item_id: str, retry_in: float, error: str | None) -> QueueItem | None:
-        now = time.time()
+        now = self.clock()
         with self._write() as db:
             if not db.execute(Q["queue_item_retry"], (now + retry_in, error, now, item_id)).rowcount:
                 return None
@@ -407,10 +439,10 @@ class SQLiteStore:
 
     def save_hover_tokens(self, tokens: HoverTokens, account: str = "default") -> None:
         with self._write() as db:
-            db.execute(Q["save_hover_tokens"], (account, tokens.access_token, tokens.refresh_token, tokens.expires_at, time.time()))
+            db.execute(Q["save_hover_tokens"], (account, tokens.access_token, tokens.refresh_token, tokens.expires_at, self.clock()))
 
     def lock_hover_account(self, holder: str, ttl: float, account: str = "default") -> bool:
-        now = time.time()
+        now = self.clock()
         with self._write() as db:
             db.execute(Q["ensure_hover_account"], (account, now))
             return bool(db.execute(Q["lock_hover_account"], (holder, now + ttl, account, now, holder)).rowcount)
@@ -421,13 +453,40 @@ class SQLiteStore:
 
     def save_hover_webhook(
         self, webhook_id: str, *, source: str | None = None, url: str | None = None,
-        verified_at: float | None = None, last_error: str | None = None,
+        verified_at: float | None = None, last_error: str | None = None, verify_method: str | None = None,
     ) -> None:
         with self._write() as db:
-            db.execute(Q["save_hover_webhook"], (webhook_id, source, url, verified_at, last_error, time.time()))
+            db.execute(Q["save_hover_webhook"], (
+                webhook_id, source, url, verified_at, last_error, verify_method, self.clock(),
+            ))
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
         return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._read(Q["list_hover_webhooks"])]
+
+    def begin_hover_login(self, state: str, ttl: float, account: str = "default") -> None:
+        now = self.clock()
+        with self._write() as db:
+            db.execute(Q["prune_hover_logins"], {"before": now - LOGIN_KEPT})
+            db.execute(Q["begin_hover_login"], {"state": state, "account": account, "now": now, "ttl": float(ttl)})
+
+    def take_hover_login(self, state: str) -> str | None:
+        with self._write() as db:
+            row = db.execute(Q["take_hover_login"], {"state": state, "now": self.clock()}).fetchone()
+        return None if row is None else str(row[0])
+
+    def finish_hover_login(self, state: str, error: str | None = None) -> None:
+        with self._write() as db:
+            status = "failed" if error else "done"
+            db.execute(Q["finish_hover_login"], {"state": state, "status": status, "error": error, "now": self.clock()})
+
+    def hover_login(self, state: str) -> dict[str, Any] | None:
+        rows = self._read(Q["get_hover_login"], {"state": state, "now": self.clock()})
+        return dict(zip(shapes.HOVER_LOGIN, (rows[0][0], rows[0][1], bool(rows[0][2])))) if rows else None
+
+    def wake_steps(self, action: str, error_prefix: str) -> int:
+        with self._write() as db:
+            woken = db.execute(Q["wake_steps"], {"action": action, "prefix": error_prefix, "now": self.clock()})
+            return int(woken.rowcount)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -446,7 +505,7 @@ class SQLiteStore:
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
         new = new_id()
-        now = time.time()
+        now = self.clock()
         with self._write() as db:
             params = {"id": new, "now": now, "of": event_id, "only_rules": _dumps(list(rules)) if rules else None}
             if not db.execute(Q["put_replay"], params).rowcount:
@@ -454,7 +513,7 @@ class SQLiteStore:
         return new
 
     def retry_run(self, run_id: str, overrides: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        now = time.time()
+        now = self.clock()
         with self._write() as db:
             row = db.execute("SELECT idx FROM steps WHERE run_id = ? AND status = 'dead'", (run_id,)).fetchone()
             if row is None or not db.execute(Q["revive_run"], (now, run_id)).rowcount:
@@ -472,7 +531,7 @@ class SQLiteStore:
     def prune(self, before: float, batch: int = 500) -> dict[str, int]:
         """Delete one batch of finished runs, events and delivery ids older than
         ``before``; small transactions, so ingest never waits long."""
-        now = time.time()
+        now = self.clock()
         with self._write() as db:
             runs = [r[0] for r in db.execute(Q["prune_runs"], (before, batch)).fetchall()]
             db.executemany(Q["prune_steps"], [(r,) for r in runs])
@@ -494,6 +553,15 @@ class SQLiteStore:
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
         return shapes.steps(self._read(Q["steps_of_run"], (run_id,)))
+
+    def events_per_minute(self, since: float) -> list[tuple[str, int, int]]:
+        return [(source, minute, count) for source, minute, count in self._read(Q["events_per_minute"], (since,))]
+
+    def run_status_counts(self) -> dict[str, int]:
+        return {status: count for status, count in self._read(Q["run_status_counts"])}
+
+    def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
+        return [dict(zip(shapes.RETRYING_STEP, row)) for row in self._read(Q["retrying_steps"], (limit,))]
 
 
 #: Rows one multi-row INSERT takes at most; a batch is cut into chunks of powers of two,

@@ -1,18 +1,27 @@
 -- The PostgreSQL store's schema and queries, one named block each ("-- name: NAME").
 --
 -- Times are unix seconds (double precision), as in the SQLite store, so the contract's
--- float timestamps are unchanged. Every "now" is the DATABASE's clock:
+-- float timestamps are unchanged. Every "now" is the DATABASE's clock, written {now} (the
+-- block "now" below, put in place when the queries are loaded):
 --     extract(epoch FROM statement_timestamp())::float8
 -- statement_timestamp() is read when the server receives the statement: one value for the
 -- whole statement (so a claim judges every row against the same instant and the planner may
 -- use it in an index condition), fresh for each statement of a transaction, and the same for
 -- every process whatever their own clocks say. Leases, retries and locks are judged by it.
+-- A store given a clock of its own (tests, which move it instead of sleeping) sets the
+-- transaction's "hookwise.now" to that clock's time ("set_now"), and {now} reads that instead.
 --
 -- JSON is stored as text, exactly as given: bodies keep their key order and duplicate keys
 -- and values Python writes but JSON forbids (NaN) round-trip as with SQLite; cast to jsonb
 -- for ad-hoc queries (body::jsonb ->> 'id').
 --
 -- Placeholders are psycopg's %(name)s.
+
+-- name: now
+COALESCE(NULLIF(current_setting('hookwise.now', true), '')::float8, extract(epoch FROM statement_timestamp())::float8)
+
+-- name: set_now
+SELECT set_config('hookwise.now', %(now)s, true);
 
 -- name: migrate_lock
 -- Processes starting together take turns: CREATE ... IF NOT EXISTS races otherwise.
@@ -142,6 +151,30 @@ CREATE TABLE IF NOT EXISTS hover_webhooks (
 INSERT INTO schema_version (version, applied_at) VALUES (1, extract(epoch FROM statement_timestamp())::float8)
 ON CONFLICT (version) DO NOTHING;
 
+-- name: migration_2
+-- Hover: which verification call worked; the OAuth states of logins hookwise started; and
+-- no more rows that a failed handshake alone made (never registered, never verified).
+ALTER TABLE hover_webhooks ADD COLUMN IF NOT EXISTS verify_method text;   -- PUT or POST
+
+CREATE TABLE IF NOT EXISTS hover_logins (
+    state      text PRIMARY KEY,                    -- the OAuth state of a login hookwise started
+    account    text NOT NULL,
+    status     text NOT NULL,                       -- pending | taken | done | failed
+    error      text,
+    expires_at double precision NOT NULL,           -- by the database's clock
+    updated_at double precision NOT NULL
+);
+
+DELETE FROM hover_webhooks WHERE url IS NULL AND verified_at IS NULL;
+
+INSERT INTO schema_version (version, applied_at) VALUES (2, extract(epoch FROM statement_timestamp())::float8)
+ON CONFLICT (version) DO NOTHING;
+
+-- name: migration_3
+-- Events per minute by source (the web UI's overview) read this index alone.
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at, source);
+INSERT INTO schema_version (version, applied_at) VALUES (3, {now}) ON CONFLICT (version) DO NOTHING;
+
 -- name: notify_events
 -- A wake-up for workers waiting on LISTEN; sent on commit, dropped on rollback.
 NOTIFY hookwise_events;
@@ -156,7 +189,7 @@ SELECT 1;
 -- /readyz: a row of the deliveries table, where every event's delivery id goes, written
 -- under a source name no source can have; expired from the start, so retention prunes it.
 INSERT INTO deliveries (source, delivery_id, event_id, expires_at)
-VALUES ('', 'hookwise.readyz', '', extract(epoch FROM statement_timestamp())::float8)
+VALUES ('', 'hookwise.readyz', '', {now})
 ON CONFLICT (source, delivery_id) DO UPDATE SET expires_at = excluded.expires_at;
 
 -- name: put_delivery
@@ -167,7 +200,7 @@ ON CONFLICT (source, delivery_id) DO UPDATE SET expires_at = excluded.expires_at
 INSERT INTO deliveries (source, delivery_id, event_id, expires_at)
 VALUES (%(source)s, %(delivery_id)s, %(event_id)s, %(expires_at)s)
 ON CONFLICT (source, delivery_id) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
-WHERE deliveries.expires_at <= extract(epoch FROM statement_timestamp())::float8
+WHERE deliveries.expires_at <= {now}
 RETURNING event_id;
 
 -- name: find_delivery
@@ -181,20 +214,20 @@ RETURNING id;
 
 -- name: put_replay
 INSERT INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at, replay_of, only_rules)
-SELECT %(id)s, source, type, NULL, body, headers, query, extract(epoch FROM statement_timestamp())::float8, depth,
-    extract(epoch FROM statement_timestamp())::float8, id, %(only_rules)s
+SELECT %(id)s, source, type, NULL, body, headers, query, {now}, depth,
+    {now}, id, %(only_rules)s
 FROM events WHERE id = %(of)s;
 
 -- name: claim_events
 -- SKIP LOCKED: concurrent claims take different events instead of waiting for each other.
 WITH due AS MATERIALIZED (
     SELECT seq FROM events
-    WHERE status = 'pending' AND available_at <= extract(epoch FROM statement_timestamp())::float8
+    WHERE status = 'pending' AND available_at <= {now}
     ORDER BY available_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    UPDATE events e SET available_at = extract(epoch FROM statement_timestamp())::float8 + %(lease)s
+    UPDATE events e SET available_at = {now} + %(lease)s
     FROM due WHERE e.seq = due.seq
     RETURNING e.seq, e.id, e.source, e.type, e.delivery_id, e.body, e.headers, e.query, e.received_at, e.depth,
         e.replay_of, e.only_rules
@@ -219,13 +252,13 @@ SELECT name, file, text FROM rule_versions WHERE version = %(version)s;
 -- No row when the (event, rule) pair has its run already (matched before by a worker whose
 -- claim ran out); a concurrent insert of the pair waits for the first and then does nothing.
 INSERT INTO runs (id, event_id, rule, rule_version, status, created_at, updated_at)
-VALUES (%(id)s, %(event_id)s, %(rule)s, %(version)s, 'active', extract(epoch FROM statement_timestamp())::float8,
-    extract(epoch FROM statement_timestamp())::float8)
+VALUES (%(id)s, %(event_id)s, %(rule)s, %(version)s, 'active', {now},
+    {now})
 ON CONFLICT DO NOTHING;
 
 -- name: put_ready_step
 INSERT INTO steps (run_id, idx, step_id, action, status, due_at)
-VALUES (%(run_id)s, %(idx)s, %(step_id)s, %(action)s, 'ready', extract(epoch FROM statement_timestamp())::float8 + %(delay)s)
+VALUES (%(run_id)s, %(idx)s, %(step_id)s, %(action)s, 'ready', {now} + %(delay)s)
 ON CONFLICT DO NOTHING;
 
 -- name: put_waiting_step
@@ -235,8 +268,8 @@ ON CONFLICT DO NOTHING;
 
 -- name: put_claimed_step
 INSERT INTO steps (run_id, idx, step_id, action, status, attempt, due_at, started_at)
-VALUES (%(run_id)s, %(idx)s, %(step_id)s, %(action)s, 'running', 1, extract(epoch FROM statement_timestamp())::float8 + %(lease)s,
-    extract(epoch FROM statement_timestamp())::float8)
+VALUES (%(run_id)s, %(idx)s, %(step_id)s, %(action)s, 'running', 1, {now} + %(lease)s,
+    {now})
 ON CONFLICT DO NOTHING;
 
 -- name: event_matched
@@ -247,14 +280,14 @@ UPDATE events SET status = 'matched', explain = %(explain)s WHERE id = %(id)s AN
 -- with what running them needs: the rule, the event, and the outputs of earlier steps.
 WITH due AS MATERIALIZED (
     SELECT run_id, idx FROM steps
-    WHERE status IN ('ready', 'running') AND due_at <= extract(epoch FROM statement_timestamp())::float8
+    WHERE status IN ('ready', 'running') AND due_at <= {now}
     ORDER BY due_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE steps s SET status = 'running', attempt = s.attempt + 1,
-        due_at = extract(epoch FROM statement_timestamp())::float8 + %(lease)s,
-        started_at = extract(epoch FROM statement_timestamp())::float8
+        due_at = {now} + %(lease)s,
+        started_at = {now}
     FROM due WHERE s.run_id = due.run_id AND s.idx = due.idx
     RETURNING s.run_id, s.idx, s.step_id, s.action, s.attempt, s.overrides
 )
@@ -268,7 +301,7 @@ JOIN events e ON e.id = r.event_id
 ORDER BY c.run_id, c.idx;
 
 -- name: extend_lease
-UPDATE steps SET due_at = extract(epoch FROM statement_timestamp())::float8 + %(lease)s
+UPDATE steps SET due_at = {now} + %(lease)s
 WHERE run_id = %(run_id)s AND idx = %(idx)s AND status = 'running' AND attempt = %(attempt)s;
 
 -- name: finish_step
@@ -278,16 +311,16 @@ UPDATE steps SET status = %(status)s, output = %(output)s, params = %(params)s, 
 WHERE run_id = %(run_id)s AND idx = %(idx)s AND status = 'running' AND attempt = %(attempt)s;
 
 -- name: retry_step
-UPDATE steps SET status = 'ready', due_at = extract(epoch FROM statement_timestamp())::float8 + %(retry_in)s,
+UPDATE steps SET status = 'ready', due_at = {now} + %(retry_in)s,
     params = %(params)s, error = %(error)s, finished_at = %(finished_at)s
 WHERE run_id = %(run_id)s AND idx = %(idx)s AND status = 'running' AND attempt = %(attempt)s;
 
 -- name: start_next_step
-UPDATE steps SET status = 'ready', due_at = extract(epoch FROM statement_timestamp())::float8 + %(delay)s
+UPDATE steps SET status = 'ready', due_at = {now} + %(delay)s
 WHERE run_id = %(run_id)s AND idx = %(idx)s AND status = 'waiting';
 
 -- name: update_run
-UPDATE runs SET status = %(status)s, step = %(step)s, error = %(error)s, updated_at = extract(epoch FROM statement_timestamp())::float8
+UPDATE runs SET status = %(status)s, step = %(step)s, error = %(error)s, updated_at = {now}
 WHERE id = %(id)s;
 
 -- name: get_event
@@ -295,7 +328,8 @@ SELECT id, source, type, delivery_id, body, headers, query, received_at, depth, 
 FROM events WHERE id = %(id)s;
 
 -- name: list_events
-SELECT seq, id, source, type, delivery_id, received_at, status, replay_of FROM events
+SELECT seq, id, source, type, delivery_id, received_at, status, replay_of,
+    (SELECT COUNT(*) FROM runs WHERE runs.event_id = events.id) FROM events
 WHERE (%(source)s::text IS NULL OR source = %(source)s::text)
     AND (%(type)s::text IS NULL OR type = %(type)s::text)
     AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -316,6 +350,19 @@ SELECT id, event_id, rule, rule_version, status, step, error, created_at, update
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text) AND (%(rule)s::text IS NULL OR rule = %(rule)s::text)
 ORDER BY updated_at DESC LIMIT %(limit)s;
 
+-- name: events_per_minute
+SELECT source, floor(received_at / 60)::bigint AS minute, COUNT(*) FROM events WHERE received_at >= %(since)s
+GROUP BY source, minute ORDER BY minute, source;
+
+-- name: run_status_counts
+SELECT status, COUNT(*) FROM runs GROUP BY status;
+
+-- name: retrying_steps
+-- Steps waiting for another attempt after a failed one, soonest first.
+SELECT s.run_id, r.rule, r.event_id, s.idx, s.step_id, s.action, s.attempt, s.error, s.due_at, s.finished_at
+FROM steps s JOIN runs r ON r.id = s.run_id
+WHERE s.status IN ('ready', 'running') AND s.error IS NOT NULL ORDER BY s.due_at LIMIT %(limit)s;
+
 -- name: steps_of_run
 SELECT run_id, idx, step_id, action, status, attempt, due_at, params, output, error, started_at, finished_at
 FROM steps WHERE run_id = %(run_id)s ORDER BY idx;
@@ -324,11 +371,11 @@ FROM steps WHERE run_id = %(run_id)s ORDER BY idx;
 SELECT idx FROM steps WHERE run_id = %(run_id)s AND status = 'dead';
 
 -- name: revive_run
-UPDATE runs SET status = 'active', error = NULL, updated_at = extract(epoch FROM statement_timestamp())::float8
+UPDATE runs SET status = 'active', error = NULL, updated_at = {now}
 WHERE id = %(id)s AND status = 'dead';
 
 -- name: retry_dead_step
-UPDATE steps SET status = 'ready', attempt = 0, due_at = extract(epoch FROM statement_timestamp())::float8,
+UPDATE steps SET status = 'ready', attempt = 0, due_at = {now},
     overrides = %(overrides)s, error = NULL
 WHERE run_id = %(run_id)s AND idx = %(idx)s AND status = 'dead';
 
@@ -353,7 +400,7 @@ DELETE FROM events WHERE seq IN (
 
 -- name: prune_deliveries
 DELETE FROM deliveries WHERE (source, delivery_id) IN (
-    SELECT source, delivery_id FROM deliveries WHERE expires_at < extract(epoch FROM statement_timestamp())::float8
+    SELECT source, delivery_id FROM deliveries WHERE expires_at < {now}
     LIMIT %(batch)s FOR UPDATE SKIP LOCKED
 );
 
@@ -367,28 +414,28 @@ FOR UPDATE;
 -- for that transaction to end): the caller then updates that item instead.
 INSERT INTO queue_items (id, queue, key, status, data, attempts, max_attempts, available_at, last_request, created_at, updated_at)
 VALUES (%(id)s, %(queue)s, %(key)s, 'waiting', %(data)s, 1, %(max_attempts)s,
-    extract(epoch FROM statement_timestamp())::float8 + %(delay)s, %(request_id)s,
-    extract(epoch FROM statement_timestamp())::float8, extract(epoch FROM statement_timestamp())::float8)
+    {now} + %(delay)s, %(request_id)s,
+    {now}, {now})
 ON CONFLICT (queue, key) WHERE status IN ('waiting', 'claimed') DO NOTHING;
 
 -- name: requeue_item
 -- A claimed item keeps its claim (someone is working on it); a waiting one waits anew.
 UPDATE queue_items SET data = %(data)s, attempts = attempts + 1, max_attempts = %(max_attempts)s,
     available_at = CASE WHEN status = 'claimed' THEN available_at
-                        ELSE extract(epoch FROM statement_timestamp())::float8 + %(delay)s END,
-    last_request = %(request_id)s, updated_at = extract(epoch FROM statement_timestamp())::float8
+                        ELSE {now} + %(delay)s END,
+    last_request = %(request_id)s, updated_at = {now}
 WHERE id = %(id)s;
 
 -- name: queue_item_dead
-UPDATE queue_items SET status = 'dead', error = %(error)s, updated_at = extract(epoch FROM statement_timestamp())::float8
+UPDATE queue_items SET status = 'dead', error = %(error)s, updated_at = {now}
 WHERE id = %(id)s;
 
 -- name: claim_queue_item
-UPDATE queue_items SET status = 'claimed', available_at = extract(epoch FROM statement_timestamp())::float8 + %(lease)s,
-    updated_at = extract(epoch FROM statement_timestamp())::float8
+UPDATE queue_items SET status = 'claimed', available_at = {now} + %(lease)s,
+    updated_at = {now}
 WHERE id = (
     SELECT id FROM queue_items
-    WHERE queue = %(queue)s AND status IN ('waiting', 'claimed') AND available_at <= extract(epoch FROM statement_timestamp())::float8
+    WHERE queue = %(queue)s AND status IN ('waiting', 'claimed') AND available_at <= {now}
     ORDER BY available_at LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
@@ -399,14 +446,14 @@ SELECT id, queue, key, status, data, attempts, max_attempts, available_at, error
 FROM queue_items WHERE id = %(id)s;
 
 -- name: queue_item_done
-UPDATE queue_items SET status = 'done', error = NULL, updated_at = extract(epoch FROM statement_timestamp())::float8
+UPDATE queue_items SET status = 'done', error = NULL, updated_at = {now}
 WHERE id = %(id)s AND status = 'claimed'
 RETURNING id, queue, key, status, data, attempts, max_attempts, available_at, error, created_at, updated_at;
 
 -- name: queue_item_retry
 UPDATE queue_items SET status = 'waiting', attempts = attempts + 1,
-    available_at = extract(epoch FROM statement_timestamp())::float8 + %(retry_in)s, error = %(error)s,
-    updated_at = extract(epoch FROM statement_timestamp())::float8
+    available_at = {now} + %(retry_in)s, error = %(error)s,
+    updated_at = {now}
 WHERE id = %(id)s AND status = 'claimed'
 RETURNING id, queue, key, status, data, attempts, max_attempts, available_at, error, created_at, updated_at;
 
@@ -422,7 +469,7 @@ SELECT access_token, refresh_token, expires_at, lock_holder, lock_until FROM hov
 
 -- name: save_hover_tokens
 INSERT INTO hover_account (id, access_token, refresh_token, expires_at, updated_at)
-VALUES (%(account)s, %(access_token)s, %(refresh_token)s, %(expires_at)s, extract(epoch FROM statement_timestamp())::float8)
+VALUES (%(account)s, %(access_token)s, %(refresh_token)s, %(expires_at)s, {now})
 ON CONFLICT (id) DO UPDATE SET access_token = excluded.access_token, refresh_token = excluded.refresh_token,
     expires_at = excluded.expires_at, updated_at = excluded.updated_at;
 
@@ -432,10 +479,10 @@ ON CONFLICT (id) DO UPDATE SET access_token = excluded.access_token, refresh_tok
 -- process's statement waits for the first to commit, then re-checks the condition against
 -- the new lock_until and changes nothing: a row comes back only to the one that got it.
 INSERT INTO hover_account (id, lock_holder, lock_until, updated_at)
-VALUES (%(account)s, %(holder)s, extract(epoch FROM statement_timestamp())::float8 + %(ttl)s,
-    extract(epoch FROM statement_timestamp())::float8)
+VALUES (%(account)s, %(holder)s, {now} + %(ttl)s,
+    {now})
 ON CONFLICT (id) DO UPDATE SET lock_holder = excluded.lock_holder, lock_until = excluded.lock_until
-WHERE hover_account.lock_until IS NULL OR hover_account.lock_until < extract(epoch FROM statement_timestamp())::float8
+WHERE hover_account.lock_until IS NULL OR hover_account.lock_until < {now}
     OR hover_account.lock_holder = excluded.lock_holder
 RETURNING id;
 
@@ -443,11 +490,44 @@ RETURNING id;
 UPDATE hover_account SET lock_holder = NULL, lock_until = NULL WHERE id = %(account)s AND lock_holder = %(holder)s;
 
 -- name: save_hover_webhook
-INSERT INTO hover_webhooks (webhook_id, source, url, verified_at, last_error, updated_at)
-VALUES (%(webhook_id)s, %(source)s, %(url)s, %(verified_at)s, %(last_error)s, extract(epoch FROM statement_timestamp())::float8)
+INSERT INTO hover_webhooks (webhook_id, source, url, verified_at, last_error, verify_method, updated_at)
+VALUES (%(webhook_id)s, %(source)s, %(url)s, %(verified_at)s, %(last_error)s, %(verify_method)s,
+    {now})
 ON CONFLICT (webhook_id) DO UPDATE SET source = COALESCE(excluded.source, hover_webhooks.source),
     url = COALESCE(excluded.url, hover_webhooks.url), verified_at = COALESCE(excluded.verified_at, hover_webhooks.verified_at),
-    last_error = excluded.last_error, updated_at = excluded.updated_at;
+    last_error = excluded.last_error, verify_method = COALESCE(excluded.verify_method, hover_webhooks.verify_method),
+    updated_at = excluded.updated_at;
 
 -- name: list_hover_webhooks
-SELECT webhook_id, source, url, verified_at, last_error, updated_at FROM hover_webhooks ORDER BY updated_at DESC;
+SELECT webhook_id, source, url, verified_at, last_error, updated_at, verify_method FROM hover_webhooks
+ORDER BY updated_at DESC;
+
+-- name: begin_hover_login
+-- Old states go first (kept a day after they expire, for `hookwise hover login` to read).
+WITH pruned AS (
+    DELETE FROM hover_logins WHERE expires_at < {now} - 86400
+)
+INSERT INTO hover_logins (state, account, status, expires_at, updated_at)
+VALUES (%(state)s, %(account)s, 'pending', {now} + %(ttl)s,
+    {now});
+
+-- name: take_hover_login
+UPDATE hover_logins SET status = 'taken', updated_at = {now}
+WHERE state = %(state)s AND status = 'pending' AND expires_at > {now}
+RETURNING account;
+
+-- name: finish_hover_login
+UPDATE hover_logins SET status = %(status)s, error = %(error)s,
+    updated_at = {now}
+WHERE state = %(state)s;
+
+-- name: get_hover_login
+SELECT status, error, expires_at <= {now}
+FROM hover_logins WHERE state = %(state)s;
+
+-- name: wake_steps
+-- Ready steps of one action that wait for something that has just happened (their last
+-- error says what): due now.
+UPDATE steps SET due_at = {now}
+WHERE status = 'ready' AND action = %(action)s AND due_at > {now}
+    AND left(error, length(%(prefix)s)) = %(prefix)s;

@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS events (
     only_rules   TEXT                               -- a replay for these rules only (JSON list)
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (available_at) WHERE status = 'pending';
+-- Events per minute by source (the UI's overview) read this index alone; appended in order.
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at, source);
 
 CREATE TABLE IF NOT EXISTS deliveries (
     source      TEXT NOT NULL,
@@ -96,12 +98,22 @@ CREATE TABLE IF NOT EXISTS hover_account (
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS hover_webhooks (
-    webhook_id  TEXT PRIMARY KEY,
-    source      TEXT,
-    url         TEXT,
-    verified_at REAL,
-    last_error  TEXT,
-    updated_at  REAL NOT NULL
+    webhook_id    TEXT PRIMARY KEY,
+    source        TEXT,
+    url           TEXT,
+    verified_at   REAL,
+    last_error    TEXT,
+    updated_at    REAL NOT NULL,
+    verify_method TEXT                              -- PUT or POST: the verification call that worked
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS hover_logins (
+    state      TEXT PRIMARY KEY,                    -- the OAuth state of a login hookwise started
+    account    TEXT NOT NULL,
+    status     TEXT NOT NULL,                       -- pending | taken | done | failed
+    error      TEXT,
+    expires_at REAL NOT NULL,
+    updated_at REAL NOT NULL
 ) WITHOUT ROWID;
 
 -- name: find_delivery
@@ -206,7 +218,8 @@ SELECT id, source, type, delivery_id, body, headers, query, received_at, depth, 
 FROM events WHERE id = ?;
 
 -- name: list_events
-SELECT seq, id, source, type, delivery_id, received_at, status, replay_of FROM events
+SELECT seq, id, source, type, delivery_id, received_at, status, replay_of,
+    (SELECT COUNT(*) FROM runs WHERE runs.event_id = events.id) FROM events
 WHERE (:source IS NULL OR source = :source) AND (:type IS NULL OR type = :type) AND (:status IS NULL OR status = :status)
     AND (:since IS NULL OR received_at >= :since) AND (:until IS NULL OR received_at < :until)
     AND (:cursor IS NULL OR seq < :cursor)
@@ -255,6 +268,19 @@ DELETE FROM deliveries WHERE (source, delivery_id) IN (
 -- name: steps_of_run
 SELECT run_id, idx, step_id, action, status, attempt, due_at, params, output, error, started_at, finished_at
 FROM steps WHERE run_id = ? ORDER BY idx;
+
+-- name: events_per_minute
+SELECT source, CAST(received_at / 60 AS INTEGER) AS minute, COUNT(*) FROM events WHERE received_at >= ?
+GROUP BY source, minute ORDER BY minute, source;
+
+-- name: run_status_counts
+SELECT status, COUNT(*) FROM runs GROUP BY status;
+
+-- name: retrying_steps
+-- Steps waiting for another attempt after a failed one, soonest first.
+SELECT s.run_id, r.rule, r.event_id, s.idx, s.step_id, s.action, s.attempt, s.error, s.due_at, s.finished_at
+FROM steps s JOIN runs r ON r.id = s.run_id
+WHERE s.status IN ('ready', 'running') AND s.error IS NOT NULL ORDER BY s.due_at LIMIT ?;
 
 -- name: count_events
 SELECT status, COUNT(*) FROM events GROUP BY status;
@@ -317,9 +343,41 @@ UPDATE hover_account SET lock_holder = ?, lock_until = ? WHERE id = ? AND (lock_
 UPDATE hover_account SET lock_holder = NULL, lock_until = NULL WHERE id = ? AND lock_holder = ?;
 
 -- name: save_hover_webhook
-INSERT INTO hover_webhooks (webhook_id, source, url, verified_at, last_error, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO hover_webhooks (webhook_id, source, url, verified_at, last_error, verify_method, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (webhook_id) DO UPDATE SET source = COALESCE(excluded.source, source), url = COALESCE(excluded.url, url),
-    verified_at = COALESCE(excluded.verified_at, verified_at), last_error = excluded.last_error, updated_at = excluded.updated_at;
+    verified_at = COALESCE(excluded.verified_at, verified_at), last_error = excluded.last_error,
+    verify_method = COALESCE(excluded.verify_method, verify_method), updated_at = excluded.updated_at;
 
 -- name: list_hover_webhooks
-SELECT webhook_id, source, url, verified_at, last_error, updated_at FROM hover_webhooks ORDER BY updated_at DESC;
+SELECT webhook_id, source, url, verified_at, last_error, updated_at, verify_method FROM hover_webhooks
+ORDER BY updated_at DESC;
+
+-- name: forget_phantom_webhooks
+-- Rows that earlier versions made from a failed handshake alone: never registered here,
+-- never verified, and perhaps no webhook at all.
+DELETE FROM hover_webhooks WHERE url IS NULL AND verified_at IS NULL;
+
+-- name: begin_hover_login
+INSERT INTO hover_logins (state, account, status, expires_at, updated_at)
+VALUES (:state, :account, 'pending', :now + :ttl, :now);
+
+-- name: prune_hover_logins
+DELETE FROM hover_logins WHERE expires_at < :before;
+
+-- name: take_hover_login
+UPDATE hover_logins SET status = 'taken', updated_at = :now
+WHERE state = :state AND status = 'pending' AND expires_at > :now
+RETURNING account;
+
+-- name: finish_hover_login
+UPDATE hover_logins SET status = :status, error = :error, updated_at = :now WHERE state = :state;
+
+-- name: get_hover_login
+SELECT status, error, expires_at <= :now FROM hover_logins WHERE state = :state;
+
+-- name: wake_steps
+-- Ready steps of one action that wait for something that has just happened (their last
+-- error says what): due now.
+UPDATE steps SET due_at = :now
+WHERE status = 'ready' AND action = :action AND due_at > :now AND substr(error, 1, length(:prefix)) = :prefix;
