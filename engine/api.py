@@ -7,9 +7,8 @@ only loopback clients are answered. Errors are JSON with ``error`` and ``message
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from dataclasses import asdict
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,7 +19,7 @@ from . import operations as ops
 from .bodies import finite
 from .errors import ParamsError, UsageError
 from .loader import Loaded
-from .proxies import forwarding, proxies_for
+from .proxies import from_loopback
 from .store import QueueItem, Store
 from .units import parse_duration
 
@@ -36,24 +35,6 @@ class ApiError(Exception):
         self.status, self.error, self.message = status, error, message
 
 
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _from_loopback(request: Request, trusted_proxies: Sequence[str]) -> bool:
-    """Whether the client is on this machine. A request that says it was forwarded is
-    judged by the client its trusted proxies name; from any other peer it is not local
-    (a reverse proxy on this machine must not open the API to everyone it serves)."""
-    peer = request.client.host if request.client else None
-    proxies = proxies_for(tuple(trusted_proxies))
-    if not proxies.trusts(peer) and any(forwarding(request.scope["headers"])):
-        return False
-    return _is_loopback(proxies.client(peer, request.scope["headers"]))
-
-
 def _bearer(authorization: str) -> bytes:
     """The credentials of ``Authorization: Bearer ...`` (the scheme in any case), else b""."""
     scheme, _, credentials = authorization.strip().partition(" ")
@@ -67,7 +48,8 @@ def guarded(current: Callable[[], Loaded], handler: Handler) -> Handler:
         settings = current().config.settings
         token = settings.api.token
         if token is None:
-            if not _from_loopback(request, settings.server.trusted_proxies):
+            peer = request.client.host if request.client else None
+            if not from_loopback(peer, request.scope["headers"], settings.server.trusted_proxies):
                 return _error(403, "forbidden", "the API answers loopback clients only until api.token is set")
         else:
             if not hmac.compare_digest(_bearer(request.headers.get("authorization", "")), token.encode()):

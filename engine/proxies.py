@@ -4,8 +4,8 @@
 a peer in ``server.trusted_proxies``; then the chain is read from the right, past every
 trusted proxy, to the first address that is not one. An address that cannot be read, or
 two headers naming different clients (a proxy appends to one, a sender forged the other),
-make the client unknown (None): ``allow_ips`` refuses it and the API does not count it as
-loopback.
+make the client unknown (None): ``allow_ips`` refuses it and the API and the UI do not count
+it as loopback.
 """
 
 from __future__ import annotations
@@ -54,6 +54,18 @@ class Proxies:
 def proxies_for(trusted: tuple[str, ...]) -> Proxies:
     """The :class:`Proxies` of a ``server.trusted_proxies`` list (built once per list)."""
     return Proxies(trusted)
+
+
+def from_loopback(peer: str | None, headers: Sequence[tuple[bytes, bytes]], trusted: Sequence[str]) -> bool:
+    """Whether a request's client is on this machine: the rule of the API and the UI until
+    ``api.token`` is set. A request that says it was forwarded is judged by the client its
+    trusted proxies name; from any other peer it is not local (a reverse proxy on this
+    machine must not open the API and the UI to everyone it serves)."""
+    proxies = proxies_for(tuple(trusted))
+    if not proxies.trusts(peer) and any(forwarding(headers)):
+        return False
+    ip = _ip(proxies.client(peer, headers))
+    return ip is not None and ip.is_loopback
 
 
 def forwarding(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[str], list[str]]:
