@@ -1,5 +1,5 @@
 """Bodies as the receiver accepts them (SPEC 4), and stored bodies as people read them: every
-stored event shows through the API and the CLI, whatever an older version let in."""
+stored event shows through the API, the CLI and the web UI, whatever an older version let in."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markupsafe import escape
 
 from engine.bodies import DEEPEST, Malformed, parse, readable
 from engine.store import Incoming, Matched
@@ -87,7 +88,9 @@ def store_as_older_versions_did(served: Served, text: str) -> str:
 
 
 @pytest.mark.parametrize(("name", "text", "note"), ODD, ids=[o[0] for o in ODD])
-def test_odd_stored_events_show_through_the_api_and_the_cli(tmp_path: Path, name: str, text: str, note: str) -> None:
+def test_odd_stored_events_show_through_the_api_the_cli_and_the_ui(
+    tmp_path: Path, name: str, text: str, note: str,
+) -> None:
     served = Served(tmp_path)
     try:
         event_id = store_as_older_versions_did(served, text)
@@ -102,6 +105,13 @@ def test_odd_stored_events_show_through_the_api_and_the_cli(tmp_path: Path, name
             )
             assert shown.returncode == 0, shown.stderr
             assert note in shown.stdout and "Traceback" not in shown.stderr
+        # The UI shows the stored text as it is, with the note, and the playground starts from it.
+        as_html = str(escape(text))
+        status, page = post(served.url(f"/ui/events/{event_id}"), b"", method="GET")
+        assert status == 200 and isinstance(page, str)
+        assert str(escape(note)) in page and f'aria-label="Event body">{as_html}</pre>' in page
+        status, page = post(served.url(f"/ui/playground?event={event_id}"), b"", method="GET")
+        assert status == 200 and isinstance(page, str) and f">{as_html}</textarea>" in page
     finally:
         served.close()
 
