@@ -7,7 +7,6 @@ only loopback clients are answered. Errors are JSON with ``error`` and ``message
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from dataclasses import asdict
 from typing import Any, Awaitable, Callable
 
@@ -17,8 +16,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import operations as ops
+from .bodies import finite
 from .errors import ParamsError, UsageError
 from .loader import Loaded
+from .proxies import from_loopback
 from .store import QueueItem, Store
 from .units import parse_duration
 
@@ -34,24 +35,24 @@ class ApiError(Exception):
         self.status, self.error, self.message = status, error, message
 
 
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _bearer(authorization: str) -> bytes:
+    """The credentials of ``Authorization: Bearer ...`` (the scheme in any case), else b""."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return credentials.strip().encode() if scheme.lower() == "bearer" else b""
 
 
 def guarded(current: Callable[[], Loaded], handler: Handler) -> Handler:
     """``handler`` behind the API's access check and its JSON errors."""
 
     async def endpoint(request: Request) -> Response:
-        token = current().config.settings.api.token
+        settings = current().config.settings
+        token = settings.api.token
         if token is None:
-            if not _is_loopback(request.client.host if request.client else None):
+            peer = request.client.host if request.client else None
+            if not from_loopback(peer, request.scope["headers"], settings.server.trusted_proxies):
                 return _error(403, "forbidden", "the API answers loopback clients only until api.token is set")
         else:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            if not hmac.compare_digest(_bearer(request.headers.get("authorization", "")), token.encode()):
                 return JSONResponse({"error": "unauthorized", "message": "a valid bearer token is required"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
         try:
@@ -62,6 +63,15 @@ def guarded(current: Callable[[], Loaded], handler: Handler) -> Handler:
             return _error(400, "bad_request", exc.message)
 
     return endpoint
+
+
+def _detail(content: dict[str, Any]) -> JSONResponse:
+    """``content`` as JSON, even when a stored value holds ``NaN`` or ``Infinity`` (an
+    older version's event, a target's answer): then as text, which JSON can carry."""
+    try:
+        return JSONResponse(content)
+    except ValueError:
+        return JSONResponse(finite(content))
 
 
 def _error(status: int, error: str, message: str) -> JSONResponse:
@@ -172,7 +182,7 @@ class InspectApi:
         detail = await run_in_threadpool(ops.event_detail, self.current(), self.store, event_id)
         if detail is None:
             raise ApiError(404, "not_found", f"no event {event_id!r}")
-        return JSONResponse(detail)
+        return _detail(detail)
 
     async def replay(self, request: Request) -> Response:
         body = await _json_body(request)
@@ -196,7 +206,7 @@ class InspectApi:
         detail = await run_in_threadpool(ops.run_detail, self.current(), self.store, run_id)
         if detail is None:
             raise ApiError(404, "not_found", f"no run {run_id!r}")
-        return JSONResponse(detail)
+        return _detail(detail)
 
     async def retry(self, request: Request) -> Response:
         body = await _json_body(request)

@@ -281,8 +281,13 @@ def events_show(config_path: str | None, event_id: str, as_json: bool) -> None:
     click.echo(f"event {event['id']}  {event['source']}/{event['type']}  received {event['received_at']}  {event['status']}")
     if event.get("replay_of"):
         click.echo(f"replay of {event['replay_of']}" + (f" for {', '.join(event['only_rules'])}" if event.get("only_rules") else ""))
-    click.echo("body:")
-    click.echo("\n".join("  " + line for line in json.dumps(event["body"], indent=2, ensure_ascii=False).splitlines()))
+    if event.get("body_note"):  # a body no JSON encoder takes: its stored text
+        click.echo(f"body ({event['body_note']}):")
+        click.echo("  " + event["body"])
+    else:
+        click.echo("body:")
+        shown = json.dumps(event["body"], indent=2, ensure_ascii=False)
+        click.echo("\n".join("  " + line for line in shown.splitlines()))
     _print_explain(event.get("explain"))
     for run in detail["runs"]:
         _print_run(run)

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Mapping, Sequence
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import tokenfile, yamlfile
+from .bodies import DEEPEST
 from .errors import ConfigError, Problem, UsageError
 from .units import Duration, Rate, Size
 from .secrets import Masker
@@ -56,11 +57,31 @@ def _as_list(value: Any) -> Any:
     return value
 
 
+def _networks(value: list[str]) -> list[str]:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return value
+
+
+#: IP addresses and networks (``203.0.113.0/24``), each checked.
+Networks = Annotated[list[str], AfterValidator(_networks)]
+
+
 class Server(Model):
     host: str = Field("127.0.0.1", description="Address the receiver listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the receiver listens on.")
     max_body: Size = Field(1024 * 1024, description="Largest request body accepted, e.g. 1MiB.")
     public_url: str | None = Field(None, description="The URL senders reach this server at.")
+    max_depth: int = Field(128, ge=1, le=DEEPEST, description="Deepest nesting of a JSON body accepted.")
+    max_header: Size = Field(64 * 1024, ge=1024, description="Largest request line and headers, all together (431).")
+    max_connections: int = Field(1000, ge=1, description="Open connections at most; idle ones are closed first.")
+    read_timeout: Duration = Field(30.0, gt=0, description="Time a client has to send a request's headers and body.")
+    trusted_proxies: Networks = Field(
+        default_factory=list, description="Proxies (addresses, networks) whose X-Forwarded-For and Forwarded count.",
+    )
 
 
 class Workers(Model):
@@ -202,7 +223,7 @@ class Source(Model):
     )
     token_header: str | None = None
     tolerance: Duration = Field(300.0, description="Largest clock difference accepted for timestamped signatures.")
-    allow_ips: list[str] = Field(default_factory=list, description="Networks allowed to send, e.g. 203.0.113.0/24.")
+    allow_ips: Networks = Field(default_factory=list, description="Networks allowed to send, e.g. 203.0.113.0/24.")
     response: Response | None = None
     dedupe_window: Duration = Field(7 * 86400.0, description="How long a delivery id is remembered.")
 
@@ -216,16 +237,6 @@ class Source(Model):
     def _check_id(cls, value: str | None) -> str | None:
         if value is not None and not _LOCATOR.match(value):
             raise ValueError("expected body:PATH or header:NAME")
-        return value
-
-    @field_validator("allow_ips")
-    @classmethod
-    def _check_networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ again, so nothing is lost either way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from urllib.parse import quote
 
 from . import tokenfile
 from .config import Config, read_config, missing_token_files
+from .connections import deepen_queues, open_files_for, quiet_accept_errors, uvicorn_options
 from .delivery import Delivery
 from .errors import ConfigError, Problem
 from .ingest import Ingest
@@ -121,6 +123,7 @@ class Daemon:
             access_log=False, log_level="warning", lifespan="off", timeout_graceful_shutdown=int(self.options.drain_timeout),
             server_header=False,
             log_config=None,  # uvicorn's own lines go through our handler: our format, secrets masked
+            **uvicorn_options(settings, open_files_for(settings.max_connections)),
         )
         self._server = _server(config, self._draining)
         log.info("receiving on http://%s:%s (role %s)", config.host, config.port, self.options.role)
@@ -299,6 +302,11 @@ def _server(config: Any, on_signal: Callable[[int], None]) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            quiet_accept_errors(asyncio.get_running_loop())
+            await super().startup(sockets)
+            deepen_queues(listener for server in getattr(self, "servers", []) for listener in server.sockets)
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             on_signal(sig)
             super().handle_exit(sig, frame)

@@ -7,6 +7,7 @@
     ├── PluginError               a plugin cannot be imported or is not an Action
     ├── UsageError                a command was called wrongly
     └── StoreError                the store cannot be reached or refused an operation
+        └── Unstorable            the store refuses the data itself: trying again cannot help
 
 Control-flow signals raised by actions are not errors and live beside the tree:
 
@@ -117,6 +118,10 @@ class UsageError(HookwiseError):
 
 class StoreError(HookwiseError):
     """The store cannot be reached."""
+
+
+class Unstorable(StoreError):
+    """The store cannot hold this data (whatever its state): another try cannot help."""
 
 
 class Retry(Exception):

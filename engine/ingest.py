@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from .errors import StoreError
+from .errors import StoreError, Unstorable
 from .store import Incoming, Store, Stored
 
 log = logging.getLogger("hookwise.ingest")
@@ -41,6 +42,8 @@ class Ingest:
         self._pending: list[tuple[Incoming, asyncio.Future[Stored]]] = []
         self._flushing = False
         self._closed = False
+        #: when (time.monotonic()) a commit last failed for every event of its batch
+        self.failed_at: float | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookwise-ingest")
 
     def start(self) -> None:
@@ -84,20 +87,43 @@ class Ingest:
             seen = len(self._pending)
 
     async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Incoming, asyncio.Future[Stored]]]) -> None:
+        results: list[Stored | StoreError]
         try:
-            results = await loop.run_in_executor(self._executor, self.store.put_events, [item for item, _ in batch])
-        except Exception as exc:
+            results = await loop.run_in_executor(self._executor, self._put, [item for item, _ in batch])
+        except Exception as exc:  # the store cannot take any event now
             if not isinstance(exc, StoreError):  # a bug: answer 503 rather than leave requests hanging
                 log.exception("storing events failed")
                 exc = StoreError(f"store failed: {exc}")
             else:
                 log.error("could not store %d events: %s", len(batch), exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), stored in zip(batch, results):
-            if not future.done():  # the client may have gone; the event is stored all the same
-                future.set_result(stored)
-        if self.on_stored is not None:
+            self.failed_at = time.monotonic()
+            results = [exc] * len(batch)
+        for (_, future), result in zip(batch, results):
+            if future.done():  # the client may have gone; a stored event is stored all the same
+                continue
+            if isinstance(result, Stored):
+                future.set_result(result)
+            else:
+                future.set_exception(result)
+        if self.on_stored is not None and any(isinstance(result, Stored) for result in results):
             self.on_stored()
+
+    def _put(self, items: list[Incoming]) -> list[Stored | StoreError]:
+        """``put_events``, where an event that cannot be stored fails alone: a batch that
+        fails for one of its events (:class:`Unstorable`, or a bug) is split in halves until
+        each such event is on its own, and the others are stored, in their order. Any other
+        :class:`StoreError` is raised: the store cannot take anything now."""
+        try:
+            return list(self.store.put_events(items))
+        except Unstorable as exc:
+            if len(items) == 1:
+                log.warning("could not store an event for source %s: %s", items[0].source, exc)
+                return [exc]
+        except StoreError:
+            raise
+        except Exception as exc:
+            if len(items) == 1:  # a bug: this request gets a 503, the log the traceback
+                log.exception("storing an event for source %s failed", items[0].source)
+                return [StoreError(f"store failed: {exc}")]
+        half = len(items) // 2
+        return self._put(items[:half]) + self._put(items[half:])

@@ -88,7 +88,7 @@ def spec() -> dict[str, Any]:
                                                     (413, "body too large"), (415, "unsupported content type"), (503, "the store cannot take the event now"))}},
             params=[_path("source")], body=OBJECT, secured=False)},
         "/livez": {"get": _op("The process is alive", {"200": _json(OBJECT, "alive")}, secured=False)},
-        "/readyz": {"get": _op("Ready: store reachable, rules loaded, not draining", {"200": _json(OBJECT, "ready"), "503": _json(OBJECT, "not ready")}, secured=False)},
+        "/readyz": {"get": _op("Ready: store can commit, rules loaded, not draining", {"200": _json(OBJECT, "ready"), "503": _json(OBJECT, "not ready")}, secured=False)},
         "/healthz": {"get": _op("The readiness checks", {"200": _json(OBJECT, "healthy"), "503": _json(OBJECT, "unhealthy")}, secured=False)},
     }
     return {

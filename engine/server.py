@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -22,12 +23,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from . import bodies
 from .config import Source
 from .errors import StoreError
 from .ingest import Ingest
-from .loader import Loaded, rule_count
+from .loader import Loaded
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import UNKNOWN_SOURCE, Metrics
+from .proxies import proxies_for
+from .readiness import WriteProbe, readiness
 from .secrets import MASK
 from .sources import Reader
 from .store import Incoming, Store
@@ -156,16 +160,25 @@ class Receiver:
         # Header names arrive lower-cased in the ASGI scope.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         kind = _body_kind(headers.get("content-type", ""))
-        raw = await _read_body(receive, headers, self.current().config.settings.server.max_body)
+        limits = self.current().config.settings.server
+        raw = await _read_body(receive, headers, limits.max_body)
         query_string = scope["query_string"].decode("latin-1")
-        query = dict(parse_qsl(query_string, keep_blank_values=True)) if query_string else {}
+        pairs = parse_qsl(query_string, keep_blank_values=True) if query_string else []
+        query = dict(pairs)
         if endpoint.verifies:
-            _verify(endpoint, scope, raw, headers, query, query_string)
-        body = _parse(raw, kind)
+            client = scope.get("client")
+            sender = proxies_for(tuple(limits.trusted_proxies)).client(client[0] if client else None, scope["headers"])
+            repeats = len(headers) < len(scope["headers"])
+            signed_headers = _Repeated.of(headers, scope["headers"]) if repeats else headers
+            signed_query = query if len(query) == len(pairs) else _Repeated.of(query, pairs)
+            _verify(endpoint, scope, raw, signed_headers, signed_query, query_string, sender)
+        try:
+            body, text = bodies.parse(raw, kind, limits.max_depth)
+        except bodies.Malformed as exc:
+            raise Refused(400, "bad_request", str(exc)) from None
         stored_headers, stored_query = endpoint.masked(headers, query)
         incoming = Incoming(
-            source=name, type=endpoint.reader.event_type(body, headers),
-            body=raw.decode("utf-8") if kind == "json" else json.dumps(body, ensure_ascii=False),
+            source=name, type=endpoint.reader.event_type(body, headers), body=text,
             headers=stored_headers, query=stored_query, received_at=time.time(),
             delivery_id=endpoint.reader.delivery_id(raw, body, headers), dedupe_window=endpoint.source.dedupe_window,
         )
@@ -178,10 +191,37 @@ class Receiver:
         return _accepted(endpoint.source, stored.event_id)
 
 
-def _verify(endpoint: Endpoint, scope: Scope, raw: bytes, headers: dict[str, str], query: dict[str, str], query_string: str) -> None:
+class _Repeated(dict[str, str]):
+    """Headers or query parameters of which some names came more than once (the last value
+    kept): verification that reads one of those refuses the request, whatever the scheme,
+    as it cannot know which one the sender signed."""
+
+    repeated: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, values: dict[str, str], pairs: Sequence[tuple[Any, Any]]) -> _Repeated:
+        counts = Counter(name.decode("latin-1") if isinstance(name, bytes) else name for name, _ in pairs)
+        found = cls(values)
+        found.repeated = frozenset(name for name, count in counts.items() if count > 1)
+        return found
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.repeated:
+            raise Rejected(f"{key} was sent more than once")
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        if key in self.repeated:
+            raise Rejected(f"{key} was sent more than once")
+        return super().__getitem__(key)
+
+
+def _verify(
+    endpoint: Endpoint, scope: Scope, raw: bytes, headers: dict[str, str], query: dict[str, str], query_string: str,
+    client: str | None,
+) -> None:
     path = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (f"?{query_string}" if query_string else "")
-    client = scope.get("client")
-    signed = Signed(body=raw, headers=headers, query=query, method=scope["method"], path=path, client=client[0] if client else None)
+    signed = Signed(body=raw, headers=headers, query=query, method=scope["method"], path=path, client=client)
     try:
         endpoint.verifier.verify(signed)
     except Rejected as exc:
@@ -217,28 +257,6 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _parse(raw: bytes, kind: str) -> Any:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Refused(400, "bad_request", "the body is not UTF-8") from None
-    if kind == "json":
-        try:
-            body = json.loads(text)
-        except ValueError as exc:
-            raise Refused(400, "bad_request", f"the body is not valid JSON: {exc}") from None
-        if not isinstance(body, (dict, list)):
-            raise Refused(400, "bad_request", "the JSON body must be an object or an array")
-        return body
-    fields = dict(parse_qsl(text, keep_blank_values=True))
-    if set(fields) == {"payload"}:  # GitHub's form deliveries carry the JSON in payload=
-        try:
-            return json.loads(fields["payload"])
-        except ValueError as exc:
-            raise Refused(400, "bad_request", f"the payload field is not valid JSON: {exc}") from None
-    return fields
 
 
 def _accepted(source: Source, event_id: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -290,37 +308,28 @@ def create_app(
     from .hover_callback import callback_routes
     from .ui import ui_routes
 
+    probe = WriteProbe(store.probe_write, (lambda: ingest.failed_at) if ingest is not None else lambda: None)
+    ready = readiness(current, lambda: health.draining, probe)
     routes = [
         *api_routes(current, store, hosts),
         *callback_routes(current, store),
         *ui_routes(current, store),
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
-        Route("/readyz", _readiness(current, health, store.ping)),
-        Route("/healthz", _readiness(current, health, store.ping)),
+        Route("/readyz", ready),
+        Route("/healthz", ready),
         *([Route("/metrics", lambda request: Response(metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE}))] if metrics is not None else []),
     ]
     if ingest is not None:  # only to answer other methods with 405: POSTs never reach it
         routes.append(Route("/hooks/{source}", _not_here, methods=["POST"]))
-    return App(Receiver(current, ingest, metrics) if ingest is not None else None, Starlette(routes=routes, exception_handlers={HTTPException: _http_error}))
+    rest = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    # No redirect from "/hooks/x/" to "/hooks/x": its Location would be built from the Host
+    # header and carry the query, ?token= included.
+    rest.router.redirect_slashes = False
+    return App(Receiver(current, ingest, metrics) if ingest is not None else None, rest)
 
 
 async def _not_here(request: Request) -> Response:
     return error_response(404, "not_found", f"no such endpoint: {request.url.path}")
-
-
-def _readiness(current: Callable[[], Loaded], health: Health, store_ping: Callable[[], None]) -> Callable[[Request], Any]:
-    async def ready(request: Request) -> Response:
-        checks: dict[str, str] = {"rules": f"{rule_count(current().rules)} loaded", "draining": "yes" if health.draining else "no"}
-        ok = not health.draining
-        try:
-            store_ping()
-            checks["store"] = "reachable"
-        except StoreError as exc:
-            checks["store"] = f"unreachable: {exc}"
-            ok = False
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
-
-    return ready
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -124,14 +124,17 @@ class Sink:
 class DaemonProcess:
     """``hookwise serve`` as a real process."""
 
-    def __init__(self, config: Path, port: int, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, port: int, *args: str, env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], Any] | None = None,
+    ) -> None:
         self.config, self.port = config, port
         self.log = config.parent / f"daemon-{port}.log"
         environ = {**os.environ, **(env or {})}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "engine", "serve", "-c", str(config), "--port", str(port), *args],
-                stdout=out, stderr=subprocess.STDOUT, env=environ, cwd=config.parent,
+                stdout=out, stderr=subprocess.STDOUT, env=environ, cwd=config.parent, preexec_fn=preexec_fn,
             )
 
     @property

@@ -9,17 +9,22 @@ import json
 import threading
 import time
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
+from urllib.parse import quote, urlencode
 
 import pytest
 import uvicorn
 
+from engine.connections import uvicorn_options
 from engine.ingest import Ingest
 from engine.loader import Current, load
 from engine.server import Health, create_app
 from engine.store import open_store
+from engine.verify import sign
 
 from .support import free_port, post
+from .test_postgres_store import pg_database, pg_url  # noqa: F401  (fixtures)
 
 CONFIG = """\
 server: {max_body: 2KiB}
@@ -33,15 +38,19 @@ sources:
 
 
 class Served:
-    def __init__(self, tmp: Path) -> None:
-        (tmp / "config.yaml").write_text(CONFIG)
-        loaded = load(tmp / "config.yaml", {})
-        self.store = open_store(loaded.config.store_url())
+    def __init__(self, tmp: Path, store_url: str | None = None, config: str = CONFIG) -> None:
+        (tmp / "config.yaml").write_text(config)
+        loaded = self.loaded = load(tmp / "config.yaml", {})
+        self.store = open_store(store_url or loaded.config.store_url())
         self.ingest = Ingest(self.store)
         self.ingest.start()
         self.port = free_port()
         app = create_app(Current(loaded), self.ingest, Health(), self.store)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", access_log=False, lifespan="off"))
+        options = uvicorn_options(loaded.config.settings.server)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="error", access_log=False, lifespan="off", **options,
+        )
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:
@@ -129,6 +138,8 @@ def chunked_post(port: int, path: str, chunks: list[bytes]) -> int:
     return status
 
 
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
 BAD = [
     # (name, method, path, body, headers, status, error)
     ("malformed JSON", "POST", "/hooks/open", b'{"kind": ', {}, 400, "bad_request"),
@@ -144,6 +155,15 @@ BAD = [
     ("wrong token", "POST", "/hooks/tok?token=guess", b"{}", {}, 401, "unauthorized"),
     ("sender not allowed", "POST", "/hooks/office?token=t0ken-x", b"{}", {}, 403, "forbidden"),
     ("no such endpoint", "POST", "/elsewhere", b"{}", {}, 404, "not_found"),
+    ("nested deeper than max_depth", "POST", "/hooks/open", b"[" * 129 + b"]" * 129, {}, 400, "bad_request"),
+    ("nested a thousand deep", "POST", "/hooks/open", b"[" * 1000 + b"]" * 1000, {}, 400, "bad_request"),
+    ("objects nested too deep", "POST", "/hooks/open", b'{"a":' * 200 + b"1" + b"}" * 200, {}, 400, "bad_request"),
+    ("NaN", "POST", "/hooks/open", b'{"kind": NaN}', {}, 400, "bad_request"),
+    ("Infinity", "POST", "/hooks/open", b"[1, -Infinity]", {}, 400, "bad_request"),
+    ("a form payload holding a JSON scalar", "POST", "/hooks/open", b"payload=42", FORM, 400, "bad_request"),
+    ("a form payload nested too deep", "POST", "/hooks/open", b"payload=" + b"%5B" * 200 + b"%5D" * 200, FORM, 400,
+     "bad_request"),
+    ("a form field not UTF-8", "POST", "/hooks/open", b"kind=%FF%FE", FORM, 400, "bad_request"),
 ]
 
 
@@ -170,7 +190,7 @@ def test_an_oversized_body_without_content_length_is_refused_while_streaming(ser
 def test_health_endpoints(served: Served) -> None:
     assert post(served.url("/livez"), b"", method="GET") == (200, {"status": "ok"})
     status, answer = post(served.url("/readyz"), b"", method="GET")
-    assert status == 200 and answer["checks"]["store"] == "reachable"  # type: ignore[index]
+    assert status == 200 and answer["checks"]["store"] == "writable"  # type: ignore[index]
 
 
 def test_a_store_that_cannot_take_the_event_answers_503(tmp_path: Path) -> None:
@@ -189,3 +209,107 @@ def test_a_store_that_cannot_take_the_event_answers_503(tmp_path: Path) -> None:
     finally:
         (tmp_path / "missing-dir").chmod(0o700)
         served.close()
+
+
+def test_json_nested_as_deep_as_max_depth_is_accepted(served: Served) -> None:
+    status, answer = post(served.url("/hooks/open"), b"[" * 128 + b"]" * 128, {"X-Delivery": "deep-128"})
+    assert status == 202
+    stored = served.store.get_event(answer["event_id"])  # type: ignore[index]
+    assert stored is not None
+    node = stored["body"]
+    for _ in range(127):
+        node = node[0]
+    assert node == []
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    s = Served(tmp_path, None if request.param == "sqlite" else request.getfixturevalue("pg_url"))
+    yield s
+    s.close()
+
+
+def test_a_lone_surrogate_is_stored_as_a_replacement_character_and_harms_no_other_event(on_each_store: Served) -> None:
+    served = on_each_store
+    requests: list[tuple[bytes, dict[str, str]]] = [(json.dumps({"n": n}).encode(), {}) for n in range(40)]
+    requests.append((b'{"kind": "\\ud800", "n": "json"}', {}))
+    requests.append((b"payload=" + quote('{"kind": "x\\udfff", "n": "form"}').encode(), FORM))
+    barrier = threading.Barrier(len(requests))
+
+    def send(i: int) -> tuple[int, Any]:
+        body, headers = requests[i]
+        barrier.wait(10)
+        return post(served.url("/hooks/open"), body, {**headers, "X-Delivery": f"surrogate-{i}"})
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(send, range(len(requests))))
+    assert [status for status, _ in answers] == [202] * len(requests)
+    stored = {e["body"]["n"]: e for e in served.events()}
+    assert len(stored) == len(requests)
+    assert (stored["json"]["type"], stored["json"]["body"]["kind"]) == ("\ufffd", "\ufffd")
+    assert (stored["form"]["type"], stored["form"]["body"]["kind"]) == ("x\ufffd", "x\ufffd")
+
+
+SIGNED = """\
+rules: []
+sources:
+  github: {preset: github, secret: gh-secret-1}
+  stripe: {preset: stripe, secret: whsec_test_secret}
+  standard: {preset: standard, secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}
+  slack: {preset: slack, secret: slack-secret-1}
+  custom: {type: "body:kind", verify: {hmac: {header: X-Signature, secret: custom-secret-1, prefix: "sha256="}}}
+  header-token: {token: header-t0ken, token_header: X-Token}
+  hover: {preset: hover, hmac_secret: hover-hmac-secret-1, token: hover-t0ken}
+"""
+
+
+def send_with_headers(port: int, path: str, body: bytes, headers: list[tuple[str, str]]) -> int:
+    """A POST whose headers may repeat a name (http.client sends each as given)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("POST", path, skip_accept_encoding=True)
+        given = {name.lower() for name, _ in headers}
+        usual = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        defaults = [(k, v) for k, v in usual if k.lower() not in given]
+        for name, value in [*defaults, *headers]:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("source", ["github", "stripe", "standard", "slack", "custom", "header-token", "hover"])
+def test_a_header_verification_reads_sent_twice_is_refused_401(tmp_path: Path, source: str) -> None:
+    served = Served(tmp_path, config=SIGNED)
+    try:
+        settings = served.loaded.config.settings.sources[source]
+        body = json.dumps({"kind": source, "type": source}).encode()
+        path = f"/hooks/{source}"
+        headers, query = sign(settings, body, path=path)
+        path += "?" + urlencode(query) if query else ""
+        signed = [(name, value) for name, value in headers.items()]
+        assert send_with_headers(served.port, path, body, [*signed, ("X-Other", "a"), ("X-Other", "b")]) == 202
+        # Each header the scheme reads, twice with the same value (GitHub's delivery id
+        # is not part of its signature).
+        for name, value in [(n, v) for n, v in signed if n != "x-github-delivery"]:
+            assert send_with_headers(served.port, path, body, [*signed, (name, value)]) == 401, name
+    finally:
+        served.close()
+
+
+def test_a_token_sent_twice_in_the_query_is_refused_401(served: Served) -> None:
+    for query in ("token=old-token&token=new-token", "token=guess&token=new-token", "token=new-token&token=guess"):
+        assert post(served.url(f"/hooks/tok?{query}"), '{"n": 1}')[0] == 401
+
+
+def test_a_trailing_slash_is_not_found_and_never_redirected(served: Served) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json", "Host": "evil.example"}
+        conn.request("POST", "/hooks/tok/?token=new-token", body=b"{}", headers=headers)
+        response = conn.getresponse()
+        assert (response.status, response.getheader("Location")) == (404, None)
+        assert b"new-token" not in response.read()
+    finally:
+        conn.close()

@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
+
 from engine.loader import Current, load
 from engine.server import Health, create_app
 from engine.store import open_store
@@ -82,8 +84,10 @@ def test_the_token_is_checked_and_none_is_needed_without_one() -> None:
     assert open_.decode(sessions(token=None).encode(open_.new())) is None
 
 
-def call(app: Any, path: str, client: str) -> tuple[int, dict[str, str], bytes]:
-    """One GET through the ASGI app, from ``client``."""
+def call(
+    app: Any, path: str, client: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One GET through the ASGI app, from ``client``, with ``headers`` besides Host."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -94,7 +98,7 @@ def call(app: Any, path: str, client: str) -> tuple[int, dict[str, str], bytes]:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"hooks.example.com")],
+        "headers": [(b"host", b"hooks.example.com"), *(headers or [])],
         "client": (client, 50000),
         "server": ("192.0.2.1", 8000),
     }
@@ -133,5 +137,28 @@ def test_without_a_token_only_loopback_clients_are_served(tmp_path: Path) -> Non
             and headers["content-type"].startswith("text/css")
             and headers["x-content-type-options"] == "nosniff"
         )
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("trusted", [[], ["127.0.0.1"]], ids=["no trusted proxy", "a trusted proxy on loopback"])
+def test_the_loopback_rule_believes_forwarding_headers_only_from_trusted_proxies(
+    tmp_path: Path, trusted: list[str]
+) -> None:
+    # The same decision as the API's: a reverse proxy on this machine must not open the UI
+    # to everyone it serves, and a header from an untrusted peer is not believed.
+    config = f"server: {{trusted_proxies: {trusted}}}\nstore: sqlite:///store.db\nrules: []\nsources: {{}}\n"
+    (tmp_path / "config.yaml").write_text(config)
+    current = Current(load(tmp_path / "config.yaml"))
+    store = open_store(current().config.store_url())
+    try:
+        app = create_app(current, None, Health(), store)
+        assert call(app, "/ui/events", "127.0.0.1")[0] == 200
+        assert call(app, "/ui/events", "127.0.0.1", [(b"x-forwarded-for", b"203.0.113.9")])[0] == 403
+        assert call(app, "/ui/events", "127.0.0.1", [(b"forwarded", b"for=203.0.113.9")])[0] == 403
+        assert call(app, "/ui/events", "203.0.113.9", [(b"x-forwarded-for", b"127.0.0.1")])[0] == 403
+        # Forwarded from loopback: local only when a trusted proxy says so.
+        status = call(app, "/ui/events", "127.0.0.1", [(b"x-forwarded-for", b"127.0.0.1")])[0]
+        assert status == (200 if trusted else 403)
     finally:
         store.close()

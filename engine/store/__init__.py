@@ -120,6 +120,10 @@ class Store(Protocol):
     def ping(self) -> None:
         """Raise :class:`StoreError` unless the store answers."""
 
+    def probe_write(self) -> None:
+        """Raise :class:`StoreError` unless a write can be committed now, as an event's is
+        (a row of the delivery ids rewritten, the commit waiting for the disk)."""
+
     def put_events(self, items: Sequence[Incoming]) -> list[Stored]:
         """Store events and their delivery ids in one transaction, in order; a delivery id
         already stored for the source (and not expired) makes that item a duplicate."""

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, Unstorable
 
 try:
     import psycopg
@@ -109,7 +109,11 @@ class PostgresStore:
         """Translate psycopg's errors, once, at this boundary."""
         try:
             yield
+        except UnicodeEncodeError as exc:  # a lone surrogate: the server takes UTF-8 only
+            raise Unstorable(f"store {doing} failed: {exc}") from exc
         except psycopg.Error as exc:
+            if isinstance(exc, psycopg.DataError):  # this data (a value out of range, ...), not the store
+                raise Unstorable(f"store {doing} failed: {_reason(exc)}") from exc
             if isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate[:2] in ("08", "57")):
                 raise StoreError(f"the PostgreSQL store {self.where} is unavailable ({doing}): {_reason(exc)}") from exc
             raise StoreError(f"store {doing} failed: {_reason(exc)}") from exc
@@ -157,6 +161,10 @@ class PostgresStore:
 
     def ping(self) -> None:
         self._query("ping")
+
+    def probe_write(self) -> None:
+        with self._transaction("probe") as db:
+            db.execute(Q["probe_write"])
 
     def migrate(self) -> None:
         """Create the schema (idempotent). Processes starting together take turns on an

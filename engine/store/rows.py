@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
+from ..bodies import readable
 from ..events import Event
 from . import QueueItem
 
@@ -38,11 +39,14 @@ def event(row: Sequence[Any]) -> Event:
 
 
 def event_detail(r: Sequence[Any]) -> dict[str, Any]:
-    """The ``get_event`` row as a dict, JSON fields decoded."""
+    """The ``get_event`` row as a dict, JSON fields decoded. A body that cannot be shown as
+    JSON (stored by an older version: too deep, ``NaN``) is its text, with ``body_note``."""
+    body, note = readable(r[4])
     return {
-        "id": r[0], "source": r[1], "type": r[2], "delivery_id": r[3], "body": loads(r[4]),
+        "id": r[0], "source": r[1], "type": r[2], "delivery_id": r[3], "body": body,
         "headers": loads(r[5]), "query": loads(r[6]), "received_at": r[7], "depth": r[8],
         "status": r[9], "explain": loads(r[10]), "replay_of": r[11], "only_rules": loads(r[12]),
+        **({"body_note": note} if note is not None else {}),
     }
 
 

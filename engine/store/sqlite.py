@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import StoreError
+from ..errors import StoreError, Unstorable
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
@@ -129,6 +129,8 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
+        except sqlite3.DataError as exc:  # e.g. a value too big: this data, not the store
+            raise Unstorable(f"store write failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"store write failed: {exc}") from exc
 
@@ -141,6 +143,10 @@ class SQLiteStore:
 
     def ping(self) -> None:
         self._read("SELECT 1")
+
+    def probe_write(self) -> None:
+        with self._write() as db:
+            db.execute(Q["probe_write"], (self.clock(),))
 
     def migrate(self) -> None:
         """Create the schema, and add the columns later versions brought to an older file."""
@@ -170,11 +176,14 @@ class SQLiteStore:
 
     def put_events(self, items: Sequence[Incoming]) -> list[Stored]:
         now = self.clock()
-        with self._write() as db:
-            fast = self._put_new_events(db, items, now)
-            if fast is not None:
-                return fast
-            return [self._put_event(db, item, now) for item in items]
+        try:
+            with self._write() as db:
+                fast = self._put_new_events(db, items, now)
+                if fast is not None:
+                    return fast
+                return [self._put_event(db, item, now) for item in items]
+        except UnicodeEncodeError as exc:  # a lone surrogate: SQLite takes UTF-8 only
+            raise Unstorable(f"the store cannot hold this event: {exc}") from exc
 
     def _put_new_events(self, db: sqlite3.Connection, items: Sequence[Incoming], now: float) -> list[Stored] | None:
         """The common case in a few statements for the whole batch: every delivery id is

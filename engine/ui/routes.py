@@ -249,7 +249,10 @@ class Ui:
             stored = await run_in_threadpool(ops.event_detail, page.loaded, self.store, event_id)
             if stored is None:
                 raise Refused(404, "No such event", f"There is no event {event_id!r} to try.")
-            source, body = stored["event"]["source"], json.dumps(stored["event"]["body"], indent=2, ensure_ascii=False)
+            event = stored["event"]
+            # A body with body_note is its stored text already (JSON cannot show it as a value).
+            body = event["body"] if "body_note" in event else json.dumps(event["body"], indent=2, ensure_ascii=False)
+            source = event["source"]
         return self.site.render(
             page,
             "playground.html",

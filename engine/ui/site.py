@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..api import _is_loopback
 from ..errors import StoreError, UsageError
 from ..loader import Loaded
+from ..proxies import from_loopback
 from .auth import COOKIE, HEADERS, Session, Sessions
 from .forms import Form
 
@@ -137,7 +137,9 @@ class Site:
 
         async def endpoint(request: Request) -> Response:
             loaded = self.current()
-            if not self.sessions.required and not _is_loopback(request.client.host if request.client else None):
+            peer = request.client.host if request.client else None
+            trusted = loaded.config.settings.server.trusted_proxies
+            if not self.sessions.required and not from_loopback(peer, request.scope["headers"], trusted):
                 return self.bare_error(
                     403,
                     "Loopback only",

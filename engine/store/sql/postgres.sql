@@ -185,6 +185,13 @@ LISTEN hookwise_events;
 -- name: ping
 SELECT 1;
 
+-- name: probe_write
+-- /readyz: a row of the deliveries table, where every event's delivery id goes, written
+-- under a source name no source can have; expired from the start, so retention prunes it.
+INSERT INTO deliveries (source, delivery_id, event_id, expires_at)
+VALUES ('', 'hookwise.readyz', '', {now})
+ON CONFLICT (source, delivery_id) DO UPDATE SET expires_at = excluded.expires_at;
+
 -- name: put_delivery
 -- Takes the delivery id unless it is held, unexpired, by an earlier event: one statement,
 -- whose returned row says whether this event is new. A concurrent insert of the same id

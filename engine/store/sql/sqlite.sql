@@ -132,6 +132,12 @@ INSERT INTO deliveries (source, delivery_id, event_id, expires_at) VALUES {rows}
 ON CONFLICT (source, delivery_id) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
 WHERE deliveries.expires_at <= ?;
 
+-- name: probe_write
+-- /readyz: a row of the deliveries table, where every event's delivery id goes, written
+-- under a source name no source can have; expired from the start, so retention prunes it.
+INSERT INTO deliveries (source, delivery_id, event_id, expires_at) VALUES ('', 'hookwise.readyz', '', ?)
+ON CONFLICT (source, delivery_id) DO UPDATE SET expires_at = excluded.expires_at;
+
 -- name: put_replay
 INSERT INTO events (id, source, type, delivery_id, body, headers, query, received_at, depth, available_at, replay_of, only_rules)
 SELECT :id, source, type, NULL, body, headers, query, :now, depth, :now, id, :only_rules FROM events WHERE id = :of;
