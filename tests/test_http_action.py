@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 import sys
+import threading
 import time
 from dataclasses import replace
 from collections.abc import Callable, Iterator
@@ -287,13 +288,21 @@ def test_connection_refused_is_retried(action: HttpAction) -> None:
 
 
 def test_a_read_timeout_is_retried(web: HTTPServer, action: HttpAction) -> None:
+    answer = threading.Event()
+
     def slow(request: Request) -> Response:
-        time.sleep(0.6)
+        answer.wait(10)
         return Response("late")
 
     web.expect_request("/slow").respond_with_handler(slow)
     with pytest.raises(Retry, match=r"timed out after 0.1s waiting for the response"):
         call(action, url=web.url_for("/slow"), timeout=0.1)
+    # The late answer is logged before the test ends, not in a later test's log of the server.
+    answer.set()
+    deadline = time.monotonic() + 10
+    while not web.log and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r.path for r, _ in web.log] == ["/slow"]
 
 
 def test_a_body_over_1_mib_is_cut_and_marked_truncated(web: HTTPServer, action: HttpAction) -> None:
