@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	command -v curl >/dev/null || (apt-get update -q && apt-get install -y -q curl)   # the 100 ms figure's peer runs curl
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
 check: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, WithJsonSchema
@@ -19,13 +20,20 @@ def one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
 
 
+#: A header name is a token (RFC 9110 5.1): no space, colon or control character in it.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Control characters other than tab: a line break would start a new header (or the
+#: body), a NUL cuts the value short for some servers.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _no_newlines(headers: dict[str, str]) -> dict[str, str]:
-    # A newline in a header would start a new header (or the body): header injection.
     for name, value in headers.items():
-        if not name or any(c in name for c in "\r\n:"):
-            raise ValueError(f"invalid header name {name!r}")
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"the value of header {name!r} contains a line break")
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r}: use letters, digits and !#$%&'*+-.^_`|~ only")
+        if _CONTROL.search(value):
+            kind = "a line break" if "\r" in value or "\n" in value else "a control character"
+            raise ValueError(f"the value of header {name!r} contains {kind}")
     return headers
 
 

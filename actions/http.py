@@ -1,4 +1,5 @@
-"""The ``http`` action: call a URL, behind the SSRF guard of SPEC 11.
+"""The ``http`` action: call a URL, behind the SSRF guard of SPEC 11 and the delivery
+control of SPEC 6.
 
 Outcomes of one attempt:
 
@@ -6,51 +7,47 @@ Outcomes of one attempt:
     connection error, timeout, a response that
     is not valid HTTP or breaks off, 5xx, 429    -> Retry (after = Retry-After, when given)
     any other status, a refused address, a
-    header with a line break, a bad redirect,
+    request that cannot be sent, a bad redirect,
     more than 10 redirects                       -> Fail
+    its host's concurrency, rate or breaker
+    says wait (before anything is sent)          -> Defer (no attempt spent)
 
-The guard: a connection to a private, loopback, link-local, multicast, reserved,
-unspecified or cloud metadata address is refused unless ``http.allow_private`` is true or
-the URL's host is in ``http.allow_hosts``. The address checked is the one the socket is
-actually connected to (``getpeername()`` right after the connect, before TLS and before
-any byte is sent), so a DNS answer that changes between a check and the connect cannot
-slip through; an IP-literal host is also checked before connecting, so nothing is sent
-towards a metadata address at all. Redirects are followed here, hop by hop, so every hop
-meets the guard. Proxies from the environment are ignored (the guard would otherwise check
-the proxy, not the target).
-
-The calls themselves go through :mod:`actions.wire`, our HTTP/1.1 client on plain
-sockets (a general client costs several times the CPU per call).
+The calls go through :class:`engine.outbound.Client` (requests), whose new connections are
+opened by :meth:`actions.ssrf.Guard.connect`. Redirects are followed here, hop by hop
+(only with ``follow_redirects``, at most 10), so every hop meets the guard; a hop to
+another origin (scheme, host or port) drops ``Authorization``, ``Cookie``,
+``Proxy-Authorization`` and the step's other credentials: the headers whose name says so
+(``X-Api-Key``, ``X-Auth-Token``, ...) and those whose value holds a secret of the config.
+Userinfo in the URL (``https://user:pass@host/``) becomes Basic auth, as requests does,
+unless the step sets ``auth`` or ``Authorization``; it is never sent on to another origin.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import socket
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from importlib import metadata
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from engine.action import Action, Context
 from engine.config import Http
-from engine.errors import ConfigError, Fail, Problem, Retry
+from engine.errors import Fail, Retry
+from engine.outbound import USER_AGENT, Client, InvalidRequest, OutboundError, Reply, safe_url
 from engine.runs import retry_after
 from engine.units import Duration
 from engine.validation import key_error
 
 from ._params import Headers, QueryParams, at_most_one, one_or_many, upper
-from .wire import InvalidRequest, Pool, Response, WireError
+from .ssrf import Guard, Refused, refusal_reason
 
 Method = Annotated[Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], BeforeValidator(upper)]
 Status = Annotated[int, Field(ge=100, le=599)]
 Expect = Annotated[list[Status], BeforeValidator(one_or_many, json_schema_input_type=Status | list[Status])]
-IPAddress = IPv4Address | IPv6Address
 
 #: Largest response body kept; the rest is not read (``truncated`` is then true).
 MAX_BODY = 1024 * 1024
@@ -109,141 +106,18 @@ class HttpParams(BaseModel):
         return self
 
 
-# -- the SSRF guard ------------------------------------------------------------------------
-
-_METADATA = frozenset(ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
-_NAT64 = ip_network("64:ff9b::/96")
-_CLASSES = (
-    ("is_unspecified", "an unspecified address"),
-    ("is_loopback", "a loopback address"),
-    ("is_link_local", "a link-local address"),
-    ("is_multicast", "a multicast address"),
-    ("is_private", "a private address"),
-    ("is_reserved", "a reserved address"),
-)
-
-
-def refusal_reason(address: IPAddress) -> str | None:
-    """Why the guard refuses ``address`` (``"a loopback address"``, ...), or None for a
-    public address. An IPv4 address embedded in IPv6 (mapped, 6to4, NAT64) is judged as
-    the IPv4 address it reaches."""
-    ip = _embedded_ipv4(address)
-    if ip in _METADATA:
-        return "a cloud metadata address"
-    for attr, reason in _CLASSES:
-        if getattr(ip, attr):
-            return reason
-    # What is left and still not global is e.g. 100.64.0.0/10, the carrier-grade NAT space.
-    return None if ip.is_global else "a non-public address"
-
-
-def _embedded_ipv4(ip: IPAddress) -> IPAddress:
-    if isinstance(ip, IPv4Address):
-        return ip
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64:
-        return IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip
-
-
-def _parse_ip(host: str) -> IPAddress | None:
-    """``host`` as an address when it is an IP literal (brackets and a zone id allowed)."""
-    try:
-        return ip_address(host.strip("[]").partition("%")[0])
-    except ValueError:
-        return None
-
-
-def _norm_host(host: str) -> str:
-    ip = _parse_ip(host)
-    return str(ip) if ip is not None else host.strip("[]").rstrip(".").lower()
-
-
-class _Refused(Exception):
-    """The guard refused a connection; raised inside the pool, turned into Fail by run()."""
-
-    def __init__(self, host: str, address: IPAddress, reason: str) -> None:
-        shown = str(address) if _parse_ip(host) == address else f"{host} at {address}"
-        super().__init__(
-            f"http: refusing to connect to {shown} ({reason}); "
-            "set http.allow_private or add the host to http.allow_hosts"
-        )
-
-
-@dataclass(frozen=True)
-class Guard:
-    """Which connections the http action may make (SPEC 11).
-
-    ``allow_hosts`` entries are ``host`` (any port) or ``host:port`` (that port only;
-    ``[v6]:port`` for IPv6), matched exactly and case-insensitively against the URL's host
-    of each hop, never against what it resolves to. An allowed host skips the address
-    check entirely."""
-
-    allow_private: bool = False
-    allow_hosts: frozenset[tuple[str, int | None]] = frozenset()
-
-    @classmethod
-    def from_settings(cls, http: Http) -> Guard:
-        """The guard of ``settings.http``; raises :class:`ConfigError` for an entry of
-        ``allow_hosts`` that is neither ``host`` nor ``host:port``."""
-        entries = frozenset(_host_entry(e, i) for i, e in enumerate(http.allow_hosts))
-        return cls(http.allow_private, entries)
-
-    def allows_host(self, host: str, port: int) -> bool:
-        host = _norm_host(host)
-        return (host, None) in self.allow_hosts or (host, port) in self.allow_hosts
-
-    def before_connect(self, host: str, port: int) -> None:
-        """Refuse an IP-literal host at once, so no packet goes towards it."""
-        address = _parse_ip(host)
-        if address is not None:
-            self._check(host, port, address)
-
-    def after_connect(self, host: str, port: int, sock: socket.socket) -> None:
-        """Refuse the peer ``sock`` is connected to (closing it); nothing was sent yet."""
-        address = _parse_ip(str(sock.getpeername()[0]))
-        try:
-            if address is not None:
-                self._check(host, port, address)
-        except _Refused:
-            sock.close()
-            raise
-
-    def _check(self, host: str, port: int, address: IPAddress) -> None:
-        if self.allow_private or self.allows_host(host, port):
-            return
-        reason = refusal_reason(address)
-        if reason is not None:
-            raise _Refused(host, address, reason)
-
-
-def _host_entry(entry: str, index: int) -> tuple[str, int | None]:
-    if _parse_ip(entry) is not None:  # "10.0.0.5", "::1", "[::1]": no port
-        return _norm_host(entry), None
-    try:
-        parts = urlsplit("//" + entry.strip())
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = None
-    if not host or parts.username is not None or parts.path:
-        raise ConfigError([Problem(f"{entry!r} is not a host or host:port", ("http", "allow_hosts", index))])
-    return _norm_host(host), port
-
 
 # -- one call --------------------------------------------------------------------------------
 
+#: Headers that are credentials wherever they appear.
+_CREDENTIALS = frozenset({"authorization", "proxy-authorization", "cookie"})
+#: A header whose name says it carries a credential (X-Api-Key, X-Auth-Token, Private-Token, ...).
+_CREDENTIAL_NAME = re.compile(r"auth|token|key|secret|passw|session|signature|credential|cookie", re.IGNORECASE)
+#: Framing is the client's: a step's own Content-Length or Transfer-Encoding would lie about the body.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
-def _version() -> str:
-    try:
-        return metadata.version("hookwise")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-USER_AGENT = f"hookwise/{_version()}"
+Secret = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -252,6 +126,9 @@ class _Request:
     url: str
     headers: dict[str, str]
     data: bytes | None
+    #: whether a text holds a secret of the config (credentials are judged only when a
+    #: redirect leaves the origin: not on every call)
+    secret: Secret | None = None
 
     def describe(self) -> str:
         return f"{self.method} {safe_url(self.url)}"
@@ -268,7 +145,7 @@ class HttpAction(Action):
     ``Accept-Encoding: identity``, each unless the step's headers set it (a gzip or
     deflate body is decoded).
 
-    Connections are kept per host and reused across steps and threads; no cookies are
+    Connections are kept per host and thread and reused across steps; no cookies are
     kept, so one rule's calls never carry another's. :meth:`close` releases them."""
 
     name = "http"
@@ -278,15 +155,24 @@ class HttpAction(Action):
         super().__init__(settings)
         http: Http = settings.http if settings is not None else Http()
         self._timeout = http.timeout
-        # As many idle connections per host as steps can run at once.
-        concurrency = settings.workers.concurrency if settings is not None else 16
-        self._pool = Pool(Guard.from_settings(http), max_idle=concurrency, max_body=MAX_BODY)
+        self._client = Client(connect=Guard.from_settings(http).connect, max_body=MAX_BODY)
 
     def run(self, params: BaseModel, ctx: Context) -> dict[str, Any]:
         assert isinstance(params, HttpParams)
         timeout = params.timeout or self._timeout
-        request = _first_request(params, ctx.idempotency_key)
-        response, request = self._follow(request, params.follow_redirects, timeout)
+        request = _first_request(params, ctx.idempotency_key, ctx.secret)
+        delivery = ctx.delivery
+        slot = delivery.admit(_host(request.url), ctx.idempotency_key) if delivery is not None else None
+        ok: bool | None = None
+        try:
+            response, request = self._follow(request, params.follow_redirects, timeout)
+            ok = not (response.status == 429 or response.status >= 500)
+        except Retry:
+            ok = False
+            raise
+        finally:
+            if slot is not None:
+                delivery.done(slot, ok)
         text = _decode(response)
         _judge(request, response, text, params.expect)
         return {
@@ -300,21 +186,21 @@ class HttpAction(Action):
     def close(self) -> None:
         """Close the pooled connections. Call it when the action is retired (shutdown,
         reload); it must not be used afterwards."""
-        self._pool.close()
+        self._client.close()
 
-    def _follow(self, request: _Request, follow: bool, timeout: float) -> tuple[Response, _Request]:
+    def _follow(self, request: _Request, follow: bool, timeout: float) -> tuple[Reply, _Request]:
         """The final response and the request that got it, following at most
         MAX_REDIRECTS redirects when ``follow`` is true (each hop goes through the guard)."""
         for _ in range(MAX_REDIRECTS + 1):
-            response = _send(self._pool, request, timeout)
+            response = _send(self._client, request, timeout)
             location = response.headers.get("location")
-            if not follow or response.status not in _REDIRECTS or not location:
+            if not follow or response.status not in _REDIRECTS or location is None:
                 return response, request
             request = _redirected(request, response.status, location)
         raise Fail(f"http: {request.describe()}: stopped after {MAX_REDIRECTS} redirects")
 
 
-def _first_request(params: HttpParams, idempotency_key: str) -> _Request:
+def _first_request(params: HttpParams, idempotency_key: str, secret: Secret | None) -> _Request:
     data, content_type = _body(params)
     defaults = {
         "Idempotency-Key": idempotency_key,
@@ -325,11 +211,37 @@ def _first_request(params: HttpParams, idempotency_key: str) -> _Request:
     }
     if content_type is not None:
         defaults["Content-Type"] = content_type
-    headers = _with_defaults(params.headers or {}, defaults)
+    given = {name: value for name, value in (params.headers or {}).items() if name.lower() not in _FRAMING}
+    headers = _with_defaults(given, defaults)
+    url, userinfo = _split_userinfo(_with_query(params.url, params.params))
     if params.auth is not None:
         headers = _without(headers, "Authorization")
         headers["Authorization"] = _authorization(params.auth)
-    return _Request(params.method, _with_query(params.url, params.params), headers, data)
+    elif userinfo is not None and not any(name.lower() == "authorization" for name in headers):
+        headers["Authorization"] = _basic(*userinfo)
+    return _Request(params.method, url, headers, data, secret)
+
+
+def _is_credential(name: str, value: str, secret: Secret | None) -> bool:
+    lower = name.lower()
+    if lower in _CREDENTIALS or (lower != "idempotency-key" and _CREDENTIAL_NAME.search(lower)):
+        return True
+    return secret is not None and secret(value)
+
+
+def _split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its userinfo, and the (user, password) it held, percent-decoded."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    bare = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    return bare, (unquote(user), unquote(password))
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").rstrip(".").lower()
 
 
 def _with_defaults(given: Mapping[str, str], defaults: Mapping[str, str]) -> dict[str, str]:
@@ -338,16 +250,19 @@ def _with_defaults(given: Mapping[str, str], defaults: Mapping[str, str]) -> dic
     return {**{name: value for name, value in defaults.items() if name.lower() not in have}, **given}
 
 
-def _without(headers: dict[str, str], name: str) -> dict[str, str]:
-    lower = name.lower()
-    return {given: value for given, value in headers.items() if given.lower() != lower}
+def _without(headers: dict[str, str], *names: str) -> dict[str, str]:
+    lower = {name.lower() for name in names}
+    return {given: value for given, value in headers.items() if given.lower() not in lower}
 
 
 def _authorization(auth: Auth) -> str:
     if auth.basic is not None:
-        user, password = auth.basic
-        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        return _basic(*auth.basic)
     return f"Bearer {auth.bearer}"
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def _body(params: HttpParams) -> tuple[bytes | None, str | None]:
@@ -385,42 +300,50 @@ def _with_query(url: str, params: Mapping[str, Any] | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
-def _send(pool: Pool, request: _Request, timeout: float) -> Response:
+def _send(client: Client, request: _Request, timeout: float) -> Reply:
     """One hop; connection trouble becomes Retry, a refused address or a request that
-    cannot be made becomes Fail. The wire's messages carry neither URL nor header values."""
+    cannot be made becomes Fail. The client's messages carry neither URL nor header values."""
     try:
-        return pool.request(request.method, request.url, request.headers, request.data, timeout)
-    except _Refused as exc:
+        return client.send(request.method, request.url, headers=request.headers, data=request.data, timeout=timeout)
+    except Refused as exc:
         raise Fail(str(exc)) from None
     except InvalidRequest as exc:
         raise Fail(f"http: {request.describe()}: {exc}") from None
-    except WireError as exc:
+    except OutboundError as exc:
         raise Retry(f"http: {request.describe()}: {exc}") from None
 
 
 def _redirected(request: _Request, status: int, location: str) -> _Request:
     """The next hop as browsers make it: 303 (and 301/302 after a POST) become a GET
-    without a body; 307/308 keep method and body. Authorization is dropped when the host
-    changes or the scheme drops from https to http."""
-    url = urljoin(request.url, location)
-    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+    without a body; 307/308 keep method and body. A hop to another origin drops the
+    request's credentials."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in location):
+        raise Fail(f"http: {request.describe()}: redirected to a Location with control characters")
+    url, userinfo = _split_userinfo(urljoin(request.url, location.strip()))
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Fail(f"http: {request.describe()}: redirected to {safe_url(url)}, which is not an http(s) URL")
-    headers = request.headers
-    method, data = request.method, request.data
+    headers, method, data = request.headers, request.method, request.data
     if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
         method, data = "GET", None
         headers = _without(headers, "Content-Type")
-    if _leaves_origin(request.url, url):
-        headers = _without(headers, "Authorization")
-    return _Request(method, url, headers, data)
+    if _origin(request.url) != _origin(url):
+        headers = {name: value for name, value in headers.items() if not _is_credential(name, value, request.secret)}
+    if userinfo is not None and not any(name.lower() == "authorization" for name in headers):
+        headers = {**headers, "Authorization": _basic(*userinfo)}
+    return replace(request, method=method, url=url, headers=headers, data=data)
 
 
-def _leaves_origin(old: str, new: str) -> bool:
-    a, b = urlsplit(old), urlsplit(new)
-    return a.hostname != b.hostname or (a.scheme == "https" and b.scheme == "http")
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a port that is not a number: no origin is the same as it
+        port = -1
+    return parts.scheme, (parts.hostname or "").rstrip(".").lower(), port
 
 
-def _decode(response: Response) -> str:
+def _decode(response: Reply) -> str:
     # Only a charset the response names counts; else UTF-8.
     charset = _charset(response.headers.get("content-type", ""))
     try:
@@ -446,7 +369,7 @@ def _parse_json(text: str) -> Any:
         return None
 
 
-def _judge(request: _Request, response: Response, text: str, expect: Iterable[int] | None) -> None:
+def _judge(request: _Request, response: Reply, text: str, expect: Iterable[int] | None) -> None:
     """Return when the status is expected; else raise Retry (5xx, 429) or Fail."""
     status = response.status
     if (status in expect) if expect is not None else 200 <= status < 300:
@@ -466,11 +389,7 @@ def _excerpt(text: str) -> str:
     return f": {flat[:_EXCERPT]}{'…' if len(flat) > _EXCERPT or len(text) > _EXCERPT * 2 else ''}"
 
 
-def safe_url(url: str) -> str:
-    """``url`` fit for a message: userinfo and query string masked
-    (``https://****@host/path?****``), the fragment dropped."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "****@" + netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "****" if parts.query else "", ""))
+__all__ = [
+    "MAX_BODY", "MAX_REDIRECTS", "Guard", "HttpAction", "HttpParams", "USER_AGENT",
+    "refusal_reason", "retry_after", "safe_url",
+]

@@ -1,6 +1,8 @@
-"""Client CPU per keep-alive POST (``python -m bench.httpclient [calls] [rounds]``): the http
-action's client (actions/wire.py) next to a plain http.client.HTTPConnection, with the
-whole action on top of the client and a bare socket (sendall, recv) beneath it for scale.
+"""Client CPU per keep-alive POST (``python -m bench.httpclient [calls] [rounds]``): the
+http action's client (engine/outbound.py, on requests) next to the hand-written client it
+replaced (actions/wire.py, read from the commit before it was removed, when git has it), a
+plain requests.Session and a plain http.client.HTTPConnection, with the whole action on
+top of the client and a bare socket (sendall, recv) beneath it for scale.
 
 The target is bench/sink.py pinned to core 1, this process is pinned to core 0. CPU is
 the user + system time of this process (getrusage) over ``calls`` calls after a warm-up;
@@ -19,14 +21,18 @@ import socket
 import statistics
 import subprocess
 import sys
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from actions.http import Guard, HttpAction, HttpParams
-from actions.wire import Pool
+import requests
+
+from actions.http import HttpAction, HttpParams
 from engine.action import Context
 from engine.config import Settings
 from engine.events import Event
+from engine.outbound import Client
 
 from .ingest import HERE, free_port, pinned, stop, wait_up
 
@@ -49,9 +55,41 @@ def cpu_per_call(call: Call, calls: int) -> float:
     return used / calls * 1e6
 
 
+#: The last commit with the hand-written client (actions/wire.py), for the "before" figure.
+WIRE_COMMIT = "8a7490e"
+
+
+def _old_wire() -> Any:
+    """actions/wire.py as it was at WIRE_COMMIT, as a module; None without git or history."""
+    try:
+        source = subprocess.run(
+            ["git", "show", f"{WIRE_COMMIT}:actions/wire.py"], capture_output=True, text=True, check=True,
+            cwd=HERE.parent, timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    module = types.ModuleType("hookwise_bench_old_wire")
+    sys.modules[module.__name__] = module  # dataclasses and NamedTuple look their module up
+    exec(compile(source, "actions/wire.py@" + WIRE_COMMIT, "exec"), module.__dict__)
+    return module
+
+
+class _Open:
+    """The old client's guard, letting every connection through."""
+
+    def before_connect(self, host: str, port: int) -> None:
+        pass
+
+    def after_connect(self, host: str, port: int, sock: socket.socket) -> None:
+        pass
+
+
 @contextmanager
 def wire_client(port: int) -> Iterator[Call]:
-    pool = Pool(Guard(allow_private=True), max_idle=1, max_body=1024 * 1024)
+    wire = _old_wire()
+    if wire is None:
+        raise LookupError(f"actions/wire.py is not in this checkout's history ({WIRE_COMMIT})")
+    pool = wire.Pool(_Open(), max_idle=1, max_body=1024 * 1024)
     url = f"http://127.0.0.1:{port}/sink"
 
     def call() -> None:
@@ -61,6 +99,35 @@ def wire_client(port: int) -> Iterator[Call]:
         yield call
     finally:
         pool.close()
+
+
+@contextmanager
+def outbound_client(port: int) -> Iterator[Call]:
+    client = Client()
+    url = f"http://127.0.0.1:{port}/sink"
+
+    def call() -> None:
+        assert client.send("POST", url, headers=HEADERS, data=BODY, timeout=10.0).body == b"{}"
+
+    try:
+        yield call
+    finally:
+        client.close()
+
+
+@contextmanager
+def requests_session(port: int) -> Iterator[Call]:
+    session = requests.Session()
+    session.trust_env = False
+    url = f"http://127.0.0.1:{port}/sink"
+
+    def call() -> None:
+        assert session.post(url, data=BODY, headers=HEADERS, timeout=10.0).content == b"{}"
+
+    try:
+        yield call
+    finally:
+        session.close()
 
 
 @contextmanager
@@ -114,7 +181,10 @@ def bare_socket(port: int) -> Iterator[Call]:
         sock.close()
 
 
-CLIENTS = {"wire": wire_client, "http.client": stdlib_client, "http action": whole_action, "bare socket": bare_socket}
+CLIENTS = {
+    "wire.py (before)": wire_client, "outbound (after)": outbound_client, "requests": requests_session,
+    "http.client": stdlib_client, "http action": whole_action, "bare socket": bare_socket,
+}
 
 
 def measure(calls: int = 10_000, rounds: int = 3) -> dict[str, float]:
@@ -128,9 +198,12 @@ def measure(calls: int = 10_000, rounds: int = 3) -> dict[str, float]:
         seen: dict[str, list[float]] = {name: [] for name in CLIENTS}
         for _ in range(rounds):
             for name, client in CLIENTS.items():
-                with client(port) as call:  # a new connection each round: the sink drops idle ones
-                    seen[name].append(cpu_per_call(call, calls))
-        return {name: statistics.median(values) for name, values in seen.items()}
+                try:
+                    with client(port) as call:  # a new connection each round: the sink drops idle ones
+                        seen[name].append(cpu_per_call(call, calls))
+                except LookupError:  # no history to read the old client from
+                    continue
+        return {name: statistics.median(values) for name, values in seen.items() if values}
     finally:
         stop(sink)
 
@@ -138,7 +211,7 @@ def measure(calls: int = 10_000, rounds: int = 3) -> dict[str, float]:
 def report(results: dict[str, float]) -> None:
     print("client CPU per keep-alive POST to a local sink (median of rounds)")
     for name, micros in results.items():
-        print(f"  {name:<12} {micros:6.1f} µs")
+        print(f"  {name:<18} {micros:6.1f} µs")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,11 @@ class Context:
     store: Any = None
     #: the process's Hover API client (``engine.hover.HoverClient``), for the hover action
     hover: Any = None
+    #: the process's delivery control (``engine.delivery.Delivery``), for the http action
+    delivery: Any = None
+    #: whether a text holds a secret of the config: the http action treats a header whose
+    #: value does as a credential (None: no secrets known)
+    secret: Callable[[str], bool] | None = None
     #: a copy of a JSON-like value with the config's secrets masked (``****``): what an
     #: action stores goes through it, as outputs and emitted events do
     mask: Callable[[Any], Any] = lambda value: value

@@ -254,6 +254,13 @@ class InspectApi:
         return JSONResponse(result)
 
 
+def _hosts_endpoint(hosts: Callable[[], list[dict[str, Any]]] | None) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        return JSONResponse({"hosts": hosts() if hosts is not None else []})
+
+    return endpoint
+
+
 def _limit(text: str | None, default: int = 100) -> int:
     if text is None:
         return default
@@ -262,7 +269,11 @@ def _limit(text: str | None, default: int = 100) -> int:
     return int(text)
 
 
-def api_routes(current: Callable[[], Loaded], store: Store) -> list[Route]:
+def api_routes(
+    current: Callable[[], Loaded], store: Store, hosts: Callable[[], list[dict[str, Any]]] | None = None,
+) -> list[Route]:
+    """The API's routes; ``hosts`` is the delivery control's state of each destination host
+    (``engine.delivery.Delivery.hosts``: this process's worker; an empty list without one)."""
     queues = QueueApi(store)
 
     def route(path: str, handler: Handler, method: str) -> Route:
@@ -286,6 +297,7 @@ def api_routes(current: Callable[[], Loaded], store: Store) -> list[Route]:
         route("/api/rules", inspect.rules, "GET"),
         route("/api/sources", inspect.sources, "GET"),
         route("/api/dry-run", inspect.dry_run, "POST"),
+        route("/api/hosts", _hosts_endpoint(hosts), "GET"),
         route("/api/queues", queues.list_queues, "GET"),
         route("/api/queues/{name}", queues.list_items, "GET"),
         route("/api/queues/{name}/claim", queues.claim, "POST"),

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from . import tokenfile, yamlfile
 from .bodies import DEEPEST
 from .errors import ConfigError, Problem, UsageError
-from .units import Duration, Size
+from .units import Duration, Rate, Size
 from .secrets import Masker
 from .validation import did_you_mean, validate_rest
 
@@ -85,7 +85,7 @@ class Server(Model):
 
 
 class Workers(Model):
-    concurrency: int = Field(16, ge=1, le=1024, description="Action steps run at once per worker process.")
+    concurrency: int = Field(128, ge=1, le=1024, description="Action steps run at once per worker process (threads).")
 
 
 class Api(Model):
@@ -107,16 +107,50 @@ class Smtp(Model):
     timeout: Duration = 30.0
 
 
+class Breaker(Model):
+    failures: int = Field(10, ge=0, description="Consecutive failed calls that open the breaker; 0: no breaker.")
+    cooldown: Duration = Field(30.0, description="How long an open breaker waits before a probe call.")
+
+
+class HostLimits(Model):
+    """Delivery control of one destination host; what is not given comes from ``http:``."""
+
+    concurrency: int | None = Field(None, ge=1, le=4096, description="Calls in flight at once to this host.")
+    rate: Rate | None = Field(None, description="Most calls per period to this host, e.g. 10/s, 600/m.")
+    breaker: Breaker | None = Field(None, description="The circuit breaker of this host.")
+
+
 class Http(Model):
     timeout: Duration = Field(10.0, description="Default timeout of the http action.")
     allow_private: bool = Field(False, description="Let the http action reach private, loopback and link-local addresses.")
     allow_hosts: list[str] = Field(default_factory=list, description="Hosts the http action may reach even when private.")
+    concurrency: int = Field(32, ge=1, le=4096, description="Calls in flight at once per destination host.")
+    rate: Rate | None = Field(None, description="Most calls per period per destination host (default: no limit).")
+    breaker: Breaker = Field(Breaker(), description="The circuit breaker of each destination host.")
+    hosts: dict[str, HostLimits] = Field(default_factory=dict, description="Delivery control by destination host name.")
+
+    @field_validator("hosts")
+    @classmethod
+    def _lower_hosts(cls, value: dict[str, HostLimits]) -> dict[str, HostLimits]:
+        for host in value:
+            bare = host.strip("[]")
+            if not bare or any(c in bare for c in "/@ \t") or (":" in bare and not _is_ip(bare)):
+                raise ValueError(f"{host!r} is not a host name (no scheme, port or path)")
+        return {host.strip("[]").rstrip(".").lower(): limits for host, limits in value.items()}
 
     @field_validator("allow_hosts", mode="before")
     @classmethod
     def _drop_empty(cls, value: Any) -> Any:
         # An unset ${VAR:-} leaves an empty entry: it names no host.
         return [v for v in value if v != ""] if isinstance(value, list) else value
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class RetryPolicy(Model):

@@ -31,6 +31,7 @@ from urllib.parse import quote
 from . import tokenfile
 from .config import Config, read_config, missing_token_files
 from .connections import deepen_queues, open_files_for, quiet_accept_errors, uvicorn_options
+from .delivery import Delivery
 from .errors import ConfigError, Problem
 from .ingest import Ingest
 from .loader import Current, Loaded, load, rule_count
@@ -68,7 +69,8 @@ class Daemon:
         self.current = Current(loaded)
         self.store: Store = open_store(loaded.config.store_url())
         self.health = Health()
-        self.metrics = Metrics(self.store.queue_counts)
+        self.delivery = Delivery(loaded.config.settings.http)
+        self.metrics = Metrics(self.store.queue_counts, self.delivery.hosts)
         self.worker: Worker | None = None
         self.ingest: Ingest | None = None
         self.watcher: RuleWatcher | None = None
@@ -85,7 +87,10 @@ class Daemon:
         role = self.options.role
         mask_with(lambda: self.current().masker)
         if role in ("all", "worker"):
-            self.worker = Worker(self.store, self.current, concurrency=self.config.settings.workers.concurrency, metrics=self.metrics)
+            self.worker = Worker(
+                self.store, self.current, concurrency=self.config.settings.workers.concurrency, metrics=self.metrics,
+                delivery=self.delivery,
+            )
             self.worker.start()
             self.retention = Retention(self.store, self.current)
             self.retention.start()
@@ -111,7 +116,7 @@ class Daemon:
 
         self.ingest = Ingest(self.store, on_stored=self.worker.wake if self.worker else None)
         self.ingest.start()
-        app = create_app(self.current, self.ingest, self.health, self.store, self.metrics)
+        app = create_app(self.current, self.ingest, self.health, self.store, self.metrics, self.delivery.hosts)
         settings = self.config.settings.server
         config = uvicorn.Config(
             app, host=self.options.host or settings.host, port=self.options.port if self.options.port is not None else settings.port,
@@ -198,18 +203,19 @@ class Daemon:
                 self._reload_failed([f"{type(exc).__name__}: {exc}"])
                 return False
             self.current.swap(loaded)
-        self.metrics.reloaded(True)
+            self.delivery.configure(loaded.config.settings.http)
         log.info("reloaded: %s", rule_count(loaded.rules))
+        self.metrics.reloaded(True)  # after the log line: who sees the count rise finds the line
         if self.worker is not None:
             self.worker.wake()
         return True
 
     def _reload_failed(self, problems: Iterable[object]) -> None:
-        self.metrics.reloaded(False)
         problems = list(problems)
         log.error("reload failed, the previous rules stay: %d problem%s", len(problems), "" if len(problems) == 1 else "s")
         for problem in problems:  # one line each, FILE:LINE:COL first, as `hookwise check` prints them
             log.error("reload: %s", problem)
+        self.metrics.reloaded(False)  # after the log lines: who sees the count rise finds them
 
     def watched_files(self) -> list[Path]:
         """The files a reload reads: the config, and the rule files of the config in use

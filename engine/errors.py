@@ -13,6 +13,8 @@ Control-flow signals raised by actions are not errors and live beside the tree:
 
     Retry(after=...)              a temporary failure: run the step again later
     Fail(message)                 a permanent failure: the step's attempts end here
+    Defer(after=..., reason=...)  the step may not start now: hand it back, due later,
+                                  without spending an attempt (delivery control)
 
 Each class's docstring is its default message. Foreign exceptions are translated once, at
 the boundary that meets them, with ``raise XError(...) from exc``.
@@ -129,6 +131,19 @@ class Retry(Exception):
     def __init__(self, message: str = "temporary failure", *, after: float | None = None) -> None:
         super().__init__(message)
         self.after = after
+
+
+class Defer(Exception):
+    """Raised before anything was sent, when a step may not start now (its destination's
+    concurrency, rate or circuit breaker says wait): the step goes back to the store, due
+    ``after`` seconds from now, and the attempt it was claimed for is not counted."""
+
+    def __init__(self, reason: str = "deferred", *, after: float, host: str | None = None) -> None:
+        super().__init__(reason)
+        self.after = max(0.0, after)
+        #: set when the step waits for a free slot of this host (not a time): it may be
+        #: started again as soon as a call to the host ends
+        self.host = host
 
 
 class Fail(Exception):

@@ -16,24 +16,23 @@ tokens (another process may have refreshed meanwhile: then those are used), refr
 the new pair before releasing the lock. Hover allows 120 requests per minute per
 integration; :class:`RateLimiter` keeps the whole process under it.
 
-Tokens and the client secret never appear in logs or error messages. Only ``actions/http.py``
-imports an HTTP client library, so Hover is called with :mod:`urllib.request`.
+Tokens and the client secret never appear in logs or error messages. Hover is called
+through :class:`engine.outbound.Client` (requests), which follows no redirect: Hover
+redirects file downloads to storage hosts, and the Authorization header must not follow.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import re
 import secrets
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -41,6 +40,7 @@ from urllib.parse import quote, urlencode
 
 from .config import Hover
 from .errors import Fail, Retry
+from .outbound import Client, InvalidRequest, OutboundError
 from .runs import retry_after
 from .store import HoverTokens, Store
 
@@ -102,13 +102,6 @@ class _Response:
     headers: dict[str, str]
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # urllib would resend the Authorization header to wherever a redirect points (Hover
-    # redirects file downloads to storage hosts): a redirect is returned, not followed.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 class RateLimiter:
     """At most ``limit`` acquisitions in any ``period`` seconds (a sliding window), shared
     by every thread of the process."""
@@ -157,7 +150,7 @@ class HoverClient:
         self._clock, self._sleep = clock, sleep
         self.limiter = RateLimiter(rate_limit, 60.0, clock=clock, sleep=sleep)
         self._refreshing = threading.Lock()
-        self._opener = urllib.request.build_opener(_NoRedirect())
+        self._client = Client(max_body=MAX_BODY, pool_size=4)
 
     # --- OAuth ----------------------------------------------------------------------------
 
@@ -245,11 +238,11 @@ class HoverClient:
         self._require("client_id", "client_secret")
         body = {**fields, "client_id": self.settings.client_id or "", "client_secret": self.settings.client_secret or ""}
         started = self._clock()
-        request = urllib.request.Request(
-            f"{self.base_url}/oauth/token", data=urlencode(body).encode(), method="POST",
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+        response = self._open(
+            "POST", f"{self.base_url}/oauth/token",
+            {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            urlencode(body).encode(), TOKEN_TIMEOUT, f"hover: {doing}",
         )
-        response = self._open(request, TOKEN_TIMEOUT, f"hover: {doing}")
         answer = _parse(response.body)
         if response.status == 429 or response.status >= 500:
             raise Retry(f"hover: {doing}: {response.status} from {self.base_url}/oauth/token", after=retry_after(response.headers.get("retry-after")))
@@ -285,18 +278,22 @@ class HoverClient:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
-        return self._open(request, timeout, f"hover: {method} {path}")
+        return self._open(method, url, headers, data, timeout, f"hover: {method} {path}")
 
-    def _open(self, request: urllib.request.Request, timeout: float, what: str) -> _Response:
+    def _open(
+        self, method: str, url: str, headers: dict[str, str], data: bytes | None, timeout: float, what: str,
+    ) -> _Response:
         try:
-            with self._opener.open(request, timeout=timeout) as response:
-                return _Response(response.status, response.read(MAX_BODY), _headers(response.headers))
-        except urllib.error.HTTPError as exc:
-            with exc:
-                return _Response(exc.code, _read(exc), _headers(exc.headers))
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise Retry(f"{what}: {_reason(exc)}") from None
+            reply = self._client.send(method, url, headers=headers, data=data, timeout=timeout)
+        except OutboundError as exc:
+            raise Retry(f"{what}: {exc}") from None
+        except InvalidRequest as exc:
+            raise Fail(f"{what}: {exc}") from None
+        return _Response(reply.status, reply.body, reply.headers)
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._client.close()
 
     def _outcome(self, method: str, path: str, response: _Response) -> tuple[int, Any, dict[str, str]]:
         status, what = response.status, f"hover: {method} {path}"
@@ -361,6 +358,68 @@ class HoverClient:
             raise
         record_verification(self.store, webhook_id, source=source, verified_at=time.time(), method=method)
         return status
+
+
+class SharedClient:
+    """The process's :class:`HoverClient` for the ``hover:`` settings in force: one at a
+    time, so its rate limit is the process's. Settings that change (a reload) make a new
+    client; the one replaced is closed (its connections released) as soon as no call is
+    using it, and :meth:`close` does the same for the last one when the process stops.
+    Safe to use from several threads."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._current: tuple[Hover, HoverClient] | None = None
+        self._users: dict[HoverClient, int] = {}  # clients in use, by the number of calls using them
+        self._retired: set[HoverClient] = set()  # replaced, to close when their last call ends
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def use(self, settings: Hover) -> Iterator[HoverClient]:
+        """The client for ``settings``, kept open until the ``with`` block ends."""
+        with self._lock:
+            if self._current is None or self._current[0] != settings:
+                idle = self._retire()
+                self._current = (settings, HoverClient(settings, self.store))
+            else:
+                idle = []
+            client = self._current[1]
+            self._users[client] = self._users.get(client, 0) + 1
+        _close_all(idle)
+        try:
+            yield client
+        finally:
+            with self._lock:
+                self._users[client] -= 1
+                done = not self._users[client]
+                if done:
+                    del self._users[client]
+                idle = [client] if done and client in self._retired else []
+                self._retired.difference_update(idle)
+            _close_all(idle)
+
+    def close(self) -> None:
+        """Retire the current client (the process stops): it is closed once no call uses
+        it. A later :meth:`use` makes a new one, which a later :meth:`close` retires."""
+        with self._lock:
+            idle = self._retire()
+            self._current = None
+        _close_all(idle)
+
+    def _retire(self) -> list[HoverClient]:
+        """Retire the current client (the lock held); what may be closed at once."""
+        if self._current is None:
+            return []
+        client = self._current[1]
+        if client in self._users:
+            self._retired.add(client)
+            return []
+        return [client]
+
+
+def _close_all(clients: Iterable[HoverClient]) -> None:
+    for client in clients:
+        client.close()
 
 
 def record_verification(
@@ -474,24 +533,6 @@ def _parse(raw: bytes) -> Any:
         return None
 
 
-def _headers(headers: Any) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()} if headers is not None else {}
-
-
-def _read(exc: urllib.error.HTTPError) -> bytes:
-    try:
-        return exc.read(MAX_BODY)
-    except (OSError, http.client.HTTPException):
-        return b""
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None) or exc
-    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-        return "timed out"
-    return f"cannot connect: {reason}"
-
-
 def _excerpt(raw: bytes) -> str:
     flat = " ".join(raw[: _EXCERPT * 2].decode("utf-8", "replace").split())
     if not flat:
@@ -507,5 +548,5 @@ def _oauth_error(answer: Any) -> str:
 
 __all__ = [
     "HANDSHAKE_WAITS", "HoverClient", "LOGIN_TTL", "LOGIN_WAIT", "NOT_LOGGED_IN", "NotLoggedIn", "RATE_LIMIT",
-    "RateLimiter", "Refused", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification",
+    "RateLimiter", "Refused", "SharedClient", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification",
 ]

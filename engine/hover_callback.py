@@ -121,6 +121,8 @@ class Callback:
             error = loaded.masker.mask(str(exc))
             log.warning("%s (through %s)", error, PATH)
             return Outcome(502, "Hover could not be reached", f"{error}. {_AGAIN}"), error
+        finally:
+            client.close()  # made for this login alone
         log.info("hover: the account is connected (through %s)", PATH)
         return CONNECTED, None
 

@@ -212,9 +212,11 @@ def _client(config_path: str | None) -> Iterator[Any]:
 
     config = load_config(find_config(config_path))
     store = open_store(config.store_url())
+    client = HoverClient(config.settings.hover, store)
     try:
-        yield HoverClient(config.settings.hover, store)
+        yield client
     finally:
+        client.close()
         store.close()
 
 

@@ -33,7 +33,7 @@ def _refused_url(raw: Mapping[str, Any], settings: Settings) -> list[Problem]:
     target = literal_host(url) if isinstance(url, str) else None
     if target is None:
         return []
-    from actions.http import Guard, refusal_reason  # the guard lives with the action it guards
+    from actions.ssrf import Guard, refusal_reason  # the http action's guard, in a module of its own
 
     host, port = target
     try:

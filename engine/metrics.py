@@ -18,7 +18,7 @@ import logging
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .errors import StoreError
@@ -40,12 +40,14 @@ QUEUE_STATUSES = ("waiting", "claimed", "done", "dead")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 QueueCounts = Callable[[], dict[str, dict[str, int]]]
+#: The delivery control's state of each host (``engine.delivery.Delivery.hosts``).
+HostStates = Callable[[], list[dict[str, Any]]]
 
 
 class Metrics:
     """The counters, histograms and scrape-time gauges of one process."""
 
-    def __init__(self, queue_counts: QueueCounts | None = None) -> None:
+    def __init__(self, queue_counts: QueueCounts | None = None, hosts: HostStates | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.events_received = Counter(
@@ -62,6 +64,8 @@ class Metrics:
         self.reload_failures = Counter("hookwise_reload_failures", "Reloads refused (the previous rules stayed).", registry=r)
         if queue_counts is not None:
             r.register(QueueDepth(queue_counts))
+        if hosts is not None:
+            r.register(HostGauges(hosts))
         # Labelled children by their labels: finding one anew costs more than counting.
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -76,6 +80,8 @@ class Metrics:
     def recorded(self, results: Iterable[StepResult]) -> None:
         """Count step results as they are handed to the store."""
         for result in results:
+            if result.outcome == "deferred":  # not an attempt: the host's gauges count these
+                continue
             outcome = step_outcome(result)
             action = result.task.action
             self._child(self.steps, action, outcome).inc()
@@ -153,3 +159,49 @@ class QueueDepth(Collector):
             for status in sorted({*QUEUE_STATUSES, *by_status}):
                 family.add_metric([queue, status], by_status.get(status, 0))
         yield family
+
+
+class HostGauges(Collector):
+    """Delivery control by destination host, read at scrape time: calls in flight, the
+    breaker's state, calls made and failed, and steps deferred by reason. Hosts are those
+    this process has called (at most ``engine.delivery.MAX_HOSTS``)."""
+
+    def __init__(self, hosts: HostStates) -> None:
+        self.hosts = hosts
+
+    def describe(self) -> Sequence[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        in_flight, breaker, calls, failed, deferred = families
+        for host in self.hosts():
+            name = host["host"]
+            in_flight.add_metric([name], host["in_flight"])
+            for state in ("closed", "open", "half-open"):
+                breaker.add_metric([name, state], 1 if host["breaker"] == state else 0)
+            calls.add_metric([name], host["calls"])
+            failed.add_metric([name], host["failed"])
+            for reason, count in sorted(host["deferred"].items()):
+                deferred.add_metric([name, reason], count)
+        yield from families
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily,
+                             CounterMetricFamily]:
+        return (
+            GaugeMetricFamily("hookwise_host_in_flight", "http calls in flight, by destination host.", labels=["host"]),
+            GaugeMetricFamily(
+                "hookwise_host_breaker", "The circuit breaker of a destination host: 1 for its current state.",
+                labels=["host", "state"],
+            ),
+            CounterMetricFamily("hookwise_host_calls", "http calls started, by destination host.", labels=["host"]),
+            CounterMetricFamily(
+                "hookwise_host_failures", "http calls that failed (no connection, timeout, 5xx, 429).", labels=["host"],
+            ),
+            CounterMetricFamily(
+                "hookwise_host_deferred",
+                "Steps handed back without spending an attempt, by host and reason (concurrency, rate, breaker).",
+                labels=["host", "reason"],
+            ),
+        )

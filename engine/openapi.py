@@ -64,6 +64,13 @@ def spec() -> dict[str, Any]:
                                              params=[_path("id")], body={"type": "object", "properties": {"set": {"type": "object", "description": "STEP.PARAM -> value"}}})},
         "/api/rules": {"get": _op("Rules with version, file, line and run counts", {"200": _json({"type": "object", "required": ["rules"], "properties": {"rules": {"type": "array", "items": OBJECT}}}, "the rules")})},
         "/api/sources": {"get": _op("Sources, with Hover verification state", {"200": _json({"type": "object", "required": ["sources"], "properties": {"sources": {"type": "array", "items": OBJECT}}}, "the sources")})},
+        "/api/hosts": {"get": _op(
+            "Destination hosts of the http action: limits, calls in flight, circuit breaker",
+            {"200": _json(
+                {"type": "object", "required": ["hosts"], "properties": {"hosts": {"type": "array", "items": OBJECT}}},
+                "the hosts this process has called",
+            )},
+        )},
         "/api/dry-run": {"post": _op("Match and render an event with no side effects", {"200": _json({"type": "object", "required": ["event", "explain", "actions"]}, "the result"), **_errors(400)},
                                      body={"type": "object", "required": ["source", "event"], "properties": {"source": {"type": "string"}, "event": {}, "headers": {"type": "object", "additionalProperties": {"type": "string"}}}})},
         "/api/queues": {"get": _op("Queues and their counts by status", {"200": _json({"type": "object", "required": ["queues"], "properties": {"queues": OBJECT}}, "the queues")})},

@@ -102,11 +102,13 @@ class StepResult:
     """What happened when a step ran."""
 
     task: StepTask
-    #: "succeeded", "skipped" or "failed"
+    #: "succeeded", "skipped", "failed", or "deferred" (not started: due again in
+    #: ``retry_in`` seconds, the attempt not spent)
     outcome: str
     output: Any = None
     error: str | None = None
-    #: for a failure: seconds until the next attempt, or None when there is none
+    #: for a failure: seconds until the next attempt, or None when there is none; for a
+    #: deferral: seconds until the step is due again
     retry_in: float | None = None
     params: Any = None
     started_at: float = 0.0
@@ -118,6 +120,8 @@ class StepResult:
     #: how many steps the rule has (0: not known); after its last step a run has no
     #: next step to look for
     step_count: int = 0
+    #: deferred for a free slot of this host: the worker may keep the step until one frees
+    waits_for: str | None = None
 
     @property
     def last_step(self) -> bool:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.parse
-import urllib.request
 from urllib.parse import urlsplit, urlunsplit
 
 from .config import Config
 from .errors import UsageError
+from .outbound import Client, InvalidRequest, OutboundError, safe_url
 from .verify import sign
 
 
@@ -55,11 +54,12 @@ def send_event(config: Config, source_name: str, body: bytes, *, url: str | None
     if query:
         separator = "&" if parts.query else "?"
         target += separator + "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in query.items())
-    request = urllib.request.Request(target, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {}), **auth_headers})
+    client = Client()
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode("utf-8", "replace")
-    except urllib.error.URLError as exc:
-        raise UsageError(f"cannot reach {target}: {exc.reason}") from None
+        headers = {"Content-Type": content_type, **(headers or {}), **auth_headers}
+        reply = client.send("POST", target, headers=headers, data=body, timeout=30)
+    except (OutboundError, InvalidRequest) as exc:
+        raise UsageError(f"cannot reach {safe_url(target)}: {exc}") from None  # the query may hold the source's token
+    finally:
+        client.close()
+    return reply.status, reply.body.decode("utf-8", "replace")

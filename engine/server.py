@@ -297,9 +297,13 @@ class App:
             await self.rest(scope, receive, send)
 
 
-def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store, metrics: Metrics | None = None) -> App:
+def create_app(
+    current: Callable[[], Loaded], ingest: Ingest | None, health: Health, store: Store, metrics: Metrics | None = None,
+    hosts: Callable[[], list[dict[str, Any]]] | None = None,
+) -> App:
     """The app: the receiver (when ``ingest`` is given), the API, the web UI, the health
-    endpoints and ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret)."""
+    endpoints and ``/metrics`` (when ``metrics`` is given; open like /livez: it holds no secret);
+    ``hosts`` feeds ``/api/hosts`` (the worker's delivery control)."""
     from .api import api_routes
     from .hover_callback import callback_routes
     from .ui import ui_routes
@@ -307,7 +311,7 @@ def create_app(current: Callable[[], Loaded], ingest: Ingest | None, health: Hea
     probe = WriteProbe(store.probe_write, (lambda: ingest.failed_at) if ingest is not None else lambda: None)
     ready = readiness(current, lambda: health.draining, probe)
     routes = [
-        *api_routes(current, store),
+        *api_routes(current, store, hosts),
         *callback_routes(current, store),
         *ui_routes(current, store),
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),

@@ -1,6 +1,7 @@
-"""Durations and sizes as users write them: ``"500ms"``, ``"10s"``, ``"1MiB"`` or plain numbers.
+"""Durations, sizes and rates as users write them: ``"500ms"``, ``"10s"``, ``"1MiB"``,
+``"50/s"`` or plain numbers.
 
-``Duration`` and ``Size`` are pydantic field types built on the two parsers, so every
+``Duration``, ``Size`` and ``Rate`` are pydantic field types built on the two parsers, so every
 model (settings, rule keys, action params) reads units the same way and documents them
 the same way in ``hookwise schema``.
 """
@@ -24,6 +25,10 @@ _NUMBER = r"(?:\d+(?:\.\d+)?|\.\d+)"
 DURATION_PATTERN = rf"^(?:{_NUMBER}|(?:{_NUMBER}(?:ms|s|m|h|d))+)$"
 #: A plain number of bytes, or a number with a binary unit.
 SIZE_PATTERN = rf"^{_NUMBER}(?:B|KiB|MiB|GiB)?$"
+
+#: Calls per period: "50/s", "600/m", "1000/h", "0.5/s".
+RATE_PATTERN = rf"^{_NUMBER}/(?:s|m|h|d)$"
+_RATE_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 _DURATION_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d)")
 _SIZE = re.compile(rf"({_NUMBER})([A-Za-z]*)")
@@ -53,6 +58,21 @@ def parse_size(value: Any) -> int:
     if not number.is_integer():
         raise ValueError(f"a size must be a whole number of bytes, got {value!r}")
     return int(number)
+
+
+def parse_rate(value: Any) -> float:
+    """Calls per second in ``value``: ``"50/s"``, ``"600/m"``, ``"1000/h"``, ``"20000/d"``
+    or a number (per second). Raises ``ValueError`` unless it is above 0."""
+    if isinstance(value, str):
+        if not re.fullmatch(RATE_PATTERN, value.strip()):
+            raise ValueError(f"invalid rate {value!r}: use calls per period, e.g. '50/s', '600/m', '1000/h'")
+        count, _, period = value.strip().partition("/")
+        rate = float(count) / _RATE_PERIODS[period]
+    else:
+        rate = _non_negative(value, "rate")
+    if rate <= 0:
+        raise ValueError(f"a rate must be above 0, got {value!r}")
+    return rate
 
 
 def _non_negative(value: Any, what: str) -> float:
@@ -104,4 +124,15 @@ Size = Annotated[
     int,
     BeforeValidator(parse_size),
     WithJsonSchema(_schema(SIZE_PATTERN, "integer", "A size: 512KiB, 1MiB, 1GiB, or a number of bytes."), mode="validation"),
+]
+
+#: Calls per second, as a float; written ``"50/s"``, ``"600/m"``, ``"1000/h"`` or a number per second.
+Rate = Annotated[
+    float,
+    BeforeValidator(parse_rate),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": RATE_PATTERN}, {"type": "number", "exclusiveMinimum": 0}],
+         "description": "A rate: calls per period, e.g. 50/s, 600/m, 1000/h, or a number per second."},
+        mode="validation",
+    ),
 ]

@@ -15,12 +15,16 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .action import Context
-from .errors import ConfigError, Fail, ParamsError, RenderError, Retry, StoreError
+from .delivery import Delivery
+from .errors import ConfigError, Defer, Fail, ParamsError, RenderError, Retry, StoreError
 from .events import Event
+from .hover import HoverClient, SharedClient
 from .ids import derived_id
 from .loader import Loaded
 from .logs import step_fields
@@ -73,14 +77,22 @@ class Worker:
     the rule version that created them). ``clock`` (unix seconds) times steps: their time
     limits, when they started and finished, when an emitted event was stored; give the
     store the same one. How often the worker looks for work is real time all the same.
+    ``delivery`` is the process's delivery control (made from the config's ``http:`` when
+    not given).
     """
 
     def __init__(
-        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 16, poll: float = 0.25, metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.time,
+        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 128, poll: float = 0.25,
+        metrics: Metrics | None = None, clock: Callable[[], float] = time.time, delivery: Delivery | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
+        self.delivery = delivery if delivery is not None else Delivery(loaded().config.settings.http)
+        # Steps waiting for a free slot of their host, kept here (their claims renewed, no
+        # thread held) and started again the moment a call to that host ends.
+        self._parked: dict[str, deque[_InFlight]] = {}
+        self._parked_lock = threading.Lock()
+        self.delivery.listen(self._unpark)
         self.metrics = metrics
         self.loaded = loaded
         self.concurrency = concurrency
@@ -100,8 +112,8 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._rules_by_version: dict[str, Rule] = {}
         self._renewed = 0.0
-        self._hover: tuple[Any, Any] | None = None
-        self._hover_lock = threading.Lock()
+        #: the process's Hover client, for the hover action; closed when replaced and on stop
+        self.hover = SharedClient(store)
         self._stop_timeout = 30.0
 
     # --- life cycle ---------------------------------------------------------------------
@@ -137,6 +149,7 @@ class Worker:
         out, and are then run again by whichever worker claims them."""
         self._stop_timeout = timeout
         self._stopping.set()
+        self._release_parked()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout + 5)
@@ -144,6 +157,7 @@ class Worker:
         self._closed = True
         for _ in range(self.concurrency):
             self._queued.put(None)
+        self.hover.close()  # once no step that still runs uses it
 
     # --- the dispatcher loop --------------------------------------------------------------
 
@@ -356,8 +370,49 @@ class Worker:
                 flight.finished = True
                 with self._busy_lock:
                     self._busy -= 1
+            if result.waits_for is not None and self._park(flight, result.waits_for):
+                continue
             self._finished.put((flight, result))
             self._wake.set()
+
+    # --- steps waiting for a slot of their host (delivery control) -------------------------
+
+    def _park(self, flight: _InFlight, host: str) -> bool:
+        """Keep ``flight`` until a call to ``host`` ends; false when it should go back to
+        the store instead (stopping, or enough are waiting here already)."""
+        with self._parked_lock:
+            waiting = self._parked.setdefault(host, deque())
+            if self._stopping.is_set() or len(waiting) >= self.concurrency:
+                return False
+            flight.started, flight.finished = None, False  # no time limit while it waits
+            waiting.append(flight)
+        with self._busy_lock:  # it still takes room in the claim budget: no more is claimed than can wait
+            self._busy += 1
+        if self.delivery.room(host):  # a call ended before it was parked: no wake-up would come
+            self._unpark(host)
+        return True
+
+    def _unpark(self, host: str) -> None:
+        """A call to ``host`` ended: start the step that waited longest for it."""
+        with self._parked_lock:
+            waiting = self._parked.get(host)
+            flight = waiting.popleft() if waiting else None
+            if flight is None or self._stopping.is_set():
+                return
+        self._queued.put(flight)
+
+    def _release_parked(self) -> None:
+        """On stop: the waiting steps go back to the store, due now, no attempt spent."""
+        with self._parked_lock:
+            flights = [flight for waiting in self._parked.values() for flight in waiting]
+            self._parked.clear()
+        now = self.clock()
+        with self._busy_lock:
+            self._busy -= len(flights)
+        for flight in flights:
+            flight.finished = True
+            back = StepResult(task=flight.task, outcome="deferred", retry_in=0.0, started_at=now, finished_at=now)
+            self._finished.put((flight, back))
 
     def _execute(self, task: StepTask, started: float) -> StepResult:
         rule = self._rule(task)
@@ -372,9 +427,14 @@ class Worker:
                 return self._success(task, rule, "skipped", None, None, started)
             params = apply_overrides(step.params.render(context), task.overrides)
             model = loaded.registry.validate(step.action, params)
-            with loaded.actions.use(step.action) as action:
-                output = action.run(model, self._context(task, rule, step.timeout))
+            with loaded.actions.use(step.action) as action, self._hover_for(loaded, step.action) as hover:
+                output = action.run(model, self._context(task, rule, step.timeout, hover))
             output = _checked_output(output)
+        except Defer as exc:  # nothing was sent: back to the store, the attempt not spent
+            log.debug("run %s step %s deferred %.2fs: %s", task.run_id, task.index, exc.after, exc,
+                      extra=step_fields(task, started))
+            return StepResult(task=task, outcome="deferred", retry_in=exc.after, started_at=started,
+                              finished_at=self.clock(), waits_for=exc.host)
         except Retry as exc:
             return self._failure(task, str(exc), exc.after, started, params=params, rule=rule)
         except (Fail, RenderError, ParamsError) as exc:
@@ -414,26 +474,26 @@ class Worker:
             continue_on_error=bool(step and step.continue_on_error), step_count=len(rule.steps) if rule else 0,
         )
 
-    def _context(self, task: StepTask, rule: Rule, timeout: float) -> Context:
+    def _context(self, task: StepTask, rule: Rule, timeout: float, hover: HoverClient | None) -> Context:
         logger = logging.LoggerAdapter(logging.getLogger("hookwise.action"), step_fields(task))
         return Context(
             event=task.event, run_id=task.run_id, step_id=task.step_id, attempt=task.attempt,
             idempotency_key=task.idempotency_key, logger=logger, rule=rule.name, timeout=timeout,
             emit=lambda type_, data, source, delay: self._emit(task, type_, data, source, delay),
-            store=self.store, hover=self._hover_client() if task.action == "hover" else None,
-            mask=self.loaded().masker.mask_value,
+            store=self.store, hover=hover,
+            delivery=self.delivery, secret=self._secret, mask=self.loaded().masker.mask_value,
         )
 
-    def _hover_client(self) -> Any:
-        """The process's Hover client: one, so its rate limit holds for the process; made
-        anew when a reload changes the ``hover:`` settings."""
-        settings = self.loaded().config.settings.hover
-        with self._hover_lock:
-            if self._hover is None or self._hover[0] != settings:
-                from .hover import HoverClient
+    def _secret(self, text: str) -> bool:
+        return self.loaded().masker.mask(text) != text
 
-                self._hover = (settings, HoverClient(settings, self.store))
-            return self._hover[1]
+    def _hover_for(self, loaded: Loaded, action: str) -> AbstractContextManager[HoverClient | None]:
+        """The process's Hover client for a hover step, held while it runs (one, so its
+        rate limit holds for the process; made anew when a reload changes the ``hover:``
+        settings); None for the other actions."""
+        if action != "hover":
+            return nullcontext()
+        return self.hover.use(loaded.config.settings.hover)
 
     def _emit(self, task: StepTask, type_: str, data: Any, source: str, delay: float) -> str:
         now = self.clock()

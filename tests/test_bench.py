@@ -318,6 +318,60 @@ def test_the_hooks_files_work_with_the_real_webhook(tmp_path: Path) -> None:
             peer.stop(proc)
 
 
+def test_remote_targets_judge_the_100ms_figures() -> None:
+    from bench.__main__ import targets
+
+    results = {
+        "ingest": {"64": {"rps_ratio": 0.9, "p99_ratio": 2.0}},
+        "end_to_end": {"max": {"events_per_s": 2315.0}, "half_rate": {"p99_ms": 50.7}},
+        "matching": [{"rules": 10000, "us_per_event": 17.5}],
+        "memory": {"rss_mib": 64.8, "stored": 100_159, "trend_mib_per_10k": 0.2},
+        "remote": {
+            "hookwise": {"events_per_s": 1100.0, "lost": 0, "answered_2xx": 3000, "delivered": 3000, "events": 3000},
+            "ratio": 5.5,
+        },
+    }
+    rows = {target: (figure, met) for target, figure, met in targets(results)}
+    assert rows["100 ms sink, defaults: >= 1,000 events/s"] == ("1100/s", True)
+    assert rows["100 ms sink: >= 6x webhook + curl"] == ("5.5x", False)
+    assert rows["100 ms sink: none lost"] == ("0 of 3000", True)
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_the_remote_projects_load_and_post_each_event_to_the_sink(tmp_path: Path, wide: bool) -> None:
+    from bench import remote
+
+    loaded = load(remote.write_project(tmp_path, 4321, remote.WIDE_CONFIG if wide else remote.CONFIG))
+    body = {"event": "job-state-changed-v2", "job_id": 7, "state": "processing"}
+    result = dry_run(loaded, body, "bench", {"Content-Type": "application/json"})
+    (step,) = result["actions"]
+    assert (step["action"], step["params"]["url"], step["params"]["json"]) == ("http", "http://127.0.0.1:4321/sink", body)
+    hosts = loaded.config.settings.http.hosts
+    assert (hosts["127.0.0.1"].concurrency == 128) if wide else (hosts == {})
+
+
+@pytest.mark.skipif((shutil.which("webhook") is None or shutil.which("curl") is None) and not os.environ.get("CI"),
+                    reason="webhook or curl (Debian packages) is not installed")
+def test_the_curl_hook_posts_each_payload_to_the_sink(tmp_path: Path) -> None:
+    from bench import remote
+
+    from .support import Sink, post
+
+    sink = Sink()
+    hooks = tmp_path / "hooks.json"
+    hooks.write_text(json.dumps(remote.peer_hooks(sink.port, wait=True)))
+    port = peer.free_port()
+    proc = peer.start_webhook(shutil.which("webhook") or "webhook", port, hooks)
+    try:
+        status, _ = post(f"http://127.0.0.1:{port}/hooks/bench", json.dumps({"job_id": 7, "state": "processing"}))
+        (hit,) = sink.wait_for(1, timeout=10)
+    finally:
+        peer.stop(proc)
+        sink.close()
+    assert status == 200
+    assert (hit.method, hit.path, hit.json()) == ("POST", "/sink", {"job_id": 7, "state": "processing"})
+
+
 # --- the web UI's pages ----------------------------------------------------------------
 
 def test_ui_summary_is_the_median_and_the_worst() -> None:

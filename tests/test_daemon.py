@@ -206,6 +206,20 @@ def test_hookwise_send_signs_and_posts(tmp_path: Path, sink: Sink) -> None:
         assert d.stop() == 0, d.output()
 
 
+def test_hookwise_send_to_nothing_says_so_in_one_line_without_the_token(tmp_path: Path, sink: Sink) -> None:
+    config = write_config(tmp_path, sink)
+    open_source = "open: {type: 'body:type', id: 'body:id', verify: none}"
+    assert open_source in config.read_text()
+    config.write_text(config.read_text().replace(open_source, "open: {type: 'body:type', id: 'body:id', token: s3cret-token}"))
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"type": "order.created", "id": "sent-1"}))
+    url = f"http://127.0.0.1:{free_port()}/hooks/open"
+    command = [sys.executable, "-m", "engine", "send", "-c", str(config), "--source", "open", str(event), "--url", url]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: cannot reach {url}?****: cannot connect: Connection refused"]
+
+
 def test_sigterm_drains_and_exits_zero(tmp_path: Path, sink: Sink) -> None:
     d = DaemonProcess(write_config(tmp_path, sink), free_port())
     d.wait_ready()

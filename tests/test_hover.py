@@ -23,7 +23,7 @@ from engine.action import Context
 from engine.config import Hover
 from engine.errors import Fail, HookwiseError, Retry, UsageError
 from engine.events import Event
-from engine.hover import NOT_LOGGED_IN, HoverClient, RateLimiter
+from engine.hover import NOT_LOGGED_IN, HoverClient, RateLimiter, SharedClient
 from engine.hover_commands import hover_group
 from engine.store import HoverTokens, Store, open_store
 
@@ -395,6 +395,32 @@ def test_the_rate_limit_holds_across_threads() -> None:
     for t in threads:
         t.join(10)
     assert sorted(outcomes) == ["ok"] * 5 + ["retry"] * 7
+
+
+# --- the process's client ------------------------------------------------------------------
+
+
+def test_the_shared_client_is_one_per_settings_and_closes_the_one_replaced_once_no_call_uses_it(
+    fake: FakeHover, store: Store,
+) -> None:
+    fake.add_job(42)
+    logged_in(fake, store).close()
+    shared = SharedClient(store)
+    with shared.use(settings(fake)) as first:
+        with shared.use(settings(fake)) as same:
+            assert same is first
+        with shared.use(settings(fake, client_id="another-client")) as second:  # a reload changed the settings
+            assert second is not first
+            assert first.request("GET", "/api/v3/jobs/42", timeout=5)[0] == 200  # still in use: still open
+    with pytest.raises(Retry, match="the client is closed"):
+        first.request("GET", "/api/v3/jobs/42", timeout=5)
+    with shared.use(settings(fake, client_id="another-client")) as current:
+        assert current is second
+        shared.close()  # the process stops while a call still uses it
+        assert current.request("GET", "/api/v3/jobs/42", timeout=5)[0] == 200
+    with pytest.raises(Retry, match="the client is closed"):
+        second.request("GET", "/api/v3/jobs/42", timeout=5)
+    assert job_calls(fake) == [200, 200]
 
 
 # --- webhooks ------------------------------------------------------------------------------

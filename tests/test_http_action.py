@@ -10,7 +10,9 @@ import json
 import logging
 import socket
 import sys
+import threading
 import time
+from dataclasses import replace
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -21,11 +23,15 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from actions.http import MAX_BODY, HttpAction, HttpParams, refusal_reason, retry_after, safe_url
+from actions.http import (
+    MAX_BODY, HttpAction, HttpParams, _first_request, _redirected, refusal_reason, retry_after, safe_url,
+)
 from engine.action import Context
 from engine.config import Settings
 from engine.errors import ConfigError, Fail, Retry
 from engine.events import Event
+
+from .malicious import RawServer, reply
 
 # -- an audit hook to see every socket.connect (hooks cannot be removed: it only records
 #    while a test has switched it on) ----------------------------------------------------
@@ -282,13 +288,21 @@ def test_connection_refused_is_retried(action: HttpAction) -> None:
 
 
 def test_a_read_timeout_is_retried(web: HTTPServer, action: HttpAction) -> None:
+    answer = threading.Event()
+
     def slow(request: Request) -> Response:
-        time.sleep(0.6)
+        answer.wait(10)
         return Response("late")
 
     web.expect_request("/slow").respond_with_handler(slow)
     with pytest.raises(Retry, match=r"timed out after 0.1s waiting for the response"):
         call(action, url=web.url_for("/slow"), timeout=0.1)
+    # The late answer is logged before the test ends, not in a later test's log of the server.
+    answer.set()
+    deadline = time.monotonic() + 10
+    while not web.log and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r.path for r, _ in web.log] == ["/slow"]
 
 
 def test_a_body_over_1_mib_is_cut_and_marked_truncated(web: HTTPServer, action: HttpAction) -> None:
@@ -364,6 +378,97 @@ def test_authorization_is_kept_on_the_same_host_and_dropped_on_another(web: HTTP
     assert "authorization" not in other["headers"]
 
 
+CREDENTIALS = {"Cookie": "sid=1", "X-Api-Key": "k-1", "X-Crm": "from-a-s3cret", "Proxy-Authorization": "Basic eDp5"}
+NOT_CREDENTIALS = {"X-Trace": "t-1", "Accept": "application/json"}
+
+
+def secret_context() -> Context:
+    """A step whose config holds the secret ``s3cret`` (as the worker's context says)."""
+    return replace(context(), secret=lambda text: "s3cret" in text)
+
+
+def test_credentials_are_kept_on_the_same_origin(web: HTTPServer, action: HttpAction) -> None:
+    web.expect_request("/echo").respond_with_handler(echo)
+    redirect(web, "/same", 307, "/echo")
+    seen = call(action, secret_context(), url=web.url_for("/same"), auth={"bearer": "t0k"}, follow_redirects=True,
+                headers={**CREDENTIALS, **NOT_CREDENTIALS})["json"]["headers"]
+    assert seen["authorization"] == ["Bearer t0k"]
+    assert {name.lower(): [value] for name, value in {**CREDENTIALS, **NOT_CREDENTIALS}.items()}.items() <= seen.items()
+
+
+def test_credentials_are_dropped_on_a_hop_to_another_host(web: HTTPServer, make: Callable[..., HttpAction]) -> None:
+    web.expect_request("/echo").respond_with_handler(echo)
+    redirect(web, "/other", 302, f"http://localhost:{web.port}/echo")
+    seen = call(make(allow_private=True), secret_context(), url=web.url_for("/other"), auth={"bearer": "t0k"},
+                follow_redirects=True, headers={**CREDENTIALS, **NOT_CREDENTIALS})["json"]["headers"]
+    assert {"authorization", "cookie", "x-api-key", "x-crm", "proxy-authorization"}.isdisjoint(seen)
+    assert seen["x-trace"] == ["t-1"] and seen["accept"] == ["application/json"]
+    assert seen["idempotency-key"] == ["run-1-call"]
+
+
+def test_credentials_are_dropped_on_a_hop_to_another_port(web: HTTPServer, action: HttpAction) -> None:
+    other = RawServer([(reply("200 OK", b"{}"), "keep")])
+    try:
+        redirect(web, "/port", 308, other.url("/there"))
+        call(action, secret_context(), url=web.url_for("/port"), method="POST", json={}, auth={"basic": ["u", "p"]},
+             follow_redirects=True, headers={**CREDENTIALS, **NOT_CREDENTIALS})
+        lines = [line.lower() for line in other.requests[0].split(b"\r\n")]
+    finally:
+        other.stop()
+    assert lines[0] == b"post /there http/1.1"
+    dropped = (b"authorization", b"cookie", b"x-api-key", b"x-crm", b"proxy-auth")
+    assert not [line for line in lines if line.startswith(dropped)]
+    assert b"x-trace: t-1" in lines
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "dropped"),
+    [
+        ("http://h.example/a", "https://h.example/b", True),  # scheme (and default port)
+        ("https://h.example/a", "http://h.example:443/b", True),  # scheme alone
+        ("https://h.example/a", "https://h.example:8443/b", True),  # port
+        ("https://h.example/a", "https://H.EXAMPLE:443/b", False),  # the same origin, written otherwise
+        ("https://h.example/a", "/b", False),
+    ],
+)
+def test_the_origin_is_scheme_host_and_port(old: str, new: str, dropped: bool) -> None:
+    params = {"url": old, "headers": {"Cookie": "c", "X-Trace": "t"}, "auth": {"bearer": "b"}}
+    first = _first_request(HttpParams.model_validate(params), "key", None)
+    hop = _redirected(first, 302, new)
+    assert ("Authorization" not in hop.headers and "Cookie" not in hop.headers) is dropped
+    assert hop.headers["X-Trace"] == "t"
+
+
+def test_userinfo_in_a_redirect_becomes_basic_auth_for_that_hop(
+    web: HTTPServer, make: Callable[..., HttpAction],
+) -> None:
+    web.expect_request("/echo").respond_with_handler(echo)
+    redirect(web, "/ui", 302, f"http://bob:pw@localhost:{web.port}/echo")
+    out = call(make(allow_private=True), url=web.url_for("/ui"), auth={"bearer": "t0k"}, follow_redirects=True)
+    seen = out["json"]["headers"]
+    assert seen["authorization"] == ["Basic Ym9iOnB3"]  # bob:pw, not the first origin's bearer token
+
+
+def test_a_location_with_spaces_is_encoded(web: HTTPServer, action: HttpAction) -> None:
+    redirect(web, "/sp", 302, "/a b?c d")
+    web.expect_request("/a b").respond_with_handler(echo)
+    call(action, url=web.url_for("/sp"), follow_redirects=True)
+    request = web.log[-1][0]
+    assert request.environ["RAW_URI"] == "/a%20b?c%20d"
+
+
+def test_a_location_with_control_characters_is_refused() -> None:
+    server = RawServer([(b"HTTP/1.1 302 Found\r\nLocation: /a\x01b\r\nContent-Length: 0\r\n\r\n", "keep")])
+    action = HttpAction(Settings.model_validate({"http": {"allow_hosts": ["127.0.0.1"]}}))
+    try:
+        with pytest.raises(Fail, match="redirected to a Location with control characters"):
+            call(action, url=server.url("/x"), follow_redirects=True)
+    finally:
+        action.close()
+        server.stop()
+    assert len(server.requests) == 1
+
+
 def test_more_than_10_redirects_fail(web: HTTPServer, action: HttpAction) -> None:
     redirect(web, "/loop", 302, "/loop")
     with pytest.raises(Fail, match="stopped after 10 redirects"):
@@ -394,12 +499,14 @@ def test_loopback_is_refused_by_default(web: HTTPServer) -> None:
     assert web.log == []
 
 
-def test_a_host_name_is_judged_by_the_address_actually_connected_to(web: HTTPServer, make: Callable[..., HttpAction], connects: list[Any]) -> None:
+def test_a_host_name_is_judged_by_what_it_resolves_to_before_connecting(
+    web: HTTPServer, make: Callable[..., HttpAction], connects: list[Any],
+) -> None:
     web.expect_request("/echo").respond_with_handler(echo)
     with pytest.raises(Fail, match=r"refusing to connect to localhost at (127\.0\.0\.1|::1) \(a loopback address\)"):
         call(make(), url=f"http://localhost:{web.port}/echo")
-    assert connects  # it did connect (the name is not judged by a lookup of its own) ...
-    assert web.log == []  # ... and sent nothing
+    assert connects == []  # not even a TCP handshake towards it
+    assert web.log == []
 
 
 def test_https_is_refused_before_the_tls_handshake(web: HTTPServer, make: Callable[..., HttpAction]) -> None:
@@ -518,7 +625,7 @@ def test_userinfo_and_query_are_masked_in_messages(action: HttpAction) -> None:
     with pytest.raises(Retry) as caught:
         call(action, url=f"http://alice-user:s3cret@127.0.0.1:{closed_port()}/hook?token=t0psecret", timeout=2)
     message = str(caught.value)
-    assert "http://****@127.0.0.1:" in message
+    assert "http://127.0.0.1:" in message
     assert "/hook?****" in message
     assert "s3cret" not in message and "alice-user" not in message and "t0psecret" not in message
 

@@ -14,6 +14,8 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.config import Http
+from engine.delivery import Delivery
 from engine.events import Event
 from engine.ingest import Ingest
 from engine.loader import Current, load
@@ -104,10 +106,12 @@ class Served:
         (tmp / "config.yaml").write_text(CONFIG)
         loaded = load(tmp / "config.yaml", {})
         self.store = open_store(loaded.config.store_url())
-        self.metrics = Metrics(self.store.queue_counts)
+        breaker = Http.model_validate({"breaker": {"failures": 2, "cooldown": "30s"}})
+        self.delivery = Delivery(breaker, clock=lambda: 100.0)
+        self.metrics = Metrics(self.store.queue_counts, self.delivery.hosts)
         self.ingest = Ingest(self.store)
         self.port = free_port()
-        app = create_app(Current(loaded), self.ingest, Health(), self.store, self.metrics)
+        app = create_app(Current(loaded), self.ingest, Health(), self.store, self.metrics, self.delivery.hosts)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", access_log=False, lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -197,6 +201,23 @@ def test_queue_depth_is_read_from_the_store_when_scraped(served: Served) -> None
         (("queue", "office"), ("status", "claimed")): 0, (("queue", "office"), ("status", "dead")): 0,
         (("queue", "office"), ("status", "done")): 0, (("queue", "office"), ("status", "waiting")): 1,
     }
+
+
+def test_destination_hosts_and_their_breakers_are_in_the_metrics_and_the_api(served: Served) -> None:
+    _, before = served.scrape()
+    assert not any(name.startswith("hookwise_host_") for name, _ in before)  # no call yet, no series
+    for n in range(2):
+        served.delivery.done(served.delivery.admit("crm.example.com", f"k{n}"), False)
+    served.delivery.admit("fine.example.com", "k")
+    _, found = served.scrape()
+    assert value(found, "hookwise_host_breaker", host="crm.example.com", state="open") == 1
+    assert value(found, "hookwise_host_breaker", host="crm.example.com", state="closed") == 0
+    assert value(found, "hookwise_host_failures_total", host="crm.example.com") == 2
+    assert value(found, "hookwise_host_in_flight", host="fine.example.com") == 1
+    with urllib.request.urlopen(served.url("/api/hosts"), timeout=10) as r:
+        hosts = {h["host"]: h for h in json.loads(r.read())["hosts"]}
+    assert (hosts["crm.example.com"]["breaker"], hosts["crm.example.com"]["retry_in_s"]) == ("open", 30.0)
+    assert (hosts["fine.example.com"]["breaker"], hosts["fine.example.com"]["in_flight"]) == ("closed", 1)
 
 
 def test_an_app_without_metrics_has_no_metrics_endpoint(tmp_path: Path) -> None:

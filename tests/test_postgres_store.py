@@ -214,6 +214,31 @@ def test_extended_leases_keep_the_claim(store: Store, clock: Clock) -> None:
     assert run is not None and run["status"] == "succeeded"
 
 
+def test_a_deferred_step_is_due_later_without_spending_its_attempt(store: Store, clock: Clock) -> None:
+    run_id = matched_run(store, steps=1)
+    (task,) = store.claim_steps(10, 60)
+    assert task.attempt == 1
+    store.record_steps([result(task, "deferred", retry_in=300.0)])
+    assert store.claim_steps(10, 60) == []  # not due yet
+    (step,) = store.steps_of_run(run_id)
+    assert (step["status"], step["attempt"], step["error"]) == ("ready", 0, None)
+    assert store.next_due() == clock() + 300  # by the store's clock
+    store.record_steps([result(task, "deferred", retry_in=0.0)])  # a stale claim changes nothing
+    run = store.get_run(run_id)
+    assert run is not None and run["status"] == "active"
+    clock.advance(300)
+    (again,) = store.claim_steps(10, 60)
+    assert (again.run_id, again.attempt) == (task.run_id, 1)
+
+
+def test_a_step_deferred_now_is_claimed_again_with_the_same_attempt(store: Store) -> None:
+    matched_run(store, steps=1)
+    (task,) = store.claim_steps(10, 60)
+    store.record_steps([result(task, "deferred", retry_in=0.0)])
+    (again,) = store.claim_steps(10, 60)
+    assert (again.run_id, again.attempt) == (task.run_id, 1)
+
+
 def test_next_due_sees_steps_too(store: Store, clock: Clock) -> None:
     assert store.next_due() is None
     matched_run(store)

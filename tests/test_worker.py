@@ -13,12 +13,14 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from engine import operations
-from engine.errors import StoreError
+from engine.errors import Retry, StoreError
+from engine.hover import HoverClient
 from engine.loader import Current, load
 from engine.secrets import MASK
 from engine.store import Incoming, Store, open_store
 from engine.worker import Worker
 
+from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover
 from .support import Clock, Hit, Sink
 from .test_postgres_store import pg_database, pg_url  # noqa: F401  (fixtures)
 from .test_secrets import SECRET, SHOWN_FORMS
@@ -467,3 +469,31 @@ def test_actions_live_with_their_config_and_are_closed_when_it_is_retired_and_id
     h.worker.stop(5)
     h.current.close()  # the process stops
     assert h.plugin.CLOSED == [old, new]
+
+
+def test_the_hover_client_is_closed_when_a_reload_replaces_it_and_when_the_worker_stops(
+    harness: Callable[..., Harness],
+) -> None:
+    with FakeHover() as fake:
+        fake.add_job(42)
+        hover = (f"hover: {{base_url: '{fake.url}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}, "
+                 f"redirect_uri: '{REDIRECT_URI}'}}\n")
+        h = harness("rules:\n  - {name: r, event: go, actions: [{hover: {path: /api/v3/jobs/42}}]}\n", config=hover)
+        login = HoverClient(h.current().config.settings.hover, h.store)
+        login.exchange_code(fake.authorize())
+        login.close()
+        assert h.finished_run(h.put("go", {}))["status"] == "succeeded"
+        with h.worker.hover.use(h.current().config.settings.hover) as first:  # the client that step used
+            pass
+        config = h.root / "config.yaml"
+        config.write_text(config.read_text().replace(f"client_id: {CLIENT_ID}", "client_id: another-client"))
+        h.current.swap(load(config, {}))  # a reload that changes the hover: settings
+        assert h.finished_run(h.put("go", {}))["status"] == "succeeded"
+        with pytest.raises(Retry, match="the client is closed"):
+            first.request("GET", "/api/v3/jobs/42", timeout=5)
+        with h.worker.hover.use(h.current().config.settings.hover) as second:
+            assert second is not first
+        h.worker.stop(5)
+        with pytest.raises(Retry, match="the client is closed"):
+            second.request("GET", "/api/v3/jobs/42", timeout=5)
+        assert [c.status for c in fake.api_calls("/api/v3/jobs/42")] == [200, 200]

@@ -148,10 +148,11 @@ class Store(Protocol):
 
     def record_steps(self, results: Sequence[StepResult]) -> list[Unrecorded]:
         """Record step outcomes, advance or finish their runs; results of claims that
-        were lost to another worker are ignored. A result the store cannot hold fails
-        alone: the others are recorded, and it comes back, with the reason, its step left
-        as it was (the caller records the attempt as failed). Raises :class:`StoreError`
-        when the store cannot record anything now."""
+        were lost to another worker are ignored. A ``deferred`` result makes its step ready
+        again ``retry_in`` seconds from now and gives back the attempt it was claimed for.
+        A result the store cannot hold fails alone: the others are recorded, and it comes
+        back, with the reason, its step left as it was (the caller records the attempt as
+        failed). Raises :class:`StoreError` when the store cannot record anything now."""
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
         """Keep the claims of steps that are still running for ``lease`` more seconds."""

@@ -555,6 +555,10 @@ def _record_step(db: Connection, r: StepResult) -> None:
     """Record one outcome; a result whose claim is no longer current (the step's attempt
     changed, or it is not running any more) changes nothing."""
     t = r.task
+    if r.outcome == "deferred":
+        db.execute(Q["defer_step"], {"run_id": t.run_id, "idx": t.index, "attempt": t.attempt,
+                                     "retry_in": float(r.retry_in or 0.0)})
+        return
     key = {"run_id": t.run_id, "idx": t.index, "attempt": t.attempt, "params": _dumps(r.params), "finished_at": r.finished_at}
     if r.outcome in ("succeeded", "skipped"):
         if _finish_step(db, key, r.outcome, _dumps(r.output), None):

@@ -331,6 +331,9 @@ class SQLiteStore:
     def _record_step(self, db: sqlite3.Connection, r: StepResult, now: float) -> None:
         t = r.task
         key = (t.run_id, t.index, t.attempt)
+        if r.outcome == "deferred":
+            db.execute(Q["defer_step"], (now + (r.retry_in or 0.0), *key))
+            return
         params = _dumps(r.params)
         if r.outcome in ("succeeded", "skipped"):
             if db.execute(Q["finish_step"], (r.outcome, _dumps(r.output), params, None, r.finished_at, *key)).rowcount:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
@@ -19,7 +19,7 @@ from .. import operations as ops
 from ..api import item_json
 from ..dryrun import dry_run
 from ..errors import Fail, ParamsError, Retry, UsageError
-from ..hover import HoverClient
+from ..hover import HoverClient, SharedClient
 from ..loader import Loaded
 from ..store import QueueItem, Store
 from ..units import parse_duration
@@ -33,6 +33,8 @@ DEFAULT_LEASE = "30m"
 HOVER_TIMEOUT = 15.0
 QUEUE_STATUSES = ("waiting", "claimed", "done", "dead")
 
+T = TypeVar("T")
+
 
 class Ui:
     """The pages, over one store and the current rules."""
@@ -43,7 +45,7 @@ class Ui:
         self.clock = clock
         self.sessions = Sessions(lambda: current().config.settings.api.token, clock)
         self.site = Site(current, self.sessions)
-        self._hover: tuple[Any, HoverClient] | None = None
+        self._hover = SharedClient(store)  # one Hover client while the ``hover:`` settings stay the same
 
     def routes(self) -> list[BaseRoute]:
         page = self.site.page
@@ -368,7 +370,7 @@ class Ui:
         remote_error = None
         if page.query("remote") and account["connected"]:
             try:
-                rows = await run_in_threadpool(lambda: self._client(page.loaded).list_webhooks(timeout=HOVER_TIMEOUT))
+                rows = await run_in_threadpool(self._hover_call, page.loaded, lambda c: c.list_webhooks(timeout=HOVER_TIMEOUT))
                 account["webhooks"] = page.loaded.masker.mask_value(rows)
             except (Fail, Retry) as exc:
                 remote_error = page.loaded.masker.mask(str(exc))
@@ -397,7 +399,7 @@ class Ui:
             )
         # The login `hookwise hover login` starts: its state kept in the store, for
         # GET /hover/callback (engine/hover_callback.py) to take when Hover sends the browser back.
-        _, url = await run_in_threadpool(self._client(page.loaded).start_login)
+        _, url = await run_in_threadpool(self._hover_call, page.loaded, lambda c: c.start_login())
         return RedirectResponse(url, status_code=303)
 
     async def register(self, page: Page) -> Response:
@@ -408,7 +410,7 @@ class Ui:
             )
         try:
             hook = await run_in_threadpool(
-                lambda: self._client(page.loaded).register_webhook(url, source=source, timeout=HOVER_TIMEOUT)
+                self._hover_call, page.loaded, lambda c: c.register_webhook(url, source=source, timeout=HOVER_TIMEOUT)
             )
         except (Fail, Retry) as exc:
             return await self._hover_page(page, 502, register_error=page.loaded.masker.mask(str(exc)), url=url)
@@ -417,12 +419,11 @@ class Ui:
             registered={"id": hook.get("id"), "url": hook.get("url") or url, "hmac_secret": hook.get("hmac_secret")},
         )
 
-    def _client(self, loaded: Loaded) -> HoverClient:
-        """One Hover client while the ``hover:`` settings stay the same."""
-        settings = loaded.config.settings.hover
-        if self._hover is None or self._hover[0] != settings:
-            self._hover = (settings, HoverClient(settings, self.store))
-        return self._hover[1]
+    def _hover_call(self, loaded: Loaded, call: Callable[[HoverClient], T]) -> T:
+        """``call`` made with the Hover client of ``loaded``'s settings (in a thread: it
+        does I/O)."""
+        with self._hover.use(loaded.config.settings.hover) as client:
+            return call(client)
 
 
 def _local(target: str | None) -> str:

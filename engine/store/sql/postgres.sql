@@ -315,6 +315,12 @@ UPDATE steps SET status = 'ready', due_at = {now} + %(retry_in)s,
     params = %(params)s, error = %(error)s, finished_at = %(finished_at)s
 WHERE run_id = %(run_id)s AND idx = %(idx)s AND status = 'running' AND attempt = %(attempt)s;
 
+-- name: defer_step
+-- A claimed step that may not start now (delivery control): ready again later, and the
+-- attempt it was claimed for given back.
+UPDATE steps SET status = 'ready', due_at = {now} + %(retry_in)s, attempt = attempt - 1
+WHERE run_id = %(run_id)s AND idx = %(idx)s AND status = 'running' AND attempt = %(attempt)s;
+
 -- name: start_next_step
 UPDATE steps SET status = 'ready', due_at = {now} + %(delay)s
 WHERE run_id = %(run_id)s AND idx = %(idx)s AND status = 'waiting';

@@ -207,6 +207,12 @@ WHERE run_id = ? AND idx = ? AND status = 'running' AND attempt = ?;
 UPDATE steps SET status = 'ready', due_at = ?, params = ?, error = ?, finished_at = ?
 WHERE run_id = ? AND idx = ? AND status = 'running' AND attempt = ?;
 
+-- name: defer_step
+-- A claimed step that may not start now (delivery control): ready again later, and the
+-- attempt it was claimed for given back.
+UPDATE steps SET status = 'ready', due_at = ?, attempt = attempt - 1
+WHERE run_id = ? AND idx = ? AND status = 'running' AND attempt = ?;
+
 -- name: start_next_step
 UPDATE steps SET status = 'ready', due_at = ? WHERE run_id = ? AND idx = ? AND status = 'waiting';
 
