@@ -2,31 +2,37 @@
 
 With ``api.token`` set, every request needs ``Authorization: Bearer <token>``; without one,
 only loopback clients are answered. Errors are JSON with ``error`` and ``message``.
+
+Request bodies and query parameters are read through the models of
+:mod:`engine.api_models` (a refused one is answered 400 naming the field); each route
+carries its description (:class:`engine.openapi.Described`), from which ``/openapi.json``
+is made.
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import asdict
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import api_models as m
 from . import operations as ops
-from .bodies import finite
+from .bodies import Malformed, finite, parse_object
 from .errors import ParamsError, UsageError
 from .loader import Loaded
+from .openapi import Answer, Described, Operation, document
 from .proxies import from_loopback
 from .store import QueueItem, Store
-from .units import parse_duration
+from .validation import pydantic_problems
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-#: Lease of a claimed queue item unless the consumer asks for another.
-DEFAULT_QUEUE_LEASE = 300.0
+M = TypeVar("M", bound=BaseModel)
 
 
 class ApiError(Exception):
@@ -66,8 +72,9 @@ def guarded(current: Callable[[], Loaded], handler: Handler) -> Handler:
 
 
 def _detail(content: dict[str, Any]) -> JSONResponse:
-    """``content`` as JSON, even when a stored value holds ``NaN`` or ``Infinity`` (an
-    older version's event, a target's answer): then as text, which JSON can carry."""
+    """``content`` as JSON, even when a value holds ``NaN`` or ``Infinity`` (an older
+    version's event, a target's answer, a template's arithmetic): then as text, which JSON
+    can carry."""
     try:
         return JSONResponse(content)
     except ValueError:
@@ -88,48 +95,51 @@ def item_json(item: QueueItem) -> dict[str, Any]:
     return {**out, **{k: ops.iso(out[k]) for k in _ITEM_TIMES}}
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+def validated(model: type[M], data: Any) -> M:
+    """``data`` as ``model``; raises a 400 :class:`ApiError` naming each field that is wrong
+    (``rules[0]: Input should be a valid string``; ``rule: unknown key (did you mean 'rules'?)``)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(400, "bad_request", "; ".join(map(str, pydantic_problems(exc, model)))) from None
+
+
+async def _body(request: Request, model: type[M], current: Callable[[], Loaded]) -> M:
+    """The request's body as ``model``: a JSON object (read as an event's JSON body is:
+    strict, no deeper than ``server.max_depth``), or nothing, which is ``{}``."""
     raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    return body
+    data: dict[str, Any] = {}
+    if raw.strip():
+        try:
+            data = parse_object(raw, current().config.settings.server.max_depth)
+        except Malformed as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+    return validated(model, data)
 
 
-def _duration(body: dict[str, Any], key: str, default: float) -> float:
-    if key not in body:
-        return default
-    try:
-        return parse_duration(body[key])
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"{key}: {exc}") from None
+def _query(request: Request, model: type[M]) -> M:
+    """The query parameters as ``model`` (of a parameter given twice, the last)."""
+    return validated(model, dict(request.query_params))
 
 
 class QueueApi:
     """``/api/queues``: the work queues of the ``requeue`` action, for field tools."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, current: Callable[[], Loaded], store: Store) -> None:
+        self.current = current
         self.store = store
 
     async def list_queues(self, request: Request) -> Response:
         return JSONResponse({"queues": await run_in_threadpool(self.store.queue_counts)})
 
     async def list_items(self, request: Request) -> Response:
-        status = request.query_params.get("status")
-        if status not in (None, "waiting", "claimed", "done", "dead"):
-            raise ApiError(400, "bad_request", "status is one of waiting, claimed, done, dead")
-        limit = _limit(request.query_params.get("limit"))
-        items = await run_in_threadpool(self.store.list_queue_items, request.path_params["name"], status, limit)
+        q = _query(request, m.QueueItemsQuery)
+        items = await run_in_threadpool(self.store.list_queue_items, request.path_params["name"], q.status, q.limit)
         return JSONResponse({"items": [item_json(i) for i in items]})
 
     async def claim(self, request: Request) -> Response:
-        lease = _duration(await _json_body(request), "lease", DEFAULT_QUEUE_LEASE)
-        item = await run_in_threadpool(self.store.claim_queue_item, request.path_params["name"], lease)
+        body = await _body(request, m.ClaimRequest, self.current)
+        item = await run_in_threadpool(self.store.claim_queue_item, request.path_params["name"], body.lease)
         if item is None:
             return Response(status_code=204)
         return JSONResponse({"item": item_json(item)})
@@ -140,17 +150,13 @@ class QueueApi:
         return self._changed(item)
 
     async def fail(self, request: Request) -> Response:
-        body = await _json_body(request)
-        retry_in = _duration(body, "retry_in", 0.0)
-        error = body.get("error")
-        if error is not None and not isinstance(error, str):
-            raise ApiError(400, "bad_request", "error must be a string")
+        body = await _body(request, m.FailRequest, self.current)
         item_id = await self._claimed(request)
-        item = await run_in_threadpool(self.store.fail_queue_item, item_id, retry_in, error)
+        item = await run_in_threadpool(self.store.fail_queue_item, item_id, body.retry_in, body.error)
         return self._changed(item)
 
     async def _claimed(self, request: Request) -> str:
-        item_id = request.path_params["item"]
+        item_id: str = request.path_params["item"]
         item = await run_in_threadpool(self.store.get_queue_item, item_id)
         if item is None or item.queue != request.path_params["name"]:
             raise ApiError(404, "not_found", f"no item {item_id!r} in queue {request.path_params['name']!r}")
@@ -170,10 +176,10 @@ class InspectApi:
         self.store = store
 
     async def events(self, request: Request) -> Response:
-        q = request.query_params
+        q = _query(request, m.EventsQuery)
         page = await run_in_threadpool(
-            ops.list_events, self.current(), self.store, limit=_limit(q.get("limit"), 50), cursor=q.get("cursor"),
-            source=q.get("source"), type=q.get("type"), status=q.get("status"), since=q.get("since"), until=q.get("until"),
+            ops.list_events, self.current(), self.store, limit=q.limit, cursor=q.cursor, source=q.source, type=q.type,
+            status=q.status, since=q.since, until=q.until,
         )
         return JSONResponse(page)
 
@@ -185,20 +191,18 @@ class InspectApi:
         return _detail(detail)
 
     async def replay(self, request: Request) -> Response:
-        body = await _json_body(request)
-        rules = body.get("rules", [])
-        if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
-            raise ApiError(400, "bad_request", "rules must be a list of rule names")
+        body = await _body(request, m.ReplayRequest, self.current)
         event_id = request.path_params["id"]
-        new = await run_in_threadpool(ops.replay, self.current(), self.store, event_id, rules)
+        new = await run_in_threadpool(ops.replay, self.current(), self.store, event_id, body.rules)
         if new is None:
             raise ApiError(404, "not_found", f"no event {event_id!r}")
-        return JSONResponse({"event_id": new, "replay_of": event_id}, status_code=202)
+        return JSONResponse(m.ReplayAccepted(event_id=new, replay_of=event_id).model_dump(), status_code=202)
 
     async def runs(self, request: Request) -> Response:
-        q = request.query_params
-        found = await run_in_threadpool(ops.list_runs, self.current(), self.store, status=q.get("status"), rule=q.get("rule"),
-                                        limit=_limit(q.get("limit"), 50))
+        q = _query(request, m.RunsQuery)
+        found = await run_in_threadpool(
+            ops.list_runs, self.current(), self.store, status=q.status, rule=q.rule, limit=q.limit,
+        )
         return JSONResponse(found)
 
     async def run(self, request: Request) -> Response:
@@ -209,25 +213,17 @@ class InspectApi:
         return _detail(detail)
 
     async def retry(self, request: Request) -> Response:
-        body = await _json_body(request)
-        sets = body.get("set", {})
-        if not isinstance(sets, dict) or not all(isinstance(k, str) for k in sets):
-            raise ApiError(400, "bad_request", 'set must be an object: {"STEP.PARAM": value}')
-        parsed = []
-        for key, value in sets.items():
-            step, dot, param = key.partition(".")
-            if not dot or not step or not param:
-                raise ApiError(400, "bad_request", f"set: {key!r} is not STEP.PARAM")
-            parsed.append((step, param, value))
+        body = await _body(request, m.RetryRequest, self.current)
         try:
-            detail = await run_in_threadpool(ops.retry, self.current(), self.store, request.path_params["id"], parsed)
+            run_id = request.path_params["id"]
+            detail = await run_in_threadpool(ops.retry, self.current(), self.store, run_id, body.sets())
         except LookupError as exc:
             raise ApiError(404, "not_found", str(exc.args[0])) from None
         except ParamsError as exc:  # an edit the step's action would refuse: it would only die again
             raise ApiError(400, "bad_request", exc.message) from None
         except UsageError as exc:
             raise ApiError(409, "conflict", exc.message) from None
-        return JSONResponse(detail)
+        return _detail(detail)
 
     async def rules(self, request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(ops.rules_info, self.current(), self.store))
@@ -238,20 +234,11 @@ class InspectApi:
     async def dry_run(self, request: Request) -> Response:
         from .dryrun import dry_run, event_source
 
-        body = await _json_body(request)
+        body = await _body(request, m.DryRunRequest, self.current)
         loaded = self.current()
-        source = body.get("source")
-        if not isinstance(source, str) or not source:
-            raise ApiError(400, "bad_request", "source: the name of the source the event arrives on")
-        event_source(loaded, source)  # a source that does not exist: 400 naming the ones that do
-        event = body.get("event")
-        if not isinstance(event, (dict, list)):
-            raise ApiError(400, "bad_request", "event: the event body, a JSON object or array")
-        headers = body.get("headers", {})
-        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-            raise ApiError(400, "bad_request", "headers: an object of strings")
-        result = await run_in_threadpool(dry_run, loaded, event, source, {k.lower(): v for k, v in headers.items()})
-        return JSONResponse(result)
+        event_source(loaded, body.source)  # a source that does not exist: 400 naming the ones that do
+        headers = {k.lower(): v for k, v in body.headers.items()}
+        return _detail(await run_in_threadpool(dry_run, loaded, body.event, body.source, headers))
 
 
 def _hosts_endpoint(hosts: Callable[[], list[dict[str, Any]]] | None) -> Handler:
@@ -261,46 +248,102 @@ def _hosts_endpoint(hosts: Callable[[], list[dict[str, Any]]] | None) -> Handler
     return endpoint
 
 
-def _limit(text: str | None, default: int = 100) -> int:
-    if text is None:
-        return default
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise ApiError(400, "bad_request", "limit is a number from 1 to 1000")
-    return int(text)
+def _openapi_endpoint() -> Handler:
+    """``/openapi.json``: the description of the app's routes, made at the first request."""
+    made: list[dict[str, Any]] = []
+
+    async def endpoint(request: Request) -> Response:
+        if not made:
+            made.append(document(request.app.routes))
+        return JSONResponse(made[0])
+
+    return endpoint
+
+
+_EVENT = {"id": "The event's id."}
+_RUN = {"id": "The run's id."}
+_QUEUE = {"name": "The queue's name."}
+_ITEM = {**_QUEUE, "item": "The item's id."}
+
+
+def _found(model: type[BaseModel], text: str, missing: str | None = None) -> Mapping[int, Answer]:
+    return {200: Answer(text, model), **({404: Answer(missing, m.Error)} if missing else {})}
 
 
 def api_routes(
     current: Callable[[], Loaded], store: Store, hosts: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> list[Route]:
-    """The API's routes; ``hosts`` is the delivery control's state of each destination host
-    (``engine.delivery.Delivery.hosts``: this process's worker; an empty list without one)."""
-    queues = QueueApi(store)
-
-    def route(path: str, handler: Handler, method: str) -> Route:
-        return Route(path, guarded(current, handler), methods=[method])
-
+    """The API's routes, each with its description; ``hosts`` is the delivery control's
+    state of each destination host (``engine.delivery.Delivery.hosts``: this process's
+    worker; an empty list without one)."""
+    queues = QueueApi(current, store)
     inspect = InspectApi(current, store)
 
-    async def openapi(request: Request) -> Response:
-        from .openapi import spec
+    def route(path: str, handler: Handler, operation: Operation) -> Route:
+        return Described(path, guarded(current, handler), operation)
 
-        return JSONResponse(spec())
-
+    item_changed = {
+        200: Answer("the item", m.QueueItemAnswer), 404: Answer("no such item in the queue", m.Error),
+        409: Answer("the item is not claimed (its lease may have run out)", m.Error),
+    }
     return [
-        Route("/openapi.json", openapi, methods=["GET"]),
-        route("/api/events", inspect.events, "GET"),
-        route("/api/events/{id}", inspect.event, "GET"),
-        route("/api/events/{id}/replay", inspect.replay, "POST"),
-        route("/api/runs", inspect.runs, "GET"),
-        route("/api/runs/{id}", inspect.run, "GET"),
-        route("/api/runs/{id}/retry", inspect.retry, "POST"),
-        route("/api/rules", inspect.rules, "GET"),
-        route("/api/sources", inspect.sources, "GET"),
-        route("/api/dry-run", inspect.dry_run, "POST"),
-        route("/api/hosts", _hosts_endpoint(hosts), "GET"),
-        route("/api/queues", queues.list_queues, "GET"),
-        route("/api/queues/{name}", queues.list_items, "GET"),
-        route("/api/queues/{name}/claim", queues.claim, "POST"),
-        route("/api/queues/{name}/items/{item}/done", queues.done, "POST"),
-        route("/api/queues/{name}/items/{item}/fail", queues.fail, "POST"),
+        Described("/openapi.json", _openapi_endpoint(), Operation(
+            "GET", "This description", {200: Answer("the OpenAPI document", m.OpenApiDocument)}, secured=False,
+        )),
+        route("/api/events", inspect.events, Operation(
+            "GET", "Events, newest first, a page at a time", _found(m.EventsPage, "a page of events"),
+            query=m.EventsQuery,
+        )),
+        route("/api/events/{id}", inspect.event, Operation(
+            "GET", "An event with its explain record and runs", _found(m.EventDetail, "the event", "no such event"),
+            path=_EVENT,
+        )),
+        route("/api/events/{id}/replay", inspect.replay, Operation(
+            "POST", "Replay an event (through some rules only, when named)",
+            {202: Answer("the copy is stored", m.ReplayAccepted), 404: Answer("no such event", m.Error)},
+            path=_EVENT, body=m.ReplayRequest,
+        )),
+        route("/api/runs", inspect.runs, Operation(
+            "GET", "Runs, the latest changed first", _found(m.Runs, "the runs"), query=m.RunsQuery,
+        )),
+        route("/api/runs/{id}", inspect.run, Operation(
+            "GET", "A run with its steps", _found(m.RunDetail, "the run", "no such run"), path=_RUN,
+        )),
+        route("/api/runs/{id}/retry", inspect.retry, Operation(
+            "POST", "Resume a dead run from its dead step, its params perhaps edited",
+            {**_found(m.RunDetail, "the run, active again", "no such run"),
+             409: Answer("the run is not dead", m.Error)},
+            path=_RUN, body=m.RetryRequest,
+        )),
+        route("/api/rules", inspect.rules, Operation(
+            "GET", "The rules with their version, file, line and run counts", _found(m.Rules, "the rules"),
+        )),
+        route("/api/sources", inspect.sources, Operation(
+            "GET", "The sources, with Hover's verification state", _found(m.Sources, "the sources"),
+        )),
+        route("/api/dry-run", inspect.dry_run, Operation(
+            "POST", "Match and render an event with no side effects", _found(m.DryRunResult, "what the event would do"),
+            body=m.DryRunRequest,
+        )),
+        route("/api/hosts", _hosts_endpoint(hosts), Operation(
+            "GET", "Destination hosts of the http action: limits, calls in flight, circuit breaker",
+            _found(m.Hosts, "the hosts this process has called"),
+        )),
+        route("/api/queues", queues.list_queues, Operation(
+            "GET", "The queues and their items counted by status", _found(m.Queues, "the queues"),
+        )),
+        route("/api/queues/{name}", queues.list_items, Operation(
+            "GET", "Items of a queue", _found(m.QueueItems, "the items"), path=_QUEUE, query=m.QueueItemsQuery,
+        )),
+        route("/api/queues/{name}/claim", queues.claim, Operation(
+            "POST", "Claim the next item due, with a lease",
+            {200: Answer("the claimed item", m.QueueItemAnswer), 204: Answer("no item is due")},
+            path=_QUEUE, body=m.ClaimRequest,
+        )),
+        route("/api/queues/{name}/items/{item}/done", queues.done, Operation(
+            "POST", "Mark a claimed item done", item_changed, path=_ITEM,
+        )),
+        route("/api/queues/{name}/items/{item}/fail", queues.fail, Operation(
+            "POST", "Give a claimed item back, to be tried again later", item_changed, path=_ITEM, body=m.FailRequest,
+        )),
     ]

@@ -43,10 +43,7 @@ _DECODER = json.JSONDecoder(parse_constant=_not_json)
 def parse(raw: bytes, kind: str, max_depth: int) -> tuple[Any, str]:
     """The body of ``kind`` ("json" or "form") and its text as stored (JSON). Raises
     :class:`Malformed`."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Malformed("the body is not UTF-8") from None
+    text = _utf8(raw)
     if kind == "json":
         return _json_body(text, max_depth, "the body")
     try:
@@ -60,17 +57,33 @@ def parse(raw: bytes, kind: str, max_depth: int) -> tuple[Any, str]:
     return body, json.dumps(body, ensure_ascii=False)
 
 
-def _json_body(text: str, max_depth: int, what: str) -> tuple[Any, str]:
-    """An object or array parsed from ``text``, and the text to store: ``text`` itself
-    unless a lone surrogate had to be replaced."""
+def parse_object(raw: bytes, max_depth: int) -> dict[str, Any]:
+    """``raw`` as a JSON object, read as a JSON body is (strict, nested no deeper than
+    ``max_depth``, lone surrogates replaced): the API's request bodies. Raises
+    :class:`Malformed`."""
+    body, _ = _json_body(_utf8(raw), max_depth, "the body", array=False)
+    assert isinstance(body, dict)
+    return body
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Malformed("the body is not UTF-8") from None
+
+
+def _json_body(text: str, max_depth: int, what: str, array: bool = True) -> tuple[Any, str]:
+    """An object (or, with ``array``, an array) parsed from ``text``, and the text to
+    store: ``text`` itself unless a lone surrogate had to be replaced."""
     try:
         body = _DECODER.decode(text)
     except RecursionError:
         raise Malformed(f"{what} is nested deeper than {max_depth} levels") from None
     except ValueError as exc:
         raise Malformed(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(body, (dict, list)):
-        raise Malformed(f"{what} must be a JSON object or an array")
+    if not isinstance(body, (dict, list) if array else dict):
+        raise Malformed(f"{what} must be a JSON object{' or an array' if array else ''}")
     # Counting brackets costs next to nothing and bounds the depth: most bodies stop here.
     if text.count("[") + text.count("{") > max_depth and _deeper_than(body, max_depth):
         raise Malformed(f"{what} is nested deeper than {max_depth} levels")

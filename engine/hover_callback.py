@@ -24,9 +24,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from .api_models import HoverCallbackQuery
 from .errors import Fail, Retry, StoreError
 from .hover import HoverClient
 from .loader import Loaded
+from .openapi import Answer, Described, Operation
 from .store import Store
 
 log = logging.getLogger("hookwise.hover")
@@ -68,9 +70,22 @@ NO_STORE = Outcome(503, "hookwise cannot finish the login now",
                    f"Its store cannot be reached. {_AGAIN}")
 
 
+_PAGE = "text/html"
+OPERATION = Operation(
+    "GET", "Where Hover's authorize page sends the browser back: the login finishes (a page for people)",
+    {
+        200: Answer("the account is connected", media_type=_PAGE),
+        400: Answer("no login state, or one not issued here, expired or used; or access not granted", media_type=_PAGE),
+        502: Answer("Hover cannot be reached", media_type=_PAGE),
+        503: Answer("the store cannot be reached", media_type=_PAGE),
+    },
+    query=HoverCallbackQuery, secured=False,
+)
+
+
 def callback_routes(current: Callable[[], Loaded], store: Store) -> list[Route]:
     """The route of :data:`PATH`; open to any client (the state is the check)."""
-    return [Route(PATH, Callback(current, store).handle, methods=["GET"])]
+    return [Described(PATH, Callback(current, store).handle, OPERATION)]
 
 
 class Callback:

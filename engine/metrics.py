@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from .errors import StoreError
 from .runs import StepResult
+from .store import QUEUE_STATUSES
 
 log = logging.getLogger("hookwise.metrics")
 
@@ -32,9 +33,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Label of a request to a path that names no configured source.
 UNKNOWN_SOURCE = "unknown"
-
-#: Queue item statuses, always reported (0 when empty) so a series never disappears.
-QUEUE_STATUSES = ("waiting", "claimed", "done", "dead")
 
 #: Step latency buckets, seconds: from a local log step to a slow HTTP call at its timeout.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -156,7 +154,7 @@ class QueueDepth(Collector):
             return
         family = GaugeMetricFamily(self.NAME, self.HELP, labels=["queue", "status"])
         for queue, by_status in sorted(counts.items()):
-            for status in sorted({*QUEUE_STATUSES, *by_status}):
+            for status in sorted({*QUEUE_STATUSES, *by_status}):  # every status, 0 when empty: no series disappears
                 family.add_metric([queue, status], by_status.get(status, 0))
         yield family
 

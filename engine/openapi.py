@@ -1,132 +1,186 @@
-"""The OpenAPI description of hookwise's HTTP interface, served at ``/openapi.json``."""
+"""The OpenAPI description of hookwise's HTTP interface, served at ``/openapi.json``:
+generated from the app's routes and the models of :mod:`engine.api_models`.
+
+A route that is part of the interface is a :class:`Described` route: it carries an
+:class:`Operation` per method, naming its query and body models and its answers by
+status. :func:`document` walks the routes of the app and turns each operation into the
+description: its path parameters from the route's path, its query parameters and request
+body from the models, its answers from the models (the shared ones as components). The web
+UI's pages (HTML for people, under ``/ui``) are not described.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal, Mapping
 
-VERSION = "0.1.0"
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from starlette.routing import BaseRoute, Route
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+from .api_models import Error
 
+#: Where the models' schemas are put in the document.
+_REF = "#/components/schemas/{model}"
 
-def _json(schema: Any, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+#: The name of the distribution whose version the document gives.
+DISTRIBUTION = "hookwise"
 
-
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "invalid request", 401: "no or wrong bearer token", 403: "not allowed", 404: "not found", 409: "conflict with the current state"}
-    return {str(c): _json(_ERROR, text[c]) for c in codes}
-
-
-def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None, body: Any = None, secured: bool = True) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {**responses, **(_errors(401, 403) if secured else {})}}
-    if params:
-        op["parameters"] = params
-    if body is not None:
-        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
-    if not secured:
-        op["security"] = []
-    return op
+#: The answers of an operation behind the API's guard (engine.api.guarded).
+_GUARD_ANSWERS = {401: "no bearer token, or a wrong one", 403: "without api.token: a client not on this machine"}
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+@dataclass(frozen=True)
+class Answer:
+    """One answer of an operation: what it means, and what it carries (a model, in JSON;
+    else a body of ``media_type``, or nothing)."""
+
+    description: str
+    model: type[BaseModel] | None = None
+    media_type: str | None = None
 
 
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+@dataclass(frozen=True)
+class Operation:
+    """One method of one path: what it does, what it takes and what it answers.
+
+    Path parameters are those of the route's path, described by ``path``. An operation
+    with a ``query`` or a ``body`` also answers 400; a ``secured`` one (behind the API's
+    bearer token) also 401 and 403."""
+
+    method: Literal["GET", "POST"]
+    summary: str
+    answers: Mapping[int, Answer]
+    path: Mapping[str, str] = field(default_factory=dict)
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    #: the body's media types; a body is optional unless it is required
+    body_media: tuple[str, ...] = ("application/json",)
+    body_required: bool = False
+    secured: bool = True
+
+    def all_answers(self) -> dict[int, Answer]:
+        """``answers`` with those the operation gives for being what it is."""
+        out = dict(self.answers)
+        if self.query is not None or self.body is not None:
+            out.setdefault(400, Answer("the request is not valid: the message names the field", Error))
+        if self.secured:
+            for status, text in _GUARD_ANSWERS.items():
+                out.setdefault(status, Answer(text, Error))
+        return dict(sorted(out.items()))
 
 
-OBJECT = {"type": "object"}
-LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size")
+class Described(Route):
+    """A route that is part of the described interface: one operation per method."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *operations: Operation) -> None:
+        super().__init__(path, endpoint, methods=[op.method for op in operations])
+        self.operations = operations
 
 
-def spec() -> dict[str, Any]:
-    """The OpenAPI 3.0 document."""
-    event_list = {"type": "object", "required": ["events", "next_cursor"], "properties": {
-        "events": {"type": "array", "items": {"$ref": "#/components/schemas/EventSummary"}},
-        "next_cursor": {"type": "string", "nullable": True}}}
-    paths: dict[str, Any] = {
-        "/api/events": {"get": _op("List events, newest first", {"200": _json(event_list, "a page of events"), **_errors(400)}, params=[
-            _query("source", {"type": "string"}, "only this source"), _query("type", {"type": "string"}, "only this type"),
-            _query("status", {"type": "string", "enum": ["pending", "matched"]}, "only this status"),
-            _query("since", {"type": "string", "format": "date-time"}, "received at or after"),
-            _query("until", {"type": "string", "format": "date-time"}, "received before"),
-            _query("cursor", {"type": "string", "pattern": "^[0-9]+$"}, "next_cursor of the previous page"), LIMIT])},
-        "/api/events/{id}": {"get": _op("An event with its explain record and runs", {"200": _json({"$ref": "#/components/schemas/EventDetail"}, "the event"), **_errors(404)}, params=[_path("id")])},
-        "/api/events/{id}/replay": {"post": _op("Replay an event (optionally for some rules)", {
-            "202": _json({"type": "object", "required": ["event_id", "replay_of"], "properties": {"event_id": {"type": "string"}, "replay_of": {"type": "string"}}}, "the replay is stored"),
-            **_errors(400, 404)}, params=[_path("id")], body={"type": "object", "properties": {"rules": {"type": "array", "items": {"type": "string"}}}})},
-        "/api/runs": {"get": _op("List runs", {"200": _json({"type": "object", "required": ["runs"], "properties": {"runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}}}}, "runs"), **_errors(400)},
-                                 params=[_query("status", {"type": "string", "enum": ["active", "succeeded", "dead"]}, "only this status"), _query("rule", {"type": "string"}, "only this rule"), LIMIT])},
-        "/api/runs/{id}": {"get": _op("A run with its steps", {"200": _json({"$ref": "#/components/schemas/RunDetail"}, "the run"), **_errors(404)}, params=[_path("id")])},
-        "/api/runs/{id}/retry": {"post": _op("Resume a dead run from its dead step", {"200": _json({"$ref": "#/components/schemas/RunDetail"}, "the run, active again"), **_errors(400, 404, 409)},
-                                             params=[_path("id")], body={"type": "object", "properties": {"set": {"type": "object", "description": "STEP.PARAM -> value"}}})},
-        "/api/rules": {"get": _op("Rules with version, file, line and run counts", {"200": _json({"type": "object", "required": ["rules"], "properties": {"rules": {"type": "array", "items": OBJECT}}}, "the rules")})},
-        "/api/sources": {"get": _op("Sources, with Hover verification state", {"200": _json({"type": "object", "required": ["sources"], "properties": {"sources": {"type": "array", "items": OBJECT}}}, "the sources")})},
-        "/api/hosts": {"get": _op(
-            "Destination hosts of the http action: limits, calls in flight, circuit breaker",
-            {"200": _json(
-                {"type": "object", "required": ["hosts"], "properties": {"hosts": {"type": "array", "items": OBJECT}}},
-                "the hosts this process has called",
-            )},
-        )},
-        "/api/dry-run": {"post": _op("Match and render an event with no side effects", {"200": _json({"type": "object", "required": ["event", "explain", "actions"]}, "the result"), **_errors(400)},
-                                     body={"type": "object", "required": ["source", "event"], "properties": {"source": {"type": "string"}, "event": {}, "headers": {"type": "object", "additionalProperties": {"type": "string"}}}})},
-        "/api/queues": {"get": _op("Queues and their counts by status", {"200": _json({"type": "object", "required": ["queues"], "properties": {"queues": OBJECT}}, "the queues")})},
-        "/api/queues/{name}": {"get": _op("Items of a queue", {"200": _json({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/QueueItem"}}}}, "items"), **_errors(400)},
-                                          params=[_path("name"), _query("status", {"type": "string", "enum": ["waiting", "claimed", "done", "dead"]}, "only this status"), LIMIT])},
-        "/api/queues/{name}/claim": {"post": _op("Claim the next item with a lease", {"200": _json({"type": "object", "required": ["item"], "properties": {"item": {"$ref": "#/components/schemas/QueueItem"}}}, "the claimed item"), "204": {"description": "the queue is empty"}, **_errors(400)},
-                                                params=[_path("name")], body={"type": "object", "properties": {"lease": {"description": "a duration: 30m, 600 ..."}}})},
-        "/api/queues/{name}/items/{item}/done": {"post": _op("Mark a claimed item done", {"200": _json({"type": "object", "required": ["item"]}, "the item"), **_errors(404, 409)}, params=[_path("name"), _path("item")])},
-        "/api/queues/{name}/items/{item}/fail": {"post": _op("Give a claimed item back", {"200": _json({"type": "object", "required": ["item"]}, "the item"), **_errors(400, 404, 409)},
-                                                            params=[_path("name"), _path("item")], body={"type": "object", "properties": {"retry_in": {}, "error": {"type": "string"}}})},
-        "/hooks/{source}": {"post": _op("Receive a webhook", {
-            "202": _json({"type": "object", "properties": {"event_id": {"type": "string"}}}, "the event is committed"),
-            "200": _json({"type": "object", "properties": {"event_id": {"type": "string"}, "duplicate": {"type": "boolean"}}}, "a duplicate delivery, or the source's own response"),
-            **{str(c): _json(_ERROR, t) for c, t in ((400, "malformed body"), (401, "verification failed"), (403, "sender not allowed"), (404, "no such source"),
-                                                    (413, "body too large"), (415, "unsupported content type"), (503, "the store cannot take the event now"))}},
-            params=[_path("source")], body=OBJECT, secured=False)},
-        "/livez": {"get": _op("The process is alive", {"200": _json(OBJECT, "alive")}, secured=False)},
-        "/readyz": {"get": _op("Ready: store can commit, rules loaded, not draining", {"200": _json(OBJECT, "ready"), "503": _json(OBJECT, "not ready")}, secured=False)},
-        "/healthz": {"get": _op("The readiness checks", {"200": _json(OBJECT, "healthy"), "503": _json(OBJECT, "unhealthy")}, secured=False)},
-    }
+def version() -> str:
+    """The installed package's version."""
+    return importlib.metadata.version(DISTRIBUTION)
+
+
+def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the :class:`Described` routes among ``routes``."""
+    described = [(route.path, op) for route in routes if isinstance(route, Described) for op in route.operations]
+    refs, components = _schemas(op for _, op in described)
+    paths: dict[str, dict[str, Any]] = {}
+    for path, op in described:
+        paths.setdefault(path, {})[op.method.lower()] = _operation(path, op, refs)
     return {
-        "openapi": "3.0.3",
-        "info": {"title": "hookwise", "version": VERSION, "description": "Receive webhooks, match rules, run workflows; the management API."},
+        "openapi": "3.1.0",
+        "info": {
+            "title": "hookwise", "version": version(),
+            "description": "Receive webhooks, match rules, run workflows; the management API.",
+        },
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "api.token; without one, loopback clients only"}},
-            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer", "description": "api.token; without one, loopback clients only",
+            }},
+            "schemas": components,
         },
     }
 
 
-def _schemas() -> dict[str, Any]:
-    nullable_str = {"type": "string", "nullable": True}
-    run = {"type": "object", "required": ["id", "event_id", "rule", "rule_version", "status"], "properties": {
-        "id": {"type": "string"}, "event_id": {"type": "string"}, "rule": {"type": "string"}, "rule_version": {"type": "string"},
-        "status": {"type": "string", "enum": ["active", "succeeded", "dead"]}, "step": {"type": "integer"}, "error": nullable_str,
-        "created_at": nullable_str, "updated_at": nullable_str}}
-    step = {"type": "object", "required": ["index", "id", "action", "status", "attempt"], "properties": {
-        "index": {"type": "integer"}, "id": {"type": "string"}, "action": {"type": "string"},
-        "status": {"type": "string", "enum": ["waiting", "ready", "running", "succeeded", "skipped", "failed", "dead"]},
-        "attempt": {"type": "integer"}, "params": {}, "output": {}, "error": nullable_str}}
-    return {
-        "Error": {"type": "object", "required": ["error", "message"], "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
-        "EventSummary": {"type": "object", "required": ["id", "source", "type", "received_at", "status"], "properties": {
-            "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"}, "delivery_id": nullable_str,
-            "received_at": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "matched"]},
-            "replay_of": nullable_str, "runs": {"type": "integer", "nullable": True}, "outcome": {"type": "string"}}},
-        "EventDetail": {"type": "object", "required": ["event", "runs"], "properties": {
-            "event": {"type": "object", "required": ["id", "source", "type", "body", "headers", "explain"]},
-            "runs": {"type": "array", "items": {"$ref": "#/components/schemas/RunDetail"}}}},
-        "Run": run,
-        "RunDetail": {"allOf": [run, {"type": "object", "required": ["steps"], "properties": {"steps": {"type": "array", "items": step}}}]},
-        "QueueItem": {"type": "object", "required": ["id", "queue", "key", "status", "attempts", "max_attempts"], "properties": {
-            "id": {"type": "string"}, "queue": {"type": "string"}, "key": {"type": "string"},
-            "status": {"type": "string", "enum": ["waiting", "claimed", "done", "dead"]}, "data": {}, "attempts": {"type": "integer"},
-            "max_attempts": {"type": "integer"}, "error": nullable_str,
-            "available_at": {"type": "string"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
-    }
+#: The schema of each (model, mode): a reference to a component.
+Refs = Mapping[tuple[Any, JsonSchemaMode], dict[str, Any]]
+
+
+def _schemas(operations: Iterable[Operation]) -> tuple[Refs, dict[str, Any]]:
+    """The schema (a reference) of every body and answer model, and the components they refer to."""
+    wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
+    for op in operations:
+        if op.body is not None:
+            wanted[(op.body, "validation")] = None
+        for answer in op.answers.values():
+            if answer.model is not None:
+                wanted[(answer.model, "serialization")] = None
+    wanted[(Error, "serialization")] = None
+    refs, top = models_json_schema(list(wanted), ref_template=_REF)
+    components: dict[str, Any] = top.get("$defs", {})
+    return refs, components
+
+
+def _operation(path: str, op: Operation, refs: Refs) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary, "parameters": [*_path_parameters(path, op), *_query_parameters(op)]}
+    if op.body is not None:
+        content = {media: {"schema": refs[(op.body, "validation")]} for media in op.body_media}
+        out["requestBody"] = {"required": op.body_required, "content": content}
+    out["responses"] = {str(status): _answer(answer, refs) for status, answer in op.all_answers().items()}
+    if not op.secured:
+        out["security"] = []
+    return out
+
+
+def _path_parameters(path: str, op: Operation) -> list[dict[str, Any]]:
+    names = [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
+    if set(names) != set(op.path):
+        raise ValueError(f"{op.method} {path}: describe the path parameters {names}, not {sorted(op.path)}")
+    return [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": op.path[name]}
+        for name in names
+    ]
+
+
+def _query_parameters(op: Operation) -> list[dict[str, Any]]:
+    if op.query is None:
+        return []
+    schema = op.query.model_json_schema(mode="validation")
+    if "$defs" in schema:
+        raise ValueError(f"{op.query.__name__}: a query parameter is a plain value, not a model")
+    required = set(schema.get("required", ()))
+    params = []
+    for name, prop in schema["properties"].items():
+        prop = _without_null(prop)
+        description = prop.pop("description", None)
+        prop.pop("title", None)
+        params.append({"name": name, "in": "query", "required": name in required, "schema": prop,
+                       **({"description": description} if description else {})})
+    return params
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema without its ``null`` branch: a query string is text or absent."""
+    branches = schema.get("anyOf")
+    if not branches or {"type": "null"} not in branches:
+        return dict(schema)
+    rest = [b for b in branches if b != {"type": "null"}]
+    merged = {k: v for k, v in schema.items() if k != "anyOf"}
+    if schema.get("default", ...) is None:
+        del merged["default"]
+    return {**merged, **rest[0]} if len(rest) == 1 else {**merged, "anyOf": rest}
+
+
+def _answer(answer: Answer, refs: Refs) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": answer.description}
+    if answer.model is not None:
+        out["content"] = {"application/json": {"schema": refs[(answer.model, "serialization")]}}
+    elif answer.media_type is not None:
+        out["content"] = {answer.media_type: {"schema": {"type": "string"}}}
+    return out

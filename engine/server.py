@@ -20,9 +20,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from . import api_models as models
 from . import bodies
 from .config import Source
 from .errors import StoreError
@@ -30,6 +30,7 @@ from .ingest import Ingest
 from .loader import Loaded
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import UNKNOWN_SOURCE, Metrics
+from .openapi import Answer, Described, Operation
 from .proxies import proxies_for
 from .readiness import WriteProbe, readiness
 from .secrets import MASK
@@ -314,18 +315,49 @@ def create_app(
         *api_routes(current, store, hosts),
         *callback_routes(current, store),
         *ui_routes(current, store),
-        Route("/livez", lambda request: JSONResponse({"status": "ok"})),
-        Route("/readyz", ready),
-        Route("/healthz", ready),
-        *([Route("/metrics", lambda request: Response(metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE}))] if metrics is not None else []),
+        Described("/livez", lambda request: JSONResponse({"status": "ok"}), _LIVEZ),
+        Described("/readyz", ready, _READYZ),
+        Described("/healthz", ready, _HEALTHZ),
     ]
-    if ingest is not None:  # only to answer other methods with 405: POSTs never reach it
-        routes.append(Route("/hooks/{source}", _not_here, methods=["POST"]))
+    if metrics is not None:
+        routes.append(Described("/metrics", _exposition(metrics), _METRICS))
+    if ingest is not None:  # POSTs never reach it (App hands them to the receiver): it answers other methods 405
+        routes.append(Described("/hooks/{source}", _not_here, _HOOKS))
     rest = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     # No redirect from "/hooks/x/" to "/hooks/x": its Location would be built from the Host
     # header and carry the query, ?token= included.
     rest.router.redirect_slashes = False
     return App(Receiver(current, ingest, metrics) if ingest is not None else None, rest)
+
+
+_LIVEZ = Operation("GET", "The process is alive", {200: Answer("alive", models.Alive)}, secured=False)
+_READY = {200: Answer("ready", models.Readiness), 503: Answer("not ready: the checks say why", models.Readiness)}
+_READYZ = Operation("GET", "Ready for events: the store can commit, rules loaded, not draining", _READY, secured=False)
+_HEALTHZ = Operation("GET", "The readiness checks (as /readyz)", _READY, secured=False)
+_METRICS = Operation(
+    "GET", "Prometheus metrics", {200: Answer("the text exposition format", media_type="text/plain")}, secured=False,
+)
+_HOOKS = Operation(
+    "POST", "Receive a webhook: answered once the event is committed",
+    {
+        202: Answer("the event is committed (or the source's own response, when it has one)", models.Accepted),
+        200: Answer("a duplicate delivery: nothing new is stored", models.Duplicate),
+        400: Answer("the body is not one hookwise accepts", models.Error),
+        401: Answer("verification failed", models.Error),
+        403: Answer("the sender is not allowed", models.Error),
+        404: Answer("no such source", models.Error),
+        413: Answer("the body is larger than server.max_body", models.Error),
+        415: Answer("the content type is neither JSON nor a form", models.Error),
+        503: Answer("the store cannot take the event now: retry later", models.Error),
+    },
+    path={"source": "The source's name (a key of sources: in the config)."}, query=models.WebhookQuery,
+    body=models.WebhookBody, body_media=("application/json", "application/x-www-form-urlencoded"), body_required=True,
+    secured=False,
+)
+
+
+def _exposition(metrics: Metrics) -> Callable[[Request], Response]:
+    return lambda request: Response(metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def _not_here(request: Request) -> Response:

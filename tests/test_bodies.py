@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from markupsafe import escape
 
-from engine.bodies import DEEPEST, Malformed, parse, readable
+from engine.bodies import DEEPEST, Malformed, parse, parse_object, readable
 from engine.store import Incoming, Matched
 
 from .support import post
@@ -60,6 +60,19 @@ def test_accepted_bodies(name: str, raw: bytes, kind: str, value: Any, text: str
 def test_refused_bodies(name: str, raw: bytes, kind: str, message: str) -> None:
     with pytest.raises(Malformed, match=message.replace("[", r"\[")):
         parse(raw, kind, max_depth=4)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"[]", "the body must be a JSON object$"),
+    (b"42", "the body must be a JSON object$"),
+    (b'{"a": [[[[]]]]}', "the body is nested deeper than 4 levels"),
+    (b'{"a": NaN}', "NaN is not a JSON value"),
+    (b'{"a": "\xff"}', "the body is not UTF-8"),
+])
+def test_an_object_body_refuses_what_a_json_body_refuses_and_any_other_value(raw: bytes, message: str) -> None:
+    assert parse_object(b'{"a": ["\\ud800"]}', max_depth=4) == {"a": ["\ufffd"]}
+    with pytest.raises(Malformed, match=message):
+        parse_object(raw, max_depth=4)
 
 
 ODD = [

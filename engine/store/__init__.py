@@ -79,6 +79,10 @@ class Unrecorded:
     reason: str
 
 
+#: The statuses of a work queue item, in the order it passes through them.
+QUEUE_STATUSES = ("waiting", "claimed", "done", "dead")
+
+
 @dataclass(frozen=True)
 class QueueItem:
     """An item of a work queue (the ``requeue`` action's)."""
@@ -86,7 +90,7 @@ class QueueItem:
     id: str
     queue: str
     key: str
-    #: waiting | claimed | done | dead
+    #: one of QUEUE_STATUSES
     status: str
     data: Any
     attempts: int

@@ -21,7 +21,7 @@ from ..dryrun import dry_run
 from ..errors import Fail, ParamsError, Retry, UsageError
 from ..hover import HoverClient, SharedClient
 from ..loader import Loaded
-from ..store import QueueItem, Store
+from ..store import QUEUE_STATUSES, QueueItem, Store
 from ..units import parse_duration
 from . import charts, forms
 from .auth import Sessions
@@ -31,7 +31,6 @@ from .site import Page, Refused, Site, path, redirect
 DEFAULT_LEASE = "30m"
 #: How long a Hover call made for a page may take.
 HOVER_TIMEOUT = 15.0
-QUEUE_STATUSES = ("waiting", "claimed", "done", "dead")
 
 T = TypeVar("T")
 
