@@ -34,7 +34,7 @@ import smtplib
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import getaddresses, parseaddr
@@ -179,7 +179,7 @@ def build_message(params: EmailParams, from_: str, msg_id: str) -> EmailMessage:
     if params.reply_to:
         message["Reply-To"] = params.reply_to
     message["Subject"] = params.subject
-    message["Date"] = datetime.now(timezone.utc)
+    message["Date"] = datetime.now(UTC)
     message["Message-ID"] = msg_id
     for name, value in (params.headers or {}).items():
         message[name] = value

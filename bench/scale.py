@@ -16,8 +16,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .e2e import RULES
 from .ingest import HERE, free_port, parse_wrk, pinned, stop, wait_up

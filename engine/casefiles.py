@@ -9,10 +9,11 @@ would run. Nothing is sent: actions are rendered and compared, never run.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -123,7 +124,7 @@ def _event(case: Case, index: int, path: Path, doc: yamlfile.Document, loaded: L
     type_ = case.type or Reader.for_source(source).event_type(body, headers)
     return Event(
         source=case.source, type=type_, body=body, headers=headers, query=case.query,
-        id=f"case-{index}", received_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        id=f"case-{index}", received_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import click
 
@@ -91,7 +92,8 @@ def _plural(count: int, noun: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def dry_run(config_path: str | None, event_file: str, source_name: str | None, headers: tuple[str, ...], as_json: bool) -> None:
     """Match and render an event with no side effects; explain every rule."""
-    from .dryrun import dry_run as run, event_source, format_text
+    from .dryrun import dry_run as run
+    from .dryrun import event_source, format_text
 
     loaded = _load(config_path)
     body = _read_json(event_file)
@@ -159,7 +161,8 @@ def schema(kind: str | None, config_path: str | None) -> None:
 def serve(config_path: str | None, host: str | None, port: int | None, role: str, log_format: str | None, log_level: str, watch: bool) -> None:
     """Run the daemon: receive webhooks, match rules, run workflows."""
     from .config import find_config
-    from .daemon import Options, serve as run_daemon
+    from .daemon import Options
+    from .daemon import serve as run_daemon
     from .logs import setup_logging
 
     setup_logging(log_format, log_level)

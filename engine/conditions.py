@@ -35,10 +35,11 @@ import difflib
 import fnmatch
 import operator
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
-from typing import Any, Callable, Final, Iterator, Mapping, Protocol
+from typing import Any, Final, Protocol
 
 from engine.errors import ConfigError, Loc, Problem, format_loc
 
@@ -409,14 +410,14 @@ def _instant(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _operand_instant(x: Any) -> datetime | None:
     if isinstance(x, datetime):  # YAML loads an unquoted timestamp as a datetime
-        return x if x.tzinfo is not None else x.replace(tzinfo=timezone.utc)
+        return x if x.tzinfo is not None else x.replace(tzinfo=UTC)
     if isinstance(x, date):
-        return datetime.combine(x, time(), timezone.utc)
+        return datetime.combine(x, time(), UTC)
     return _instant(x) if isinstance(x, str) else None
 
 

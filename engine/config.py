@@ -10,17 +10,18 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import tokenfile, yamlfile
 from .bodies import DEEPEST
 from .errors import ConfigError, Problem, UsageError
-from .units import Duration, Rate, Size
 from .secrets import Masker
+from .units import Duration, Rate, Size
 from .validation import did_you_mean, validate_rest
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"

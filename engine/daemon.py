@@ -22,14 +22,15 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from . import tokenfile
-from .config import Config, read_config, missing_token_files
+from .config import Config, missing_token_files, read_config
 from .connections import deepen_queues, open_files_for, quiet_accept_errors, uvicorn_options
 from .delivery import Delivery
 from .errors import ConfigError, Problem
@@ -37,9 +38,9 @@ from .ingest import Ingest
 from .loader import Current, Loaded, load, rule_count
 from .logs import mask_with
 from .metrics import Metrics
+from .retention import Retention
 from .rules import rule_files
 from .server import Health, create_app
-from .retention import Retention
 from .store import Store, open_store
 from .worker import Worker
 

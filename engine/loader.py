@@ -7,9 +7,9 @@ masker of secrets. Nothing is started.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from .action import Actions, Registry
 from .config import Config, read_config

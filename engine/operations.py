@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from .config import Verify
 from .errors import Loc, ParamsError, UsageError, format_loc
@@ -22,7 +23,7 @@ RUN_STATUSES = ("active", "succeeded", "dead")
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_time(text: str | None, name: str) -> float | None:
@@ -35,7 +36,7 @@ def parse_time(text: str | None, name: str) -> float | None:
         pass
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     except (ValueError, OverflowError, OSError):
         raise UsageError(f"{name}: expected an ISO-8601 date-time, got {text!r}") from None
 

@@ -12,8 +12,9 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette

@@ -38,12 +38,12 @@ import re
 import string
 import time
 import types
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from difflib import get_close_matches
-from typing import Any, Callable, Union
+from typing import Any, Union
 from urllib.parse import quote
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, nodes
@@ -457,14 +457,14 @@ def _filter_to_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        moment = datetime.fromtimestamp(value, timezone.utc)
+        moment = datetime.fromtimestamp(value, UTC)
     elif isinstance(value, str):
         moment = datetime.fromisoformat(value.strip())
     else:
         raise TypeError(f"to_datetime expects an ISO-8601 string or epoch seconds, got {type(value).__name__}")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 # C strftime pads to any width given (``%1000000000Y``), so widths are refused.
@@ -479,7 +479,7 @@ def _filter_strftime(value: Any, fmt: str) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 _HOOKWISE_FILTERS: Mapping[str, Callable[..., Any]] = types.MappingProxyType(

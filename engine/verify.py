@@ -52,10 +52,11 @@ import re
 import secrets as random_tokens
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 from urllib.parse import urlencode
 
 from cryptography.exceptions import InvalidSignature
@@ -553,7 +554,7 @@ def _http_date(value: str) -> float:
     except (TypeError, ValueError, IndexError, OverflowError):
         raise Rejected("malformed date: expected an RFC 1123 date") from None
     if moment.tzinfo is None:  # "-0000" means UTC with no claim about local time
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -586,7 +587,7 @@ class HoverSignature:
     def sign(self, draft: Draft) -> Draft:
         """Sign as Hover's guide describes: Content-MD5, and the canonical string without
         the method, HMAC-SHA1 (api-auth's default)."""
-        date = format_datetime(datetime.fromtimestamp(int(draft.now), tz=timezone.utc), usegmt=True)
+        date = format_datetime(datetime.fromtimestamp(int(draft.now), tz=UTC), usegmt=True)
         md5 = _body_hash(draft.body, "md5")
         canonical = _bytes(f"{draft.content_type},{md5},{draft.uri or '/'},{date}")
         signature = _b64(_mac(self.secrets[0], canonical, "sha1"))

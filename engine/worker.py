@@ -16,9 +16,10 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .action import Context
 from .delivery import Delivery
@@ -129,7 +130,7 @@ class Worker:
     def _listen(self) -> None:
         """Wake the dispatcher when another process stores an event. Only a wake-up: the
         dispatcher polls all the same, so a lost notification costs a poll interval."""
-        wait = getattr(self.store, "wait_for_events")
+        wait = self.store.wait_for_events
         while not self._stopping.is_set():
             try:
                 if wait(1.0):

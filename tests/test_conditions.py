@@ -9,7 +9,7 @@ import operator
 import pickle
 import re
 from dataclasses import FrozenInstanceError
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -27,8 +27,6 @@ from engine.conditions import (
 )
 from engine.errors import ConfigError
 from engine.events import Event
-
-UTC = timezone.utc
 
 ENV: dict[str, Any] = {
     "headers": {"x-github-event": "push", "content-type": "application/json"},
@@ -877,7 +875,7 @@ def ref_operator(op: str, x: Any, v: Any) -> bool:
     if op == "exists":
         return x is True
     if op == "empty":
-        return (v is None or v in ("", [], {}) and type(v) in (str, list, dict)) is x
+        return (v is None or (v in ("", [], {}) and type(v) in (str, list, dict))) is x
     assert op == "type"
     return TYPE_NAMES[type(v)] in ([x] if type(x) is str else x)
 

@@ -10,15 +10,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from .conftest import ROOT
 from engine.hover import NOT_LOGGED_IN
 
+from .conftest import ROOT
 from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover
 from .support import DaemonProcess, Sink, free_port
 

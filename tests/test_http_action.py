@@ -12,9 +12,9 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import replace
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from ipaddress import ip_address
 from typing import Any
@@ -24,7 +24,14 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from actions.http import (
-    MAX_BODY, HttpAction, HttpParams, _first_request, _redirected, refusal_reason, retry_after, safe_url,
+    MAX_BODY,
+    HttpAction,
+    HttpParams,
+    _first_request,
+    _redirected,
+    refusal_reason,
+    retry_after,
+    safe_url,
 )
 from engine.action import Context
 from engine.config import Settings
@@ -252,7 +259,7 @@ def test_503_with_retry_after_seconds(web: HTTPServer, action: HttpAction) -> No
 
 
 def test_429_with_retry_after_http_date(web: HTTPServer, action: HttpAction) -> None:
-    when = datetime.now(timezone.utc) + timedelta(seconds=300)
+    when = datetime.now(UTC) + timedelta(seconds=300)
     web.expect_request("/slow-down").respond_with_data("", status=429, headers={"Retry-After": format_datetime(when, usegmt=True)})
     with pytest.raises(Retry, match="returned 429") as caught:
         call(action, url=web.url_for("/slow-down"))
@@ -260,7 +267,7 @@ def test_429_with_retry_after_http_date(web: HTTPServer, action: HttpAction) -> 
     assert 290 <= caught.value.after <= 300
 
 
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -219,8 +220,8 @@ def test_retention_prunes_finished_work_and_keeps_dead_runs(tmp_path: Path) -> N
     (tmp_path / "config.yaml").write_text("store: sqlite:///s.db\nrules: []\nretention: {events: 1s}\nsources: {}\n")
     current = Current(load(tmp_path / "config.yaml", {}))
     store = open_store(current().config.store_url())
-    from engine.store import Matched, NewRun
     from engine.runs import StepResult
+    from engine.store import Matched, NewRun
 
     old = time.time() - 10
     ids = [s.event_id for s in store.put_events([Incoming("s", "t", "{}", {}, {}, old, delivery_id=f"d{i}", dedupe_window=1) for i in range(3)])]

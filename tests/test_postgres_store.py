@@ -51,14 +51,15 @@ from tests.test_store import (  # noqa: F401
     test_claimed_events_are_hidden_until_the_lease_ends,
     test_continue_on_error_moves_on,
     test_delivery_ids_deduplicate_within_the_window_per_source,
-    test_events_per_minute_counts_the_window_by_source,
     test_events_come_back_as_events,
+    test_events_per_minute_counts_the_window_by_source,
     test_one_run_per_event_and_rule_even_when_matched_twice,
     test_put_and_read_back,
     test_run_status_counts_and_retrying_steps,
     test_steps_run_in_order_and_outputs_reach_later_steps,
     test_the_step_delay_is_honoured,
 )
+
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI"):
@@ -456,7 +457,7 @@ def test_migrate_is_idempotent_and_keeps_the_data(pg_url: str) -> None:
 def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: str) -> None:
     import psycopg
 
-    from engine.store.postgres import Q, PostgresStore
+    from engine.store.postgres import PostgresStore, Q
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(Q["schema"])  # version 1, as the first release made it
@@ -479,7 +480,7 @@ def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: s
 def test_a_version_2_schema_gets_the_events_index_and_keeps_its_hover_logins(pg_url: str, clock: Clock) -> None:
     import psycopg
 
-    from engine.store.postgres import Q, PostgresStore
+    from engine.store.postgres import PostgresStore, Q
 
     with psycopg.connect(pg_url, autocommit=True) as conn:  # version 2, as the Hover release made it
         conn.execute(Q["schema"])

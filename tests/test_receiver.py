@@ -8,9 +8,10 @@ import http.client
 import json
 import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest

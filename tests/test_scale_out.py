@@ -7,12 +7,13 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from .support import DaemonProcess, NoPostgres, Sink, free_port, post, postgres_database
+
 
 def _schema_url() -> Iterator[str]:
     """A fresh schema in the test database, as a store URL; dropped afterwards."""

@@ -9,9 +9,10 @@ import hashlib
 import hmac
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -216,12 +217,12 @@ FILTERS = [
     ("/jobs/{{ event.job_id|path_segment }}", "/jobs/19402492"),
     ("{{ 'a b.-_~é'|path_segment }}", "a%20b.-_~%C3%A9"),
     ("{{ '...'|path_segment }}", "..."),
-    ("{{ received_at|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
-    ("{{ '2024-05-01T14:30:00+02:00'|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
+    ("{{ received_at|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
+    ("{{ '2024-05-01T14:30:00+02:00'|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
     ("{{ '2024-05-01T14:30:00+02:00'|to_datetime|strftime('%H:%M %z') }}", "12:30 +0000"),
-    ("{{ '2024-05-01 12:30'|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
-    ("{{ 1714566600|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
-    ("{{ 1714566600.5|to_datetime }}", datetime(2024, 5, 1, 12, 30, 0, 500000, tzinfo=timezone.utc)),
+    ("{{ '2024-05-01 12:30'|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
+    ("{{ 1714566600|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
+    ("{{ 1714566600.5|to_datetime }}", datetime(2024, 5, 1, 12, 30, 0, 500000, tzinfo=UTC)),
     ("{{ received_at|strftime('%d.%m.%Y %H:%M') }}", "01.05.2024 12:30"),
     ("{{ (received_at|to_datetime)|strftime('%Y') }}", "2024"),
     ("{{ 1714566600|strftime('%H') }}", "12"),
@@ -261,9 +262,9 @@ def test_filter_misuse_is_a_render_error(templates: Templates, source: str, mess
 
 
 def test_now_is_aware_utc(templates: Templates) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     value = render(templates, "{{ now() }}")
-    assert before <= value <= datetime.now(timezone.utc)
+    assert before <= value <= datetime.now(UTC)
     assert value.utcoffset() == timedelta(0)
     assert render(templates, "{{ now()|strftime('%Y') }}") == str(value.year)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from .browser import VIEWPORT, screenshot
 from engine.store import Incoming, open_store
 
+from .browser import VIEWPORT, screenshot
 from .fakehover import CLIENT_ID, CLIENT_SECRET, FakeHover
 from .support import DaemonProcess, Hit, Sink, free_port, post
 

@@ -8,7 +8,7 @@ import base64
 import hashlib
 import hmac
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -277,7 +277,7 @@ def test_standard_bad_secret_is_a_config_error(secret: str) -> None:
 
 def test_standardwebhooks_library_signs_and_hookwise_accepts() -> None:
     body = '{"type": "contact.created", "data": {"id": 7}}'
-    stamp = datetime.now(tz=timezone.utc)
+    stamp = datetime.now(tz=UTC)
     signature = StandardWebhook(SW_SECRET).sign("msg_abc", stamp, body)
     headers = {"webhook-id": "msg_abc", "webhook-timestamp": str(int(stamp.timestamp())), "webhook-signature": signature}
     check(source(preset="standard", secret=SW_SECRET), body.encode(), headers)

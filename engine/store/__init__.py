@@ -9,8 +9,9 @@ driver's errors into :class:`~engine.errors.StoreError` at this boundary.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from ..errors import StoreError
 from ..events import Event

@@ -41,7 +41,8 @@ from ..runs import RunStatus, StepResult, StepStatus, StepTask
 from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored, Unrecorded
 from . import rows as shapes  # shared with the SQLite store: the same values from both
 from .queries import load_queries
-from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
+from .rows import dumps as _dumps  # short names: they are everywhere here
+from .rows import loads as _loads
 
 Q = load_queries("postgres")
 

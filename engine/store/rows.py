@@ -4,8 +4,9 @@ values and back, and the tuples of the named queries to Event, QueueItem and dic
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from ..bodies import readable
 from ..events import Event
@@ -33,7 +34,7 @@ def event(row: Sequence[Any]) -> Event:
     event_id, source, type_, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules = row
     return Event(
         source=source, type=type_, body=json.loads(body), headers=json.loads(headers), query=json.loads(query),
-        id=event_id, received_at=datetime.fromtimestamp(received_at, timezone.utc), delivery_id=delivery_id, depth=depth,
+        id=event_id, received_at=datetime.fromtimestamp(received_at, UTC), delivery_id=delivery_id, depth=depth,
         replay_of=replay_of, only_rules=tuple(json.loads(only_rules)) if only_rules else None,
     )
 

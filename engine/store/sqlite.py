@@ -17,9 +17,10 @@ import functools
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from ..errors import StoreError, Unstorable
 from ..events import Event
@@ -28,7 +29,8 @@ from ..runs import RunStatus, StepResult, StepStatus, StepTask
 from . import HoverTokens, Incoming, Matched, Matcher, QueueItem, Stored, Unrecorded
 from . import rows as shapes
 from .queries import load_queries
-from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
+from .rows import dumps as _dumps  # short names: they are everywhere here
+from .rows import loads as _loads
 
 Q = load_queries("sqlite")
 
