@@ -258,7 +258,7 @@ def _translated(where: str, phase: str, timeout: float, password: str | None) ->
         yield
     except (Retry, Fail):
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every error becomes Retry or Fail, with its message
         signal, message = _classify(exc, timeout)
         raise signal(_mask(f"email: {where}: {phase}: {message}", password)) from None
 

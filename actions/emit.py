@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.action import Action, Context
 from engine.errors import Fail
+from engine.units import Duration
 
 #: How many emitted events may follow one another from one received event.
 MAX_DEPTH = 8
-from engine.units import Duration
 
 
 class EmitParams(BaseModel):

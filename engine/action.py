@@ -279,12 +279,12 @@ def resolve(path: str) -> type[Action]:
             obj = getattr(obj, part)
         except AttributeError:
             raise PluginError(f"module {module_name!r} has no attribute {attr!r}") from None
-    check_action(obj, path)
-    return obj  # type: ignore[no-any-return]
+    return check_action(obj, path)
 
 
-def check_action(obj: Any, path: str) -> None:
-    """Raise :class:`PluginError` unless ``obj`` keeps the :class:`Action` contract."""
+def check_action(obj: Any, path: str) -> type[Action]:
+    """``obj``, the :class:`Action` subclass it is; raises :class:`PluginError` unless it
+    keeps the :class:`Action` contract."""
     if not (isinstance(obj, type) and issubclass(obj, Action)) or obj is Action:
         raise PluginError(f"{path!r} is not an Action subclass (got {_describe(obj)})")
     params = getattr(obj, "Params", None)
@@ -292,6 +292,7 @@ def check_action(obj: Any, path: str) -> None:
         raise PluginError(f"{obj.__name__}.Params must be a pydantic BaseModel subclass")
     if obj.run is Action.run:
         raise PluginError(f"{obj.__name__} must override run(self, params, ctx)")
+    return obj
 
 
 def _import(module_name: str) -> Any:

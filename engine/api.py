@@ -151,7 +151,7 @@ class QueueApi:
         return self._changed(item)
 
     async def _claimed(self, request: Request) -> str:
-        item_id = request.path_params["item"]
+        item_id: str = request.path_params["item"]
         item = await run_in_threadpool(self.store.get_queue_item, item_id)
         if item is None or item.queue != request.path_params["name"]:
             raise ApiError(404, "not_found", f"no item {item_id!r} in queue {request.path_params['name']!r}")

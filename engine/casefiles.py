@@ -108,7 +108,7 @@ def run_file(loaded: Loaded, path: Path) -> list[Result]:
     events = [_event(case, i, path, doc, loaded, problems) for i, case in enumerate(parsed.cases)]
     if problems:
         raise ConfigError(problems)
-    return [Result(doc.file, case.name, tuple(run_case(loaded, case, event))) for case, event in zip(parsed.cases, events)]
+    return [Result(doc.file, case.name, tuple(run_case(loaded, case, event))) for case, event in zip(parsed.cases, events, strict=True)]
 
 
 def _event(case: Case, index: int, path: Path, doc: yamlfile.Document, loaded: Loaded, problems: list[Problem]) -> Event | None:
@@ -196,7 +196,7 @@ def subset_diff(expected: Any, actual: Any, path: str = "") -> list[str]:
     if isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) != len(expected):
             return [f"{path}: expected {_show(expected)}, got {_show(actual)}"]
-        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in subset_diff(e, a, f"{path}[{i}]")]
+        return [d for i, (e, a) in enumerate(zip(expected, actual, strict=True)) for d in subset_diff(e, a, f"{path}[{i}]")]
     if _same(expected, actual):
         return []
     return [f"{path}: expected {_show(expected)}, got {_show(actual)}"]

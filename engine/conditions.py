@@ -100,7 +100,7 @@ _new = object.__new__
 _set_matched = Outcome.matched.__set__  # type: ignore[attr-defined,misc]
 _set_path = Outcome.path.__set__  # type: ignore[attr-defined,misc]
 _set_expected = Outcome.expected.__set__  # type: ignore[attr-defined,misc]
-_set_got = Outcome.got.__set__  # type: ignore[attr-defined,misc]
+_set_got = Outcome.got.__set__  # type: ignore[misc]
 
 
 def _failure(path: str, expected: str, got: Any) -> Outcome:
@@ -364,7 +364,7 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, str) or isinstance(b, str):
         return isinstance(a, str) and isinstance(b, str) and a == b
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     return a is None and b is None
@@ -613,9 +613,9 @@ class _Node:
     def evaluate(self, body: Any, envelope: Mapping[str, Any]) -> Outcome:
         raise NotImplementedError("each node evaluates itself")
 
-    def leaves(self) -> Iterator[_Node]:
+    def leaves(self) -> Iterator[_Leaf | _Field | _FanField]:
         """The field leaves under this node (for the explanation of a failed ``not``)."""
-        yield self
+        raise NotImplementedError("each node lists its leaves")
 
 
 @dataclass(frozen=True, slots=True)
@@ -645,6 +645,9 @@ class _Leaf(_Node):
             return MATCHED
         return _failure(self.path, self.expected, value)
 
+    def leaves(self) -> Iterator[_Leaf]:
+        yield self
+
 
 @dataclass(frozen=True, slots=True)
 class _Field(_Node):
@@ -661,6 +664,9 @@ class _Field(_Node):
             if not test.check(value):
                 return _failure(test.path, test.expected, value)
         return MATCHED
+
+    def leaves(self) -> Iterator[_Field]:
+        yield self
 
 
 @dataclass(frozen=True, slots=True)
@@ -681,6 +687,9 @@ class _FanField(_Node):
                 return MATCHED
         return _failure(self.path, self.expected, values)
 
+    def leaves(self) -> Iterator[_FanField]:
+        yield self
+
 
 @dataclass(frozen=True, slots=True)
 class _All(_Node):
@@ -693,7 +702,7 @@ class _All(_Node):
                 return outcome
         return MATCHED
 
-    def leaves(self) -> Iterator[_Node]:
+    def leaves(self) -> Iterator[_Leaf | _Field | _FanField]:
         for child in self.children:
             yield from child.leaves()
 
@@ -713,7 +722,7 @@ class _Any(_Node):
             failures.append(outcome)
         return _failure(self.path, self.expected, tuple(failures))
 
-    def leaves(self) -> Iterator[_Node]:
+    def leaves(self) -> Iterator[_Leaf | _Field | _FanField]:
         for branch in self.branches:
             yield from branch.leaves()
 
@@ -730,7 +739,7 @@ class _Not(_Node):
         seen = {text: get(body, envelope) for text, get in self.fields}
         return _failure(self.path, "expected not to match", seen)
 
-    def leaves(self) -> Iterator[_Node]:
+    def leaves(self) -> Iterator[_Leaf | _Field | _FanField]:
         yield from self.inner.leaves()
 
 
@@ -803,7 +812,7 @@ class _Compiler:
         inner = self.condition_map(value, loc)
         if inner is None:
             return None
-        fields = {leaf.text: leaf.get for leaf in inner.leaves()}  # type: ignore[attr-defined]
+        fields = {leaf.text: leaf.get for leaf in inner.leaves()}
         return _Not(inner, self.path(loc), tuple(fields.items()))
 
     def field(self, key: str, value: Any, loc: Loc) -> _Node | None:

@@ -252,4 +252,4 @@ def _table(rows: list[dict[str, Any]]) -> str:
     cells = [[str(row.get(c) if row.get(c) is not None else "-") for c in _COLUMNS] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(_COLUMNS)]
     lines = [_COLUMNS, *cells]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines)

@@ -41,6 +41,7 @@ class Ingest:
         self.max_batch = max_batch
         self._pending: list[tuple[Incoming, asyncio.Future[Stored]]] = []
         self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None  # the loop keeps only a weak reference to a task
         self._closed = False
         #: when (time.monotonic()) a commit last failed for every event of its batch
         self.failed_at: float | None = None
@@ -64,7 +65,7 @@ class Ingest:
         self._pending.append((item, future))
         if not self._flushing:
             self._flushing = True
-            loop.create_task(self._flush())
+            self._flusher = loop.create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
@@ -98,7 +99,7 @@ class Ingest:
                 log.error("could not store %d events: %s", len(batch), exc)
             self.failed_at = time.monotonic()
             results = [exc] * len(batch)
-        for (_, future), result in zip(batch, results):
+        for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the client may have gone; a stored event is stored all the same
                 continue
             if isinstance(result, Stored):

@@ -43,7 +43,7 @@ def backoff(policy: RetryPolicy, attempt: int, rng: random.Random | None = None)
     """Seconds to wait after failed attempt number ``attempt`` (from 1): exponential from
     ``policy.backoff``, capped at ``policy.max_backoff``, with "equal jitter" (half fixed,
     half random) so retries of many steps spread out yet never come back at once."""
-    base = min(policy.max_backoff, policy.backoff * (2 ** (attempt - 1)))
+    base: float = min(policy.max_backoff, policy.backoff * (2 ** (attempt - 1)))  # int ** int is typed Any
     return base / 2 + (rng or random).uniform(0, base / 2)
 
 

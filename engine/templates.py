@@ -43,14 +43,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from difflib import get_close_matches
-from typing import Any, Union
+from typing import Any
 from urllib.parse import quote
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.environment import Template
+from jinja2.exceptions import SecurityError
 from jinja2.parser import Parser
 from jinja2.runtime import Context, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import missing, object_type_repr, pass_context
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
@@ -792,7 +793,7 @@ class _Seq:
     items: tuple[_Node, ...]
 
 
-_Node = Union[_Leaf, _Const, _Map, _Seq]
+_Node = _Leaf | _Const | _Map | _Seq
 
 
 def _plain(value: Any) -> Any:
@@ -872,7 +873,7 @@ class Templates:
             return _Const(value)
         try:
             leaf = self._compile_text(value)
-        except Exception as exc:  # a template that cannot compile is a config problem
+        except Exception as exc:  # noqa: BLE001 - a template that cannot compile is a config problem
             problems.append(Problem(_syntax_message(exc), loc))
             return _Const(value)
         paths.append(loc)

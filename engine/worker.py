@@ -130,7 +130,7 @@ class Worker:
     def _listen(self) -> None:
         """Wake the dispatcher when another process stores an event. Only a wake-up: the
         dispatcher polls all the same, so a lost notification costs a poll interval."""
-        wait = self.store.wait_for_events
+        wait = getattr(self.store, "wait_for_events")  # noqa: B009 - not in the Store contract: PostgreSQL only
         while not self._stopping.is_set():
             try:
                 if wait(1.0):

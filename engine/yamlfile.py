@@ -151,11 +151,11 @@ class _Builder:
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.doc.values[loc] = Mark(node.start_mark.line + 1, node.start_mark.column + 1)
         self.doc.spans[loc] = (node.start_mark.index, node.end_mark.index)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, loc)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, loc)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, loc + (i,)) for i, item in enumerate(node.value)]
-        return self._scalar(node, loc)
+        return [self.build(item, loc + (i,)) for i, item in enumerate(node.value)]  # a SequenceNode
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import pytest
 from pydantic import BaseModel, BeforeValidator, ConfigDict
@@ -141,8 +141,8 @@ class Pooled(Action):
 
     name = "pooled"
     Params = LogParams
-    made: list[Pooled] = []
-    closed: list[Pooled] = []
+    made: ClassVar[list[Pooled]] = []
+    closed: ClassVar[list[Pooled]] = []
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)

@@ -92,7 +92,7 @@ def test_a_misspelled_key_exits_78_with_file_line_col_path_and_hint(copy: Path) 
     rules = copy / "rules" / "hover.yaml"
     text = rules.read_text()
     rules.write_text(text.replace("          url: \"${CRM_URL", "          urll: \"${CRM_URL", 1))
-    line = next(i for i, l in enumerate(rules.read_text().splitlines(), 1) if "urll:" in l)
+    line = next(i for i, text in enumerate(rules.read_text().splitlines(), 1) if "urll:" in text)
     result = hookwise("check", "-c", "config.yaml", cwd=copy)
     assert result.returncode == 78
     assert f"rules/hover.yaml:{line}:11: rules[0].actions[1].http.urll: unknown key (did you mean 'url'?)" in result.stderr.splitlines()
@@ -105,7 +105,7 @@ def test_every_problem_is_printed(copy: Path) -> None:
     result = hookwise("check", "-c", "config.yaml", cwd=copy)
     assert result.returncode == 78
     lines = result.stderr.splitlines()
-    assert len(lines) == 2 and all("did you mean 'regex'" in l for l in lines)
+    assert len(lines) == 2 and all("did you mean 'regex'" in line for line in lines)
 
 
 def test_an_unset_variable_is_named(copy: Path) -> None:

@@ -106,7 +106,7 @@ def wait_until(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped
 
 
 def test_rules_fire_and_steps_chain_outputs(daemon: DaemonProcess, sink: Sink, tmp_path: Path) -> None:
-    status, answer = post(daemon.url + "/hooks/open", json.dumps({"type": "order.created", "id": "o-1"}))
+    status, _ = post(daemon.url + "/hooks/open", json.dumps({"type": "order.created", "id": "o-1"}))
     assert status == 202
     first, second = sink.wait_for(1, path="/first")[0], sink.wait_for(1, path="/second")[0]
     assert first.json() == {"order": "o-1"}
@@ -176,7 +176,7 @@ def test_reloads_leave_no_connections_behind(tmp_path: Path) -> None:
         for n in range(7):
             if n:
                 d.proc.send_signal(signal.SIGHUP)
-                wait_until(lambda: reloads(d) == n)
+                wait_until(lambda n=n: reloads(d) == n)
             post(d.url + "/hooks/open", json.dumps({"type": "flaky", "id": f"k-{n}", "n": n}))
             sink.wait_for(n + 1, path="/flaky")
         wait_until(lambda: [r[1] for r in runs(tmp_path)] == ["succeeded"] * 7)

@@ -115,7 +115,7 @@ def echo(request: Request) -> Response:
         "method": request.method,
         "path": request.path,
         "args": request.args.to_dict(flat=False),
-        "headers": {k.lower(): request.headers.getlist(k) for k in request.headers.keys()},
+        "headers": {k.lower(): request.headers.getlist(k) for k in request.headers},
         "body": request.get_data(as_text=True),
     }
     return Response(json.dumps(seen), content_type="application/json")

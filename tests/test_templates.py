@@ -95,7 +95,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -553,7 +553,7 @@ def test_renders_from_many_threads_do_not_interfere(templates: Templates) -> Non
             for n in range(200):
                 out = compiled.render({"event": {"job_id": worker, "n": n % 7}})
                 assert out == {"id": worker, "text": f"{worker}-" * (n % 7)}
-        except BaseException as exc:  # reported below, on the test's thread
+        except BaseException as exc:  # noqa: BLE001 - reported below, on the test's thread
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]

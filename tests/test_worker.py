@@ -109,7 +109,7 @@ class Harness:
         the round that matched the second began after the first was matched."""
         for _ in range(2):
             event_id = self.put("nothing-matches-this", {})
-            self.wait(lambda: (self.store.get_event(event_id) or {}).get("status") == "matched")
+            self.wait(lambda event_id=event_id: (self.store.get_event(event_id) or {}).get("status") == "matched")
 
     def wait(self, check: Callable[[], Any], timeout: float = 10.0) -> Any:
         deadline = time.time() + timeout

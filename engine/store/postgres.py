@@ -244,11 +244,11 @@ class PostgresStore:
         with self._transaction() as db:
             keyed = [n for n, item in enumerate(items) if item.delivery_id is not None]
             took = _each(db, "put_delivery", [_delivery_row(items[n]) for n in keyed])
-            dups = {n for n, rows in zip(keyed, took) if not rows}
+            dups = {n for n, rows in zip(keyed, took, strict=True) if not rows}
             new = [n for n in range(len(items)) if n not in dups]
-            inserted = {n for n, rows in zip(new, _each(db, "put_event", [_event_row(items[n]) for n in new])) if rows}
+            inserted = {n for n, rows in zip(new, _each(db, "put_event", [_event_row(items[n]) for n in new]), strict=True) if rows}
             held = sorted(dups)
-            holders = {n: rows[0][0] for n, rows in zip(held, _each(db, "find_delivery", [_delivery_row(items[n]) for n in held]))}
+            holders = {n: rows[0][0] for n, rows in zip(held, _each(db, "find_delivery", [_delivery_row(items[n]) for n in held]), strict=True)}
             if inserted:
                 db.execute(Q["notify_events"])
         return [Stored(holders[n], True) if n in holders else Stored(item.id, n not in inserted) for n, item in enumerate(items)]
@@ -442,7 +442,7 @@ class PostgresStore:
         })
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
-        return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._query("list_hover_webhooks")]
+        return [dict(zip(shapes.HOVER_WEBHOOK, row, strict=True)) for row in self._query("list_hover_webhooks")]
 
     def begin_hover_login(self, state: str, ttl: float, account: str = "default") -> None:
         self._count("begin_hover_login", {"state": state, "account": account, "ttl": float(ttl)})
@@ -456,7 +456,7 @@ class PostgresStore:
 
     def hover_login(self, state: str) -> dict[str, Any] | None:
         rows = self._query("get_hover_login", {"state": state})
-        return dict(zip(shapes.HOVER_LOGIN, rows[0])) if rows else None
+        return dict(zip(shapes.HOVER_LOGIN, rows[0], strict=True)) if rows else None
 
     def wake_steps(self, action: str, error_prefix: str) -> int:
         return self._count("wake_steps", {"action": action, "prefix": error_prefix})
@@ -474,7 +474,7 @@ class PostgresStore:
         since: float | None = None, until: float | None = None, cursor: int | None = None,
     ) -> list[dict[str, Any]]:
         params = {"limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until, "cursor": cursor}
-        return [dict(zip(shapes.EVENT_SUMMARY, row)) for row in self._query("list_events", params)]
+        return [dict(zip(shapes.EVENT_SUMMARY, row, strict=True)) for row in self._query("list_events", params)]
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
         new = new_id()
@@ -532,7 +532,7 @@ class PostgresStore:
         return {status: count for status, count in self._query("run_status_counts")}
 
     def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
-        return [dict(zip(shapes.RETRYING_STEP, row)) for row in self._query("retrying_steps", {"limit": limit})]
+        return [dict(zip(shapes.RETRYING_STEP, row, strict=True)) for row in self._query("retrying_steps", {"limit": limit})]
 
 
 # --- statements inside a caller's transaction ---------------------------------------------
@@ -642,7 +642,7 @@ def _event_row(item: Incoming) -> dict[str, Any]:
 def _task(row: Row) -> StepTask:
     run_id, index, step_id, action, attempt, overrides, rule, version = row[:8]
     output_ids, output_values = row[19], row[20]
-    outputs = {sid: _loads(out) for sid, out in zip(output_ids, output_values)} if index else {}
+    outputs = {sid: _loads(out) for sid, out in zip(output_ids, output_values, strict=True)} if index else {}
     return StepTask(
         run_id=run_id, index=index, step_id=step_id, action=action, attempt=attempt, rule=rule,
         rule_version=version, event=shapes.event(row[8:19]), outputs=outputs, overrides=_loads(overrides) or {},

@@ -20,5 +20,5 @@ def load_queries(backend: str) -> dict[str, str]:
     """The queries of ``backend`` by name."""
     text = files("engine.store").joinpath("sql", f"{backend}.sql").read_text(encoding="utf-8")
     parts = _HEADER.split(text)
-    blocks = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}
+    blocks = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
     return {name: _FRAGMENT.sub(lambda m: blocks.get(m.group(1), m.group(0)), body) for name, body in blocks.items()}

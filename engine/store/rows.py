@@ -52,13 +52,13 @@ def event_detail(r: Sequence[Any]) -> dict[str, Any]:
 
 
 def run(row: Sequence[Any]) -> dict[str, Any]:
-    return dict(zip(RUN, row))
+    return dict(zip(RUN, row, strict=True))
 
 
 def steps(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     out = []
     for row in rows:
-        step = dict(zip(STEP, row))
+        step = dict(zip(STEP, row, strict=True))
         step["params"], step["output"] = loads(step["params"]), loads(step["output"])
         out.append(step)
     return out

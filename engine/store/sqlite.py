@@ -378,7 +378,7 @@ class SQLiteStore:
                 item_id = new_id()
                 db.execute(Q["insert_queue_item"], (item_id, queue, key, _dumps(data), max_attempts, now + delay, request_id, now, now))
                 return self._queue_item(db, item_id)
-            item_id, status, attempts, _, last_request = row
+            item_id, _, attempts, _, last_request = row
             if last_request == request_id:  # the same step again (a retry after a crash)
                 return self._queue_item(db, item_id)
             db.execute(Q["requeue_item"], (_dumps(data), max_attempts, now + delay, request_id, now, item_id))
@@ -466,7 +466,7 @@ class SQLiteStore:
             ))
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
-        return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._read(Q["list_hover_webhooks"])]
+        return [dict(zip(shapes.HOVER_WEBHOOK, row, strict=True)) for row in self._read(Q["list_hover_webhooks"])]
 
     def begin_hover_login(self, state: str, ttl: float, account: str = "default") -> None:
         now = self.clock()
@@ -486,7 +486,7 @@ class SQLiteStore:
 
     def hover_login(self, state: str) -> dict[str, Any] | None:
         rows = self._read(Q["get_hover_login"], {"state": state, "now": self.clock()})
-        return dict(zip(shapes.HOVER_LOGIN, (rows[0][0], rows[0][1], bool(rows[0][2])))) if rows else None
+        return dict(zip(shapes.HOVER_LOGIN, (rows[0][0], rows[0][1], bool(rows[0][2])), strict=True)) if rows else None
 
     def wake_steps(self, action: str, error_prefix: str) -> int:
         with self._write() as db:
@@ -506,7 +506,7 @@ class SQLiteStore:
         since: float | None = None, until: float | None = None, cursor: int | None = None,
     ) -> list[dict[str, Any]]:
         params = {"limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until, "cursor": cursor}
-        return [dict(zip(shapes.EVENT_SUMMARY, row)) for row in self._read(Q["list_events"], params)]
+        return [dict(zip(shapes.EVENT_SUMMARY, row, strict=True)) for row in self._read(Q["list_events"], params)]
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
         new = new_id()
@@ -566,7 +566,7 @@ class SQLiteStore:
         return {status: count for status, count in self._read(Q["run_status_counts"])}
 
     def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
-        return [dict(zip(shapes.RETRYING_STEP, row)) for row in self._read(Q["retrying_steps"], (limit,))]
+        return [dict(zip(shapes.RETRYING_STEP, row, strict=True)) for row in self._read(Q["retrying_steps"], (limit,))]
 
 
 #: Rows one multi-row INSERT takes at most; a batch is cut into chunks of powers of two,
