@@ -150,7 +150,10 @@ def whole_action(port: int) -> Iterator[Call]:
     action = HttpAction(Settings.model_validate({"http": {"allow_private": True}}))
     params = HttpParams.model_validate({"method": "POST", "url": f"http://127.0.0.1:{port}/sink", "json": JOB})
     event = Event(source="bench", type="job", body=JOB, id="ev-1")
-    ctx = Context(event=event, run_id="run-1", step_id="0", attempt=1, idempotency_key="run-1-0", logger=logging.getLogger("bench"))
+    ctx = Context(
+        event=event, run_id="run-1", step_id="0", attempt=1, idempotency_key="run-1-0",
+        logger=logging.getLogger("bench")
+    )
 
     def call() -> None:
         assert action.run(params, ctx)["json"] == {}

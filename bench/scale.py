@@ -37,7 +37,9 @@ class Layout:
             f"store: {json.dumps(store)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  bench: {{type: 'body:event', verify: none}}\n"
         )
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.procs.append(subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(sink_port), os.devnull], 1)))
+        self.procs.append(
+            subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(sink_port), os.devnull], 1))
+        )
         self.ports = [free_port() for _ in range(receivers)]
         for port in self.ports:
             self._serve(port, "receiver", 0)
@@ -48,8 +50,13 @@ class Layout:
             wait_up(port, "/livez")
 
     def _serve(self, port: int, role: str, core: int) -> None:
-        cmd = [sys.executable, "-m", "engine", "serve", "-c", str(self.folder / "config.yaml"), "--port", str(port), "--role", role, "--log-level", "warning"]
-        self.procs.append(subprocess.Popen(pinned(cmd, core), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent))
+        cmd = [
+            sys.executable, "-m", "engine", "serve", "-c", str(self.folder / "config.yaml"), "--port", str(port),
+            "--role", role, "--log-level", "warning"
+        ]
+        self.procs.append(
+            subprocess.Popen(pinned(cmd, core), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent)
+        )
 
     def close(self) -> None:
         for proc in reversed(self.procs):

@@ -313,7 +313,9 @@ def _describe(obj: Any) -> str:
 def _load_plugin(name: str, path: Any, builtins: frozenset[str]) -> type[Action]:
     """The action at ``path``, to be registered as ``name``; raises :class:`PluginError`."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise PluginError(f"{name!r} is not a valid action name: use lower-case letters, digits and '_', starting with a letter")
+        raise PluginError(
+            f"{name!r} is not a valid action name: use lower-case letters, digits and '_', starting with a letter"
+        )
     if name in builtins:
         raise PluginError(f"{name!r} is a built-in action: a plugin cannot replace it; choose another name")
     if not isinstance(path, str):
@@ -328,7 +330,9 @@ def _name_warning(name: str, action: type[Action], loc: Loc) -> list[Problem]:
     return [Problem(f"{action.__name__}.name is {own!r}; it is registered as {name!r}", loc, warning=True)]
 
 
-def _load_entry_points(builtins: frozenset[str], problems: list[Problem], warnings: list[Problem]) -> dict[str, type[Action]]:
+def _load_entry_points(
+    builtins: frozenset[str], problems: list[Problem], warnings: list[Problem]
+) -> dict[str, type[Action]]:
     found: dict[str, type[Action]] = {}
     origin: dict[str, str] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):

@@ -174,7 +174,8 @@ class InspectApi:
         q = request.query_params
         page = await run_in_threadpool(
             ops.list_events, self.current(), self.store, limit=_limit(q.get("limit"), 50), cursor=q.get("cursor"),
-            source=q.get("source"), type=q.get("type"), status=q.get("status"), since=q.get("since"), until=q.get("until"),
+            source=q.get("source"), type=q.get("type"), status=q.get("status"), since=q.get("since"),
+            until=q.get("until"),
         )
         return JSONResponse(page)
 

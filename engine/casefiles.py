@@ -34,7 +34,9 @@ class _Model(BaseModel):
 
 class Expect(_Model):
     rules: list[str] | None = Field(None, description="Exactly the rules that must match (order does not matter).")
-    actions: list[dict[str, Any]] = Field(default_factory=list, description="{rule, step, <action>: {params subset}} | {rule, step, skipped: true}")
+    actions: list[dict[str, Any]] = Field(
+        default_factory=list, description="{rule, step, <action>: {params subset}} | {rule, step, skipped: true}"
+    )
 
 
 class Case(_Model):
@@ -44,7 +46,9 @@ class Case(_Model):
     type: str | None = Field(None, description="The event type; default: read as the source reads it.")
     headers: dict[str, str] = Field(default_factory=dict)
     query: dict[str, str] = Field(default_factory=dict)
-    steps: dict[str, Any] = Field(default_factory=dict, description="Outputs of steps by id, used instead of running them.")
+    steps: dict[str, Any] = Field(
+        default_factory=dict, description="Outputs of steps by id, used instead of running them."
+    )
     expect: Expect
 
 
@@ -111,7 +115,9 @@ def run_file(loaded: Loaded, path: Path) -> list[Result]:
     return [Result(doc.file, case.name, tuple(run_case(loaded, case, event))) for case, event in zip(parsed.cases, events, strict=True)]
 
 
-def _event(case: Case, index: int, path: Path, doc: yamlfile.Document, loaded: Loaded, problems: list[Problem]) -> Event | None:
+def _event(
+    case: Case, index: int, path: Path, doc: yamlfile.Document, loaded: Loaded, problems: list[Problem]
+) -> Event | None:
     body = case.event
     if isinstance(body, dict) and set(body) == {"file"} and isinstance(body["file"], str):
         try:
@@ -146,7 +152,9 @@ def run_case(loaded: Loaded, case: Case, event: Event | None) -> list[str]:
     return failures
 
 
-def _check_action(loaded: Loaded, index: int, expected: dict[str, Any], planned: dict[str, list[PlannedStep]]) -> list[str]:
+def _check_action(
+    loaded: Loaded, index: int, expected: dict[str, Any], planned: dict[str, list[PlannedStep]]
+) -> list[str]:
     where = f"expect.actions[{index}]"
     rule, step = expected.get("rule"), expected.get("step", 0)
     if rule not in planned:
@@ -196,7 +204,9 @@ def subset_diff(expected: Any, actual: Any, path: str = "") -> list[str]:
     if isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) != len(expected):
             return [f"{path}: expected {_show(expected)}, got {_show(actual)}"]
-        return [d for i, (e, a) in enumerate(zip(expected, actual, strict=True)) for d in subset_diff(e, a, f"{path}[{i}]")]
+        return [
+            d for i, (e, a) in enumerate(zip(expected, actual, strict=True)) for d in subset_diff(e, a, f"{path}[{i}]")
+        ]
     if _same(expected, actual):
         return []
     return [f"{path}: expected {_show(expected)}, got {_show(actual)}"]

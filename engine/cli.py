@@ -87,10 +87,14 @@ def _plural(count: int, noun: str) -> str:
 @cli.command("dry-run")
 @config_option
 @click.argument("event_file", metavar="EVENT.json", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--source", "source_name", metavar="S", help="Source the event arrives on (default: the only one configured).")
+@click.option(
+    "--source", "source_name", metavar="S", help="Source the event arrives on (default: the only one configured)."
+)
 @click.option("--header", "headers", metavar="'K: V'", multiple=True, help="A request header; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def dry_run(config_path: str | None, event_file: str, source_name: str | None, headers: tuple[str, ...], as_json: bool) -> None:
+def dry_run(
+    config_path: str | None, event_file: str, source_name: str | None, headers: tuple[str, ...], as_json: bool
+) -> None:
     """Match and render an event with no side effects; explain every rule."""
     from .dryrun import dry_run as run
     from .dryrun import event_source, format_text
@@ -155,10 +159,18 @@ def schema(kind: str | None, config_path: str | None) -> None:
 @click.option("--port", metavar="P", type=click.IntRange(0, 65535), help="Port to listen on (default: server.port).")
 @click.option("--role", type=click.Choice(["all", "receiver", "worker"]), default="all", show_default=True,
               help="Run the receiver, the worker, or both.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="Log format (default: text on a terminal, else json).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default=None,
+    help="Log format (default: text on a terminal, else json)."
+)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
+)
 @click.option("--watch", is_flag=True, help="Reload when the config or a rule file changes.")
-def serve(config_path: str | None, host: str | None, port: int | None, role: str, log_format: str | None, log_level: str, watch: bool) -> None:
+def serve(
+    config_path: str | None, host: str | None, port: int | None, role: str, log_format: str | None, log_level: str,
+    watch: bool
+) -> None:
     """Run the daemon: receive webhooks, match rules, run workflows."""
     from .config import find_config
     from .daemon import Options
@@ -251,7 +263,9 @@ def events_list(config_path: str | None, source: str | None, type_: str | None, 
     from . import operations as ops
 
     loaded, store = _inspect(config_path)
-    page = ops.list_events(loaded, store, limit=limit, cursor=cursor, source=source, type=type_, status=status, since=since, until=until)
+    page = ops.list_events(
+        loaded, store, limit=limit, cursor=cursor, source=source, type=type_, status=status, since=since, until=until
+    )
     if as_json:
         _print_json(page)
         return
@@ -281,7 +295,9 @@ def events_show(config_path: str | None, event_id: str, as_json: bool) -> None:
         _print_json(detail)
         return
     event = detail["event"]
-    click.echo(f"event {event['id']}  {event['source']}/{event['type']}  received {event['received_at']}  {event['status']}")
+    click.echo(
+        f"event {event['id']}  {event['source']}/{event['type']}  received {event['received_at']}  {event['status']}"
+    )
     if event.get("replay_of"):
         click.echo(f"replay of {event['replay_of']}" + (f" for {', '.join(event['only_rules'])}" if event.get("only_rules") else ""))
     if event.get("body_note"):  # a body no JSON encoder takes: its stored text
@@ -425,7 +441,9 @@ def runs_show(config_path: str | None, run_id: str, as_json: bool) -> None:
 @runs.command("retry")
 @config_option
 @click.argument("run_id", metavar="ID")
-@click.option("--set", "sets", multiple=True, metavar="STEP.PARAM=VALUE", help="Change a param of the dead step; repeatable.")
+@click.option(
+    "--set", "sets", multiple=True, metavar="STEP.PARAM=VALUE", help="Change a param of the dead step; repeatable."
+)
 def runs_retry(config_path: str | None, run_id: str, sets: tuple[str, ...]) -> None:
     """Resume a dead run from its failed step, earlier outputs kept."""
     from . import operations as ops
@@ -473,7 +491,9 @@ def queue() -> None:
 @queue.command("list")
 @config_option
 @click.argument("name", required=False)
-@click.option("--status", type=click.Choice(["waiting", "claimed", "done", "dead"]), help="Only items with this status.")
+@click.option(
+    "--status", type=click.Choice(["waiting", "claimed", "done", "dead"]), help="Only items with this status."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def queue_list(config_path: str | None, name: str | None, status: str | None, as_json: bool) -> None:
     """Queues with their counts, or the items of queue NAME."""

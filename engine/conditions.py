@@ -474,7 +474,9 @@ def _op_not_in(name: str, x: Any) -> Built:
     return (lambda v: v is not MISSING and not inside(v)), f"none of {_render(x)}"
 
 
-_ORDER: Final = {"lt": (operator.lt, "<"), "lte": (operator.le, "<="), "gt": (operator.gt, ">"), "gte": (operator.ge, ">=")}
+_ORDER: Final = {
+    "lt": (operator.lt, "<"), "lte": (operator.le, "<="), "gt": (operator.gt, ">"), "gte": (operator.ge, ">=")
+}
 
 
 def _op_compare(name: str, x: Any) -> Built:

@@ -120,8 +120,10 @@ class Daemon:
         app = create_app(self.current, self.ingest, self.health, self.store, self.metrics, self.delivery.hosts)
         settings = self.config.settings.server
         config = uvicorn.Config(
-            app, host=self.options.host or settings.host, port=self.options.port if self.options.port is not None else settings.port,
-            access_log=False, log_level="warning", lifespan="off", timeout_graceful_shutdown=int(self.options.drain_timeout),
+            app, host=self.options.host or settings.host,
+            port=self.options.port if self.options.port is not None else settings.port,
+            access_log=False, log_level="warning", lifespan="off",
+            timeout_graceful_shutdown=int(self.options.drain_timeout),
             server_header=False,
             log_config=None,  # uvicorn's own lines go through our handler: our format, secrets masked
             **uvicorn_options(settings, open_files_for(settings.max_connections)),
@@ -213,7 +215,9 @@ class Daemon:
 
     def _reload_failed(self, problems: Iterable[object]) -> None:
         problems = list(problems)
-        log.error("reload failed, the previous rules stay: %d problem%s", len(problems), "" if len(problems) == 1 else "s")
+        log.error(
+            "reload failed, the previous rules stay: %d problem%s", len(problems), "" if len(problems) == 1 else "s"
+        )
         for problem in problems:  # one line each, FILE:LINE:COL first, as `hookwise check` prints them
             log.error("reload: %s", problem)
         self.metrics.reloaded(False)  # after the log lines: who sees the count rise finds them
@@ -242,7 +246,9 @@ class RuleWatcher:
     reload of the finished file. ``on_change`` runs in the watcher's thread.
     """
 
-    def __init__(self, paths: Callable[[], Iterable[Path]], on_change: Callable[[], object], interval: float = 1.0) -> None:
+    def __init__(
+        self, paths: Callable[[], Iterable[Path]], on_change: Callable[[], object], interval: float = 1.0
+    ) -> None:
         self.paths = paths
         self.on_change = on_change
         self.interval = interval

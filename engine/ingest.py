@@ -35,7 +35,9 @@ MAX_GATHER = 0.005
 class Ingest:
     """The group commit of received events (used from one event loop)."""
 
-    def __init__(self, store: Store, on_stored: Callable[[], None] | None = None, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, store: Store, on_stored: Callable[[], None] | None = None, *, max_batch: int = MAX_BATCH
+    ) -> None:
         self.store = store
         self.on_stored = on_stored
         self.max_batch = max_batch
@@ -87,7 +89,9 @@ class Ingest:
             quiet = quiet + 1 if len(self._pending) == seen else 0
             seen = len(self._pending)
 
-    async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Incoming, asyncio.Future[Stored]]]) -> None:
+    async def _commit(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Incoming, asyncio.Future[Stored]]]
+    ) -> None:
         results: list[Stored | StoreError]
         try:
             results = await loop.run_in_executor(self._executor, self._put, [item for item, _ in batch])

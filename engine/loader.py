@@ -56,7 +56,10 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
     warnings = [*config.warnings, *_in_config(config, registry.warnings), *loader.warnings]
     if not user_rules:
         warnings.append(loader.config_problem(no_rules_warning(config)))
-    return Loaded(config, registry, templates, rules, masker, Actions(registry, config.settings), tuple(_ordered(warnings, masker)))
+    return Loaded(
+        config, registry, templates, rules, masker, Actions(registry, config.settings),
+        tuple(_ordered(warnings, masker))
+    )
 
 
 def rule_count(rules: RuleSet) -> str:

@@ -14,11 +14,17 @@ def _json(schema: Any, description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "invalid request", 401: "no or wrong bearer token", 403: "not allowed", 404: "not found", 409: "conflict with the current state"}
+    text = {
+        400: "invalid request", 401: "no or wrong bearer token", 403: "not allowed", 404: "not found",
+        409: "conflict with the current state"
+    }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
-def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None, body: Any = None, secured: bool = True) -> dict[str, Any]:
+def _op(
+    summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None, body: Any = None,
+    secured: bool = True
+) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {**responses, **(_errors(401, 403) if secured else {})}}
     if params:
         op["parameters"] = params
@@ -48,7 +54,8 @@ def spec() -> dict[str, Any]:
         "next_cursor": {"type": "string", "nullable": True}}}
     paths: dict[str, Any] = {
         "/api/events": {"get": _op("List events, newest first", {"200": _json(event_list, "a page of events"), **_errors(400)}, params=[
-            _query("source", {"type": "string"}, "only this source"), _query("type", {"type": "string"}, "only this type"),
+            _query("source", {"type": "string"}, "only this source"),
+            _query("type", {"type": "string"}, "only this type"),
             _query("status", {"type": "string", "enum": ["pending", "matched"]}, "only this status"),
             _query("since", {"type": "string", "format": "date-time"}, "received at or after"),
             _query("until", {"type": "string", "format": "date-time"}, "received before"),
@@ -56,7 +63,9 @@ def spec() -> dict[str, Any]:
         "/api/events/{id}": {"get": _op("An event with its explain record and runs", {"200": _json({"$ref": "#/components/schemas/EventDetail"}, "the event"), **_errors(404)}, params=[_path("id")])},
         "/api/events/{id}/replay": {"post": _op("Replay an event (optionally for some rules)", {
             "202": _json({"type": "object", "required": ["event_id", "replay_of"], "properties": {"event_id": {"type": "string"}, "replay_of": {"type": "string"}}}, "the replay is stored"),
-            **_errors(400, 404)}, params=[_path("id")], body={"type": "object", "properties": {"rules": {"type": "array", "items": {"type": "string"}}}})},
+            **_errors(400, 404)}, params=[_path("id")], body={
+                "type": "object", "properties": {"rules": {"type": "array", "items": {"type": "string"}}}
+            })},
         "/api/runs": {"get": _op("List runs", {"200": _json({"type": "object", "required": ["runs"], "properties": {"runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}}}}, "runs"), **_errors(400)},
                                  params=[_query("status", {"type": "string", "enum": ["active", "succeeded", "dead"]}, "only this status"), _query("rule", {"type": "string"}, "only this rule"), LIMIT])},
         "/api/runs/{id}": {"get": _op("A run with its steps", {"200": _json({"$ref": "#/components/schemas/RunDetail"}, "the run"), **_errors(404)}, params=[_path("id")])},
@@ -77,15 +86,23 @@ def spec() -> dict[str, Any]:
         "/api/queues/{name}": {"get": _op("Items of a queue", {"200": _json({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/QueueItem"}}}}, "items"), **_errors(400)},
                                           params=[_path("name"), _query("status", {"type": "string", "enum": ["waiting", "claimed", "done", "dead"]}, "only this status"), LIMIT])},
         "/api/queues/{name}/claim": {"post": _op("Claim the next item with a lease", {"200": _json({"type": "object", "required": ["item"], "properties": {"item": {"$ref": "#/components/schemas/QueueItem"}}}, "the claimed item"), "204": {"description": "the queue is empty"}, **_errors(400)},
-                                                params=[_path("name")], body={"type": "object", "properties": {"lease": {"description": "a duration: 30m, 600 ..."}}})},
+                                                params=[_path("name")], body={
+                                                    "type": "object",
+                                                    "properties": {"lease": {"description": "a duration: 30m, 600 ..."}}
+                                                })},
         "/api/queues/{name}/items/{item}/done": {"post": _op("Mark a claimed item done", {"200": _json({"type": "object", "required": ["item"]}, "the item"), **_errors(404, 409)}, params=[_path("name"), _path("item")])},
         "/api/queues/{name}/items/{item}/fail": {"post": _op("Give a claimed item back", {"200": _json({"type": "object", "required": ["item"]}, "the item"), **_errors(400, 404, 409)},
                                                             params=[_path("name"), _path("item")], body={"type": "object", "properties": {"retry_in": {}, "error": {"type": "string"}}})},
         "/hooks/{source}": {"post": _op("Receive a webhook", {
             "202": _json({"type": "object", "properties": {"event_id": {"type": "string"}}}, "the event is committed"),
-            "200": _json({"type": "object", "properties": {"event_id": {"type": "string"}, "duplicate": {"type": "boolean"}}}, "a duplicate delivery, or the source's own response"),
+            "200": _json(
+                {"type": "object", "properties": {"event_id": {"type": "string"}, "duplicate": {"type": "boolean"}}},
+                "a duplicate delivery, or the source's own response"
+            ),
             **{str(c): _json(_ERROR, t) for c, t in ((400, "malformed body"), (401, "verification failed"), (403, "sender not allowed"), (404, "no such source"),
-                                                    (413, "body too large"), (415, "unsupported content type"), (503, "the store cannot take the event now"))}},
+                                                    (413, "body too large"), (415, "unsupported content type"), (
+                                                        503, "the store cannot take the event now"
+                                                    ))}},
             params=[_path("source")], body=OBJECT, secured=False)},
         "/livez": {"get": _op("The process is alive", {"200": _json(OBJECT, "alive")}, secured=False)},
         "/readyz": {"get": _op("Ready: store can commit, rules loaded, not draining", {"200": _json(OBJECT, "ready"), "503": _json(OBJECT, "not ready")}, secured=False)},
@@ -93,7 +110,10 @@ def spec() -> dict[str, Any]:
     }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "hookwise", "version": VERSION, "description": "Receive webhooks, match rules, run workflows; the management API."},
+        "info": {
+            "title": "hookwise", "version": VERSION,
+            "description": "Receive webhooks, match rules, run workflows; the management API."
+        },
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
@@ -106,17 +126,23 @@ def spec() -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     nullable_str = {"type": "string", "nullable": True}
     run = {"type": "object", "required": ["id", "event_id", "rule", "rule_version", "status"], "properties": {
-        "id": {"type": "string"}, "event_id": {"type": "string"}, "rule": {"type": "string"}, "rule_version": {"type": "string"},
-        "status": {"type": "string", "enum": ["active", "succeeded", "dead"]}, "step": {"type": "integer"}, "error": nullable_str,
+        "id": {"type": "string"}, "event_id": {"type": "string"}, "rule": {"type": "string"},
+        "rule_version": {"type": "string"},
+        "status": {"type": "string", "enum": ["active", "succeeded", "dead"]}, "step": {"type": "integer"},
+        "error": nullable_str,
         "created_at": nullable_str, "updated_at": nullable_str}}
     step = {"type": "object", "required": ["index", "id", "action", "status", "attempt"], "properties": {
         "index": {"type": "integer"}, "id": {"type": "string"}, "action": {"type": "string"},
         "status": {"type": "string", "enum": ["waiting", "ready", "running", "succeeded", "skipped", "failed", "dead"]},
         "attempt": {"type": "integer"}, "params": {}, "output": {}, "error": nullable_str}}
     return {
-        "Error": {"type": "object", "required": ["error", "message"], "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+        "Error": {
+            "type": "object", "required": ["error", "message"],
+            "properties": {"error": {"type": "string"}, "message": {"type": "string"}}
+        },
         "EventSummary": {"type": "object", "required": ["id", "source", "type", "received_at", "status"], "properties": {
-            "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"}, "delivery_id": nullable_str,
+            "id": {"type": "string"}, "source": {"type": "string"}, "type": {"type": "string"},
+            "delivery_id": nullable_str,
             "received_at": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "matched"]},
             "replay_of": nullable_str, "runs": {"type": "integer", "nullable": True}, "outcome": {"type": "string"}}},
         "EventDetail": {"type": "object", "required": ["event", "runs"], "properties": {
@@ -126,7 +152,8 @@ def _schemas() -> dict[str, Any]:
         "RunDetail": {"allOf": [run, {"type": "object", "required": ["steps"], "properties": {"steps": {"type": "array", "items": step}}}]},
         "QueueItem": {"type": "object", "required": ["id", "queue", "key", "status", "attempts", "max_attempts"], "properties": {
             "id": {"type": "string"}, "queue": {"type": "string"}, "key": {"type": "string"},
-            "status": {"type": "string", "enum": ["waiting", "claimed", "done", "dead"]}, "data": {}, "attempts": {"type": "integer"},
+            "status": {"type": "string", "enum": ["waiting", "claimed", "done", "dead"]}, "data": {},
+            "attempts": {"type": "integer"},
             "max_attempts": {"type": "integer"}, "error": nullable_str,
             "available_at": {"type": "string"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
     }

@@ -93,7 +93,9 @@ def run_detail(loaded: Loaded, store: Store, run_id: str) -> dict[str, Any] | No
     return loaded.masker.mask_value({**run, "steps": steps})
 
 
-def list_runs(loaded: Loaded, store: Store, *, status: str | None = None, rule: str | None = None, limit: int = 50) -> dict[str, Any]:
+def list_runs(
+    loaded: Loaded, store: Store, *, status: str | None = None, rule: str | None = None, limit: int = 50
+) -> dict[str, Any]:
     if status is not None and status not in RUN_STATUSES:
         raise UsageError(f"status: expected one of {', '.join(RUN_STATUSES)}")
     runs = store.list_runs(status, limit, rule)
@@ -183,7 +185,8 @@ def rules_info(loaded: Loaded, store: Store) -> dict[str, Any]:
         rules.append({
             "name": rule.name, "description": rule.description, "version": rule.version, "file": rule.file,
             "line": rule.line, "builtin": rule.file == BUILTIN_FILE, "enabled": rule.enabled, "priority": rule.priority,
-            "source": sorted(rule.sources) if rule.sources is not None else None, "event": list(rule.event_text) or None,
+            "source": sorted(rule.sources) if rule.sources is not None else None,
+            "event": list(rule.event_text) or None,
             "steps": [{"id": s.id, "action": s.action} for s in rule.steps],
             "counts": {"runs": sum(by_status.values()), "succeeded": by_status.get("succeeded", 0),
                        "dead": by_status.get("dead", 0), "active": by_status.get("active", 0)},

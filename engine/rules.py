@@ -50,7 +50,9 @@ class StepRetry(_Model):
 class StepKeys(_Model):
     """The keys every step may carry beside its one action key."""
 
-    id: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] | None = Field(None, description="Name for steps.<id>; default: the action name.")
+    id: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] | None = Field(
+        None, description="Name for steps.<id>; default: the action name."
+    )
     if_: str | None = Field(None, alias="if", description="Jinja expression; the step is skipped when it is false.")
     retry: StepRetry | None = None
     timeout: Duration | None = None
@@ -285,7 +287,9 @@ class RuleSet:
 
 def _index_keys(rule: Rule) -> list[tuple[str | None, str | None]]:
     sources: Iterable[str | None] = sorted(rule.sources) if rule.sources is not None else [None]
-    types: list[str | None] = [None] if rule.event_glob is not None or rule.events is None else list(sorted(rule.events))
+    types: list[str | None] = [None] if rule.event_glob is not None or rule.events is None else list(
+        sorted(rule.events)
+    )
     return [(s, t) for s in sources for t in types]
 
 
@@ -415,7 +419,9 @@ class RuleLoader:
         doubt = bool(refused - {field.alias or name for name, field in RuleModel.model_fields.items()})
         selectors = model.source is None and model.event is None and model.when is None and model.if_ is None
         if selectors and not doubt and not refused & {"source", "event", "when", "if"}:
-            problems.append(Problem('a rule needs at least one of source, event, when or if (event: "*" matches everything)', loc))
+            problems.append(
+                Problem('a rule needs at least one of source, event, when or if (event: "*" matches everything)', loc)
+            )
         when = self._compile_when(model.when, loc + ("when",), problems)
         condition = self._compile_expression(model.if_, loc + ("if",), problems)
         steps = self._compile_steps(model, loc, problems, check_count=not doubt and not refused & {"actions", "stop"})
@@ -453,7 +459,9 @@ class RuleLoader:
     def _check_unique(self, name: str, doc: yamlfile.Document, loc: Loc, problems: list[Problem]) -> None:
         here = doc.locate(Problem("", loc + ("name",)))
         if name in self._first_seen:
-            problems.append(Problem(f"duplicate rule name {name!r} (first defined at {self._first_seen[name]})", loc + ("name",)))
+            problems.append(
+                Problem(f"duplicate rule name {name!r} (first defined at {self._first_seen[name]})", loc + ("name",))
+            )
         else:
             self._first_seen[name] = f"{here.file}:{here.line}:{here.col}"
 
@@ -526,7 +534,9 @@ class RuleLoader:
             problems.append(Problem(f"a step needs an action: one of {', '.join(self.registry.names())}", loc))
         return actions[0] if len(actions) == 1 else None
 
-    def _step_id(self, explicit: str | None, action: str, loc: Loc, ids: dict[str, int], problems: list[Problem]) -> str:
+    def _step_id(
+        self, explicit: str | None, action: str, loc: Loc, ids: dict[str, int], problems: list[Problem]
+    ) -> str:
         if explicit is not None:
             if explicit in ids:
                 problems.append(Problem(f"duplicate step id {explicit!r}", loc + ("id",)))

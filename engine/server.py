@@ -221,7 +221,9 @@ def _verify(
     endpoint: Endpoint, scope: Scope, raw: bytes, headers: dict[str, str], query: dict[str, str], query_string: str,
     client: str | None,
 ) -> None:
-    path = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (f"?{query_string}" if query_string else "")
+    path = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (
+        f"?{query_string}" if query_string else ""
+    )
     signed = Signed(body=raw, headers=headers, query=query, method=scope["method"], path=path, client=client)
     try:
         endpoint.verifier.verify(signed)
@@ -236,7 +238,10 @@ def _body_kind(content_type: str) -> str:
     if media == "application/x-www-form-urlencoded":
         return "form"
     shown = media or "none"
-    raise Refused(415, "unsupported_media_type", f"content type {shown!r} is not accepted: send application/json or application/x-www-form-urlencoded")
+    raise Refused(
+        415, "unsupported_media_type",
+        f"content type {shown!r} is not accepted: send application/json or application/x-www-form-urlencoded"
+    )
 
 
 async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
@@ -336,5 +341,7 @@ async def _not_here(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     names = {404: "not_found", 405: "method_not_allowed"}
-    message = {404: f"no such endpoint: {request.url.path}", 405: f"{request.method} is not allowed here"}.get(exc.status_code, str(exc.detail))
+    message = {404: f"no such endpoint: {request.url.path}", 405: f"{request.method} is not allowed here"}.get(
+        exc.status_code, str(exc.detail)
+    )
     return error_response(exc.status_code, names.get(exc.status_code, "error"), message)

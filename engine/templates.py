@@ -578,7 +578,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return result
 
     @staticmethod
-    def _check_method(budget: _Budget, method: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+    def _check_method(
+        budget: _Budget, method: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[Any, ...]:
         text, name = method.__self__, method.__name__
         if name == "join" and args:
             items = list(args[0])  # a generator must be measured without being used up

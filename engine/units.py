@@ -116,14 +116,19 @@ def _schema(pattern: str, number: str, description: str) -> dict[str, Any]:
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema(_schema(DURATION_PATTERN, "number", "A duration: 500ms, 10s, 5m, 2h, 7d, or a number of seconds."), mode="validation"),
+    WithJsonSchema(
+        _schema(DURATION_PATTERN, "number", "A duration: 500ms, 10s, 5m, 2h, 7d, or a number of seconds."),
+        mode="validation"
+    ),
 ]
 
 #: Bytes, as an int; written ``"512KiB"``, ``"1MiB"``, ``"1GiB"`` or a number of bytes.
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
-    WithJsonSchema(_schema(SIZE_PATTERN, "integer", "A size: 512KiB, 1MiB, 1GiB, or a number of bytes."), mode="validation"),
+    WithJsonSchema(
+        _schema(SIZE_PATTERN, "integer", "A size: 512KiB, 1MiB, 1GiB, or a number of bytes."), mode="validation"
+    ),
 ]
 
 #: Calls per second, as a float; written ``"50/s"``, ``"600/m"``, ``"1000/h"`` or a number per second.

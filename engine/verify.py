@@ -419,11 +419,15 @@ class StandardSignature:
 
     def sign(self, draft: Draft) -> Draft:
         if not self.hmac_keys:
-            raise ValueError("cannot sign: this standard source has only whpk_ public keys; signing needs a whsec_ secret")
+            raise ValueError(
+                "cannot sign: this standard source has only whpk_ public keys; signing needs a whsec_ secret"
+            )
         msg_id = "msg_" + random_tokens.token_hex(12)
         stamp = str(int(draft.now))
         digest = _mac(self.hmac_keys[0], _bytes(f"{msg_id}.{stamp}.") + draft.body)
-        return draft.with_headers(**{"webhook-id": msg_id, "webhook-timestamp": stamp, "webhook-signature": f"v1,{_b64(digest)}"})
+        return draft.with_headers(
+            **{"webhook-id": msg_id, "webhook-timestamp": stamp, "webhook-signature": f"v1,{_b64(digest)}"}
+        )
 
 
 def _hmac_key(secret: str) -> bytes:
@@ -434,7 +438,9 @@ def _hmac_key(secret: str) -> bytes:
     text = secret.removeprefix("whsec_")
     key = _from_base64(text + "=" * (-len(text) % 4))
     if not key:
-        raise ValueError("not a Standard Webhooks secret: expected whsec_ followed by base64 (or whpk_ for a public key)")
+        raise ValueError(
+            "not a Standard Webhooks secret: expected whsec_ followed by base64 (or whpk_ for a public key)"
+        )
     return key
 
 
@@ -592,7 +598,10 @@ class HoverSignature:
         canonical = _bytes(f"{draft.content_type},{md5},{draft.uri or '/'},{date}")
         signature = _b64(_mac(self.secrets[0], canonical, "sha1"))
         return draft.with_headers(
-            **{"content-type": draft.content_type, "content-md5": md5, "date": date, "authorization": f"APIAuth {self.access_id}:{signature}"}
+            **{
+                "content-type": draft.content_type, "content-md5": md5, "date": date,
+                "authorization": f"APIAuth {self.access_id}:{signature}"
+            }
         )
 
 
@@ -610,7 +619,9 @@ def _checks(source: Source) -> list[Check]:
     """The source's checks, cheapest first: address, token, then signatures."""
     if source.preset == "hover" and source.secret:
         # The config model lets this through, and ignoring it would leave the source open.
-        raise ConfigError([Problem("the hover preset verifies with 'hmac_secret' (or 'token'), not 'secret'", ("secret",))])
+        raise ConfigError(
+            [Problem("the hover preset verifies with 'hmac_secret' (or 'token'), not 'secret'", ("secret",))]
+        )
     checks: list[Check] = []
     if source.allow_ips:
         checks.append(AllowIps.parse(source.allow_ips))

@@ -261,7 +261,10 @@ class Worker:
         ]
         for run in runs:
             if log.isEnabledFor(logging.INFO):
-                log.info("event %s matched rule %s: run %s", event.id, run.rule, run.id, extra={"event": event.id, "rule": run.rule, "run": run.id})
+                log.info(
+                    "event %s matched rule %s: run %s", event.id, run.rule, run.id,
+                    extra={"event": event.id, "rule": run.rule, "run": run.id}
+                )
             if self.metrics is not None:
                 self.metrics.matched(run.rule)
         return Matched(event.id, loaded.masker.mask_value(match.explain()), runs, event)
@@ -350,7 +353,10 @@ class Worker:
 
     def _timed_out(self, flight: _InFlight, now: float) -> StepResult:
         started = flight.started or now
-        log.warning("run %s step %s timed out after %.1fs", flight.task.run_id, flight.task.index, flight.timeout, extra=step_fields(flight.task, started))
+        log.warning(
+            "run %s step %s timed out after %.1fs", flight.task.run_id, flight.task.index, flight.timeout,
+            extra=step_fields(flight.task, started)
+        )
         return self._failure(flight.task, f"timed out after {flight.timeout:g}s", None, started)
 
     # --- executing steps (in the step threads) ------------------------------------------------
@@ -418,7 +424,9 @@ class Worker:
     def _execute(self, task: StepTask, started: float) -> StepResult:
         rule = self._rule(task)
         if rule is None or task.index >= len(rule.steps):
-            return self._failure(task, f"rule {task.rule!r} version {task.rule_version} is not available", None, started, final=True)
+            return self._failure(
+                task, f"rule {task.rule!r} version {task.rule_version} is not available", None, started, final=True
+            )
         step = rule.steps[task.index]
         loaded = self.loaded()
         context = step_context(task.event, rule, task.outputs, task.attempt)
@@ -445,15 +453,21 @@ class Worker:
             return self._failure(task, f"{type(exc).__name__}: {exc}", None, started, params=params, rule=rule)
         return self._success(task, rule, "succeeded", output, params, started)
 
-    def _success(self, task: StepTask, rule: Rule, outcome: str, output: Any, params: Any, started: float) -> StepResult:
+    def _success(
+        self, task: StepTask, rule: Rule, outcome: str, output: Any, params: Any, started: float
+    ) -> StepResult:
         masker = self.loaded().masker
         if log.isEnabledFor(logging.INFO):
-            log.info("run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome, extra=step_fields(task, started))
+            log.info(
+                "run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome,
+                extra=step_fields(task, started)
+            )
         return StepResult(
             # Stored masked, outputs too: no value from the environment reaches the store, and
             # a later step sees "****" where a target echoed a secret back (SPEC 3).
             task=task, outcome=outcome, output=masker.mask_value(output), params=masker.mask_value(params),
-            started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index), step_count=len(rule.steps),
+            started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index),
+            step_count=len(rule.steps),
         )
 
     def _failure(

@@ -91,7 +91,9 @@ def load(
     return loads(text, file=name, environ=environ, collect=collect)
 
 
-def loads(text: str, *, file: str = "<string>", environ: Mapping[str, str] | None = None, collect: bool = False) -> Document:
+def loads(
+    text: str, *, file: str = "<string>", environ: Mapping[str, str] | None = None, collect: bool = False
+) -> Document:
     """Parse YAML ``text``; see :func:`load`."""
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
@@ -195,7 +197,8 @@ class _Builder:
         return str(node.value)
 
     def _scalar(self, node: yaml.ScalarNode, loc: Loc) -> Any:
-        if not node.style:  # plain (None from the Python composer, '' from the C one): resolve by the core schema, then interpolate strings
+        # plain (None from the Python composer, '' from the C one): resolve by the core schema, then interpolate strings
+        if not node.style:
             value = plain_scalar(node.value)
         else:
             value = node.value
@@ -255,7 +258,9 @@ def _expand(expr: str, environ: Mapping[str, str]) -> tuple[str, str | None]:
         raise InterpolationError(f"invalid variable reference '${{{expr}}}'")
     name, rest = match.group(), expr[match.end() :]
     if rest and not rest.startswith((":-", ":?")):
-        raise InterpolationError(f"invalid variable reference '${{{expr}}}': use ${{{name}:-default}} or ${{{name}:?message}}")
+        raise InterpolationError(
+            f"invalid variable reference '${{{expr}}}': use ${{{name}:-default}} or ${{{name}:?message}}"
+        )
     found = environ.get(name)
     if rest.startswith(":-") and not found:
         return rest[2:], None

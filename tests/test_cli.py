@@ -18,10 +18,14 @@ EXAMPLE = ROOT / "config.example.yaml"
 FAILED_V2 = ROOT / "rules" / "tests" / "events" / "job-state-changed-v2_failed.json"
 
 
-def hookwise(*args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def hookwise(
+    *args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("HOOKWISE_", "HOVER_", "CRM_", "OPS_"))}
     environ.update(env or {})
-    return subprocess.run([*HOOKWISE, *map(str, args)], cwd=cwd, env=environ, input=stdin, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*HOOKWISE, *map(str, args)], cwd=cwd, env=environ, input=stdin, capture_output=True, text=True, timeout=60
+    )
 
 
 def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -137,7 +141,10 @@ def test_dry_run_explains_every_rule_and_renders_the_match() -> None:
 
 def test_dry_run_json_masks_secrets() -> None:
     completed = ROOT / "rules" / "tests" / "events" / "job-state-changed-v2_completed.json"
-    result = hookwise("dry-run", "-c", EXAMPLE, "--json", completed, env={"CRM_TOKEN": "crm-very-secret", "CRM_URL": "https://crm.test/x"})
+    result = hookwise(
+        "dry-run", "-c", EXAMPLE, "--json", completed,
+        env={"CRM_TOKEN": "crm-very-secret", "CRM_URL": "https://crm.test/x"}
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [r["rule"] for r in data["explain"] if r["matched"]] == ["hover-job-completed"]
@@ -156,7 +163,10 @@ def test_dry_run_reads_stdin_and_headers(tmp_path: Path) -> None:
         "rules:\n  - name: pushes\n    source: gh\n    event: push\n    when: {$headers.x-trace: abc}\n"
         "    actions: [{log: {message: '{{ headers[\"x-trace\"] }} {{ event.ref }}'}}]\n"
     )
-    result = hookwise("dry-run", "-c", config, "--source", "gh", "--header", "X-GitHub-Event: push", "--header", "X-Trace: abc", "-", stdin='{"ref": "main"}')
+    result = hookwise(
+        "dry-run", "-c", config, "--source", "gh", "--header", "X-GitHub-Event: push", "--header", "X-Trace: abc", "-",
+        stdin='{"ref": "main"}'
+    )
     assert result.returncode == 0, result.stderr
     assert "pushes  yes" in result.stdout and '"message": "abc main"' in result.stdout
     ambiguous = hookwise("dry-run", "-c", config, "-", stdin="{}")

@@ -131,7 +131,9 @@ def test_a_target_failing_three_times_is_retried_to_success(daemon: DaemonProces
     wait_until(lambda: runs(tmp_path) == [("flaky", "succeeded", None)])
 
 
-def test_a_target_that_always_fails_ends_in_a_dead_run_with_its_error(daemon: DaemonProcess, sink: Sink, tmp_path: Path) -> None:
+def test_a_target_that_always_fails_ends_in_a_dead_run_with_its_error(
+    daemon: DaemonProcess, sink: Sink, tmp_path: Path
+) -> None:
     post(daemon.url + "/hooks/open", json.dumps({"type": "broken", "id": "b-1"}))
     sink.wait_for(3, path="/broken")
     wait_until(lambda: len(runs(tmp_path)) == 1 and runs(tmp_path)[0][1] == "dead")
@@ -210,7 +212,9 @@ def test_hookwise_send_to_nothing_says_so_in_one_line_without_the_token(tmp_path
     config = write_config(tmp_path, sink)
     open_source = "open: {type: 'body:type', id: 'body:id', verify: none}"
     assert open_source in config.read_text()
-    config.write_text(config.read_text().replace(open_source, "open: {type: 'body:type', id: 'body:id', token: s3cret-token}"))
+    config.write_text(
+        config.read_text().replace(open_source, "open: {type: 'body:type', id: 'body:id', token: s3cret-token}")
+    )
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"type": "order.created", "id": "sent-1"}))
     url = f"http://127.0.0.1:{free_port()}/hooks/open"

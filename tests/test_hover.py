@@ -65,7 +65,9 @@ def store(db: str) -> Iterator[Store]:
 
 
 def settings(fake: FakeHover, **changes: Any) -> Hover:
-    values = {"base_url": fake.url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uri": REDIRECT_URI}
+    values = {
+        "base_url": fake.url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uri": REDIRECT_URI
+    }
     return Hover(**{**values, **changes})
 
 
@@ -170,7 +172,9 @@ def test_a_second_401_fails_without_a_second_refresh(fake: FakeHover, store: Sto
     assert job_calls(fake) == [401, 401] and fake.refreshes == 1
 
 
-def test_a_client_holding_a_stale_pair_re_reads_instead_of_reusing_a_dead_refresh_token(fake: FakeHover, db: str) -> None:
+def test_a_client_holding_a_stale_pair_re_reads_instead_of_reusing_a_dead_refresh_token(
+    fake: FakeHover, db: str
+) -> None:
     fake.add_job(42)
     store_a, store_b = open_store(db), open_store(db)  # two processes' stores
     try:
@@ -506,7 +510,9 @@ def run_action(params: dict[str, Any], ctx: Context) -> Any:
 def test_the_action_fetches_a_job(fake: FakeHover, store: Store) -> None:
     fake.add_job(19402492, models=2, failed_models=1)
     client = logged_in(fake, store)
-    event = Event(source="hover", type="job-state-changed-v2", body={"event": "job-state-changed-v2", "job_id": 19402492})
+    event = Event(
+        source="hover", type="job-state-changed-v2", body={"event": "job-state-changed-v2", "job_id": 19402492}
+    )
 
     output = run_action({"method": "get", "path": "/api/v3/jobs/19402492"}, context(event, store, client))
 

@@ -71,7 +71,10 @@ hover: {{base_url: "{hover.url}", client_id: {CLIENT_ID}, client_secret: {CLIENT
 sources:
   hover: {{preset: hover, token: "${{HOVER_URL_TOKEN}}"}}
 """)
-    env = {"HOVER_URL_TOKEN": "url-t0ken", "CRM_URL": f"{crm.url}/crm/jobs", "CRM_TOKEN": "crm-s3cret", "OPS_EMAIL": "ops@example.com"}
+    env = {
+        "HOVER_URL_TOKEN": "url-t0ken", "CRM_URL": f"{crm.url}/crm/jobs", "CRM_TOKEN": "crm-s3cret",
+        "OPS_EMAIL": "ops@example.com"
+    }
     try:
         yield {"hover": hover, "crm": crm, "mailbox": mailbox, "config": config, "env": env, "root": tmp_path}
     finally:
@@ -122,7 +125,9 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
         assert world["mailbox"].refused == 1
         assert messages[1][0] == ["ops@example.com"] and messages[1][1]["Subject"] == "Hover job 19402492 failed"
         queue = json.loads(hookwise(world, "queue", "list", "field-techs", "--json").stdout)
-        assert [(i["key"], i["status"], i["attempts"], i["data"]["reason"]) for i in queue] == [("19402492", "waiting", 1, "job failed")]
+        assert [(i["key"], i["status"], i["attempts"], i["data"]["reason"]) for i in queue] == [
+            ("19402492", "waiting", 1, "job failed")
+        ]
 
         # the verification handshake: registered, Hover posts the code, hookwise verifies it
         registered = hookwise(world, "hover", "register", f"{daemon.url}/hooks/hover?token=url-t0ken")
@@ -153,7 +158,9 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
         daemon.wait_ready()
         hover.add_job(19402493)
         legacy = world["root"] / "legacy.json"
-        legacy.write_text(json.dumps({**json.loads((EVENTS / "job-state-changed_complete.json").read_text()), "job_id": 19402493}))
+        legacy.write_text(
+            json.dumps({**json.loads((EVENTS / "job-state-changed_complete.json").read_text()), "job_id": 19402493})
+        )
         send(world, daemon, legacy)
         world["crm"].wait_for(2, path="/crm/jobs")
         assert hover.refreshes == refreshes + 1
@@ -164,7 +171,9 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
     store = open_store(f"sqlite:///{world['root'] / 'data' / 'hookwise.db'}")
     tokens = store.hover_tokens()
     store.close()
-    assert tokens is not None and hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(tokens.access_token)
+    assert tokens is not None and hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(
+        tokens.access_token
+    )
     log = first_log + daemon.output()
     for secret in ("crm-s3cret", "url-t0ken"):
         assert secret not in log

@@ -102,7 +102,10 @@ def action(make: Callable[..., HttpAction]) -> HttpAction:
 
 def context(key: str = "run-1-call") -> Context:
     event = Event(source="test", type="thing.happened", body={"id": 1}, id="ev-1")
-    return Context(event=event, run_id="run-1", step_id="call", attempt=1, idempotency_key=key, logger=logging.getLogger("test.http"))
+    return Context(
+        event=event, run_id="run-1", step_id="call", attempt=1, idempotency_key=key,
+        logger=logging.getLogger("test.http")
+    )
 
 
 def call(action: HttpAction, ctx: Context | None = None, **params: Any) -> dict[str, Any]:
@@ -157,7 +160,9 @@ def test_a_body_that_is_not_json_gives_text_and_json_none(web: HTTPServer, actio
 
 
 def test_a_named_charset_decodes_the_text(web: HTTPServer, action: HttpAction) -> None:
-    web.expect_request("/latin").respond_with_data("café".encode("latin-1"), content_type="text/plain; charset=iso-8859-1")
+    web.expect_request("/latin").respond_with_data(
+        "café".encode("latin-1"), content_type="text/plain; charset=iso-8859-1"
+    )
     assert call(action, url=web.url_for("/latin"))["text"] == "café"
 
 
@@ -260,7 +265,9 @@ def test_503_with_retry_after_seconds(web: HTTPServer, action: HttpAction) -> No
 
 def test_429_with_retry_after_http_date(web: HTTPServer, action: HttpAction) -> None:
     when = datetime.now(UTC) + timedelta(seconds=300)
-    web.expect_request("/slow-down").respond_with_data("", status=429, headers={"Retry-After": format_datetime(when, usegmt=True)})
+    web.expect_request("/slow-down").respond_with_data(
+        "", status=429, headers={"Retry-After": format_datetime(when, usegmt=True)}
+    )
     with pytest.raises(Retry, match="returned 429") as caught:
         call(action, url=web.url_for("/slow-down"))
     assert caught.value.after is not None
@@ -374,7 +381,9 @@ def test_redirects_followed_when_asked_with_browser_method_rules(
     assert seen["headers"]["idempotency-key"] == ["run-1-call"]
 
 
-def test_authorization_is_kept_on_the_same_host_and_dropped_on_another(web: HTTPServer, make: Callable[..., HttpAction]) -> None:
+def test_authorization_is_kept_on_the_same_host_and_dropped_on_another(
+    web: HTTPServer, make: Callable[..., HttpAction]
+) -> None:
     action = make(allow_private=True)
     web.expect_request("/echo").respond_with_handler(echo)
     redirect(web, "/same", 302, "/echo")
@@ -541,13 +550,16 @@ def test_allow_hosts_with_a_port_allows_that_port_only(web: HTTPServer, make: Ca
         call(make(allow_hosts=[f"127.0.0.1:{web.port + 1}"]), url=web.url_for("/echo"))
 
 
-@pytest.mark.parametrize("entry", ["host:port", "user@host", "host/path"])  # "" is dropped by the config: an unset ${VAR:-}
+# "" is dropped by the config: an unset ${VAR:-}
+@pytest.mark.parametrize("entry", ["host:port", "user@host", "host/path"])
 def test_a_bad_allow_hosts_entry_is_a_config_error(entry: str) -> None:
     with pytest.raises(ConfigError, match=r"http\.allow_hosts\[0\]: .* is not a host or host:port"):
         HttpAction(Settings.model_validate({"http": {"allow_hosts": [entry]}}))
 
 
-def test_a_redirect_from_an_allowed_host_to_a_refused_address_is_refused(web: HTTPServer, make: Callable[..., HttpAction]) -> None:
+def test_a_redirect_from_an_allowed_host_to_a_refused_address_is_refused(
+    web: HTTPServer, make: Callable[..., HttpAction]
+) -> None:
     action = make(allow_hosts=["localhost"])
     redirect(web, "/hop", 302, f"http://127.0.0.1:{web.port}/echo")
     web.expect_request("/echo").respond_with_handler(echo)
@@ -569,7 +581,9 @@ def test_a_redirect_from_an_allowed_host_to_a_refused_address_is_refused(web: HT
         ("https://[fe80::1]/", "a link-local address"),
     ],
 )
-def test_ip_literals_are_refused_without_connecting(make: Callable[..., HttpAction], connects: list[Any], url: str, reason: str) -> None:
+def test_ip_literals_are_refused_without_connecting(
+    make: Callable[..., HttpAction], connects: list[Any], url: str, reason: str
+) -> None:
     with pytest.raises(Fail, match=rf"refusing to connect to \S+ \({reason}\)"):
         call(make(), url=url, timeout=1)
     assert connects == []
@@ -608,7 +622,9 @@ def test_refusal_reasons(address: str, reason: str | None) -> None:
     assert refusal_reason(ip_address(address)) == reason
 
 
-def test_proxies_from_the_environment_are_ignored(web: HTTPServer, action: HttpAction, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxies_from_the_environment_are_ignored(
+    web: HTTPServer, action: HttpAction, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dead = f"http://127.0.0.1:{closed_port()}"
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.setenv(name, dead)

@@ -26,7 +26,10 @@ _pin = st.one_of(
 )
 _rule = st.lists(_pin, min_size=0, max_size=3)
 _event = st.fixed_dictionaries(
-    {"state": st.sampled_from(STATES + ["other"]), "job": st.one_of(st.just({}), st.fixed_dictionaries({"region": st.sampled_from(REGIONS + [[1]])}))}
+    {
+        "state": st.sampled_from(STATES + ["other"]),
+        "job": st.one_of(st.just({}), st.fixed_dictionaries({"region": st.sampled_from(REGIONS + [[1]])}))
+    }
 )
 
 
@@ -44,7 +47,10 @@ def rule_yaml(i: int, pins: list[tuple[str, Any]]) -> str:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rules=st.lists(_rule, min_size=LEAF_SIZE * 2, max_size=60), bodies=st.lists(_event, min_size=1, max_size=10), kind=st.sampled_from(["a", "b", "c"]))
+@given(
+    rules=st.lists(_rule, min_size=LEAF_SIZE * 2, max_size=60), bodies=st.lists(_event, min_size=1, max_size=10),
+    kind=st.sampled_from(["a", "b", "c"])
+)
 def test_indexed_matching_equals_evaluating_every_rule(
     project: Callable[..., Path], rules: list[list[tuple[str, Any]]], bodies: list[dict[str, Any]], kind: str
 ) -> None:

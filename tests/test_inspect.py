@@ -58,7 +58,9 @@ class World:
         self.worker.start()
         self.port = free_port()
         app = create_app(self.current, Ingest(self.store, self.worker.wake), Health(), self.store)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:
@@ -71,7 +73,9 @@ class World:
 
     def api(self, method: str, path: str, body: Any = None, token: str | None = "api-t0ken") -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return post(f"http://127.0.0.1:{self.port}{path}", json.dumps(body) if body is not None else b"", headers, method=method)
+        return post(
+            f"http://127.0.0.1:{self.port}{path}", json.dumps(body) if body is not None else b"", headers, method=method
+        )
 
     def wait(self, check: Any, timeout: float = 10.0) -> Any:
         deadline = time.time() + timeout
@@ -183,7 +187,9 @@ def test_replay_for_one_rule_and_rule_counts(world: tuple[World, Sink]) -> None:
 def test_sources_and_dry_run(world: tuple[World, Sink]) -> None:
     w, _ = world
     _, sources = w.api("GET", "/api/sources")
-    assert sources["sources"] == [{"name": "shop", "preset": None, "path": "/hooks/shop", "authenticated": True, "checks": ["token"]}]
+    assert sources["sources"] == [
+        {"name": "shop", "preset": None, "path": "/hooks/shop", "authenticated": True, "checks": ["token"]}
+    ]
     status, result = w.api("POST", "/api/dry-run", {"source": "shop", "event": {"type": "order.paid", "id": "x"}})
     assert status == 200
     assert {r["rule"]: r["matched"] for r in result["explain"]} == {"push": False, "audit": True}
@@ -229,7 +235,9 @@ def test_retention_prunes_finished_work_and_keeps_dead_runs(tmp_path: Path) -> N
     store.claim_events(10, 60)
     store.record_matches([Matched(e, [], [NewRun(f"r{i}", "rule", "v", "f", "t", [(0, "s", "log")])] if i < 2 else []) for i, e in enumerate(ids)])
     tasks = sorted(store.claim_steps(10, 60), key=lambda t: t.run_id)
-    store.record_steps([StepResult(tasks[0], "succeeded", finished_at=old), StepResult(tasks[1], "failed", error="x", finished_at=old)])
+    store.record_steps(
+        [StepResult(tasks[0], "succeeded", finished_at=old), StepResult(tasks[1], "failed", error="x", finished_at=old)]
+    )
     import sqlite3
 
     db = sqlite3.connect(tmp_path / "s.db")

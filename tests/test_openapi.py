@@ -41,7 +41,9 @@ class Live:
         self.store.requeue("field-techs", "1", {"x": 1}, delay=0, max_attempts=3, request_id="r")
         self.port = free_port()
         app = create_app(Current(loaded), Ingest(self.store), Health(), self.store)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:

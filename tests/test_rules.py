@@ -99,7 +99,9 @@ def test_several_errors_in_several_files_at_once(project: Project) -> None:
 def test_duplicate_names_across_files(project: Project) -> None:
     one = "rules:\n  - name: same\n    event: x\n    actions: [{log: {message: x}}]\n"
     found = errors(project, {"a.yaml": one, "b.yaml": one})
-    assert found == ["rules/b.yaml:2:11: rules[0].name: duplicate rule name 'same' (first defined at rules/a.yaml:2:11)"]
+    assert found == [
+        "rules/b.yaml:2:11: rules[0].name: duplicate rule name 'same' (first defined at rules/a.yaml:2:11)"
+    ]
 
 
 def test_step_problems(project: Project) -> None:

@@ -119,7 +119,9 @@ def test_a_hover_token_refresh_raced_by_two_workers(pg_url: str) -> None:
     hover = FakeHover(token_delay=0.3)
     stores = [open_store(pg_url), open_store(pg_url)]
     try:
-        settings = Hover(base_url=hover.url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uri=REDIRECT_URI)
+        settings = Hover(
+            base_url=hover.url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uri=REDIRECT_URI
+        )
         clients = [HoverClient(settings, s) for s in stores]
         first = clients[0].exchange_code(hover.authorize())
         hover.expire_access_tokens()
@@ -134,7 +136,9 @@ def test_a_hover_token_refresh_raced_by_two_workers(pg_url: str) -> None:
             t.join(30)
         tokens = stores[0].hover_tokens()
         assert hover.refreshes == 1 and len(set(results)) == 1
-        assert tokens is not None and hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(results[0])
+        assert tokens is not None and hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(
+            results[0]
+        )
     finally:
         for s in stores:
             s.close()

@@ -446,7 +446,10 @@ SIZE_BOMBS = [
     ("{{ (10 ** 5000) * (10 ** 5000) * (10 ** 5000) * (10 ** 5000) }}", "the result of '*' is too large a number"),
     ("{% for i in range(100000) %}{{ event.state * 10 }}{% endfor %}", "the output is larger than"),
     ("{% for i in range(100000) %}literal text in a loop {% endfor %}", "the output is larger than"),
-    ("{% set s %}{% for i in range(100000) %}captured {% endfor %}{% endset %}{{ s|length }}", "the output is larger than"),
+    (
+        "{% set s %}{% for i in range(100000) %}captured {% endfor %}{% endset %}{{ s|length }}",
+        "the output is larger than"
+    ),
     (
         "{% macro grow(s, n) %}{{ grow(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ grow('a', 60) }}",
         "the result of '~' would exceed",
@@ -466,7 +469,10 @@ SIZE_BOMBS = [
     ("{{ '{:100000000}'.format(1) }}", "the result of format() would exceed"),
     ("{{ '{:{}}'.format(1, 100000000) }}", "the result of format() would exceed"),
     ("{{ '{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}'.format('x' * 10000) }}", "the result of format() would exceed"),
-    ("{{ '{a}{a}{a}{a}{a}{a}{a}{a}{a}{a}{a}'.format_map({'a': 'x' * 10000}) }}", "the result of format_map() would exceed"),
+    (
+        "{{ '{a}{a}{a}{a}{a}{a}{a}{a}{a}{a}{a}'.format_map({'a': 'x' * 10000}) }}",
+        "the result of format_map() would exceed"
+    ),
     ("{{ 'a'|center(100000000) }}", "the result of |center would exceed"),
     ("{{ 'a\nb'|indent(100000000) }}", "the result of |indent would exceed"),
     ("{{ ('a' * 10000)|replace('a', 'b' * 10000) }}", "the result of |replace would exceed"),

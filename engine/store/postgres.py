@@ -258,7 +258,9 @@ class PostgresStore:
         it rolls the delivery id back with the event, so a refused request never burns it."""
         if item.delivery_id is not None:
             key = {"source": item.source, "delivery_id": item.delivery_id}
-            taken = db.execute(Q["put_delivery"], {**key, "event_id": item.id, "expires_at": item.received_at + item.dedupe_window})
+            taken = db.execute(
+                Q["put_delivery"], {**key, "event_id": item.id, "expires_at": item.received_at + item.dedupe_window}
+            )
             if taken.fetchone() is None:
                 (event_id,) = _one(db.execute(Q["find_delivery"], key).fetchone())
                 return Stored(event_id, duplicate=True)
@@ -289,7 +291,9 @@ class PostgresStore:
                 db.execute(Q["event_matched"], {"explain": _dumps(match.explain), "id": match.event_id})
         return claimed
 
-    def match_events(self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0) -> tuple[int, list[StepTask]]:
+    def match_events(
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+    ) -> tuple[int, list[StepTask]]:
         """Two transactions: matching runs between them, holding no row lock; the claim's
         lease keeps the events from other workers meanwhile."""
         events = self.claim_events(limit, event_lease)
@@ -299,7 +303,10 @@ class PostgresStore:
 
     def _put_run(self, db: Connection, event_id: str, run: NewRun) -> bool:
         """Whether the run was created (False: the (event, rule) pair has its run)."""
-        db.execute(Q["put_rule_version"], {"version": run.version, "name": run.rule, "file": run.rule_file, "text": run.rule_text})
+        db.execute(
+            Q["put_rule_version"],
+            {"version": run.version, "name": run.rule, "file": run.rule_file, "text": run.rule_text}
+        )
         params = {"id": run.id, "event_id": event_id, "rule": run.rule, "version": run.version}
         return bool(db.execute(Q["put_run"], params).rowcount)
 
@@ -342,7 +349,9 @@ class PostgresStore:
 
     # --- work queues --------------------------------------------------------------------
 
-    def requeue(self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str) -> QueueItem:
+    def requeue(
+        self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str
+    ) -> QueueItem:
         with self._transaction() as db:
             for _ in range(REQUEUE_TRIES):
                 row = db.execute(Q["open_queue_item"], {"queue": queue, "key": key}).fetchone()
@@ -362,10 +371,13 @@ class PostgresStore:
             if last_request == request_id:  # the same step again (a retry after a crash)
                 return _get_queue_item(db, item_id)
             db.execute(Q["requeue_item"], {
-                "data": _dumps(data), "max_attempts": max_attempts, "delay": float(delay), "request_id": request_id, "id": item_id,
+                "data": _dumps(data), "max_attempts": max_attempts, "delay": float(delay), "request_id": request_id,
+                "id": item_id,
             })
             if attempts + 1 > max_attempts:
-                return self._exhaust(db, item_id, f"requeued {attempts + 1} times, more than max_attempts {max_attempts}")
+                return self._exhaust(
+                    db, item_id, f"requeued {attempts + 1} times, more than max_attempts {max_attempts}"
+                )
             return _get_queue_item(db, item_id)
 
     def _exhaust(self, db: Connection, item_id: str, error: str) -> QueueItem:
@@ -427,7 +439,9 @@ class PostgresStore:
         })
 
     def lock_hover_account(self, holder: str, ttl: float, account: str = "default") -> bool:
-        return bool(self._query("lock_hover_account", {"account": account, "holder": holder, "ttl": float(ttl)}, doing="write"))
+        return bool(
+            self._query("lock_hover_account", {"account": account, "holder": holder, "ttl": float(ttl)}, doing="write")
+        )
 
     def unlock_hover_account(self, holder: str, account: str = "default") -> None:
         self._count("unlock_hover_account", {"account": account, "holder": holder})
@@ -437,7 +451,8 @@ class PostgresStore:
         verified_at: float | None = None, last_error: str | None = None, verify_method: str | None = None,
     ) -> None:
         self._count("save_hover_webhook", {
-            "webhook_id": webhook_id, "source": source, "url": url, "verified_at": verified_at, "last_error": last_error,
+            "webhook_id": webhook_id, "source": source, "url": url, "verified_at": verified_at,
+            "last_error": last_error,
             "verify_method": verify_method,
         })
 
@@ -473,7 +488,10 @@ class PostgresStore:
         self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
         since: float | None = None, until: float | None = None, cursor: int | None = None,
     ) -> list[dict[str, Any]]:
-        params = {"limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until, "cursor": cursor}
+        params = {
+            "limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until,
+            "cursor": cursor
+        }
         return [dict(zip(shapes.EVENT_SUMMARY, row, strict=True)) for row in self._query("list_events", params)]
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
@@ -490,7 +508,10 @@ class PostgresStore:
             row = db.execute(Q["dead_step"], {"run_id": run_id}).fetchone()
             if row is None or not db.execute(Q["revive_run"], {"id": run_id}).rowcount:
                 return None
-            db.execute(Q["retry_dead_step"], {"overrides": _dumps(overrides) if overrides else None, "run_id": run_id, "idx": row[0]})
+            db.execute(
+                Q["retry_dead_step"],
+                {"overrides": _dumps(overrides) if overrides else None, "run_id": run_id, "idx": row[0]}
+            )
             _update_run(db, run_id, RunStatus.ACTIVE, row[0], None)
         return self.get_run(run_id)
 
@@ -532,7 +553,9 @@ class PostgresStore:
         return {status: count for status, count in self._query("run_status_counts")}
 
     def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
-        return [dict(zip(shapes.RETRYING_STEP, row, strict=True)) for row in self._query("retrying_steps", {"limit": limit})]
+        return [
+            dict(zip(shapes.RETRYING_STEP, row, strict=True)) for row in self._query("retrying_steps", {"limit": limit})
+        ]
 
 
 # --- statements inside a caller's transaction ---------------------------------------------
@@ -541,7 +564,9 @@ class PostgresStore:
 def _put_steps(db: Connection, run: NewRun, lease: float | None) -> None:
     """The run's steps: the first ready (or, with ``lease``, running: claimed by the
     caller), the others waiting."""
-    rows = [{"run_id": run.id, "idx": index, "step_id": step_id, "action": action} for index, step_id, action in run.steps]
+    rows = [
+        {"run_id": run.id, "idx": index, "step_id": step_id, "action": action} for index, step_id, action in run.steps
+    ]
     for row in rows:
         if row["idx"] == 0 and lease is not None:
             db.execute(Q["put_claimed_step"], {**row, "lease": float(lease)})
@@ -560,7 +585,10 @@ def _record_step(db: Connection, r: StepResult) -> None:
         db.execute(Q["defer_step"], {"run_id": t.run_id, "idx": t.index, "attempt": t.attempt,
                                      "retry_in": float(r.retry_in or 0.0)})
         return
-    key = {"run_id": t.run_id, "idx": t.index, "attempt": t.attempt, "params": _dumps(r.params), "finished_at": r.finished_at}
+    key = {
+        "run_id": t.run_id, "idx": t.index, "attempt": t.attempt, "params": _dumps(r.params),
+        "finished_at": r.finished_at
+    }
     if r.outcome in ("succeeded", "skipped"):
         if _finish_step(db, key, r.outcome, _dumps(r.output), None):
             _advance(db, r)
@@ -627,7 +655,10 @@ def _each(db: Connection, name: str, params: list[dict[str, Any]]) -> list[list[
 
 
 def _delivery_row(item: Incoming) -> dict[str, Any]:
-    return {"source": item.source, "delivery_id": item.delivery_id, "event_id": item.id, "expires_at": item.received_at + item.dedupe_window}
+    return {
+        "source": item.source, "delivery_id": item.delivery_id, "event_id": item.id,
+        "expires_at": item.received_at + item.dedupe_window
+    }
 
 
 def _event_row(item: Incoming) -> dict[str, Any]:

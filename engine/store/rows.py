@@ -14,7 +14,10 @@ from . import QueueItem
 
 EVENT_SUMMARY = ("seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of", "runs")
 RUN = ("id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at")
-STEP = ("run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at", "finished_at")
+STEP = (
+    "run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at",
+    "finished_at"
+)
 HOVER_WEBHOOK = ("webhook_id", "source", "url", "verified_at", "last_error", "updated_at", "verify_method")
 HOVER_LOGIN = ("status", "error", "expired")
 RETRYING_STEP = ("run_id", "rule", "event_id", "index", "id", "action", "attempt", "error", "due_at", "finished_at")
@@ -66,4 +69,6 @@ def steps(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
 
 def queue_item(row: Sequence[Any]) -> QueueItem:
     item_id, queue, key, status, data, attempts, max_attempts, available_at, error, created, updated = row
-    return QueueItem(item_id, queue, key, status, loads(data), attempts, max_attempts, available_at, error, created, updated)
+    return QueueItem(
+        item_id, queue, key, status, loads(data), attempts, max_attempts, available_at, error, created, updated
+    )

@@ -92,7 +92,9 @@ class SQLiteStore:
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+                )
                 try:
                     # Statement and savepoint journals in memory: a batch of events
                     # would otherwise spill them to a temporary file, made and deleted
@@ -205,7 +207,10 @@ class SQLiteStore:
 
     def _put_event(self, db: sqlite3.Connection, item: Incoming, now: float) -> Stored:
         if item.delivery_id is not None:
-            taken = _insert_rows(db, "put_deliveries", [(item.source, item.delivery_id, item.id, item.received_at + item.dedupe_window)], now)
+            taken = _insert_rows(
+                db, "put_deliveries", [(item.source, item.delivery_id, item.id, item.received_at + item.dedupe_window)],
+                now
+            )
             if not taken:
                 (event_id,) = db.execute(Q["find_delivery"], (item.source, item.delivery_id)).fetchone()
                 return Stored(event_id, duplicate=True)
@@ -232,7 +237,9 @@ class SQLiteStore:
         self._versions |= versions  # committed: rule versions are never deleted
         return claimed
 
-    def match_events(self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0) -> tuple[int, list[StepTask]]:
+    def match_events(
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+    ) -> tuple[int, list[StepTask]]:
         """One transaction, holding the write lock while ``match`` runs (a millisecond for
         a batch): no other writer can take the events meanwhile, so they need no lease
         (``event_lease`` is unused), and each event row is written once (matched) rather
@@ -251,7 +258,8 @@ class SQLiteStore:
         return len(rows), claimed
 
     def _record_matches(
-        self, db: sqlite3.Connection, matches: Sequence[Matched], now: float, claim: int, lease: float, versions: set[str],
+        self, db: sqlite3.Connection, matches: Sequence[Matched], now: float, claim: int, lease: float,
+        versions: set[str],
     ) -> list[StepTask]:
         claimed: list[StepTask] = []
         for match in matches:
@@ -281,7 +289,9 @@ class SQLiteStore:
             if index == 0 and lease is not None:
                 db.execute(Q["put_claimed_step"], (run.id, index, step_id, action, now + lease, now))
             elif index == 0:
-                db.execute(Q["put_step"], (run.id, index, step_id, action, StepStatus.READY.value, now + run.first_delay))
+                db.execute(
+                    Q["put_step"], (run.id, index, step_id, action, StepStatus.READY.value, now + run.first_delay)
+                )
             else:
                 db.execute(Q["put_step"], (run.id, index, step_id, action, StepStatus.WAITING.value, None))
 
@@ -370,20 +380,27 @@ class SQLiteStore:
 
     # --- work queues ----------------------------------------------------------------------
 
-    def requeue(self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str) -> QueueItem:
+    def requeue(
+        self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str
+    ) -> QueueItem:
         now = self.clock()
         with self._write() as db:
             row = db.execute(Q["open_queue_item"], (queue, key)).fetchone()
             if row is None:
                 item_id = new_id()
-                db.execute(Q["insert_queue_item"], (item_id, queue, key, _dumps(data), max_attempts, now + delay, request_id, now, now))
+                db.execute(
+                    Q["insert_queue_item"],
+                    (item_id, queue, key, _dumps(data), max_attempts, now + delay, request_id, now, now)
+                )
                 return self._queue_item(db, item_id)
             item_id, _, attempts, _, last_request = row
             if last_request == request_id:  # the same step again (a retry after a crash)
                 return self._queue_item(db, item_id)
             db.execute(Q["requeue_item"], (_dumps(data), max_attempts, now + delay, request_id, now, item_id))
             if attempts + 1 > max_attempts:
-                return self._exhaust(db, item_id, f"requeued {attempts + 1} times, more than max_attempts {max_attempts}", now)
+                return self._exhaust(
+                    db, item_id, f"requeued {attempts + 1} times, more than max_attempts {max_attempts}", now
+                )
             return self._queue_item(db, item_id)
 
     def _exhaust(self, db: sqlite3.Connection, item_id: str, error: str, now: float) -> QueueItem:
@@ -444,7 +461,10 @@ class SQLiteStore:
 
     def save_hover_tokens(self, tokens: HoverTokens, account: str = "default") -> None:
         with self._write() as db:
-            db.execute(Q["save_hover_tokens"], (account, tokens.access_token, tokens.refresh_token, tokens.expires_at, self.clock()))
+            db.execute(
+                Q["save_hover_tokens"],
+                (account, tokens.access_token, tokens.refresh_token, tokens.expires_at, self.clock())
+            )
 
     def lock_hover_account(self, holder: str, ttl: float, account: str = "default") -> bool:
         now = self.clock()
@@ -505,7 +525,10 @@ class SQLiteStore:
         self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
         since: float | None = None, until: float | None = None, cursor: int | None = None,
     ) -> list[dict[str, Any]]:
-        params = {"limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until, "cursor": cursor}
+        params = {
+            "limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until,
+            "cursor": cursor
+        }
         return [dict(zip(shapes.EVENT_SUMMARY, row, strict=True)) for row in self._read(Q["list_events"], params)]
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:

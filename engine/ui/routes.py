@@ -371,7 +371,9 @@ class Ui:
         remote_error = None
         if page.query("remote") and account["connected"]:
             try:
-                rows = await run_in_threadpool(self._hover_call, page.loaded, lambda c: c.list_webhooks(timeout=HOVER_TIMEOUT))
+                rows = await run_in_threadpool(
+                    self._hover_call, page.loaded, lambda c: c.list_webhooks(timeout=HOVER_TIMEOUT)
+                )
                 account["webhooks"] = page.loaded.masker.mask_value(rows)
             except (Fail, Retry) as exc:
                 remote_error = page.loaded.masker.mask(str(exc))
