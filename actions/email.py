@@ -115,7 +115,9 @@ class EmailParams(BaseModel):
     text: str | None = Field(default=None, description="The plain-text body.")
     html: str | None = Field(default=None, description="The HTML body.")
     headers: Annotated[Headers, AfterValidator(_unreserved)] | None = Field(
-        default=None, description="Extra message headers (not From, To, Cc, Bcc, Reply-To, Subject, Date, Message-ID or MIME headers)."
+        default=None,
+        description="Extra message headers (not From, To, Cc, Bcc, Reply-To, Subject, Date, Message-ID or MIME "
+                    "headers).",
     )
 
     @model_validator(mode="after")

@@ -91,7 +91,8 @@ class ExecAction(Action):
             out, err = _communicate(proc, params.stdin, time.monotonic() + timeout)
         except _TimedOut:
             _kill_group(proc)
-            raise Retry(f"exec: {_program(params)} timed out after {timeout:g}s; its process group was killed") from None
+            killed = f"exec: {_program(params)} timed out after {timeout:g}s; its process group was killed"
+            raise Retry(killed) from None
         finally:
             _close_pipes(proc)
         if proc.returncode != 0:

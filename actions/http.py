@@ -288,7 +288,8 @@ def _body(params: HttpParams) -> tuple[bytes | None, str | None]:
 
 def _pairs(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Form or query fields as pairs; a list repeats its name."""
-    return [(name, _field_text(v)) for name, value in values.items() for v in (value if isinstance(value, list) else [value])]
+    return [(name, _field_text(v)) for name, value in values.items()
+            for v in (value if isinstance(value, list) else [value])]
 
 
 def _field_text(value: Any) -> str:

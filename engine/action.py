@@ -102,7 +102,8 @@ class Action:
         Raise :class:`engine.Retry` for a temporary failure, :class:`engine.Fail` for a
         permanent one; any other exception counts as temporary."""
         raise NotImplementedError(
-            f"{type(self).__name__}.run() must be implemented: it performs the action and returns its output as a JSON-able dict"
+            f"{type(self).__name__}.run() must be implemented: "
+            "it performs the action and returns its output as a JSON-able dict"
         )
 
     def close(self) -> None:

@@ -54,8 +54,8 @@ def guarded(current: Callable[[], Loaded], handler: Handler) -> Handler:
                 return _error(403, "forbidden", "the API answers loopback clients only until api.token is set")
         else:
             if not hmac.compare_digest(_bearer(request.headers.get("authorization", "")), token.encode()):
-                return JSONResponse({"error": "unauthorized", "message": "a valid bearer token is required"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})
+                return JSONResponse({"error": "unauthorized", "message": "a valid bearer token is required"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
         try:
             return await handler(request)
         except ApiError as exc:
@@ -199,8 +199,8 @@ class InspectApi:
 
     async def runs(self, request: Request) -> Response:
         q = request.query_params
-        found = await run_in_threadpool(ops.list_runs, self.current(), self.store, status=q.get("status"), rule=q.get("rule"),
-                                        limit=_limit(q.get("limit"), 50))
+        found = await run_in_threadpool(ops.list_runs, self.current(), self.store, status=q.get("status"),
+                                        rule=q.get("rule"), limit=_limit(q.get("limit"), 50))
         return JSONResponse(found)
 
     async def run(self, request: Request) -> Response:

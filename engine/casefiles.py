@@ -112,7 +112,8 @@ def run_file(loaded: Loaded, path: Path) -> list[Result]:
     events = [_event(case, i, path, doc, loaded, problems) for i, case in enumerate(parsed.cases)]
     if problems:
         raise ConfigError(problems)
-    return [Result(doc.file, case.name, tuple(run_case(loaded, case, event))) for case, event in zip(parsed.cases, events, strict=True)]
+    cases = zip(parsed.cases, events, strict=True)
+    return [Result(doc.file, case.name, tuple(run_case(loaded, case, event))) for case, event in cases]
 
 
 def _event(
@@ -143,7 +144,8 @@ def run_case(loaded: Loaded, case: Case, event: Event | None) -> list[str]:
     if case.expect.rules is not None and sorted(case.expect.rules) != sorted(matched):
         failures.append(f"rules: expected {sorted(case.expect.rules)}, got {sorted(matched)}")
         every = loaded.rules.match(event, every_rule=True)  # to say why an expected rule did not match
-        failures.extend(f"  {v.rule.name}: {v.reason()}" for v in every.verdicts if v.rule.name in case.expect.rules and not v.matched)
+        failures.extend(f"  {v.rule.name}: {v.reason()}" for v in every.verdicts
+                        if v.rule.name in case.expect.rules and not v.matched)
         unknown = sorted(set(case.expect.rules) - {r.name for r in loaded.rules})
         failures.extend(f"  {name}: no such rule" for name in unknown)
     planned = {r.name: plan(r, event, loaded.registry, case.steps) for r in match.rules}

@@ -299,7 +299,8 @@ def events_show(config_path: str | None, event_id: str, as_json: bool) -> None:
         f"event {event['id']}  {event['source']}/{event['type']}  received {event['received_at']}  {event['status']}"
     )
     if event.get("replay_of"):
-        click.echo(f"replay of {event['replay_of']}" + (f" for {', '.join(event['only_rules'])}" if event.get("only_rules") else ""))
+        only = f" for {', '.join(event['only_rules'])}" if event.get("only_rules") else ""
+        click.echo(f"replay of {event['replay_of']}{only}")
     if event.get("body_note"):  # a body no JSON encoder takes: its stored text
         click.echo(f"body ({event['body_note']}):")
         click.echo("  " + event["body"])
@@ -325,7 +326,8 @@ def _print_explain(explain: list[dict[str, Any]] | None) -> None:
 def _print_run(run: dict[str, Any], details: bool = False) -> None:
     """A run and a line per step; with ``details``, each step's times, params, output and
     error below its line."""
-    click.echo(f"run {run['id']}  rule {run['rule']} (version {run['rule_version']})  {run['status']}" + (f": {run['error']}" if run.get("error") else ""))
+    error = f": {run['error']}" if run.get("error") else ""
+    click.echo(f"run {run['id']}  rule {run['rule']} (version {run['rule_version']})  {run['status']}{error}")
     for step in run["steps"]:
         line = f"  step {step['index']} {step['id']} ({step['action']})  {step['status']}"
         if step["attempt"]:
@@ -416,7 +418,8 @@ def runs_list(config_path: str | None, status: str | None, rule: str | None, lim
     if as_json:
         _print_json(found)
         return
-    _table([[r["id"], r["updated_at"], r["rule"], r["status"], f"step {r['step']}", r["error"] or ""] for r in found["runs"]],
+    _table([[r["id"], r["updated_at"], r["rule"], r["status"], f"step {r['step']}", r["error"] or ""]
+            for r in found["runs"]],
            ["ID", "UPDATED", "RULE", "STATUS", "AT", "ERROR"])
 
 
@@ -515,7 +518,8 @@ def queue_list(config_path: str | None, name: str | None, status: str | None, as
         click.echo(json.dumps([item_json(i) for i in items], indent=2, default=str))
         return
     for item in items:
-        click.echo(f"{item.id}  {item.status:<8} attempts {item.attempts}/{item.max_attempts}  key {item.key}  {item.error or ''}".rstrip())
+        attempts = f"attempts {item.attempts}/{item.max_attempts}"
+        click.echo(f"{item.id}  {item.status:<8} {attempts}  key {item.key}  {item.error or ''}".rstrip())
 
 
 @queue.command("claim")

@@ -287,8 +287,8 @@ class RuleSet:
 
 def _index_keys(rule: Rule) -> list[tuple[str | None, str | None]]:
     sources: Iterable[str | None] = sorted(rule.sources) if rule.sources is not None else [None]
-    types: list[str | None] = [None] if rule.event_glob is not None or rule.events is None else list(
-        sorted(rule.events)
+    types: list[str | None] = (
+        [None] if rule.event_glob is not None or rule.events is None else list(sorted(rule.events))
     )
     return [(s, t) for s in sources for t in types]
 
@@ -305,7 +305,10 @@ def rule_files(config: Config) -> tuple[list[Path], list[Problem]]:
     for i, entry in enumerate(config.settings.rules):
         path = config.resolve(entry)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and "tests" not in p.relative_to(path).parts[:-1])
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.suffix in (".yaml", ".yml") and "tests" not in p.relative_to(path).parts[:-1]
+            )
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -526,7 +529,8 @@ class RuleLoader:
         for key in others:
             if key not in self.registry:
                 hint = get_close_matches(key, [*self.registry.names(), *STEP_KEYS], n=1)
-                suffix = f" (did you mean {hint[0]!r}?)" if hint else f"; actions are {', '.join(self.registry.names())}"
+                known = ", ".join(self.registry.names())
+                suffix = f" (did you mean {hint[0]!r}?)" if hint else f"; actions are {known}"
                 problems.append(Problem(f"unknown key{suffix}", loc + (key,)))
         if len(actions) > 1:
             problems.append(Problem(f"a step takes one action; found {', '.join(map(repr, actions))}", loc))
@@ -558,7 +562,9 @@ class RuleLoader:
             return None
         self.credentials.update(_basic_pairs(raw))
         if self.registry[action].run is Action.run:
-            problems.append(Problem(f"the {action} action cannot run in this version of hookwise: its steps will fail", loc, warning=True))
+            problems.append(Problem(
+                f"the {action} action cannot run in this version of hookwise: its steps will fail", loc, warning=True
+            ))
         found = self.registry.check_params(action, raw, compiled.template_paths())
         problems.extend(p.under(loc) for p in [*found, *step_warnings(action, raw, self.config.settings)])
         return None if any(not p.warning for p in found) else compiled
@@ -575,7 +581,8 @@ class RuleLoader:
             if name not in known:
                 hint = get_close_matches(name, sorted(known), n=1)
                 suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-                self.warnings.append(doc.locate(Problem(f"no source named {name!r} is configured{suffix}", loc + ("source",), warning=True)))
+                unknown = Problem(f"no source named {name!r} is configured{suffix}", loc + ("source",), warning=True)
+                self.warnings.append(doc.locate(unknown))
 
 
 def _basic_pairs(value: Any) -> Iterator[tuple[str, str]]:

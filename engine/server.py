@@ -142,7 +142,8 @@ class Receiver:
             body = b'{"error": "internal", "message": "internal error"}'
         if self.metrics is not None:  # a configured source's name, else "unknown": labels stay bounded
             self.metrics.received(name if name in self._endpoints[1] else UNKNOWN_SOURCE, status)
-        await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        length = (b"content-length", str(len(body)).encode())
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
         await send({"type": "http.response.body", "body": body})
 
     def _public_message(self, scope: Scope, name: str, exc: Refused) -> str:
@@ -221,9 +222,8 @@ def _verify(
     endpoint: Endpoint, scope: Scope, raw: bytes, headers: dict[str, str], query: dict[str, str], query_string: str,
     client: str | None,
 ) -> None:
-    path = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (
-        f"?{query_string}" if query_string else ""
-    )
+    raw_path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+    path = raw_path + (f"?{query_string}" if query_string else "")
     signed = Signed(body=raw, headers=headers, query=query, method=scope["method"], path=path, client=client)
     try:
         endpoint.verifier.verify(signed)
@@ -271,7 +271,8 @@ def _accepted(source: Source, event_id: str) -> tuple[int, bytes, list[tuple[byt
     custom = source.response
     body = custom.body if custom.body is not None else json.dumps({"event_id": event_id})
     media = b"application/json" if _is_json(body) else b"text/plain; charset=utf-8"
-    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in custom.headers.items() if k.lower() != "content-length"]
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in custom.headers.items()
+             if k.lower() != "content-length"]
     if not any(k == b"content-type" for k, _ in extra):
         extra.append((b"content-type", media))
     return custom.status, body.encode(), extra
@@ -323,7 +324,9 @@ def create_app(
         Route("/livez", lambda request: JSONResponse({"status": "ok"})),
         Route("/readyz", ready),
         Route("/healthz", ready),
-        *([Route("/metrics", lambda request: Response(metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE}))] if metrics is not None else []),
+        *([Route("/metrics", lambda request: Response(metrics.exposition(),
+                                                       headers={"Content-Type": METRICS_CONTENT_TYPE}))]
+          if metrics is not None else []),
     ]
     if ingest is not None:  # only to answer other methods with 405: POSTs never reach it
         routes.append(Route("/hooks/{source}", _not_here, methods=["POST"]))

@@ -481,8 +481,9 @@ class Worker:
         retry_in = None if final else retry_delay(policy, task.attempt, after)
         error = masker.mask(error)
         level = logging.WARNING if retry_in is not None else logging.ERROR
-        log.log(level, "run %s step %s (%s) attempt %d failed: %s%s", task.run_id, task.index, task.action, task.attempt, error,
-                f"; retrying in {retry_in:.1f}s" if retry_in is not None else "", extra=step_fields(task, started))
+        log.log(level, "run %s step %s (%s) attempt %d failed: %s%s", task.run_id, task.index, task.action,
+                task.attempt, error, f"; retrying in {retry_in:.1f}s" if retry_in is not None else "",
+                extra=step_fields(task, started))
         return StepResult(
             task=task, outcome="failed", error=error, retry_in=retry_in, params=masker.mask_value(params),
             started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index) if rule else 0.0,

@@ -266,7 +266,8 @@ def _expand(expr: str, environ: Mapping[str, str]) -> tuple[str, str | None]:
         return rest[2:], None
     if found is None or (rest.startswith(":?") and not found):
         message = rest[2:] if rest.startswith(":?") and rest[2:] else "is not set"
-        raise InterpolationError(f"environment variable {name} {message}" if message == "is not set" else f"environment variable {name}: {message}")
+        raise InterpolationError(f"environment variable {name} {message}" if message == "is not set"
+                                 else f"environment variable {name}: {message}")
     if "\n" in found or "\r" in found:
         raise InterpolationError(f"environment variable {name} contains a newline, which is refused")
     return found, found

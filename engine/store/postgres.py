@@ -246,12 +246,15 @@ class PostgresStore:
             took = _each(db, "put_delivery", [_delivery_row(items[n]) for n in keyed])
             dups = {n for n, rows in zip(keyed, took, strict=True) if not rows}
             new = [n for n in range(len(items)) if n not in dups]
-            inserted = {n for n, rows in zip(new, _each(db, "put_event", [_event_row(items[n]) for n in new]), strict=True) if rows}
+            put = _each(db, "put_event", [_event_row(items[n]) for n in new])
+            inserted = {n for n, rows in zip(new, put, strict=True) if rows}
             held = sorted(dups)
-            holders = {n: rows[0][0] for n, rows in zip(held, _each(db, "find_delivery", [_delivery_row(items[n]) for n in held]), strict=True)}
+            found = _each(db, "find_delivery", [_delivery_row(items[n]) for n in held])
+            holders = {n: rows[0][0] for n, rows in zip(held, found, strict=True)}
             if inserted:
                 db.execute(Q["notify_events"])
-        return [Stored(holders[n], True) if n in holders else Stored(item.id, n not in inserted) for n, item in enumerate(items)]
+        return [Stored(holders[n], True) if n in holders else Stored(item.id, n not in inserted)
+                for n, item in enumerate(items)]
 
     def _put_event(self, db: Connection, item: Incoming) -> Stored:
         """One event and its delivery id, in the caller's transaction: a failure later in
@@ -403,7 +406,8 @@ class PostgresStore:
 
     def fail_queue_item(self, item_id: str, retry_in: float, error: str | None) -> QueueItem | None:
         with self._transaction() as db:
-            row = db.execute(Q["queue_item_retry"], {"retry_in": float(retry_in), "error": error, "id": item_id}).fetchone()
+            retry = {"retry_in": float(retry_in), "error": error, "id": item_id}
+            row = db.execute(Q["queue_item_retry"], retry).fetchone()
             if row is None:
                 return None
             item = shapes.queue_item(row)
@@ -416,7 +420,8 @@ class PostgresStore:
         return shapes.queue_item(rows[0]) if rows else None
 
     def list_queue_items(self, queue: str, status: str | None = None, limit: int = 100) -> list[QueueItem]:
-        return [shapes.queue_item(r) for r in self._query("list_queue_items", {"queue": queue, "status": status, "limit": limit})]
+        rows = self._query("list_queue_items", {"queue": queue, "status": status, "limit": limit})
+        return [shapes.queue_item(r) for r in rows]
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -618,7 +623,8 @@ def _finish_step(db: Connection, key: dict[str, Any], status: str, output: str |
 
 def _advance(db: Connection, r: StepResult) -> None:
     t = r.task
-    if not r.last_step and db.execute(Q["start_next_step"], {"delay": float(r.next_delay), "run_id": t.run_id, "idx": t.index + 1}).rowcount:
+    following = {"delay": float(r.next_delay), "run_id": t.run_id, "idx": t.index + 1}
+    if not r.last_step and db.execute(Q["start_next_step"], following).rowcount:
         _update_run(db, t.run_id, RunStatus.ACTIVE, t.index + 1, None)
     else:
         _update_run(db, t.run_id, RunStatus.SUCCEEDED, t.index, None)

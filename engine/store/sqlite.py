@@ -353,7 +353,8 @@ class SQLiteStore:
         elif r.retry_in is not None:
             db.execute(Q["retry_step"], (now + r.retry_in, params, r.error, r.finished_at, *key))
         elif r.continue_on_error:
-            if db.execute(Q["finish_step"], (StepStatus.FAILED.value, None, params, r.error, r.finished_at, *key)).rowcount:
+            failed = (StepStatus.FAILED.value, None, params, r.error, r.finished_at, *key)
+            if db.execute(Q["finish_step"], failed).rowcount:
                 self._advance(db, r, now)
         elif db.execute(Q["finish_step"], (StepStatus.DEAD.value, None, params, r.error, r.finished_at, *key)).rowcount:
             db.execute(Q["update_run"], (RunStatus.DEAD.value, t.index, r.error, now, t.run_id))
@@ -443,7 +444,8 @@ class SQLiteStore:
         return shapes.queue_item(rows[0]) if rows else None
 
     def list_queue_items(self, queue: str, status: str | None = None, limit: int = 100) -> list[QueueItem]:
-        return [shapes.queue_item(r) for r in self._read(Q["list_queue_items"], {"queue": queue, "status": status, "limit": limit})]
+        rows = self._read(Q["list_queue_items"], {"queue": queue, "status": status, "limit": limit})
+        return [shapes.queue_item(r) for r in rows]
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -606,7 +608,8 @@ def _insert_rows(db: sqlite3.Connection, name: str, rows: list[tuple[Any, ...]],
     while at < len(rows):
         size = min(_CHUNK, 1 << (len(rows) - at).bit_length() - 1)
         chunk = rows[at : at + size]
-        changed += db.execute(_multi_row(name, size, len(chunk[0])), [v for row in chunk for v in row] + list(tail)).rowcount
+        values = [v for row in chunk for v in row] + list(tail)
+        changed += db.execute(_multi_row(name, size, len(chunk[0])), values).rowcount
         at += size
     return changed
 
