@@ -108,7 +108,8 @@ def max_rate(seconds: float, connections: int = 64) -> dict[str, Any]:
             db = sqlite3.connect(setup.folder / "hookwise.db")
             try:
                 first, last, done = db.execute(
-                    "SELECT MIN(e.received_at), MAX(r.updated_at), COUNT(*) FROM runs r JOIN events e ON e.id = r.event_id WHERE r.status = 'succeeded'"
+                    "SELECT MIN(e.received_at), MAX(r.updated_at), COUNT(*)"
+                    " FROM runs r JOIN events e ON e.id = r.event_id WHERE r.status = 'succeeded'"
                 ).fetchone()
             finally:
                 db.close()
@@ -130,7 +131,8 @@ async def _paced(port: int, rate: float, seconds: float, connections: int = 16) 
     async def one(n: int) -> None:
         reader, writer = await pool.get()
         body = BODY.format(n=n, pad="x" * 800).encode()
-        writer.write(b"POST /hooks/bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        writer.write(b"POST /hooks/bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         head = await reader.readuntil(b"\r\n\r\n")
         length = next(
             int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
@@ -184,9 +186,11 @@ def report(result: dict[str, Any]) -> None:
     top, half = result["max"], result["half_rate"]
     rounds = result.get("rounds", [top["events_per_s"]])
     print("end to end (one http step to a local sink; daemon on one core)")
-    print(f"  max: {top['events_per_s']:.0f} events/s, median of {len(rounds)} rounds ({', '.join(f'{r:.0f}' for r in rounds)});"
+    print(f"  max: {top['events_per_s']:.0f} events/s, median of {len(rounds)} rounds"
+          f" ({', '.join(f'{r:.0f}' for r in rounds)});"
           f" {top['events']} events in {top['seconds']:.1f}s, all completed: {top['all_completed']}")
-    print(f"  at {half['rate']:.0f} events/s: p50 {half['p50_ms']:.1f} ms, p99 {half['p99_ms']:.1f} ms from receipt to the sink ({half['measured']} events)")
+    print(f"  at {half['rate']:.0f} events/s: p50 {half['p50_ms']:.1f} ms, p99 {half['p99_ms']:.1f} ms"
+          f" from receipt to the sink ({half['measured']} events)")
 
 
 if __name__ == "__main__":

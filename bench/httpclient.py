@@ -170,7 +170,8 @@ def bare_socket(port: int) -> Iterator[Call]:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     head = "".join(f"{name}: {value}\r\n" for name, value in HEADERS.items())
-    request = f"POST /sink HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY
+    request = (f"POST /sink HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}"
+               f"Content-Length: {len(BODY)}\r\n\r\n").encode() + BODY
 
     def call() -> None:
         sock.sendall(request)

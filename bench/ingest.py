@@ -157,7 +157,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"  {'':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     print(f"  {'bare':10} {b['rps']:>9.0f} {b['p50_ms']:>8.2f} {b['p99_ms']:>8.2f}")
     print(f"  {'hookwise':10} {h['rps']:>9.0f} {h['p50_ms']:>8.2f} {h['p99_ms']:>8.2f}")
-    print(f"  ratio: {result['rps_ratio']:.2f} of the bare req/s, p99 {result['p99_ratio']:.2f}x; every 2xx stored: {result['acknowledged_all_stored']}")
+    print(f"  ratio: {result['rps_ratio']:.2f} of the bare req/s, p99 {result['p99_ratio']:.2f}x;"
+          f" every 2xx stored: {result['acknowledged_all_stored']}")
 
 
 if __name__ == "__main__":

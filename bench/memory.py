@@ -354,19 +354,26 @@ def measure(
 
 def report(result: dict[str, Any]) -> None:
     p = result["posted"]
-    print(f"memory, {result['action']} step per event, {result['connections']} connections, target {result['events_target']:,} events within {result['time_limit_s']:g}s")
-    print(f"  posted {p['requests']:,} answers ({p['non2xx']} not 2xx, {p['errors']} socket errors) in {result['posting_s']:g}s; stored {result['stored']:,}"
+    print(f"memory, {result['action']} step per event, {result['connections']} connections,"
+          f" target {result['events_target']:,} events within {result['time_limit_s']:g}s")
+    print(f"  posted {p['requests']:,} answers ({p['non2xx']} not 2xx, {p['errors']} socket errors)"
+          f" in {result['posting_s']:g}s; stored {result['stored']:,}"
           + ("" if result["acknowledged_all_stored"] else "  (FEWER stored than acknowledged)")
           + ("  (time limit reached)" if result["timed_out"] else ""))
-    print(f"  worker caught up: {result['caught_up']} after {result['catch_up_s']:g}s more; load average before posting {result['loadavg_before']:.2f} (other work on the machine)")
+    print(f"  worker caught up: {result['caught_up']} after {result['catch_up_s']:g}s more;"
+          f" load average before posting {result['loadavg_before']:.2f} (other work on the machine)")
     print(f"  {'sample':10} {'events':>8} {'matched':>8} {'runs':>8} {'finished':>8} {'RSS MiB':>8} {'peak MiB':>8}")
     for s in result["samples"]:
-        print(f"  {s['label']:10} {s['events']:>8} {s['matched']:>8} {s['runs']:>8} {s['finished']:>8} {s['rss_kib'] / 1024:>8.1f} {s['hwm_kib'] / 1024:>8.1f}")
+        print(f"  {s['label']:10} {s['events']:>8} {s['matched']:>8} {s['runs']:>8} {s['finished']:>8}"
+              f" {s['rss_kib'] / 1024:>8.1f} {s['hwm_kib'] / 1024:>8.1f}")
     t = result["trend_mib_per_10k"]
     v = result["verdict"]
-    kids = f"with its {result['children']} child processes {result['tree_rss_mib']:.1f} MiB" if result["children"] else "no child processes"
-    print(f"  RSS after {result['stored']:,} events: {result['rss_mib']:.1f} MiB (at start {result['start_rss_mib']:.1f}, peak {result['hwm_mib']:.1f}; {kids})")
-    print(f"  trend over the second half: {'n/a' if t is None else f'{t:+.2f}'} MiB per 10,000 events (flat: at most {FLAT_MIB_PER_10K:g})")
+    kids = (f"with its {result['children']} child processes {result['tree_rss_mib']:.1f} MiB" if result["children"]
+            else "no child processes")
+    print(f"  RSS after {result['stored']:,} events: {result['rss_mib']:.1f} MiB"
+          f" (at start {result['start_rss_mib']:.1f}, peak {result['hwm_mib']:.1f}; {kids})")
+    print(f"  trend over the second half: {'n/a' if t is None else f'{t:+.2f}'} MiB per 10,000 events"
+          f" (flat: at most {FLAT_MIB_PER_10K:g})")
     print(f"  target under {TARGET_MIB:g} MiB after {TARGET_EVENTS:,} events and not growing: {verdict_text(v)}")
 
 

@@ -199,7 +199,8 @@ def report(
 ) -> None:
     """Print the variants, with hookwise's figures (rps, p50_ms, p99_ms, e.g. bench.ingest's
     ``result["hookwise"]`` at the same connections) beside them, as ``label``, when given."""
-    print(f"{result['peer']} (adnanh/webhook), {result['connections']} connections, median of {result['rounds']} rounds of {result['seconds']:g}s"
+    print(f"{result['peer']} (adnanh/webhook), {result['connections']} connections,"
+          f" median of {result['rounds']} rounds of {result['seconds']:g}s"
           f" (load average before: {result['loadavg_before']:.2f})")
     print(f"  {'':54} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     rows = [(LABELS.get(v, v), f) for v, f in result["variants"].items()]
@@ -211,7 +212,8 @@ def report(
         if f["non2xx"] or f["errors"]:
             print(f"  {variant}: {f['non2xx']} answers were not 2xx, {f['errors']} socket errors")
     if "true-async" in result["variants"]:
-        print(f"  true-async: the server went idle {result['variants']['true-async']['drain_s']:.2f}s after the load ended"
+        drain = result["variants"]["true-async"]["drain_s"]
+        print(f"  true-async: the server went idle {drain:.2f}s after the load ended"
               " (a backlog of commands shows here; near 0: the commands kept up with the answers)")
 
 

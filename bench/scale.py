@@ -34,7 +34,8 @@ class Layout:
         sink_port = free_port()
         (folder / "rules.yaml").write_text(RULES.format(port=sink_port))
         (folder / "config.yaml").write_text(
-            f"store: {json.dumps(store)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  bench: {{type: 'body:event', verify: none}}\n"
+            f"store: {json.dumps(store)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\n"
+            "sources:\n  bench: {type: 'body:event', verify: none}\n"
         )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.procs.append(
@@ -64,8 +65,8 @@ class Layout:
 
     def counts(self) -> tuple[int, int, float | None, float | None]:
         """(events, succeeded runs, first receipt, last completion)."""
-        query = ("SELECT (SELECT COUNT(*) FROM events), COUNT(*), (SELECT MIN(received_at) FROM events), MAX(updated_at) "
-                 "FROM runs WHERE status = 'succeeded'")
+        query = ("SELECT (SELECT COUNT(*) FROM events), COUNT(*), (SELECT MIN(received_at) FROM events), "
+                 "MAX(updated_at) FROM runs WHERE status = 'succeeded'")
         if self.store.startswith("sqlite:///"):
             db = sqlite3.connect(self.store[len("sqlite:///"):])
             try:
@@ -81,8 +82,9 @@ class Layout:
 def _flood(layout: Layout, seconds: float) -> dict[str, float]:
     """wrk against every receiver at once (64 connections shared out)."""
     share = max(1, 64 // len(layout.ports))
-    runs = [subprocess.Popen(pinned(["wrk", "-t1", f"-c{share}", f"-d{max(1, round(seconds))}s", "-s", str(HERE / "post.lua"),
-                                     f"http://127.0.0.1:{port}/hooks/bench"], 1), stdout=subprocess.PIPE, text=True) for port in layout.ports]
+    wrk = ["wrk", "-t1", f"-c{share}", f"-d{max(1, round(seconds))}s", "-s", str(HERE / "post.lua")]
+    runs = [subprocess.Popen(pinned([*wrk, f"http://127.0.0.1:{port}/hooks/bench"], 1), stdout=subprocess.PIPE,
+                             text=True) for port in layout.ports]
     results = [parse_wrk(proc.communicate(timeout=seconds + 30)[0]) for proc in runs]
     return {"rps": sum(r["rps"] for r in results), "p99_ms": max(r["p99_ms"] for r in results)}
 
@@ -135,8 +137,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"stores and layouts (receivers on core 0; workers, sink and wrk on core 1; {result['seconds']:g}s of load)")
     print(f"  {'store':11} {'layout':7} {'ingest req/s':>12} {'p99 ms':>7} {'end to end /s':>14} {'completed':>10}")
     for row in result["layouts"]:
-        print(f"  {row['store']:11} {row['receivers']}r+{row['workers']}w   {row['ingest_rps']:>12.0f} {row['ingest_p99_ms']:>7.1f} "
-              f"{row['end_to_end_per_s']:>14.0f} {row['completed']:>5}/{row['events']}")
+        print(f"  {row['store']:11} {row['receivers']}r+{row['workers']}w   {row['ingest_rps']:>12.0f}"
+              f" {row['ingest_p99_ms']:>7.1f} {row['end_to_end_per_s']:>14.0f} {row['completed']:>5}/{row['events']}")
 
 
 if __name__ == "__main__":
