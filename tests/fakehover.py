@@ -303,8 +303,10 @@ class FakeHover:
         return [
             (r"/api/v2/webhooks", "GET", self._list_webhooks),
             (r"/api/v2/webhooks", "POST", self._register_webhook),
-            (r"/api/v2/webhooks/([^/]+)/verify", "PUT", lambda q, body, code: self._verify_webhook(q, body, code, "PUT")),
-            (r"/api/v2/webhooks/([^/]+)/verify", "POST", lambda q, body, code: self._verify_webhook(q, body, code, "POST")),
+            (r"/api/v2/webhooks/([^/]+)/verify", "PUT",
+             lambda q, body, code: self._verify_webhook(q, body, code, "PUT")),
+            (r"/api/v2/webhooks/([^/]+)/verify", "POST",
+             lambda q, body, code: self._verify_webhook(q, body, code, "POST")),
             (r"/api/v2/webhooks/(\d+)", "DELETE", self._delete_webhook),
             (r"/api/v3/jobs", "GET", self._list_jobs),
             (r"/api/v3/jobs/(\d+)", "GET", self._show_job),
@@ -433,8 +435,8 @@ class FakeHover:
 
 _INVALID_GRANT = {
     "error": "invalid_grant",
-    "error_description": "The provided authorization grant is invalid, expired, revoked, does not match the redirection "
-    "URI used in the authorization request, or was issued to another client.",
+    "error_description": "The provided authorization grant is invalid, expired, revoked, does not match the "
+    "redirection URI used in the authorization request, or was issued to another client.",
 }
 
 
@@ -571,7 +573,8 @@ def main() -> None:
         return 201, '{"id": "crm-1"}'
 
     sink = Sink(crm, port=args.port + 1)
-    print(f"fake Hover on {hover.url}: client_id {hover.client_id}, client_secret {hover.client_secret}, redirect_uri {args.redirect_uri}")
+    print(f"fake Hover on {hover.url}: client_id {hover.client_id}, client_secret {hover.client_secret},"
+          f" redirect_uri {args.redirect_uri}")
     print(f"a CRM on {sink.url}/jobs; job 19402492 exists (customer ada@example.com). Ctrl-C stops.", flush=True)
     try:
         threading.Event().wait()

@@ -261,7 +261,8 @@ def test_every_bad_plugin_is_reported(crm: str) -> None:
         ("plugins", "params"): "BadParams.Params must be a pydantic BaseModel subclass",
         ("plugins", "norun"): "NoRun must override run(self, params, ctx)",
         ("plugins", "http"): "'http' is a built-in action: a plugin cannot replace it; choose another name",
-        ("plugins", "Bad-Name"): "'Bad-Name' is not a valid action name: use lower-case letters, digits and '_', starting with a letter",
+        ("plugins", "Bad-Name"):
+            "'Bad-Name' is not a valid action name: use lower-case letters, digits and '_', starting with a letter",
     }
 
 
@@ -301,7 +302,8 @@ def test_bad_entry_points_are_reported(crm: str, tmp_path: Path) -> None:
     assert [p.message for p in info.value.problems] == [
         "entry point 'email' (hookwise.actions) of hw-bad-plugin: "
         "'email' is a built-in action: a plugin cannot replace it; choose another name",
-        "entry point 'gone' (hookwise.actions) of hw-bad-plugin: cannot import module 'hw_nowhere': No module named 'hw_nowhere'",
+        "entry point 'gone' (hookwise.actions) of hw-bad-plugin: "
+        "cannot import module 'hw_nowhere': No module named 'hw_nowhere'",
     ]
 
 

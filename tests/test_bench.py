@@ -208,9 +208,10 @@ def test_the_project_matches_every_event_with_one_step(tmp_path: Path, action: s
 
 
 def test_report_prints_the_samples_and_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
-    rows = [{"label": "start", "events": 0, "matched": 0, "runs": 0, "finished": 0, "rss_kib": 60 * 1024, "hwm_kib": 60 * 1024}]
-    rows += [{"label": f"chunk {i}", "events": i * 10_000, "matched": i * 10_000, "runs": i * 10_000, "finished": i * 10_000,
-              "rss_kib": 70 * 1024, "hwm_kib": 71 * 1024} for i in range(1, 11)]
+    rows = [{"label": "start", "events": 0, "matched": 0, "runs": 0, "finished": 0,
+             "rss_kib": 60 * 1024, "hwm_kib": 60 * 1024}]
+    rows += [{"label": f"chunk {i}", "events": i * 10_000, "matched": i * 10_000, "runs": i * 10_000,
+              "finished": i * 10_000, "rss_kib": 70 * 1024, "hwm_kib": 71 * 1024} for i in range(1, 11)]
     memory.report({
         "events_target": 100_000, "action": "log", "connections": 64, "time_limit_s": 120.0,
         "posted": {"requests": 99_990, "non2xx": 0, "errors": 0},
@@ -236,7 +237,8 @@ def test_hooks_file_checks_two_payload_fields() -> None:
         assert hook["id"] == "bench"
         assert hook["trigger-rule-mismatch-http-response-code"] == peer.MISMATCH_STATUS
         rules = hook["trigger-rule"]["and"]
-        assert {(r["match"]["parameter"]["source"], r["match"]["parameter"]["name"], r["match"]["type"], r["match"]["value"]) for r in rules} == {
+        matches = [r["match"] for r in rules]
+        assert {(m["parameter"]["source"], m["parameter"]["name"], m["type"], m["value"]) for m in matches} == {
             ("payload", "event", "value", "job-state-changed-v2"), ("payload", "state", "value", "processing")}
         json.dumps(hook)
     assert peer.hooks_file("no-command")[0]["execute-command"] == peer.NO_COMMAND
@@ -290,7 +292,8 @@ def test_targets_judge_a_run_against_spec_12() -> None:
 
 def test_verdict_text() -> None:
     assert memory.verdict_text(memory.verdict(80.0, 100_000, 0.1)) == "met: at 100,000 80.0 MiB (under 200), flat"
-    assert memory.verdict_text(memory.verdict(80.0, 100_000, 1.5)) == "NOT met: at 100,000 80.0 MiB (under 200), growing"
+    growing = memory.verdict(80.0, 100_000, 1.5)
+    assert memory.verdict_text(growing) == "NOT met: at 100,000 80.0 MiB (under 200), growing"
     assert memory.verdict_text(memory.verdict(250.0, 100_000, 0.0)) == "NOT met: at 100,000 250.0 MiB (OVER 200), flat"
     assert memory.verdict_text(memory.verdict(70.0, 20_000, 1.0)) == (
         "not decided at this count: projected at 100,000 78.0 MiB (under 200), flat so far; a full run decides")
@@ -302,7 +305,8 @@ def test_peer_report_puts_hookwise_beside_the_variants(capsys: pytest.CaptureFix
         "true-async": {"rps": 1300.0, "p50_ms": 35.0, "p99_ms": 400.0, "non2xx": 4, "errors": 0, "drain_s": 0.1},
         "true-sync": {"rps": 1250.0, "p50_ms": 38.0, "p99_ms": 180.0, "non2xx": 0, "errors": 0},
     }
-    peer.report({"peer": "webhook version 2.8.0", "connections": 64, "seconds": 2.0, "rounds": 3, "loadavg_before": 0.1, "variants": variants},
+    peer.report({"peer": "webhook version 2.8.0", "connections": 64, "seconds": 2.0, "rounds": 3, "loadavg_before": 0.1,
+                 "variants": variants},
                 {"rps": 2100.0, "p50_ms": 27.0, "p99_ms": 70.0})
     lines = capsys.readouterr().out.splitlines()
     assert any(line.split()[-3:] == ["20000", "2.00", "9.00"] and "rule only" in line for line in lines)

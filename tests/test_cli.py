@@ -62,7 +62,8 @@ def test_check_strict_promotes_warnings(tmp_path: Path) -> None:
     result = hookwise("check", "--strict", "-c", config)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"{tmp_path / 'r.yaml'}:3:13: rules[0].source: warning: no source named 'hovr' is configured (did you mean 'hover'?)"
+        f"{tmp_path / 'r.yaml'}:3:13: rules[0].source: warning: "
+        "no source named 'hovr' is configured (did you mean 'hover'?)"
     )
     assert hookwise("check", "-c", config).returncode == 0
 
@@ -74,10 +75,10 @@ def test_an_open_source_or_an_empty_token_is_an_error(tmp_path: Path) -> None:
     result = hookwise("check", "-c", config)
     assert result.returncode == 78
     assert result.stderr.splitlines() == [
-        f"{config}:3:33: sources.hover.token: is empty (an unset ${{VAR:-}}?): an empty token or secret verifies nothing; "
-        "set it, or say verify: none",
-        f"{config}:4:9: sources.open: accepts requests from anyone: give it a token (or token_file), a secret, verify.hmac "
-        "or allow_ips, or say verify: none",
+        f"{config}:3:33: sources.hover.token: is empty (an unset ${{VAR:-}}?): "
+        "an empty token or secret verifies nothing; set it, or say verify: none",
+        f"{config}:4:9: sources.open: accepts requests from anyone: "
+        "give it a token (or token_file), a secret, verify.hmac or allow_ips, or say verify: none",
     ]
     assert hookwise("check", "-c", config, env={"HOVER_URL_TOKEN": "t0ken"}).returncode == 78  # open still is
     config.write_text(f"rules: []\nsources:\n{hover}  open: {{type: body:kind, verify: none}}\n")
@@ -99,7 +100,8 @@ def test_a_misspelled_key_exits_78_with_file_line_col_path_and_hint(copy: Path) 
     line = next(i for i, text in enumerate(rules.read_text().splitlines(), 1) if "urll:" in text)
     result = hookwise("check", "-c", "config.yaml", cwd=copy)
     assert result.returncode == 78
-    assert f"rules/hover.yaml:{line}:11: rules[0].actions[1].http.urll: unknown key (did you mean 'url'?)" in result.stderr.splitlines()
+    expected = f"rules/hover.yaml:{line}:11: rules[0].actions[1].http.urll: unknown key (did you mean 'url'?)"
+    assert expected in result.stderr.splitlines()
     assert_no_traceback(result)
 
 
@@ -135,7 +137,8 @@ def test_dry_run_explains_every_rule_and_renders_the_match() -> None:
     assert "hover-job-failed yes" in lines
     assert "hover-job-completed no: when.state: expected one of ['complete', 'completed'], got 'failed'" in lines
     assert "hover-model-failed no: event: expected 'model-state-changed', got 'job-state-changed-v2'" in lines
-    assert "hookwise.hover-verify.hover no: event: expected 'webhook-verification-code', got 'job-state-changed-v2'" in lines
+    assert ("hookwise.hover-verify.hover no: event: expected 'webhook-verification-code', got 'job-state-changed-v2'"
+            in lines)
     assert '"queue": "field-techs"' in out and '"subject": "Hover job 19402492 failed"' in out
 
 

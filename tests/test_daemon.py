@@ -197,8 +197,9 @@ def test_hookwise_send_signs_and_posts(tmp_path: Path, sink: Sink) -> None:
         event = tmp_path / "event.json"
         event.write_text(json.dumps({"type": "order.created", "id": "sent-1"}))
         url = f"{d.url}/hooks/open"
-        result = subprocess.run([sys.executable, "-m", "engine", "send", "-c", str(config), "--source", "open", str(event), "--url", url],
-                                capture_output=True, text=True, timeout=60)
+        command = [sys.executable, "-m", "engine", "send", "-c", str(config), "--source", "open", str(event),
+                   "--url", url]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("202 ")
         assert sink.wait_for(1, path="/first")[0].json() == {"order": "sent-1"}

@@ -265,7 +265,8 @@ def test_a_dead_refresh_token_asks_for_a_new_login_and_never_shows_a_token(
     assert tokens is not None
     fake.revoke_all()  # the user withdrew access at Hover
 
-    with pytest.raises(Fail, match=r"refreshing the access token: refused \(400 invalid_grant\).*hookwise hover login") as caught:
+    refused = r"refreshing the access token: refused \(400 invalid_grant\).*hookwise hover login"
+    with pytest.raises(Fail, match=refused) as caught:
         client.request("GET", "/api/v3/jobs/42", timeout=5)
 
     for secret in (tokens.access_token, tokens.refresh_token, CLIENT_SECRET):
@@ -634,7 +635,8 @@ def config(tmp_path: Path, fake: FakeHover) -> Path:
     path = tmp_path / "hookwise.yaml"
     path.write_text(
         "store: sqlite:///data/hookwise.db\n"
-        f"hover: {{base_url: '{fake.url}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}, redirect_uri: '{REDIRECT_URI}'}}\n"
+        f"hover: {{base_url: '{fake.url}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET},\n"
+        f"         redirect_uri: '{REDIRECT_URI}'}}\n"
     )
     return path
 

@@ -67,7 +67,8 @@ rules: [hover.yaml]
 defaults: {{retry: {{attempts: 5, backoff: 100ms, max_backoff: 200ms}}}}
 http: {{allow_private: true}}
 smtp: {{host: 127.0.0.1, port: {smtp_port}, from: "hookwise <hookwise@example.com>"}}
-hover: {{base_url: "{hover.url}", client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}, redirect_uri: "{REDIRECT_URI}"}}
+hover: {{base_url: "{hover.url}", client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET},
+         redirect_uri: "{REDIRECT_URI}"}}
 sources:
   hover: {{preset: hover, token: "${{HOVER_URL_TOKEN}}"}}
 """)
@@ -86,8 +87,8 @@ sources:
 def hookwise(world: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([sys.executable, "-m", "engine", *args, "-c", str(world["config"])], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **world["env"]}, cwd=world["root"])
+    return subprocess.run([sys.executable, "-m", "engine", *args, "-c", str(world["config"])], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **world["env"]}, cwd=world["root"])
 
 
 def send(world: dict[str, Any], daemon: DaemonProcess, event: Path, status: str = "202") -> None:
@@ -134,7 +135,8 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
         assert registered.returncode == 0, registered.stderr
         webhook_id = next(iter(hover.webhooks))
         code_event = world["root"] / "code.json"
-        code_event.write_text(json.dumps({"event": "webhook-verification-code", "webhook_id": webhook_id, "code": hover.code_for(webhook_id)}))
+        code = {"event": "webhook-verification-code", "webhook_id": webhook_id, "code": hover.code_for(webhook_id)}
+        code_event.write_text(json.dumps(code))
         send(world, daemon, code_event)
         deadline = time.time() + 20
         while time.time() < deadline and not hover.webhooks[webhook_id].get("verified_at"):
@@ -171,9 +173,8 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
     store = open_store(f"sqlite:///{world['root'] / 'data' / 'hookwise.db'}")
     tokens = store.hover_tokens()
     store.close()
-    assert tokens is not None and hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(
-        tokens.access_token
-    )
+    assert tokens is not None
+    assert hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(tokens.access_token)
     log = first_log + daemon.output()
     for secret in ("crm-s3cret", "url-t0ken"):
         assert secret not in log

@@ -510,7 +510,8 @@ def test_loopback_is_refused_by_default(web: HTTPServer) -> None:
     finally:
         action.close()
     assert str(caught.value) == (
-        "http: refusing to connect to 127.0.0.1 (a loopback address); set http.allow_private or add the host to http.allow_hosts"
+        "http: refusing to connect to 127.0.0.1 (a loopback address); "
+        "set http.allow_private or add the host to http.allow_hosts"
     )
     assert web.log == []
 

@@ -64,7 +64,8 @@ def test_indexed_matching_equals_evaluating_every_rule(
 
 
 def test_the_index_splits_on_the_most_pinned_field(project: Callable[..., Path]) -> None:
-    text = "rules:\n" + "\n".join(rule_yaml(i, [("state", f"s{i % 4}"), ("job.region", f"r{i}")]) for i in range(40)) + "\n"
+    rules = "\n".join(rule_yaml(i, [("state", f"s{i % 4}"), ("job.region", f"r{i}")]) for i in range(40))
+    text = "rules:\n" + rules + "\n"
     ruleset = load(project(text), {}).rules
     dispatch = ruleset.dispatch("hover", "t")
     assert isinstance(dispatch, Dispatch) and dispatch.root.path in ("state", "job.region")

@@ -115,7 +115,10 @@ def world(tmp_path: Path) -> Iterator[tuple[World, Sink]]:
 
 
 def dead_run(w: World, event_id: str) -> dict[str, Any]:
-    return w.wait(lambda: next((r for r in w.store.runs_of_event(event_id) if r["rule"] == "push" and r["status"] == "dead"), None))  # type: ignore[no-any-return]
+    def dead() -> dict[str, Any] | None:
+        return next((r for r in w.store.runs_of_event(event_id) if r["rule"] == "push" and r["status"] == "dead"), None)
+
+    return w.wait(dead)  # type: ignore[no-any-return]
 
 
 def test_event_detail_explain_and_masking(world: tuple[World, Sink]) -> None:
@@ -230,10 +233,12 @@ def test_retention_prunes_finished_work_and_keeps_dead_runs(tmp_path: Path) -> N
     from engine.store import Matched, NewRun
 
     old = time.time() - 10
-    ids = [s.event_id for s in store.put_events([Incoming("s", "t", "{}", {}, {}, old, delivery_id=f"d{i}", dedupe_window=1) for i in range(3)])]
+    old_events = [Incoming("s", "t", "{}", {}, {}, old, delivery_id=f"d{i}", dedupe_window=1) for i in range(3)]
+    ids = [s.event_id for s in store.put_events(old_events)]
     pending = store.put_events([Incoming("s", "t", "{}", {}, {}, old, available_at=time.time() + 3600)])[0].event_id
     store.claim_events(10, 60)
-    store.record_matches([Matched(e, [], [NewRun(f"r{i}", "rule", "v", "f", "t", [(0, "s", "log")])] if i < 2 else []) for i, e in enumerate(ids)])
+    store.record_matches([Matched(e, [], [NewRun(f"r{i}", "rule", "v", "f", "t", [(0, "s", "log")])] if i < 2 else [])
+                          for i, e in enumerate(ids)])
     tasks = sorted(store.claim_steps(10, 60), key=lambda t: t.run_id)
     store.record_steps(
         [StepResult(tasks[0], "succeeded", finished_at=old), StepResult(tasks[1], "failed", error="x", finished_at=old)]

@@ -90,7 +90,8 @@ def test_each_metrics_object_has_its_own_registry() -> None:
     one.reloaded(True)
     two.reloaded(False)
     first, second = samples(one.exposition().decode()), samples(two.exposition().decode())
-    assert value(first, "hookwise_rule_matches_total", rule="a") == 1 and value(second, "hookwise_rule_matches_total", rule="a") == 0
+    assert value(first, "hookwise_rule_matches_total", rule="a") == 1
+    assert value(second, "hookwise_rule_matches_total", rule="a") == 0
     assert (value(first, "hookwise_reloads_total"), value(first, "hookwise_reload_failures_total")) == (1, 0)
     assert (value(second, "hookwise_reloads_total"), value(second, "hookwise_reload_failures_total")) == (0, 1)
 
@@ -163,7 +164,8 @@ def test_events_are_counted_by_source_and_answered_status(served: Served) -> Non
     assert answers == [202, 401, 401, 202, 200, 413, 400, 415, 404]
     content_type, found = served.scrape()
     assert content_type == "text/plain; version=0.0.4; charset=utf-8"
-    received = {dict(labels)["source"] + " " + dict(labels)["status"]: v for (name, labels), v in found.items() if name == "hookwise_events_received_total"}
+    received = {dict(labels)["source"] + " " + dict(labels)["status"]: v for (name, labels), v in found.items()
+                if name == "hookwise_events_received_total"}
     assert received == {
         "tok 202": 1, "tok 401": 2, "open 202": 1, "open 200": 1, "open 413": 1, "open 400": 1, "open 415": 1,
         "unknown 404": 1,
@@ -325,7 +327,8 @@ def test_worker_counts_matches_step_outcomes_latency_and_dead_runs(tmp_path: Pat
         for type_ in ("good", "flaky", "doomed", "tolerant", "nothing-matches"):
             store.put_events([Incoming("s", type_, "{}", {}, {}, time.time())])
         worker.wake()
-        wait_until(lambda: run_statuses(store) == {"good": "succeeded", "flaky": "succeeded", "doomed": "dead", "tolerant": "succeeded"})
+        done = {"good": "succeeded", "flaky": "succeeded", "doomed": "dead", "tolerant": "succeeded"}
+        wait_until(lambda: run_statuses(store) == done)
     finally:
         worker.stop(5)
         store.close()
@@ -333,7 +336,8 @@ def test_worker_counts_matches_step_outcomes_latency_and_dead_runs(tmp_path: Pat
     found = samples(metrics.exposition().decode())
     matches = {dict(labels)["rule"]: v for (name, labels), v in found.items() if name == "hookwise_rule_matches_total"}
     assert matches == {"good": 1, "flaky": 1, "doomed": 1, "tolerant": 1}
-    steps = {(dict(labels)["action"], dict(labels)["outcome"]): v for (name, labels), v in found.items() if name == "hookwise_steps_total"}
+    steps = {(dict(labels)["action"], dict(labels)["outcome"]): v for (name, labels), v in found.items()
+             if name == "hookwise_steps_total"}
     assert steps == {
         ("http", "succeeded"): 3,  # good, flaky's second attempt, tolerant's second step
         ("log", "skipped"): 1,

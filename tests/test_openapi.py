@@ -32,7 +32,8 @@ TOKEN = "api-t0ken"
 class Live:
     def __init__(self, root: Path) -> None:
         (root / "config.yaml").write_text(
-            f'store: sqlite:///s.db\nrules: [r.yaml]\napi: {{token: {TOKEN}}}\nsources:\n  shop: {{token: shop-t0ken}}\n'
+            f"store: sqlite:///s.db\nrules: [r.yaml]\napi: {{token: {TOKEN}}}\n"
+            "sources:\n  shop: {token: shop-t0ken}\n"
         )
         (root / "r.yaml").write_text("rules:\n  - name: audit\n    source: shop\n    actions: [{log: {message: x}}]\n")
         loaded = load(root / "config.yaml", {})

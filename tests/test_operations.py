@@ -317,9 +317,8 @@ class Ops:
         self.write_rules(rules)
         (root / "hookwise.yaml").write_text(CONFIG)
         config = root / "hookwise.yaml"
-        self.daemon = start(config) if start else DaemonProcess(
-            config, free_port(), "--log-format", "json", env={"CRM_TOKEN": SECRET}
-        )
+        self.daemon = (start(config) if start
+                       else DaemonProcess(config, free_port(), "--log-format", "json", env={"CRM_TOKEN": SECRET}))
         self.daemon.wait_ready()
 
     def write_rules(self, text: str) -> None:
@@ -377,7 +376,8 @@ def ops(tmp_path: Path, sink: Sink) -> Iterator[Ops]:
 
 def test_sighup_with_a_valid_change_swaps_the_rules(ops: Ops) -> None:
     ops.post("second", "before-reload")
-    wait_until(lambda: ops.query("SELECT status FROM events WHERE json_extract(body, '$.id') = 'before-reload'") == [("matched",)])
+    status = "SELECT status FROM events WHERE json_extract(body, '$.id') = 'before-reload'"
+    wait_until(lambda: ops.query(status) == [("matched",)])
     assert ops.query("SELECT COUNT(*) FROM runs") == [(0,)]  # no rule for it yet
 
     ops.write_rules(rule("first", "{SINK}") + rule("second", "{SINK}").replace("rules:\n", ""))

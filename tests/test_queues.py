@@ -35,7 +35,9 @@ def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
     s.close()
 
 
-def requeue(store: Store, key: str = "19402492", request: str = "r", data: Any = None, max_attempts: int = 3, delay: float = 0.0):  # type: ignore[no-untyped-def]
+def requeue(  # type: ignore[no-untyped-def]
+    store: Store, key: str = "19402492", request: str = "r", data: Any = None, max_attempts: int = 3, delay: float = 0.0
+):
     return store.requeue("field-techs", key, data, delay=delay, max_attempts=max_attempts, request_id=request)
 
 
@@ -70,7 +72,8 @@ def test_claim_lease_done_and_fail(store: Store, clock: Clock) -> None:
     requeue(store, request="a")
     requeue(store, key="later", request="b", delay=120)
     item = store.claim_queue_item("field-techs", lease=30)
-    assert item is not None and item.key == "19402492" and item.status == "claimed" and item.available_at == clock() + 30
+    assert item is not None and item.key == "19402492" and item.status == "claimed"
+    assert item.available_at == clock() + 30
     clock.advance(29.9)
     assert store.claim_queue_item("field-techs", lease=60) is None  # leased, and the other is delayed
     clock.advance(0.1)

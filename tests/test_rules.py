@@ -223,7 +223,8 @@ def test_explain_names_the_failing_selector_or_condition(project: Project) -> No
 
 
 def test_if_that_fails_to_evaluate_does_not_match(project: Project) -> None:
-    rules = load(project("rules:\n  - name: a\n    if: 'event.missing.deeper > 1'\n    actions: [{log: {message: x}}]\n"), {}).rules
+    text = "rules:\n  - name: a\n    if: 'event.missing.deeper > 1'\n    actions: [{log: {message: x}}]\n"
+    rules = load(project(text), {}).rules
     (verdict,) = rules.match(hover_event("job-state-changed_complete")).verdicts
     assert not verdict.matched and "failed" in verdict.reason()
 

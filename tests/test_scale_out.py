@@ -66,7 +66,8 @@ def test_two_receivers_two_workers_and_a_killed_worker(tmp_path: Path, pg_url: s
     sink = Sink(respond)
     (tmp_path / "rules.yaml").write_text(RULES.replace("{SINK}", sink.url))
     config = tmp_path / "hookwise.yaml"
-    config.write_text(f"store: {json.dumps(pg_url)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  open: {{type: 'body:type', id: 'body:id', verify: none}}\n")
+    config.write_text(f"store: {json.dumps(pg_url)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\n"
+                      "sources:\n  open: {type: 'body:type', id: 'body:id', verify: none}\n")
     receivers = [DaemonProcess(config, free_port(), "--role", "receiver") for _ in range(2)]
     workers = [DaemonProcess(config, free_port(), "--role", "worker") for _ in range(2)]
     acknowledged: list[int] = []
@@ -136,9 +137,8 @@ def test_a_hover_token_refresh_raced_by_two_workers(pg_url: str) -> None:
             t.join(30)
         tokens = stores[0].hover_tokens()
         assert hover.refreshes == 1 and len(set(results)) == 1
-        assert tokens is not None and hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(
-            results[0]
-        )
+        assert tokens is not None
+        assert hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(results[0])
     finally:
         for s in stores:
             s.close()

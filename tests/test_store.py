@@ -24,7 +24,10 @@ def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
 
 
 def incoming(body: dict[str, object] | None = None, delivery: str | None = None, **kw: object) -> Incoming:
-    return Incoming(source="hover", type="t", body=json.dumps(body or {"a": 1}), headers={"x": "y"}, query={}, received_at=time.time(), delivery_id=delivery, **kw)  # type: ignore[arg-type]
+    return Incoming(  # type: ignore[arg-type]
+        source="hover", type="t", body=json.dumps(body or {"a": 1}), headers={"x": "y"}, query={},
+        received_at=time.time(), delivery_id=delivery, **kw,
+    )
 
 
 def new_run(event_id: str, rule: str = "r", steps: int = 2) -> NewRun:
@@ -206,7 +209,8 @@ def test_an_emitted_event_is_stored_once(store: Store) -> None:
 def test_events_come_back_as_events(store: Store) -> None:
     store.put_events([incoming({"x": 1}, "d9")])
     (event,) = store.claim_events(1, 60)
-    assert isinstance(event, Event) and event.body == {"x": 1} and event.delivery_id == "d9" and event.received_at.tzinfo is not None
+    assert isinstance(event, Event) and event.body == {"x": 1} and event.delivery_id == "d9"
+    assert event.received_at.tzinfo is not None
 
 
 def test_an_older_file_is_upgraded_and_loses_its_phantom_webhooks(tmp_path: Path) -> None:
@@ -236,7 +240,8 @@ def test_an_older_file_is_upgraded_and_loses_its_phantom_webhooks(tmp_path: Path
         store.close()
     db = sqlite3.connect(path)
     try:
-        assert db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_received'").fetchall() == [(1,)]
+        index = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_received'"
+        assert db.execute(index).fetchall() == [(1,)]
     finally:
         db.close()
 

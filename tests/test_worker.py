@@ -79,7 +79,8 @@ class Harness:
         (root / "rules.yaml").write_text(rules)
         (root / "config.yaml").write_text(
             f"store: {json.dumps(store)}\nrules: [rules.yaml]\nplugins: {{crashy: 'wplug:Crashy'}}\n"
-            "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\nsources:\n  s: {token: abcd1234}\n" + config
+            "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\n"
+            "sources:\n  s: {token: abcd1234}\n" + config
         )
         self.root = root
         self.clock = clock
@@ -299,9 +300,11 @@ rules:
 
 
 def test_a_run_in_flight_keeps_its_rule_version_after_a_reload(harness: Callable[[str], Harness]) -> None:
-    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: old}}, {id: two, crashy: {mode: old}, delay: 400ms}]\n")
+    h = harness("rules:\n  - name: r\n    event: go\n"
+                "    actions: [{crashy: {mode: old}}, {id: two, crashy: {mode: old}, delay: 400ms}]\n")
     event_id = h.put("go", {})
-    h.wait(lambda: [s for r in h.store.runs_of_event(event_id) for s in h.store.steps_of_run(r["id"]) if s["status"] == "succeeded"])
+    h.wait(lambda: [s for r in h.store.runs_of_event(event_id) for s in h.store.steps_of_run(r["id"])
+                    if s["status"] == "succeeded"])
     (h.root / "rules.yaml").write_text(
         "rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: new}}, {id: two, crashy: {mode: new}}]\n"
     )
@@ -437,9 +440,8 @@ rules:
         event_id = h.put("go", {})
         echo, odd, fine = (h.finished_run(event_id, rule) for rule in ("echo", "odd", "fine"))
         assert echo["status"] == odd["status"] == "dead" and fine["status"] == "succeeded"
-        assert echo["error"].startswith("the step's result cannot be stored: ") and "surrogates not allowed" in echo[
-            "error"
-        ]
+        assert echo["error"].startswith("the step's result cannot be stored: ")
+        assert "surrogates not allowed" in echo["error"]
         assert [(s["status"], s["attempt"]) for s in h.store.steps_of_run(echo["id"])] == [("dead", 2)]
         assert len(sink.hits) == 2  # once per attempt
         assert [c for c in h.plugin.CALLS if c[2] == "surrogate"] == [(f"{odd['id']}-0", 1, "surrogate")]
