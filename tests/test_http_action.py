@@ -118,7 +118,8 @@ def echo(request: Request) -> Response:
         "method": request.method,
         "path": request.path,
         "args": request.args.to_dict(flat=False),
-        "headers": {k.lower(): request.headers.getlist(k) for k in request.headers},
+        # werkzeug's Headers iterate as (name, value) pairs: keys() gives the names
+        "headers": {k.lower(): request.headers.getlist(k) for k in request.headers.keys()},  # noqa: SIM118
         "body": request.get_data(as_text=True),
     }
     return Response(json.dumps(seen), content_type="application/json")
