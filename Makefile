@@ -1,10 +1,11 @@
-# hookwise: `make run` starts the daemon, `make test` runs the suite, `make bench` measures.
+# hookwise: `make run` starts the daemon, `make test` runs the suite, `make lint` runs the static checks,
+# `make bench` measures.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test bench check clean
+.PHONY: run test lint bench check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The static checks CI runs: ruff with the rules and line length of pyproject.toml, and mypy --strict
+# (strict = true there) over the code that ships.
+lint: $(STAMP)
+	$(BIN)/ruff check engine actions tests bench
+	$(BIN)/mypy engine actions
+
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	command -v curl >/dev/null || (apt-get update -q && apt-get install -y -q curl)   # the 100 ms figure's peer runs curl
@@ -30,4 +37,4 @@ check: $(STAMP)
 	$(BIN)/hookwise test -c config.example.yaml
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

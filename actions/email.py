@@ -34,7 +34,7 @@ import smtplib
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import getaddresses, parseaddr
@@ -87,7 +87,9 @@ def _unreserved(headers: dict[str, str]) -> dict[str, str]:
     # Refused rather than silently overridden: a rule that sets From expects it to show.
     for name in headers:
         if name.lower() in RESERVED_HEADERS:
-            raise ValueError(f"header {name!r} is set by the email action; use its own parameter or smtp settings instead")
+            raise ValueError(
+                f"header {name!r} is set by the email action; use its own parameter or smtp settings instead"
+            )
     return headers
 
 
@@ -101,15 +103,21 @@ class EmailParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    to: Annotated[Addresses, Field(min_length=1)] = Field(description="Recipient address, or a list of them (at least one).")
+    to: Annotated[Addresses, Field(min_length=1)] = Field(
+        description="Recipient address, or a list of them (at least one)."
+    )
     cc: Addresses | None = Field(default=None, description="Carbon-copy address or list of addresses.")
-    bcc: Addresses | None = Field(default=None, description="Blind-copy address or list of addresses (not shown in the message).")
+    bcc: Addresses | None = Field(
+        default=None, description="Blind-copy address or list of addresses (not shown in the message)."
+    )
     reply_to: Address | None = Field(default=None, description="The Reply-To address.")
     subject: Annotated[str, AfterValidator(_one_line)] = Field(description="The subject line.")
     text: str | None = Field(default=None, description="The plain-text body.")
     html: str | None = Field(default=None, description="The HTML body.")
     headers: Annotated[Headers, AfterValidator(_unreserved)] | None = Field(
-        default=None, description="Extra message headers (not From, To, Cc, Bcc, Reply-To, Subject, Date, Message-ID or MIME headers)."
+        default=None,
+        description="Extra message headers (not From, To, Cc, Bcc, Reply-To, Subject, Date, Message-ID or MIME "
+                    "headers).",
     )
 
     @model_validator(mode="after")
@@ -138,7 +146,9 @@ class EmailAction(Action):
     def run(self, params: BaseModel, ctx: Context) -> dict[str, Any]:
         assert isinstance(params, EmailParams)
         if not self._smtp.from_:
-            raise Fail("email: smtp.from is not set: add a sender to the config, e.g. smtp: {from: \"Ops <ops@example.com>\"}")
+            raise Fail(
+                "email: smtp.from is not set: add a sender to the config, e.g. smtp: {from: \"Ops <ops@example.com>\"}"
+            )
         sender = parseaddr(self._smtp.from_)[1]
         if "@" not in sender:
             raise Fail(f"email: smtp.from {self._smtp.from_!r} is not an email address")
@@ -148,7 +158,9 @@ class EmailAction(Action):
         output: dict[str, Any] = {"message_id": msg_id}
         if refused:
             output["refused"] = refused
-            ctx.logger.warning("email %s: refused for %s", output["message_id"], ", ".join(f"{a} ({r})" for a, r in refused.items()))
+            ctx.logger.warning(
+                "email %s: refused for %s", output["message_id"], ", ".join(f"{a} ({r})" for a, r in refused.items())
+            )
         return output
 
 
@@ -179,7 +191,7 @@ def build_message(params: EmailParams, from_: str, msg_id: str) -> EmailMessage:
     if params.reply_to:
         message["Reply-To"] = params.reply_to
     message["Subject"] = params.subject
-    message["Date"] = datetime.now(timezone.utc)
+    message["Date"] = datetime.now(UTC)
     message["Message-ID"] = msg_id
     for name, value in (params.headers or {}).items():
         message[name] = value
@@ -258,7 +270,7 @@ def _translated(where: str, phase: str, timeout: float, password: str | None) ->
         yield
     except (Retry, Fail):
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every error becomes Retry or Fail, with its message
         signal, message = _classify(exc, timeout)
         raise signal(_mask(f"email: {where}: {phase}: {message}", password)) from None
 

@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.action import Action, Context
 from engine.errors import Fail
+from engine.units import Duration
 
 #: How many emitted events may follow one another from one received event.
 MAX_DEPTH = 8
-from engine.units import Duration
 
 
 class EmitParams(BaseModel):
@@ -39,7 +39,8 @@ class EmitAction(Action):
     def run(self, params: BaseModel, ctx: Context) -> Mapping[str, Any] | None:
         assert isinstance(params, EmitParams)
         if ctx.event.depth >= MAX_DEPTH:
-            raise Fail(f"emit: a chain of emitted events deeper than {MAX_DEPTH} is refused (this event is emitted event #{ctx.event.depth})")
+            raise Fail(f"emit: a chain of emitted events deeper than {MAX_DEPTH} is refused "
+                       f"(this event is emitted event #{ctx.event.depth})")
         if ctx.emit is None:
             raise Fail("emit: no store to put the event in")
         return {"event_id": ctx.emit(params.type, params.data, params.source, params.delay)}

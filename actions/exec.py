@@ -59,11 +59,17 @@ class ExecParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    command: list[Arg] = Field(min_length=1, description="The program and its arguments, e.g. [/usr/bin/notify, --job, '123'].")
-    env: dict[Arg, Arg] | None = Field(default=None, description="Environment variables of the command (replacing hookwise's own).")
+    command: list[Arg] = Field(
+        min_length=1, description="The program and its arguments, e.g. [/usr/bin/notify, --job, '123']."
+    )
+    env: dict[Arg, Arg] | None = Field(
+        default=None, description="Environment variables of the command (replacing hookwise's own)."
+    )
     stdin: str | None = Field(default=None, description="Text written to the command's standard input.")
     cwd: Arg | None = Field(default=None, description="Working directory of the command.")
-    timeout: Duration | None = Field(default=None, description="Kill the command after this long; default: defaults.timeout of the config.")
+    timeout: Duration | None = Field(
+        default=None, description="Kill the command after this long; default: defaults.timeout of the config."
+    )
 
 
 class ExecAction(Action):
@@ -85,7 +91,8 @@ class ExecAction(Action):
             out, err = _communicate(proc, params.stdin, time.monotonic() + timeout)
         except _TimedOut:
             _kill_group(proc)
-            raise Retry(f"exec: {_program(params)} timed out after {timeout:g}s; its process group was killed") from None
+            killed = f"exec: {_program(params)} timed out after {timeout:g}s; its process group was killed"
+            raise Retry(killed) from None
         finally:
             _close_pipes(proc)
         if proc.returncode != 0:
@@ -180,7 +187,9 @@ def _communicate(proc: subprocess.Popen[bytes], stdin: str | None, deadline: flo
     return out, err
 
 
-def _register(selector: selectors.BaseSelector, proc: subprocess.Popen[bytes], stdin: str | None, out: _Capture, err: _Capture) -> None:
+def _register(
+    selector: selectors.BaseSelector, proc: subprocess.Popen[bytes], stdin: str | None, out: _Capture, err: _Capture
+) -> None:
     assert proc.stdout is not None and proc.stderr is not None
     selector.register(proc.stdout, selectors.EVENT_READ, out)
     selector.register(proc.stderr, selectors.EVENT_READ, err)

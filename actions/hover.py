@@ -56,7 +56,9 @@ class HoverParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Method = Field(default="GET", description="HTTP method (any case): GET, POST, PUT, PATCH or DELETE.")
-    path: Annotated[str, AfterValidator(_api_path)] = Field(description="API path below hover.base_url, e.g. /api/v3/jobs/123.")
+    path: Annotated[str, AfterValidator(_api_path)] = Field(
+        description="API path below hover.base_url, e.g. /api/v3/jobs/123."
+    )
     params: QueryParams | None = Field(default=None, description="Query parameters.")
     json_: Any = Field(default=None, alias="json", description="A value to send as a JSON body.")
     form: dict[str, Any] | None = Field(default=None, description="Fields to send as a form body.")
@@ -76,7 +78,9 @@ class HoverAction(Action):
     def run(self, params: BaseModel, ctx: Context) -> Mapping[str, Any]:
         assert isinstance(params, HoverParams)
         if ctx.hover is None:
-            raise Fail("hover: no Hover client in this process (the hover action runs in the worker of `hookwise serve`)")
+            raise Fail(
+                "hover: no Hover client in this process (the hover action runs in the worker of `hookwise serve`)"
+            )
         if _is_handshake(params):
             return _handshake(params, ctx)
         status, body, _ = ctx.hover.request(

@@ -88,16 +88,26 @@ class HttpParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Method = Field(default="GET", description="HTTP method (any case): GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.")
+    method: Method = Field(
+        default="GET", description="HTTP method (any case): GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS."
+    )
     url: Annotated[str, AfterValidator(_http_url)] = Field(description="The http:// or https:// URL to call.")
-    params: QueryParams | None = Field(default=None, description="Query parameters to add to the URL; a list value repeats the name.")
+    params: QueryParams | None = Field(
+        default=None, description="Query parameters to add to the URL; a list value repeats the name."
+    )
     headers: Headers | None = Field(default=None, description="Request headers.")
     json_: Any = Field(default=None, alias="json", description="A value to send as a JSON body.")
-    form: dict[str, Any] | None = Field(default=None, description="Fields to send as an application/x-www-form-urlencoded body.")
+    form: dict[str, Any] | None = Field(
+        default=None, description="Fields to send as an application/x-www-form-urlencoded body."
+    )
     body: str | None = Field(default=None, description="A raw text body.")
     auth: Auth | None = Field(default=None, description="{basic: [user, password]} or {bearer: token}.")
-    timeout: Duration | None = Field(default=None, description="Longest wait for the response; default: http.timeout of the config.")
-    expect: Expect | None = Field(default=None, description="Status codes that count as success (one or a list); default: any 2xx.")
+    timeout: Duration | None = Field(
+        default=None, description="Longest wait for the response; default: http.timeout of the config."
+    )
+    expect: Expect | None = Field(
+        default=None, description="Status codes that count as success (one or a list); default: any 2xx."
+    )
     follow_redirects: bool = Field(default=False, description="Follow redirects (each hop is checked like the first).")
 
     @model_validator(mode="after")
@@ -278,7 +288,8 @@ def _body(params: HttpParams) -> tuple[bytes | None, str | None]:
 
 def _pairs(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Form or query fields as pairs; a list repeats its name."""
-    return [(name, _field_text(v)) for name, value in values.items() for v in (value if isinstance(value, list) else [value])]
+    return [(name, _field_text(v)) for name, value in values.items()
+            for v in (value if isinstance(value, list) else [value])]
 
 
 def _field_text(value: Any) -> str:

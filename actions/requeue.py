@@ -38,7 +38,9 @@ class RequeueParams(BaseModel):
     )
     data: Any = Field(default=None, description="The item's payload (any JSON value).")
     delay: Duration = Field(default=0.0, description="Wait this long before the item can be claimed.")
-    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Attempts before the item goes to the dead list.")
+    max_attempts: int = Field(
+        default=DEFAULT_MAX_ATTEMPTS, ge=1, description="Attempts before the item goes to the dead list."
+    )
 
 
 class RequeueAction(Action):

@@ -28,7 +28,9 @@ def versions() -> dict[str, str]:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    for tool, args in (("wrk", ["wrk", "--version"]), ("webhook", ["webhook", "-version"]), ("sqlite", ["sqlite3", "--version"])):
+    for tool, args in (
+        ("wrk", ["wrk", "--version"]), ("webhook", ["webhook", "-version"]), ("sqlite", ["sqlite3", "--version"])
+    ):
         try:
             out = subprocess.run(args, capture_output=True, text=True, timeout=10)
             found[tool] = (out.stdout or out.stderr).strip().splitlines()[0]
@@ -70,7 +72,9 @@ def _remote_targets(far: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 def report_targets(rows: list[tuple[str, str, bool | None]]) -> None:
     print("targets (SPEC 12)")
     for target, figure, met in rows:
-        print(f"  {target:<46} {figure:<28} {'met' if met else 'not met' if met is False else 'not decided (quick run)'}")
+        print(
+            f"  {target:<46} {figure:<28} {'met' if met else 'not met' if met is False else 'not decided (quick run)'}"
+        )
 
 
 def main() -> None:
@@ -79,14 +83,18 @@ def main() -> None:
     quick = parser.parse_args().quick
     seconds, rounds = (2.0, 1) if quick else (5.0, 3)
     started = time.time()
-    results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "platform": platform.platform()}, "versions": versions(), "quick": quick}
+    results: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform()}, "versions": versions(), "quick": quick
+    }
 
     results["ingest"] = {}
     for connections in (16, 64):
         results["ingest"][str(connections)] = ingest.measure(seconds, rounds, connections)
         ingest.report(results["ingest"][str(connections)])
     results["peer"] = peer.measure(seconds, rounds, 64)
-    peer.report(results["peer"], results["ingest"]["64"]["hookwise"], "hookwise receiver (commits every event, no rules)")
+    peer.report(
+        results["peer"], results["ingest"]["64"]["hookwise"], "hookwise receiver (commits every event, no rules)"
+    )
     results["end_to_end"] = e2e.measure(seconds, rounds)
     e2e.report(results["end_to_end"])
     results["http_client"] = httpclient.measure(2000, 1) if quick else httpclient.measure(5000, 3)

@@ -21,4 +21,7 @@ async def hook(request: Request) -> JSONResponse:
 app = Starlette(routes=[Route("/hooks/{source}", hook, methods=["POST"])])
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning", lifespan="off", server_header=False)
+    uvicorn.run(
+        app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning", lifespan="off",
+        server_header=False
+    )

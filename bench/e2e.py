@@ -44,9 +44,16 @@ class Setup:
         self.sink_port, self.port = free_port(), free_port()
         (folder / "config.yaml").write_text(CONFIG.format())
         (folder / "rules.yaml").write_text(RULES.format(port=self.sink_port))
-        self.sink = subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(self.sink_port), str(folder / "sink.txt")], 1))
-        cmd = [sys.executable, "-m", "engine", "serve", "-c", str(folder / "config.yaml"), "--port", str(self.port), "--log-level", "warning", "--log-format", "text"]
-        self.daemon = subprocess.Popen(pinned(cmd, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent)
+        self.sink = subprocess.Popen(
+            pinned([sys.executable, str(HERE / "sink.py"), str(self.sink_port), str(folder / "sink.txt")], 1)
+        )
+        cmd = [
+            sys.executable, "-m", "engine", "serve", "-c", str(folder / "config.yaml"), "--port", str(self.port),
+            "--log-level", "warning", "--log-format", "text"
+        ]
+        self.daemon = subprocess.Popen(
+            pinned(cmd, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent
+        )
         wait_up(self.sink_port, "/")
         wait_up(self.port, "/livez")
 
@@ -92,13 +99,17 @@ def max_rate(seconds: float, connections: int = 64) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         setup = Setup(Path(tmp))
         try:
-            cmd = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(HERE / "post.lua"), f"http://127.0.0.1:{setup.port}/hooks/bench"]
+            cmd = [
+                "wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(HERE / "post.lua"),
+                f"http://127.0.0.1:{setup.port}/hooks/bench"
+            ]
             subprocess.run(pinned(cmd, 1), capture_output=True, text=True, timeout=seconds + 30)
             complete = setup.wait_done(timeout=120)
             db = sqlite3.connect(setup.folder / "hookwise.db")
             try:
                 first, last, done = db.execute(
-                    "SELECT MIN(e.received_at), MAX(r.updated_at), COUNT(*) FROM runs r JOIN events e ON e.id = r.event_id WHERE r.status = 'succeeded'"
+                    "SELECT MIN(e.received_at), MAX(r.updated_at), COUNT(*)"
+                    " FROM runs r JOIN events e ON e.id = r.event_id WHERE r.status = 'succeeded'"
                 ).fetchone()
             finally:
                 db.close()
@@ -120,9 +131,12 @@ async def _paced(port: int, rate: float, seconds: float, connections: int = 16) 
     async def one(n: int) -> None:
         reader, writer = await pool.get()
         body = BODY.format(n=n, pad="x" * 800).encode()
-        writer.write(b"POST /hooks/bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        writer.write(b"POST /hooks/bench HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
         await reader.readexactly(length)
         pool.put_nowait((reader, writer))
 
@@ -154,7 +168,10 @@ def latency_at(rate: float, seconds: float) -> dict[str, Any]:
             setup.close()
     if not lat:
         raise RuntimeError("no step reached the sink")
-    return {"rate": rate, "sent": sent, "measured": len(lat), "p50_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000}
+    return {
+        "rate": rate, "sent": sent, "measured": len(lat), "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000
+    }
 
 
 def measure(seconds: float = 5.0, rounds: int = 1) -> dict[str, Any]:
@@ -169,9 +186,11 @@ def report(result: dict[str, Any]) -> None:
     top, half = result["max"], result["half_rate"]
     rounds = result.get("rounds", [top["events_per_s"]])
     print("end to end (one http step to a local sink; daemon on one core)")
-    print(f"  max: {top['events_per_s']:.0f} events/s, median of {len(rounds)} rounds ({', '.join(f'{r:.0f}' for r in rounds)});"
+    print(f"  max: {top['events_per_s']:.0f} events/s, median of {len(rounds)} rounds"
+          f" ({', '.join(f'{r:.0f}' for r in rounds)});"
           f" {top['events']} events in {top['seconds']:.1f}s, all completed: {top['all_completed']}")
-    print(f"  at {half['rate']:.0f} events/s: p50 {half['p50_ms']:.1f} ms, p99 {half['p99_ms']:.1f} ms from receipt to the sink ({half['measured']} events)")
+    print(f"  at {half['rate']:.0f} events/s: p50 {half['p50_ms']:.1f} ms, p99 {half['p99_ms']:.1f} ms"
+          f" from receipt to the sink ({half['measured']} events)")
 
 
 if __name__ == "__main__":

@@ -150,7 +150,10 @@ def whole_action(port: int) -> Iterator[Call]:
     action = HttpAction(Settings.model_validate({"http": {"allow_private": True}}))
     params = HttpParams.model_validate({"method": "POST", "url": f"http://127.0.0.1:{port}/sink", "json": JOB})
     event = Event(source="bench", type="job", body=JOB, id="ev-1")
-    ctx = Context(event=event, run_id="run-1", step_id="0", attempt=1, idempotency_key="run-1-0", logger=logging.getLogger("bench"))
+    ctx = Context(
+        event=event, run_id="run-1", step_id="0", attempt=1, idempotency_key="run-1-0",
+        logger=logging.getLogger("bench")
+    )
 
     def call() -> None:
         assert action.run(params, ctx)["json"] == {}
@@ -167,7 +170,8 @@ def bare_socket(port: int) -> Iterator[Call]:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     head = "".join(f"{name}: {value}\r\n" for name, value in HEADERS.items())
-    request = f"POST /sink HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY
+    request = (f"POST /sink HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{head}"
+               f"Content-Length: {len(BODY)}\r\n\r\n").encode() + BODY
 
     def call() -> None:
         sock.sendall(request)

@@ -56,14 +56,20 @@ def wait_up(port: int, path: str, timeout: float = 20.0) -> None:
 
 
 def start_bare(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(pinned([sys.executable, str(HERE / "bare.py"), str(port)], 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        pinned([sys.executable, str(HERE / "bare.py"), str(port)], 0), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL
+    )
     wait_up(port, "/hooks/x")
     return proc
 
 
 def start_hookwise(port: int, folder: Path) -> subprocess.Popen[bytes]:
     (folder / "config.yaml").write_text(CONFIG)
-    cmd = [sys.executable, "-m", "engine", "serve", "-c", str(folder / "config.yaml"), "--port", str(port), "--role", "receiver", "--log-level", "warning"]
+    cmd = [
+        sys.executable, "-m", "engine", "serve", "-c", str(folder / "config.yaml"), "--port", str(port), "--role",
+        "receiver", "--log-level", "warning"
+    ]
     proc = subprocess.Popen(pinned(cmd, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent)
     wait_up(port, "/livez")
     return proc
@@ -87,11 +93,17 @@ def parse_wrk(output: str) -> dict[str, float]:
     if match is None:
         raise RuntimeError(f"wrk printed no RESULT line:\n{output}")
     requests, duration, p50, p99, errors, non2xx = (int(g) for g in match.groups())
-    return {"rps": requests / (duration / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "errors": errors, "non2xx": non2xx, "requests": requests}
+    return {
+        "rps": requests / (duration / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "errors": errors,
+        "non2xx": non2xx, "requests": requests
+    }
 
 
 def load(port: int, seconds: float, connections: int) -> dict[str, float]:
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(HERE / "post.lua"), f"http://127.0.0.1:{port}/hooks/bench"]
+    cmd = [
+        "wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(HERE / "post.lua"),
+        f"http://127.0.0.1:{port}/hooks/bench"
+    ]
     out = subprocess.run(pinned(cmd, 1), capture_output=True, text=True, timeout=seconds + 30)
     return parse_wrk(out.stdout)
 
@@ -145,7 +157,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"  {'':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     print(f"  {'bare':10} {b['rps']:>9.0f} {b['p50_ms']:>8.2f} {b['p99_ms']:>8.2f}")
     print(f"  {'hookwise':10} {h['rps']:>9.0f} {h['p50_ms']:>8.2f} {h['p99_ms']:>8.2f}")
-    print(f"  ratio: {result['rps_ratio']:.2f} of the bare req/s, p99 {result['p99_ratio']:.2f}x; every 2xx stored: {result['acknowledged_all_stored']}")
+    print(f"  ratio: {result['rps_ratio']:.2f} of the bare req/s, p99 {result['p99_ratio']:.2f}x;"
+          f" every 2xx stored: {result['acknowledged_all_stored']}")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,10 @@ def write_rules(folder: Path, count: int) -> Path:
 
 def events(n: int) -> list[Event]:
     return [
-        Event(source="bench", type=f"type-{i % TYPES}", body={"state": f"s{i % 7}", "job": {"id": i, "region": f"r{i % 13}"}})
+        Event(
+            source="bench", type=f"type-{i % TYPES}",
+            body={"state": f"s{i % 7}", "job": {"id": i, "region": f"r{i % 13}"}}
+        )
         for i in range(n)
     ]
 
@@ -55,7 +58,10 @@ def measure(count: int, n_events: int = 2000, rounds: int = 5) -> dict[str, Any]
         start = time.perf_counter()
         matched = sum(len(loaded.rules.match(e).rules) for e in sample)
         best = min(best, time.perf_counter() - start)
-    return {"rules": count, "us_per_event": round(best / n_events * 1e6, 2), "matches_per_event": round(matched / n_events, 3)}
+    return {
+        "rules": count, "us_per_event": round(best / n_events * 1e6, 2),
+        "matches_per_event": round(matched / n_events, 3)
+    }
 
 
 def main(sizes: tuple[int, ...] = (10, 100, 1000, 10000)) -> list[dict[str, Any]]:

@@ -200,7 +200,10 @@ def verdict(rss_mib: float, events: int, per_10k: float | None) -> dict[str, Any
     projected = rss_mib + growth * max(0, TARGET_EVENTS - events) / 10_000
     flat = per_10k is not None and per_10k <= FLAT_MIB_PER_10K
     under = projected < TARGET_MIB
-    return {"projected_mib": projected, "under_target": under, "flat": flat, "ok": under and flat, "conclusive": events >= TARGET_EVENTS}
+    return {
+        "projected_mib": projected, "under_target": under, "flat": flat, "ok": under and flat,
+        "conclusive": events >= TARGET_EVENTS
+    }
 
 
 def verdict_text(v: dict[str, Any]) -> str:
@@ -223,7 +226,10 @@ def write_project(folder: Path, action: str, sink_port: int | None) -> Path:
 
 
 def start_daemon(config: Path, port: int) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "engine", "serve", "-c", str(config), "--port", str(port), "--role", "all", "--log-level", "warning"]
+    cmd = [
+        sys.executable, "-m", "engine", "serve", "-c", str(config), "--port", str(port), "--role", "all", "--log-level",
+        "warning"
+    ]
     proc = subprocess.Popen(pinned(cmd, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent)
     try:
         wait_up(port, "/livez")
@@ -234,7 +240,10 @@ def start_daemon(config: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(pinned([sys.executable, str(HERE / "bare.py"), str(port)], 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        pinned([sys.executable, str(HERE / "bare.py"), str(port)], 1), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL
+    )
     try:
         wait_up(port, "/hooks/sink")
     except BaseException:
@@ -245,7 +254,10 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
 
 def post_chunk(port: int, db: Path, lua: Path, until: int, seconds: float, connections: int) -> dict[str, float]:
     """One wrk run, stopped once the store holds ``until`` events or after ``seconds``."""
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, math.ceil(seconds))}s", "--latency", "-s", str(lua), f"http://127.0.0.1:{port}/hooks/bench"]
+    cmd = [
+        "wrk", "-t2", f"-c{connections}", f"-d{max(1, math.ceil(seconds))}s", "--latency", "-s", str(lua),
+        f"http://127.0.0.1:{port}/hooks/bench"
+    ]
     proc = subprocess.Popen(pinned(cmd, 1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + seconds
@@ -272,7 +284,10 @@ def catch_up(db: Path, timeout: float) -> float:
     return time.monotonic() - start
 
 
-def measure(events: int = TARGET_EVENTS, time_limit: float = 120.0, connections: int = 64, action: str = "log", catch_up_limit: float = 30.0, chunks: int = CHUNKS) -> dict[str, Any]:
+def measure(
+    events: int = TARGET_EVENTS, time_limit: float = 120.0, connections: int = 64, action: str = "log",
+    catch_up_limit: float = 30.0, chunks: int = CHUNKS
+) -> dict[str, Any]:
     """Post ``events`` in ``chunks`` (within ``time_limit`` seconds of posting) and sample."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (Debian package wrk)")
@@ -296,7 +311,9 @@ def measure(events: int = TARGET_EVENTS, time_limit: float = 120.0, connections:
             started = time.monotonic()
 
             def sample(label: str) -> None:
-                samples.append({"label": label, "t": round(time.monotonic() - started, 2), **store_counts(db), **rss(daemon.pid)})
+                samples.append(
+                    {"label": label, "t": round(time.monotonic() - started, 2), **store_counts(db), **rss(daemon.pid)}
+                )
 
             sample("start")
             load_before = loadavg()
@@ -323,34 +340,47 @@ def measure(events: int = TARGET_EVENTS, time_limit: float = 120.0, connections:
     rss_mib = final["rss_kib"] / 1024
     return {
         "events_target": events, "action": action, "connections": connections, "time_limit_s": time_limit,
-        "posted": posted, "stored": final["events"], "timed_out": final["events"] < events, "posting_s": round(posting_s, 1),
-        "catch_up_s": round(waited, 1), "caught_up": final["matched"] == final["events"] and final["finished"] == final["runs"],
+        "posted": posted, "stored": final["events"], "timed_out": final["events"] < events,
+        "posting_s": round(posting_s, 1),
+        "catch_up_s": round(waited, 1),
+        "caught_up": final["matched"] == final["events"] and final["finished"] == final["runs"],
         "acknowledged_all_stored": final["events"] >= posted["requests"] - posted["non2xx"] - posted["errors"],
-        "rss_mib": rss_mib, "hwm_mib": final["hwm_kib"] / 1024, "children": final["children"], "tree_rss_mib": final["tree_rss_kib"] / 1024, "start_rss_mib": samples[0]["rss_kib"] / 1024,
-        "trend_mib_per_10k": per_10k, "loadavg_before": load_before, "verdict": verdict(rss_mib, final["events"], per_10k), "samples": samples,
+        "rss_mib": rss_mib, "hwm_mib": final["hwm_kib"] / 1024, "children": final["children"],
+        "tree_rss_mib": final["tree_rss_kib"] / 1024, "start_rss_mib": samples[0]["rss_kib"] / 1024,
+        "trend_mib_per_10k": per_10k, "loadavg_before": load_before,
+        "verdict": verdict(rss_mib, final["events"], per_10k), "samples": samples,
     }
 
 
 def report(result: dict[str, Any]) -> None:
     p = result["posted"]
-    print(f"memory, {result['action']} step per event, {result['connections']} connections, target {result['events_target']:,} events within {result['time_limit_s']:g}s")
-    print(f"  posted {p['requests']:,} answers ({p['non2xx']} not 2xx, {p['errors']} socket errors) in {result['posting_s']:g}s; stored {result['stored']:,}"
+    print(f"memory, {result['action']} step per event, {result['connections']} connections,"
+          f" target {result['events_target']:,} events within {result['time_limit_s']:g}s")
+    print(f"  posted {p['requests']:,} answers ({p['non2xx']} not 2xx, {p['errors']} socket errors)"
+          f" in {result['posting_s']:g}s; stored {result['stored']:,}"
           + ("" if result["acknowledged_all_stored"] else "  (FEWER stored than acknowledged)")
           + ("  (time limit reached)" if result["timed_out"] else ""))
-    print(f"  worker caught up: {result['caught_up']} after {result['catch_up_s']:g}s more; load average before posting {result['loadavg_before']:.2f} (other work on the machine)")
+    print(f"  worker caught up: {result['caught_up']} after {result['catch_up_s']:g}s more;"
+          f" load average before posting {result['loadavg_before']:.2f} (other work on the machine)")
     print(f"  {'sample':10} {'events':>8} {'matched':>8} {'runs':>8} {'finished':>8} {'RSS MiB':>8} {'peak MiB':>8}")
     for s in result["samples"]:
-        print(f"  {s['label']:10} {s['events']:>8} {s['matched']:>8} {s['runs']:>8} {s['finished']:>8} {s['rss_kib'] / 1024:>8.1f} {s['hwm_kib'] / 1024:>8.1f}")
+        print(f"  {s['label']:10} {s['events']:>8} {s['matched']:>8} {s['runs']:>8} {s['finished']:>8}"
+              f" {s['rss_kib'] / 1024:>8.1f} {s['hwm_kib'] / 1024:>8.1f}")
     t = result["trend_mib_per_10k"]
     v = result["verdict"]
-    kids = f"with its {result['children']} child processes {result['tree_rss_mib']:.1f} MiB" if result["children"] else "no child processes"
-    print(f"  RSS after {result['stored']:,} events: {result['rss_mib']:.1f} MiB (at start {result['start_rss_mib']:.1f}, peak {result['hwm_mib']:.1f}; {kids})")
-    print(f"  trend over the second half: {'n/a' if t is None else f'{t:+.2f}'} MiB per 10,000 events (flat: at most {FLAT_MIB_PER_10K:g})")
+    kids = (f"with its {result['children']} child processes {result['tree_rss_mib']:.1f} MiB" if result["children"]
+            else "no child processes")
+    print(f"  RSS after {result['stored']:,} events: {result['rss_mib']:.1f} MiB"
+          f" (at start {result['start_rss_mib']:.1f}, peak {result['hwm_mib']:.1f}; {kids})")
+    print(f"  trend over the second half: {'n/a' if t is None else f'{t:+.2f}'} MiB per 10,000 events"
+          f" (flat: at most {FLAT_MIB_PER_10K:g})")
     print(f"  target under {TARGET_MIB:g} MiB after {TARGET_EVENTS:,} events and not growing: {verdict_text(v)}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m bench.memory", description="RSS of the daemon after N events, and its trend")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.memory", description="RSS of the daemon after N events, and its trend"
+    )
     parser.add_argument("--quick", action="store_true", help="20,000 events within 30s")
     parser.add_argument("--events", type=int)
     parser.add_argument("--time-limit", type=float, help="seconds of posting at most (default 120, quick 30)")
@@ -359,7 +389,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     events = args.events or (20_000 if args.quick else TARGET_EVENTS)
     limit = args.time_limit or (30.0 if args.quick else 120.0)
-    result = measure(events, time_limit=limit, connections=args.connections, action=args.action, catch_up_limit=5.0 if args.quick else 30.0)
+    result = measure(
+        events, time_limit=limit, connections=args.connections, action=args.action,
+        catch_up_limit=5.0 if args.quick else 30.0
+    )
     report(result)
     return result
 

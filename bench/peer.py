@@ -44,7 +44,8 @@ NO_COMMAND = "/nonexistent/hookwise-bench-no-command"
 # One body of bench/post.lua's shape (it sends this with a new job id each time).
 MATCHING_BODY = {
     "event": "job-state-changed-v2", "webhook_id": 230293, "job_external_identifier": "order1", "job_id": 1,
-    "state": "processing", "content-available": 1, "job_estimated_hours_to_completion": 1.39, "thread": "1", "note": "x" * 760,
+    "state": "processing", "content-available": 1, "job_estimated_hours_to_completion": 1.39, "thread": "1",
+    "note": "x" * 760,
 }
 VARIANTS: dict[str, dict[str, Any]] = {
     "no-command": {"execute-command": NO_COMMAND},
@@ -95,7 +96,10 @@ def version(binary: str) -> str:
 
 
 def post(port: int, body: dict[str, Any]) -> tuple[int, str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/hooks/bench", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/hooks/bench", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"}, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read().decode(errors="replace")
@@ -110,7 +114,9 @@ def check_rule(port: int) -> None:
         raise RuntimeError(f"webhook answered {status} to the matching body: {text!r}")
     status, text = post(port, {**MATCHING_BODY, "state": "failed"})
     if status != MISMATCH_STATUS:
-        raise RuntimeError(f"webhook answered {status} to a body its rule refuses (expected {MISMATCH_STATUS}): {text!r}")
+        raise RuntimeError(
+            f"webhook answered {status} to a body its rule refuses (expected {MISMATCH_STATUS}): {text!r}"
+        )
 
 
 def start_webhook(binary: str, port: int, hooks: Path) -> subprocess.Popen[bytes]:
@@ -182,13 +188,19 @@ def measure(seconds: float = 2.0, rounds: int = 3, connections: int = 64) -> dic
         if variant == "true-async":
             figures["drain_s"] = statistics.median(r["drain_s"] for r in rs)
         variants[variant] = figures
-    return {"peer": version(binary), "connections": connections, "seconds": seconds, "rounds": rounds, "loadavg_before": load_before, "variants": variants, "runs": runs}
+    return {
+        "peer": version(binary), "connections": connections, "seconds": seconds, "rounds": rounds,
+        "loadavg_before": load_before, "variants": variants, "runs": runs
+    }
 
 
-def report(result: dict[str, Any], hookwise: dict[str, float] | None = None, label: str = "hookwise (same load)") -> None:
+def report(
+    result: dict[str, Any], hookwise: dict[str, float] | None = None, label: str = "hookwise (same load)"
+) -> None:
     """Print the variants, with hookwise's figures (rps, p50_ms, p99_ms, e.g. bench.ingest's
     ``result["hookwise"]`` at the same connections) beside them, as ``label``, when given."""
-    print(f"{result['peer']} (adnanh/webhook), {result['connections']} connections, median of {result['rounds']} rounds of {result['seconds']:g}s"
+    print(f"{result['peer']} (adnanh/webhook), {result['connections']} connections,"
+          f" median of {result['rounds']} rounds of {result['seconds']:g}s"
           f" (load average before: {result['loadavg_before']:.2f})")
     print(f"  {'':54} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     rows = [(LABELS.get(v, v), f) for v, f in result["variants"].items()]
@@ -200,16 +212,22 @@ def report(result: dict[str, Any], hookwise: dict[str, float] | None = None, lab
         if f["non2xx"] or f["errors"]:
             print(f"  {variant}: {f['non2xx']} answers were not 2xx, {f['errors']} socket errors")
     if "true-async" in result["variants"]:
-        print(f"  true-async: the server went idle {result['variants']['true-async']['drain_s']:.2f}s after the load ended"
+        drain = result["variants"]["true-async"]["drain_s"]
+        print(f"  true-async: the server went idle {drain:.2f}s after the load ended"
               " (a backlog of commands shows here; near 0: the commands kept up with the answers)")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m bench.peer", description="adnanh/webhook under bench/ingest.py's load")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.peer", description="adnanh/webhook under bench/ingest.py's load"
+    )
     parser.add_argument("seconds", nargs="?", type=float, default=2.0, help="seconds per round (default 2)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, nargs="+", default=[64, 16])
-    parser.add_argument("--with-hookwise", action="store_true", help="also measure hookwise's ingest (bench.ingest) at each connection count")
+    parser.add_argument(
+        "--with-hookwise", action="store_true",
+        help="also measure hookwise's ingest (bench.ingest) at each connection count"
+    )
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     for connections in args.connections:

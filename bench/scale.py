@@ -16,8 +16,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .e2e import RULES
 from .ingest import HERE, free_port, parse_wrk, pinned, stop, wait_up
@@ -33,10 +34,13 @@ class Layout:
         sink_port = free_port()
         (folder / "rules.yaml").write_text(RULES.format(port=sink_port))
         (folder / "config.yaml").write_text(
-            f"store: {json.dumps(store)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  bench: {{type: 'body:event', verify: none}}\n"
+            f"store: {json.dumps(store)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\n"
+            "sources:\n  bench: {type: 'body:event', verify: none}\n"
         )
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.procs.append(subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(sink_port), os.devnull], 1)))
+        self.procs.append(
+            subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(sink_port), os.devnull], 1))
+        )
         self.ports = [free_port() for _ in range(receivers)]
         for port in self.ports:
             self._serve(port, "receiver", 0)
@@ -47,8 +51,13 @@ class Layout:
             wait_up(port, "/livez")
 
     def _serve(self, port: int, role: str, core: int) -> None:
-        cmd = [sys.executable, "-m", "engine", "serve", "-c", str(self.folder / "config.yaml"), "--port", str(port), "--role", role, "--log-level", "warning"]
-        self.procs.append(subprocess.Popen(pinned(cmd, core), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent))
+        cmd = [
+            sys.executable, "-m", "engine", "serve", "-c", str(self.folder / "config.yaml"), "--port", str(port),
+            "--role", role, "--log-level", "warning"
+        ]
+        self.procs.append(
+            subprocess.Popen(pinned(cmd, core), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE.parent)
+        )
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -56,8 +65,8 @@ class Layout:
 
     def counts(self) -> tuple[int, int, float | None, float | None]:
         """(events, succeeded runs, first receipt, last completion)."""
-        query = ("SELECT (SELECT COUNT(*) FROM events), COUNT(*), (SELECT MIN(received_at) FROM events), MAX(updated_at) "
-                 "FROM runs WHERE status = 'succeeded'")
+        query = ("SELECT (SELECT COUNT(*) FROM events), COUNT(*), (SELECT MIN(received_at) FROM events), "
+                 "MAX(updated_at) FROM runs WHERE status = 'succeeded'")
         if self.store.startswith("sqlite:///"):
             db = sqlite3.connect(self.store[len("sqlite:///"):])
             try:
@@ -73,8 +82,9 @@ class Layout:
 def _flood(layout: Layout, seconds: float) -> dict[str, float]:
     """wrk against every receiver at once (64 connections shared out)."""
     share = max(1, 64 // len(layout.ports))
-    runs = [subprocess.Popen(pinned(["wrk", "-t1", f"-c{share}", f"-d{max(1, round(seconds))}s", "-s", str(HERE / "post.lua"),
-                                     f"http://127.0.0.1:{port}/hooks/bench"], 1), stdout=subprocess.PIPE, text=True) for port in layout.ports]
+    wrk = ["wrk", "-t1", f"-c{share}", f"-d{max(1, round(seconds))}s", "-s", str(HERE / "post.lua")]
+    runs = [subprocess.Popen(pinned([*wrk, f"http://127.0.0.1:{port}/hooks/bench"], 1), stdout=subprocess.PIPE,
+                             text=True) for port in layout.ports]
     results = [parse_wrk(proc.communicate(timeout=seconds + 30)[0]) for proc in runs]
     return {"rps": sum(r["rps"] for r in results), "p99_ms": max(r["p99_ms"] for r in results)}
 
@@ -127,8 +137,8 @@ def report(result: dict[str, Any]) -> None:
     print(f"stores and layouts (receivers on core 0; workers, sink and wrk on core 1; {result['seconds']:g}s of load)")
     print(f"  {'store':11} {'layout':7} {'ingest req/s':>12} {'p99 ms':>7} {'end to end /s':>14} {'completed':>10}")
     for row in result["layouts"]:
-        print(f"  {row['store']:11} {row['receivers']}r+{row['workers']}w   {row['ingest_rps']:>12.0f} {row['ingest_p99_ms']:>7.1f} "
-              f"{row['end_to_end_per_s']:>14.0f} {row['completed']:>5}/{row['events']}")
+        print(f"  {row['store']:11} {row['receivers']}r+{row['workers']}w   {row['ingest_rps']:>12.0f}"
+              f" {row['ingest_p99_ms']:>7.1f} {row['end_to_end_per_s']:>14.0f} {row['completed']:>5}/{row['events']}")
 
 
 if __name__ == "__main__":

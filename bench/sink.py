@@ -25,7 +25,8 @@ def make_app(out: Any, delay: float = 0.0) -> Any:
         if delay:
             await asyncio.sleep(delay)  # a remote target's latency: other requests go on meanwhile
         out.write(f"{key} {time.time():.6f}\n")
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"{}"})
 
     return app

@@ -102,7 +102,8 @@ class Action:
         Raise :class:`engine.Retry` for a temporary failure, :class:`engine.Fail` for a
         permanent one; any other exception counts as temporary."""
         raise NotImplementedError(
-            f"{type(self).__name__}.run() must be implemented: it performs the action and returns its output as a JSON-able dict"
+            f"{type(self).__name__}.run() must be implemented: "
+            "it performs the action and returns its output as a JSON-able dict"
         )
 
     def close(self) -> None:
@@ -279,12 +280,12 @@ def resolve(path: str) -> type[Action]:
             obj = getattr(obj, part)
         except AttributeError:
             raise PluginError(f"module {module_name!r} has no attribute {attr!r}") from None
-    check_action(obj, path)
-    return obj  # type: ignore[no-any-return]
+    return check_action(obj, path)
 
 
-def check_action(obj: Any, path: str) -> None:
-    """Raise :class:`PluginError` unless ``obj`` keeps the :class:`Action` contract."""
+def check_action(obj: Any, path: str) -> type[Action]:
+    """``obj``, the :class:`Action` subclass it is; raises :class:`PluginError` unless it
+    keeps the :class:`Action` contract."""
     if not (isinstance(obj, type) and issubclass(obj, Action)) or obj is Action:
         raise PluginError(f"{path!r} is not an Action subclass (got {_describe(obj)})")
     params = getattr(obj, "Params", None)
@@ -292,6 +293,7 @@ def check_action(obj: Any, path: str) -> None:
         raise PluginError(f"{obj.__name__}.Params must be a pydantic BaseModel subclass")
     if obj.run is Action.run:
         raise PluginError(f"{obj.__name__} must override run(self, params, ctx)")
+    return obj
 
 
 def _import(module_name: str) -> Any:
@@ -312,7 +314,9 @@ def _describe(obj: Any) -> str:
 def _load_plugin(name: str, path: Any, builtins: frozenset[str]) -> type[Action]:
     """The action at ``path``, to be registered as ``name``; raises :class:`PluginError`."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise PluginError(f"{name!r} is not a valid action name: use lower-case letters, digits and '_', starting with a letter")
+        raise PluginError(
+            f"{name!r} is not a valid action name: use lower-case letters, digits and '_', starting with a letter"
+        )
     if name in builtins:
         raise PluginError(f"{name!r} is a built-in action: a plugin cannot replace it; choose another name")
     if not isinstance(path, str):
@@ -327,7 +331,9 @@ def _name_warning(name: str, action: type[Action], loc: Loc) -> list[Problem]:
     return [Problem(f"{action.__name__}.name is {own!r}; it is registered as {name!r}", loc, warning=True)]
 
 
-def _load_entry_points(builtins: frozenset[str], problems: list[Problem], warnings: list[Problem]) -> dict[str, type[Action]]:
+def _load_entry_points(
+    builtins: frozenset[str], problems: list[Problem], warnings: list[Problem]
+) -> dict[str, type[Action]]:
     found: dict[str, type[Action]] = {}
     origin: dict[str, str] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):

@@ -12,8 +12,9 @@ is made.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -59,8 +60,8 @@ def guarded(current: Callable[[], Loaded], handler: Handler) -> Handler:
                 return _error(403, "forbidden", "the API answers loopback clients only until api.token is set")
         else:
             if not hmac.compare_digest(_bearer(request.headers.get("authorization", "")), token.encode()):
-                return JSONResponse({"error": "unauthorized", "message": "a valid bearer token is required"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})
+                return JSONResponse({"error": "unauthorized", "message": "a valid bearer token is required"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
         try:
             return await handler(request)
         except ApiError as exc:

@@ -9,10 +9,11 @@ would run. Nothing is sent: actions are rendered and compared, never run.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,7 +34,9 @@ class _Model(BaseModel):
 
 class Expect(_Model):
     rules: list[str] | None = Field(None, description="Exactly the rules that must match (order does not matter).")
-    actions: list[dict[str, Any]] = Field(default_factory=list, description="{rule, step, <action>: {params subset}} | {rule, step, skipped: true}")
+    actions: list[dict[str, Any]] = Field(
+        default_factory=list, description="{rule, step, <action>: {params subset}} | {rule, step, skipped: true}"
+    )
 
 
 class Case(_Model):
@@ -43,7 +46,9 @@ class Case(_Model):
     type: str | None = Field(None, description="The event type; default: read as the source reads it.")
     headers: dict[str, str] = Field(default_factory=dict)
     query: dict[str, str] = Field(default_factory=dict)
-    steps: dict[str, Any] = Field(default_factory=dict, description="Outputs of steps by id, used instead of running them.")
+    steps: dict[str, Any] = Field(
+        default_factory=dict, description="Outputs of steps by id, used instead of running them."
+    )
     expect: Expect
 
 
@@ -107,10 +112,13 @@ def run_file(loaded: Loaded, path: Path) -> list[Result]:
     events = [_event(case, i, path, doc, loaded, problems) for i, case in enumerate(parsed.cases)]
     if problems:
         raise ConfigError(problems)
-    return [Result(doc.file, case.name, tuple(run_case(loaded, case, event))) for case, event in zip(parsed.cases, events)]
+    cases = zip(parsed.cases, events, strict=True)
+    return [Result(doc.file, case.name, tuple(run_case(loaded, case, event))) for case, event in cases]
 
 
-def _event(case: Case, index: int, path: Path, doc: yamlfile.Document, loaded: Loaded, problems: list[Problem]) -> Event | None:
+def _event(
+    case: Case, index: int, path: Path, doc: yamlfile.Document, loaded: Loaded, problems: list[Problem]
+) -> Event | None:
     body = case.event
     if isinstance(body, dict) and set(body) == {"file"} and isinstance(body["file"], str):
         try:
@@ -123,7 +131,7 @@ def _event(case: Case, index: int, path: Path, doc: yamlfile.Document, loaded: L
     type_ = case.type or Reader.for_source(source).event_type(body, headers)
     return Event(
         source=case.source, type=type_, body=body, headers=headers, query=case.query,
-        id=f"case-{index}", received_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        id=f"case-{index}", received_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
 
@@ -136,7 +144,8 @@ def run_case(loaded: Loaded, case: Case, event: Event | None) -> list[str]:
     if case.expect.rules is not None and sorted(case.expect.rules) != sorted(matched):
         failures.append(f"rules: expected {sorted(case.expect.rules)}, got {sorted(matched)}")
         every = loaded.rules.match(event, every_rule=True)  # to say why an expected rule did not match
-        failures.extend(f"  {v.rule.name}: {v.reason()}" for v in every.verdicts if v.rule.name in case.expect.rules and not v.matched)
+        failures.extend(f"  {v.rule.name}: {v.reason()}" for v in every.verdicts
+                        if v.rule.name in case.expect.rules and not v.matched)
         unknown = sorted(set(case.expect.rules) - {r.name for r in loaded.rules})
         failures.extend(f"  {name}: no such rule" for name in unknown)
     planned = {r.name: plan(r, event, loaded.registry, case.steps) for r in match.rules}
@@ -145,7 +154,9 @@ def run_case(loaded: Loaded, case: Case, event: Event | None) -> list[str]:
     return failures
 
 
-def _check_action(loaded: Loaded, index: int, expected: dict[str, Any], planned: dict[str, list[PlannedStep]]) -> list[str]:
+def _check_action(
+    loaded: Loaded, index: int, expected: dict[str, Any], planned: dict[str, list[PlannedStep]]
+) -> list[str]:
     where = f"expect.actions[{index}]"
     rule, step = expected.get("rule"), expected.get("step", 0)
     if rule not in planned:
@@ -195,7 +206,9 @@ def subset_diff(expected: Any, actual: Any, path: str = "") -> list[str]:
     if isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) != len(expected):
             return [f"{path}: expected {_show(expected)}, got {_show(actual)}"]
-        return [d for i, (e, a) in enumerate(zip(expected, actual)) for d in subset_diff(e, a, f"{path}[{i}]")]
+        return [
+            d for i, (e, a) in enumerate(zip(expected, actual, strict=True)) for d in subset_diff(e, a, f"{path}[{i}]")
+        ]
     if _same(expected, actual):
         return []
     return [f"{path}: expected {_show(expected)}, got {_show(actual)}"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import click
 
@@ -86,12 +87,17 @@ def _plural(count: int, noun: str) -> str:
 @cli.command("dry-run")
 @config_option
 @click.argument("event_file", metavar="EVENT.json", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--source", "source_name", metavar="S", help="Source the event arrives on (default: the only one configured).")
+@click.option(
+    "--source", "source_name", metavar="S", help="Source the event arrives on (default: the only one configured)."
+)
 @click.option("--header", "headers", metavar="'K: V'", multiple=True, help="A request header; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def dry_run(config_path: str | None, event_file: str, source_name: str | None, headers: tuple[str, ...], as_json: bool) -> None:
+def dry_run(
+    config_path: str | None, event_file: str, source_name: str | None, headers: tuple[str, ...], as_json: bool
+) -> None:
     """Match and render an event with no side effects; explain every rule."""
-    from .dryrun import dry_run as run, event_source, format_text
+    from .dryrun import dry_run as run
+    from .dryrun import event_source, format_text
 
     loaded = _load(config_path)
     body = _read_json(event_file)
@@ -153,13 +159,22 @@ def schema(kind: str | None, config_path: str | None) -> None:
 @click.option("--port", metavar="P", type=click.IntRange(0, 65535), help="Port to listen on (default: server.port).")
 @click.option("--role", type=click.Choice(["all", "receiver", "worker"]), default="all", show_default=True,
               help="Run the receiver, the worker, or both.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="Log format (default: text on a terminal, else json).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default=None,
+    help="Log format (default: text on a terminal, else json)."
+)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
+)
 @click.option("--watch", is_flag=True, help="Reload when the config or a rule file changes.")
-def serve(config_path: str | None, host: str | None, port: int | None, role: str, log_format: str | None, log_level: str, watch: bool) -> None:
+def serve(
+    config_path: str | None, host: str | None, port: int | None, role: str, log_format: str | None, log_level: str,
+    watch: bool
+) -> None:
     """Run the daemon: receive webhooks, match rules, run workflows."""
     from .config import find_config
-    from .daemon import Options, serve as run_daemon
+    from .daemon import Options
+    from .daemon import serve as run_daemon
     from .logs import setup_logging
 
     setup_logging(log_format, log_level)
@@ -224,7 +239,7 @@ def _print_json(value: Any) -> None:
 def _table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 @cli.group()
@@ -248,7 +263,9 @@ def events_list(config_path: str | None, source: str | None, type_: str | None, 
     from . import operations as ops
 
     loaded, store = _inspect(config_path)
-    page = ops.list_events(loaded, store, limit=limit, cursor=cursor, source=source, type=type_, status=status, since=since, until=until)
+    page = ops.list_events(
+        loaded, store, limit=limit, cursor=cursor, source=source, type=type_, status=status, since=since, until=until
+    )
     if as_json:
         _print_json(page)
         return
@@ -278,9 +295,12 @@ def events_show(config_path: str | None, event_id: str, as_json: bool) -> None:
         _print_json(detail)
         return
     event = detail["event"]
-    click.echo(f"event {event['id']}  {event['source']}/{event['type']}  received {event['received_at']}  {event['status']}")
+    click.echo(
+        f"event {event['id']}  {event['source']}/{event['type']}  received {event['received_at']}  {event['status']}"
+    )
     if event.get("replay_of"):
-        click.echo(f"replay of {event['replay_of']}" + (f" for {', '.join(event['only_rules'])}" if event.get("only_rules") else ""))
+        only = f" for {', '.join(event['only_rules'])}" if event.get("only_rules") else ""
+        click.echo(f"replay of {event['replay_of']}{only}")
     if event.get("body_note"):  # a body no JSON encoder takes: its stored text
         click.echo(f"body ({event['body_note']}):")
         click.echo("  " + event["body"])
@@ -306,7 +326,8 @@ def _print_explain(explain: list[dict[str, Any]] | None) -> None:
 def _print_run(run: dict[str, Any], details: bool = False) -> None:
     """A run and a line per step; with ``details``, each step's times, params, output and
     error below its line."""
-    click.echo(f"run {run['id']}  rule {run['rule']} (version {run['rule_version']})  {run['status']}" + (f": {run['error']}" if run.get("error") else ""))
+    error = f": {run['error']}" if run.get("error") else ""
+    click.echo(f"run {run['id']}  rule {run['rule']} (version {run['rule_version']})  {run['status']}{error}")
     for step in run["steps"]:
         line = f"  step {step['index']} {step['id']} ({step['action']})  {step['status']}"
         if step["attempt"]:
@@ -397,7 +418,8 @@ def runs_list(config_path: str | None, status: str | None, rule: str | None, lim
     if as_json:
         _print_json(found)
         return
-    _table([[r["id"], r["updated_at"], r["rule"], r["status"], f"step {r['step']}", r["error"] or ""] for r in found["runs"]],
+    _table([[r["id"], r["updated_at"], r["rule"], r["status"], f"step {r['step']}", r["error"] or ""]
+            for r in found["runs"]],
            ["ID", "UPDATED", "RULE", "STATUS", "AT", "ERROR"])
 
 
@@ -422,7 +444,9 @@ def runs_show(config_path: str | None, run_id: str, as_json: bool) -> None:
 @runs.command("retry")
 @config_option
 @click.argument("run_id", metavar="ID")
-@click.option("--set", "sets", multiple=True, metavar="STEP.PARAM=VALUE", help="Change a param of the dead step; repeatable.")
+@click.option(
+    "--set", "sets", multiple=True, metavar="STEP.PARAM=VALUE", help="Change a param of the dead step; repeatable."
+)
 def runs_retry(config_path: str | None, run_id: str, sets: tuple[str, ...]) -> None:
     """Resume a dead run from its failed step, earlier outputs kept."""
     from . import operations as ops
@@ -470,7 +494,9 @@ def queue() -> None:
 @queue.command("list")
 @config_option
 @click.argument("name", required=False)
-@click.option("--status", type=click.Choice(["waiting", "claimed", "done", "dead"]), help="Only items with this status.")
+@click.option(
+    "--status", type=click.Choice(["waiting", "claimed", "done", "dead"]), help="Only items with this status."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def queue_list(config_path: str | None, name: str | None, status: str | None, as_json: bool) -> None:
     """Queues with their counts, or the items of queue NAME."""
@@ -492,7 +518,8 @@ def queue_list(config_path: str | None, name: str | None, status: str | None, as
         click.echo(json.dumps([item_json(i) for i in items], indent=2, default=str))
         return
     for item in items:
-        click.echo(f"{item.id}  {item.status:<8} attempts {item.attempts}/{item.max_attempts}  key {item.key}  {item.error or ''}".rstrip())
+        attempts = f"attempts {item.attempts}/{item.max_attempts}"
+        click.echo(f"{item.id}  {item.status:<8} {attempts}  key {item.key}  {item.error or ''}".rstrip())
 
 
 @queue.command("claim")

@@ -35,10 +35,11 @@ import difflib
 import fnmatch
 import operator
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
-from typing import Any, Callable, Final, Iterator, Mapping, Protocol
+from typing import Any, Final, Protocol
 
 from engine.errors import ConfigError, Loc, Problem, format_loc
 
@@ -99,7 +100,7 @@ _new = object.__new__
 _set_matched = Outcome.matched.__set__  # type: ignore[attr-defined,misc]
 _set_path = Outcome.path.__set__  # type: ignore[attr-defined,misc]
 _set_expected = Outcome.expected.__set__  # type: ignore[attr-defined,misc]
-_set_got = Outcome.got.__set__  # type: ignore[attr-defined,misc]
+_set_got = Outcome.got.__set__  # type: ignore[misc]
 
 
 def _failure(path: str, expected: str, got: Any) -> Outcome:
@@ -363,7 +364,7 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, str) or isinstance(b, str):
         return isinstance(a, str) and isinstance(b, str) and a == b
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     return a is None and b is None
@@ -409,14 +410,14 @@ def _instant(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _operand_instant(x: Any) -> datetime | None:
     if isinstance(x, datetime):  # YAML loads an unquoted timestamp as a datetime
-        return x if x.tzinfo is not None else x.replace(tzinfo=timezone.utc)
+        return x if x.tzinfo is not None else x.replace(tzinfo=UTC)
     if isinstance(x, date):
-        return datetime.combine(x, time(), timezone.utc)
+        return datetime.combine(x, time(), UTC)
     return _instant(x) if isinstance(x, str) else None
 
 
@@ -473,7 +474,9 @@ def _op_not_in(name: str, x: Any) -> Built:
     return (lambda v: v is not MISSING and not inside(v)), f"none of {_render(x)}"
 
 
-_ORDER: Final = {"lt": (operator.lt, "<"), "lte": (operator.le, "<="), "gt": (operator.gt, ">"), "gte": (operator.ge, ">=")}
+_ORDER: Final = {
+    "lt": (operator.lt, "<"), "lte": (operator.le, "<="), "gt": (operator.gt, ">"), "gte": (operator.ge, ">=")
+}
 
 
 def _op_compare(name: str, x: Any) -> Built:
@@ -612,9 +615,9 @@ class _Node:
     def evaluate(self, body: Any, envelope: Mapping[str, Any]) -> Outcome:
         raise NotImplementedError("each node evaluates itself")
 
-    def leaves(self) -> Iterator[_Node]:
+    def leaves(self) -> Iterator[_Leaf | _Field | _FanField]:
         """The field leaves under this node (for the explanation of a failed ``not``)."""
-        yield self
+        raise NotImplementedError("each node lists its leaves")
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,6 +647,9 @@ class _Leaf(_Node):
             return MATCHED
         return _failure(self.path, self.expected, value)
 
+    def leaves(self) -> Iterator[_Leaf]:
+        yield self
+
 
 @dataclass(frozen=True, slots=True)
 class _Field(_Node):
@@ -660,6 +666,9 @@ class _Field(_Node):
             if not test.check(value):
                 return _failure(test.path, test.expected, value)
         return MATCHED
+
+    def leaves(self) -> Iterator[_Field]:
+        yield self
 
 
 @dataclass(frozen=True, slots=True)
@@ -680,6 +689,9 @@ class _FanField(_Node):
                 return MATCHED
         return _failure(self.path, self.expected, values)
 
+    def leaves(self) -> Iterator[_FanField]:
+        yield self
+
 
 @dataclass(frozen=True, slots=True)
 class _All(_Node):
@@ -692,7 +704,7 @@ class _All(_Node):
                 return outcome
         return MATCHED
 
-    def leaves(self) -> Iterator[_Node]:
+    def leaves(self) -> Iterator[_Leaf | _Field | _FanField]:
         for child in self.children:
             yield from child.leaves()
 
@@ -712,7 +724,7 @@ class _Any(_Node):
             failures.append(outcome)
         return _failure(self.path, self.expected, tuple(failures))
 
-    def leaves(self) -> Iterator[_Node]:
+    def leaves(self) -> Iterator[_Leaf | _Field | _FanField]:
         for branch in self.branches:
             yield from branch.leaves()
 
@@ -729,7 +741,7 @@ class _Not(_Node):
         seen = {text: get(body, envelope) for text, get in self.fields}
         return _failure(self.path, "expected not to match", seen)
 
-    def leaves(self) -> Iterator[_Node]:
+    def leaves(self) -> Iterator[_Leaf | _Field | _FanField]:
         yield from self.inner.leaves()
 
 
@@ -802,7 +814,7 @@ class _Compiler:
         inner = self.condition_map(value, loc)
         if inner is None:
             return None
-        fields = {leaf.text: leaf.get for leaf in inner.leaves()}  # type: ignore[attr-defined]
+        fields = {leaf.text: leaf.get for leaf in inner.leaves()}
         return _Not(inner, self.path(loc), tuple(fields.items()))
 
     def field(self, key: str, value: Any, loc: Loc) -> _Node | None:

@@ -10,17 +10,18 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import tokenfile, yamlfile
 from .bodies import DEEPEST
 from .errors import ConfigError, Problem, UsageError
-from .units import Duration, Rate, Size
 from .secrets import Masker
+from .units import Duration, Rate, Size
 from .validation import did_you_mean, validate_rest
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
@@ -89,7 +90,9 @@ class Workers(Model):
 
 
 class Api(Model):
-    token: str | None = Field(None, description="Bearer token for /api and /ui; without one only loopback clients are served.")
+    token: str | None = Field(
+        None, description="Bearer token for /api and /ui; without one only loopback clients are served."
+    )
 
     @field_validator("token")
     @classmethod
@@ -122,8 +125,12 @@ class HostLimits(Model):
 
 class Http(Model):
     timeout: Duration = Field(10.0, description="Default timeout of the http action.")
-    allow_private: bool = Field(False, description="Let the http action reach private, loopback and link-local addresses.")
-    allow_hosts: list[str] = Field(default_factory=list, description="Hosts the http action may reach even when private.")
+    allow_private: bool = Field(
+        False, description="Let the http action reach private, loopback and link-local addresses."
+    )
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="Hosts the http action may reach even when private."
+    )
     concurrency: int = Field(32, ge=1, le=4096, description="Calls in flight at once per destination host.")
     rate: Rate | None = Field(None, description="Most calls per period per destination host (default: no limit).")
     breaker: Breaker = Field(Breaker(), description="The circuit breaker of each destination host.")
@@ -205,15 +212,23 @@ _LOCATOR = re.compile(r"^(body|header):(.+)$")
 
 class Source(Model):
     preset: Literal["hover", "github", "stripe", "standard", "slack"] | None = None
-    type: str | None = Field(None, description="Where the event type comes from: body:PATH, header:NAME, or a fixed type.")
-    id: str | None = Field(None, description="Where the delivery id comes from: body:PATH or header:NAME; default: a hash of the body.")
+    type: str | None = Field(
+        None, description="Where the event type comes from: body:PATH, header:NAME, or a fixed type."
+    )
+    id: str | None = Field(
+        None, description="Where the delivery id comes from: body:PATH or header:NAME; default: a hash of the body."
+    )
     secret: Secrets | None = Field(None, description="Signing secret of the preset (a list during rotation).")
-    hmac_secret: Secrets | None = Field(None, description="Hover: the hmac_secret returned when the webhook was registered.")
+    hmac_secret: Secrets | None = Field(
+        None, description="Hover: the hmac_secret returned when the webhook was registered."
+    )
     verify: Verify | Literal["none"] | None = Field(
         None,
         description="verify.hmac: a custom signature; or none: the source accepts requests from anyone, on purpose.",
     )
-    token: Secrets | None = Field(None, description="Shared secret the sender puts in the URL (?token=) or in token_header.")
+    token: Secrets | None = Field(
+        None, description="Shared secret the sender puts in the URL (?token=) or in token_header."
+    )
     token_file: str | None = Field(
         None, min_length=1,
         description=(
@@ -281,9 +296,13 @@ class Settings(Model):
     """The whole config file."""
 
     server: Server = Server()
-    store: str = Field("sqlite:///data/hookwise.db", description="sqlite:///PATH (relative to the config file) or postgresql://...")
+    store: str = Field(
+        "sqlite:///data/hookwise.db", description="sqlite:///PATH (relative to the config file) or postgresql://..."
+    )
     workers: Workers = Workers()
-    rules: list[str] = Field(default_factory=lambda: ["rules/"], description="Rule files or folders of *.yaml, relative to the config file.")
+    rules: list[str] = Field(
+        default_factory=lambda: ["rules/"], description="Rule files or folders of *.yaml, relative to the config file."
+    )
     plugins: dict[str, str] = Field(default_factory=dict, description='Extra actions: name -> "module:Class".')
     api: Api = Api()
     smtp: Smtp = Smtp()

@@ -22,14 +22,15 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from . import tokenfile
-from .config import Config, read_config, missing_token_files
+from .config import Config, missing_token_files, read_config
 from .connections import deepen_queues, open_files_for, quiet_accept_errors, uvicorn_options
 from .delivery import Delivery
 from .errors import ConfigError, Problem
@@ -37,9 +38,9 @@ from .ingest import Ingest
 from .loader import Current, Loaded, load, rule_count
 from .logs import mask_with
 from .metrics import Metrics
+from .retention import Retention
 from .rules import rule_files
 from .server import Health, create_app
-from .retention import Retention
 from .store import Store, open_store
 from .worker import Worker
 
@@ -119,8 +120,10 @@ class Daemon:
         app = create_app(self.current, self.ingest, self.health, self.store, self.metrics, self.delivery.hosts)
         settings = self.config.settings.server
         config = uvicorn.Config(
-            app, host=self.options.host or settings.host, port=self.options.port if self.options.port is not None else settings.port,
-            access_log=False, log_level="warning", lifespan="off", timeout_graceful_shutdown=int(self.options.drain_timeout),
+            app, host=self.options.host or settings.host,
+            port=self.options.port if self.options.port is not None else settings.port,
+            access_log=False, log_level="warning", lifespan="off",
+            timeout_graceful_shutdown=int(self.options.drain_timeout),
             server_header=False,
             log_config=None,  # uvicorn's own lines go through our handler: our format, secrets masked
             **uvicorn_options(settings, open_files_for(settings.max_connections)),
@@ -212,7 +215,9 @@ class Daemon:
 
     def _reload_failed(self, problems: Iterable[object]) -> None:
         problems = list(problems)
-        log.error("reload failed, the previous rules stay: %d problem%s", len(problems), "" if len(problems) == 1 else "s")
+        log.error(
+            "reload failed, the previous rules stay: %d problem%s", len(problems), "" if len(problems) == 1 else "s"
+        )
         for problem in problems:  # one line each, FILE:LINE:COL first, as `hookwise check` prints them
             log.error("reload: %s", problem)
         self.metrics.reloaded(False)  # after the log lines: who sees the count rise finds them
@@ -241,7 +246,9 @@ class RuleWatcher:
     reload of the finished file. ``on_change`` runs in the watcher's thread.
     """
 
-    def __init__(self, paths: Callable[[], Iterable[Path]], on_change: Callable[[], object], interval: float = 1.0) -> None:
+    def __init__(
+        self, paths: Callable[[], Iterable[Path]], on_change: Callable[[], object], interval: float = 1.0
+    ) -> None:
         self.paths = paths
         self.on_change = on_change
         self.interval = interval

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .config import choose_source
 from .events import Event
@@ -19,11 +20,16 @@ def event_source(loaded: Loaded, name: str | None) -> str:
     return choose_source(loaded.config, name, also=(INTERNAL_SOURCE,))
 
 
-def dry_run(loaded: Loaded, body: Any, source: str, headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> dict[str, Any]:
+def dry_run(
+    loaded: Loaded, body: Any, source: str, headers: Mapping[str, str], query: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Explain every rule for the event and render the actions of those that match. The
     result is JSON-able, with every secret masked."""
     reader = Reader.for_source(loaded.config.settings.sources.get(source))
-    event = Event(source=source, type=reader.event_type(body, headers), body=body, headers=dict(headers), query=dict(query or {}), id="dry-run")
+    event = Event(
+        source=source, type=reader.event_type(body, headers), body=body, headers=dict(headers), query=dict(query or {}),
+        id="dry-run"
+    )
     match = loaded.rules.match(event, every_rule=True)
     actions = [step.record() for rule in match.rules for step in plan(rule, event, loaded.registry)]
     result = {
@@ -31,7 +37,7 @@ def dry_run(loaded: Loaded, body: Any, source: str, headers: Mapping[str, str], 
         "explain": match.explain(),
         "actions": actions,
     }
-    return loaded.masker.mask_value(result)  # type: ignore[no-any-return]
+    return loaded.masker.mask_value(result)
 
 
 def format_text(result: Mapping[str, Any]) -> str:

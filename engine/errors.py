@@ -22,8 +22,8 @@ the boundary that meets them, with ``raise XError(...) from exc``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Sequence
 
 Loc = tuple[str | int, ...]
 

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -106,7 +106,9 @@ class RateLimiter:
     """At most ``limit`` acquisitions in any ``period`` seconds (a sliding window), shared
     by every thread of the process."""
 
-    def __init__(self, limit: int, period: float = 60.0, *, clock: Clock = time.time, sleep: Sleep = time.sleep) -> None:
+    def __init__(
+        self, limit: int, period: float = 60.0, *, clock: Clock = time.time, sleep: Sleep = time.sleep
+    ) -> None:
         if limit < 1:
             raise ValueError("the rate limit must be at least 1 request per period")
         self.limit, self.period = limit, period
@@ -120,7 +122,10 @@ class RateLimiter:
         waited = 0.0
         while (wait := self._take()) is not None:
             if waited + wait > timeout:
-                raise Retry(f"hover: {self.limit} requests per {self.period:g}s reached; waiting would pass the step's timeout", after=wait)
+                raise Retry(
+                    f"hover: {self.limit} requests per {self.period:g}s reached; waiting would pass the step's timeout",
+                    after=wait
+                )
             self._sleep(wait)
             waited += wait
 
@@ -157,7 +162,9 @@ class HoverClient:
     def authorize_url(self, state: str | None = None) -> str:
         """Where the user allows access: ``GET {base_url}/oauth/authorize``."""
         self._require("client_id", "redirect_uri")
-        query = {"client_id": self.settings.client_id, "redirect_uri": self.settings.redirect_uri, "response_type": "code"}
+        query = {
+            "client_id": self.settings.client_id, "redirect_uri": self.settings.redirect_uri, "response_type": "code"
+        }
         if state:
             query["state"] = state
         return f"{self.base_url}/oauth/authorize?{urlencode(query)}"
@@ -211,7 +218,10 @@ class HoverClient:
                 current = self._stored()  # re-read under the lock: the last holder may have refreshed
                 if current != seen:
                     return current
-                fresh = self._grant("refreshing the access token", {"grant_type": "refresh_token", "refresh_token": current.refresh_token})
+                fresh = self._grant(
+                    "refreshing the access token",
+                    {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
+                )
                 self.store.save_hover_tokens(fresh, self.account)  # at once: the old refresh token is dead
                 log.info("hover: refreshed the access token; it expires at %s", iso(fresh.expires_at))
                 return fresh
@@ -236,7 +246,9 @@ class HoverClient:
     def _grant(self, doing: str, fields: dict[str, str]) -> HoverTokens:
         """POST /oauth/token with the client's credentials; the pair it answers."""
         self._require("client_id", "client_secret")
-        body = {**fields, "client_id": self.settings.client_id or "", "client_secret": self.settings.client_secret or ""}
+        body = {
+            **fields, "client_id": self.settings.client_id or "", "client_secret": self.settings.client_secret or ""
+        }
         started = self._clock()
         response = self._open(
             "POST", f"{self.base_url}/oauth/token",
@@ -245,9 +257,14 @@ class HoverClient:
         )
         answer = _parse(response.body)
         if response.status == 429 or response.status >= 500:
-            raise Retry(f"hover: {doing}: {response.status} from {self.base_url}/oauth/token", after=retry_after(response.headers.get("retry-after")))
+            raise Retry(
+                f"hover: {doing}: {response.status} from {self.base_url}/oauth/token",
+                after=retry_after(response.headers.get("retry-after"))
+            )
         if response.status != 200:
-            raise Fail(f"hover: {doing}: refused ({response.status}{_oauth_error(answer)}): run `hookwise hover login` again")
+            raise Fail(
+                f"hover: {doing}: refused ({response.status}{_oauth_error(answer)}): run `hookwise hover login` again"
+            )
         return _tokens(answer, started, doing)
 
     def _require(self, *keys: str) -> None:
@@ -273,7 +290,9 @@ class HoverClient:
             response = self._send(method, url, path, tokens.access_token, data, content_type, timeout)
         return self._outcome(method, path, response)
 
-    def _send(self, method: str, url: str, path: str, token: str, data: bytes | None, content_type: str | None, timeout: float) -> _Response:
+    def _send(
+        self, method: str, url: str, path: str, token: str, data: bytes | None, content_type: str | None, timeout: float
+    ) -> _Response:
         self.limiter.acquire(timeout)
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if content_type:
@@ -302,7 +321,9 @@ class HoverClient:
         if status == 429:
             raise Retry(f"{what}: 429 rate limited by Hover", after=retry_after(response.headers.get("retry-after")))
         if status >= 500:
-            raise Retry(f"{what}: {status}{_excerpt(response.body)}", after=retry_after(response.headers.get("retry-after")))
+            raise Retry(
+                f"{what}: {status}{_excerpt(response.body)}", after=retry_after(response.headers.get("retry-after"))
+            )
         if status == 401:
             again = "run `hookwise hover login` again"
             raise Refused(f"{what}: 401 even after refreshing the access token: {again}", status)
@@ -313,7 +334,9 @@ class HoverClient:
     def register_webhook(self, url: str, *, source: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
         """``POST /api/v2/webhooks``; Hover answers with the webhook's ``id`` and
         ``hmac_secret`` (which hookwise prints only at registration) and POSTs a verification code to ``url``."""
-        _, body, _ = self.request("POST", "/api/v2/webhooks", json={"webhook": {"url": url, "content_type": "json"}}, timeout=timeout)
+        _, body, _ = self.request(
+            "POST", "/api/v2/webhooks", json={"webhook": {"url": url, "content_type": "json"}}, timeout=timeout
+        )
         if not isinstance(body, dict) or "id" not in body:
             raise Fail("hover: POST /api/v2/webhooks: the answer has no webhook id")
         self.store.save_hover_webhook(str(body["id"]), source=source, url=body.get("url") or url)
@@ -346,7 +369,9 @@ class HoverClient:
         status, body, _ = self.request("POST", path, timeout=timeout)
         return status, body, "POST"
 
-    def verify_webhook(self, code: str, webhook_id: str | None = None, *, source: str | None = None, timeout: float = 30.0) -> int:
+    def verify_webhook(
+        self, code: str, webhook_id: str | None = None, *, source: str | None = None, timeout: float = 30.0
+    ) -> int:
         """Verify with ``code`` (see :meth:`verify`); records ``verified_at`` and the method
         (or, on a permanent failure, ``last_error``) for ``webhook_id`` in the store. Returns
         the status."""
@@ -469,7 +494,7 @@ def missing_settings(settings: Hover, *keys: str) -> list[str]:
 
 
 def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _iso_or_none(value: Any) -> str | None:
@@ -548,5 +573,6 @@ def _oauth_error(answer: Any) -> str:
 
 __all__ = [
     "HANDSHAKE_WAITS", "HoverClient", "LOGIN_TTL", "LOGIN_WAIT", "NOT_LOGGED_IN", "NotLoggedIn", "RATE_LIMIT",
-    "RateLimiter", "Refused", "SharedClient", "VERIFY_PATH", "merge_webhooks", "missing_settings", "record_verification",
+    "RateLimiter", "Refused", "SharedClient", "VERIFY_PATH", "merge_webhooks", "missing_settings",
+    "record_verification",
 ]

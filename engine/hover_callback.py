@@ -16,8 +16,8 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request

@@ -47,7 +47,9 @@ def hover_group() -> None:
 
 @hover_group.command()
 @_config_option
-@click.option("--code", metavar="CODE", help="The authorization code (or the whole redirect URL); asked for when not given.")
+@click.option(
+    "--code", metavar="CODE", help="The authorization code (or the whole redirect URL); asked for when not given."
+)
 def login(config_path: str | None, code: str | None) -> None:
     """Log in to Hover (OAuth2): open the printed URL and allow access. With hookwise
     serving hover.redirect_uri that is all; else paste the code (or the redirect URL)."""
@@ -241,7 +243,9 @@ def _code_from(text: str, state: str) -> str:
         return text
     query = parse_qs(urlsplit(text).query or text.partition("?")[2] or text)
     if query.get("state", [state])[0] != state:
-        raise UsageError("the pasted URL belongs to another login attempt (its state differs): use the URL printed above")
+        raise UsageError(
+            "the pasted URL belongs to another login attempt (its state differs): use the URL printed above"
+        )
     codes = query.get("code")
     if not codes or not codes[0]:
         raise UsageError("the pasted URL has no code")
@@ -252,4 +256,4 @@ def _table(rows: list[dict[str, Any]]) -> str:
     cells = [[str(row.get(c) if row.get(c) is not None else "-") for c in _COLUMNS] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(_COLUMNS)]
     lines = [_COLUMNS, *cells]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 from .errors import StoreError, Unstorable
 from .store import Incoming, Store, Stored
@@ -35,12 +35,15 @@ MAX_GATHER = 0.005
 class Ingest:
     """The group commit of received events (used from one event loop)."""
 
-    def __init__(self, store: Store, on_stored: Callable[[], None] | None = None, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, store: Store, on_stored: Callable[[], None] | None = None, *, max_batch: int = MAX_BATCH
+    ) -> None:
         self.store = store
         self.on_stored = on_stored
         self.max_batch = max_batch
         self._pending: list[tuple[Incoming, asyncio.Future[Stored]]] = []
         self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None  # the loop keeps only a weak reference to a task
         self._closed = False
         #: when (time.monotonic()) a commit last failed for every event of its batch
         self.failed_at: float | None = None
@@ -64,7 +67,7 @@ class Ingest:
         self._pending.append((item, future))
         if not self._flushing:
             self._flushing = True
-            loop.create_task(self._flush())
+            self._flusher = loop.create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
@@ -86,7 +89,9 @@ class Ingest:
             quiet = quiet + 1 if len(self._pending) == seen else 0
             seen = len(self._pending)
 
-    async def _commit(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Incoming, asyncio.Future[Stored]]]) -> None:
+    async def _commit(
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Incoming, asyncio.Future[Stored]]]
+    ) -> None:
         results: list[Stored | StoreError]
         try:
             results = await loop.run_in_executor(self._executor, self._put, [item for item, _ in batch])
@@ -98,7 +103,7 @@ class Ingest:
                 log.error("could not store %d events: %s", len(batch), exc)
             self.failed_at = time.monotonic()
             results = [exc] * len(batch)
-        for (_, future), result in zip(batch, results):
+        for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # the client may have gone; a stored event is stored all the same
                 continue
             if isinstance(result, Stored):

@@ -9,8 +9,9 @@ link-local or metadata address, or ``localhost``) when neither ``http.allow_priv
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from .config import Settings

@@ -7,9 +7,9 @@ masker of secrets. Nothing is started.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from .action import Actions, Registry
 from .config import Config, read_config
@@ -56,7 +56,10 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Loaded:
     warnings = [*config.warnings, *_in_config(config, registry.warnings), *loader.warnings]
     if not user_rules:
         warnings.append(loader.config_problem(no_rules_warning(config)))
-    return Loaded(config, registry, templates, rules, masker, Actions(registry, config.settings), tuple(_ordered(warnings, masker)))
+    return Loaded(
+        config, registry, templates, rules, masker, Actions(registry, config.settings),
+        tuple(_ordered(warnings, masker))
+    )
 
 
 def rule_count(rules: RuleSet) -> str:

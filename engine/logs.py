@@ -15,8 +15,9 @@ import logging
 import re
 import sys
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .runs import StepTask
 from .secrets import MASK, Masker
@@ -33,7 +34,10 @@ PATTERNS = (
     # a header line: "Authorization: Basic dXNlcjpw", "Cookie: a=b; c=d" (to the end of the line)
     (re.compile(r"\b((?:Proxy-)?Authorization|Cookie|Set-Cookie|X-Api-Key|X-API-Key):[ \t]*[^\r\n]+"), rf"\1: {MASK}"),
     # a header as a quoted key (a dict or JSON): "{'authorization': 'Bearer x'}"
-    (re.compile(r"""(?i)(["'](?:proxy-)?(?:authorization|cookie|set-cookie|x-api-key)["']\s*:\s*["'])[^"']+"""), rf"\1{MASK}"),
+    (
+        re.compile(r"""(?i)(["'](?:proxy-)?(?:authorization|cookie|set-cookie|x-api-key)["']\s*:\s*["'])[^"']+"""),
+        rf"\1{MASK}"
+    ),
     # a bearer token anywhere: "Bearer eyJ..."
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{4,}"), rf"\1 {MASK}"),
     # key=value pairs (query strings, forms, DSNs): "password=hunter2", "?token=abc"
@@ -94,7 +98,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat().replace("+00:00", "Z"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -143,7 +147,9 @@ def mask_with(masker: Callable[[], Masker | None]) -> None:
 def step_fields(task: StepTask, started: float | None = None) -> dict[str, Any]:
     """The log fields of a step: event, rule, run, step (its id), attempt, and the
     duration so far when ``started`` is given."""
-    fields: dict[str, Any] = {"event": task.event.id, "rule": task.rule, "run": task.run_id, "step": task.step_id, "attempt": task.attempt}
+    fields: dict[str, Any] = {
+        "event": task.event.id, "rule": task.rule, "run": task.run_id, "step": task.step_id, "attempt": task.attempt
+    }
     if started is not None:
         fields["duration"] = round(time.time() - started, 3)
     return fields

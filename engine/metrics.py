@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -49,17 +50,22 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.events_received = Counter(
-            "hookwise_events_received", "Webhook requests answered, by source and HTTP status.", ["source", "status"], registry=r)
+            "hookwise_events_received", "Webhook requests answered, by source and HTTP status.", ["source", "status"],
+            registry=r)
         self.rule_matches = Counter("hookwise_rule_matches", "Runs created, by rule.", ["rule"], registry=r)
         self.steps = Counter(
             "hookwise_steps", "Step attempts recorded, by action and outcome "
-            "(succeeded, skipped, retried, failed: attempts used up with continue_on_error, dead).", ["action", "outcome"], registry=r)
+            "(succeeded, skipped, retried, failed: attempts used up with continue_on_error, dead).",
+            ["action", "outcome"], registry=r)
         self.step_seconds = Histogram(
-            "hookwise_step_duration_seconds", "Time a step attempt ran, by action (skipped steps excluded).", ["action"],
+            "hookwise_step_duration_seconds", "Time a step attempt ran, by action (skipped steps excluded).",
+            ["action"],
             buckets=LATENCY_BUCKETS, registry=r)
         self.dead_runs = Counter("hookwise_dead_runs", "Runs that died: a step used up its attempts.", registry=r)
         self.reloads = Counter("hookwise_reloads", "Successful reloads of the config and rules.", registry=r)
-        self.reload_failures = Counter("hookwise_reload_failures", "Reloads refused (the previous rules stayed).", registry=r)
+        self.reload_failures = Counter(
+            "hookwise_reload_failures", "Reloads refused (the previous rules stayed).", registry=r
+        )
         if queue_counts is not None:
             r.register(QueueDepth(queue_counts))
         if hosts is not None:

@@ -12,8 +12,9 @@ UI's pages (HTML for people, under ``/ui``) are not described.
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema

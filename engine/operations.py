@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from .config import Verify
 from .errors import Loc, ParamsError, UsageError, format_loc
@@ -22,7 +23,7 @@ RUN_STATUSES = ("active", "succeeded", "dead")
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_time(text: str | None, name: str) -> float | None:
@@ -35,7 +36,7 @@ def parse_time(text: str | None, name: str) -> float | None:
         pass
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     except (ValueError, OverflowError, OSError):
         raise UsageError(f"{name}: expected an ISO-8601 date-time, got {text!r}") from None
 
@@ -56,7 +57,7 @@ def list_events(
     page = rows[:limit]
     next_cursor = str(page[-1]["seq"]) if len(rows) > limit else None
     events = [_summary(row) for row in page]
-    return loaded.masker.mask_value({"events": events, "next_cursor": next_cursor})  # type: ignore[no-any-return]
+    return loaded.masker.mask_value({"events": events, "next_cursor": next_cursor})
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def event_detail(loaded: Loaded, store: Store, event_id: str) -> dict[str, Any] 
         return None
     event["received_at"] = iso(event["received_at"])
     runs = [run_detail(loaded, store, run["id"]) for run in store.runs_of_event(event_id)]
-    return loaded.masker.mask_value({"event": event, "runs": runs})  # type: ignore[no-any-return]
+    return loaded.masker.mask_value({"event": event, "runs": runs})
 
 
 def run_detail(loaded: Loaded, store: Store, run_id: str) -> dict[str, Any] | None:
@@ -89,16 +90,18 @@ def run_detail(loaded: Loaded, store: Store, run_id: str) -> dict[str, Any] | No
     for step in steps:
         step["started_at"], step["finished_at"] = iso(step["started_at"]), iso(step["finished_at"])
         step["due_at"] = iso(step["due_at"]) if step["status"] in ("ready", "running") else None
-    return loaded.masker.mask_value({**run, "steps": steps})  # type: ignore[no-any-return]
+    return loaded.masker.mask_value({**run, "steps": steps})
 
 
-def list_runs(loaded: Loaded, store: Store, *, status: str | None = None, rule: str | None = None, limit: int = 50) -> dict[str, Any]:
+def list_runs(
+    loaded: Loaded, store: Store, *, status: str | None = None, rule: str | None = None, limit: int = 50
+) -> dict[str, Any]:
     if status is not None and status not in RUN_STATUSES:
         raise UsageError(f"status: expected one of {', '.join(RUN_STATUSES)}")
     runs = store.list_runs(status, limit, rule)
     for run in runs:
         run["created_at"], run["updated_at"] = iso(run["created_at"]), iso(run["updated_at"])
-    return loaded.masker.mask_value({"runs": runs})  # type: ignore[no-any-return]
+    return loaded.masker.mask_value({"runs": runs})
 
 
 def replay(loaded: Loaded, store: Store, event_id: str, rules: Sequence[str] = ()) -> str | None:
@@ -182,12 +185,13 @@ def rules_info(loaded: Loaded, store: Store) -> dict[str, Any]:
         rules.append({
             "name": rule.name, "description": rule.description, "version": rule.version, "file": rule.file,
             "line": rule.line, "builtin": rule.file == BUILTIN_FILE, "enabled": rule.enabled, "priority": rule.priority,
-            "source": sorted(rule.sources) if rule.sources is not None else None, "event": list(rule.event_text) or None,
+            "source": sorted(rule.sources) if rule.sources is not None else None,
+            "event": list(rule.event_text) or None,
             "steps": [{"id": s.id, "action": s.action} for s in rule.steps],
             "counts": {"runs": sum(by_status.values()), "succeeded": by_status.get("succeeded", 0),
                        "dead": by_status.get("dead", 0), "active": by_status.get("active", 0)},
         })
-    return loaded.masker.mask_value({"rules": rules})  # type: ignore[no-any-return]
+    return loaded.masker.mask_value({"rules": rules})
 
 
 def sources_info(loaded: Loaded, store: Store) -> dict[str, Any]:
@@ -209,7 +213,7 @@ def sources_info(loaded: Loaded, store: Store) -> dict[str, Any]:
                 for w in webhooks if w["source"] in (None, name)
             ]}
         sources.append(entry)
-    return loaded.masker.mask_value({"sources": sources})  # type: ignore[no-any-return]
+    return loaded.masker.mask_value({"sources": sources})
 
 
 def activity(store: Store, *, minutes: int = 60, now: float | None = None) -> dict[str, Any]:
@@ -239,7 +243,7 @@ def last_errors(loaded: Loaded, store: Store, limit: int = 10) -> list[dict[str,
         for s in store.retrying_steps(limit)
     ]
     found.sort(key=lambda e: e["at"] or 0.0, reverse=True)
-    return loaded.masker.mask_value([{**e, "at": iso(e["at"])} for e in found[:limit]])  # type: ignore[no-any-return]
+    return loaded.masker.mask_value([{**e, "at": iso(e["at"])} for e in found[:limit]])
 
 
 def overview(loaded: Loaded, store: Store, *, now: float | None = None) -> dict[str, Any]:
@@ -265,7 +269,7 @@ def hover_account(loaded: Loaded, store: Store) -> dict[str, Any]:
 
     settings = loaded.config.settings.hover
     tokens = store.hover_tokens()
-    return loaded.masker.mask_value({  # type: ignore[no-any-return]
+    return loaded.masker.mask_value({
         "connected": tokens is not None, "expires_at": iso(tokens.expires_at) if tokens else None,
         "base_url": settings.base_url, "redirect_uri": settings.redirect_uri,
         "missing": missing_settings(settings, "client_id", "client_secret", "redirect_uri"),

@@ -8,8 +8,9 @@ given in advance (or none). Both go through :func:`step_context` and :func:`rend
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .action import Registry
 from .errors import ParamsError, RenderError

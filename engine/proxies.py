@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

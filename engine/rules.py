@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from difflib import get_close_matches
 from fnmatch import translate
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Iterator, Mapping
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,7 +50,9 @@ class StepRetry(_Model):
 class StepKeys(_Model):
     """The keys every step may carry beside its one action key."""
 
-    id: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] | None = Field(None, description="Name for steps.<id>; default: the action name.")
+    id: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] | None = Field(
+        None, description="Name for steps.<id>; default: the action name."
+    )
     if_: str | None = Field(None, alias="if", description="Jinja expression; the step is skipped when it is false.")
     retry: StepRetry | None = None
     timeout: Duration | None = None
@@ -284,7 +287,9 @@ class RuleSet:
 
 def _index_keys(rule: Rule) -> list[tuple[str | None, str | None]]:
     sources: Iterable[str | None] = sorted(rule.sources) if rule.sources is not None else [None]
-    types: list[str | None] = [None] if rule.event_glob is not None or rule.events is None else list(sorted(rule.events))
+    types: list[str | None] = (
+        [None] if rule.event_glob is not None or rule.events is None else list(sorted(rule.events))
+    )
     return [(s, t) for s in sources for t in types]
 
 
@@ -300,7 +305,10 @@ def rule_files(config: Config) -> tuple[list[Path], list[Problem]]:
     for i, entry in enumerate(config.settings.rules):
         path = config.resolve(entry)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and "tests" not in p.relative_to(path).parts[:-1])
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.suffix in (".yaml", ".yml") and "tests" not in p.relative_to(path).parts[:-1]
+            )
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -414,7 +422,9 @@ class RuleLoader:
         doubt = bool(refused - {field.alias or name for name, field in RuleModel.model_fields.items()})
         selectors = model.source is None and model.event is None and model.when is None and model.if_ is None
         if selectors and not doubt and not refused & {"source", "event", "when", "if"}:
-            problems.append(Problem('a rule needs at least one of source, event, when or if (event: "*" matches everything)', loc))
+            problems.append(
+                Problem('a rule needs at least one of source, event, when or if (event: "*" matches everything)', loc)
+            )
         when = self._compile_when(model.when, loc + ("when",), problems)
         condition = self._compile_expression(model.if_, loc + ("if",), problems)
         steps = self._compile_steps(model, loc, problems, check_count=not doubt and not refused & {"actions", "stop"})
@@ -452,7 +462,9 @@ class RuleLoader:
     def _check_unique(self, name: str, doc: yamlfile.Document, loc: Loc, problems: list[Problem]) -> None:
         here = doc.locate(Problem("", loc + ("name",)))
         if name in self._first_seen:
-            problems.append(Problem(f"duplicate rule name {name!r} (first defined at {self._first_seen[name]})", loc + ("name",)))
+            problems.append(
+                Problem(f"duplicate rule name {name!r} (first defined at {self._first_seen[name]})", loc + ("name",))
+            )
         else:
             self._first_seen[name] = f"{here.file}:{here.line}:{here.col}"
 
@@ -517,7 +529,8 @@ class RuleLoader:
         for key in others:
             if key not in self.registry:
                 hint = get_close_matches(key, [*self.registry.names(), *STEP_KEYS], n=1)
-                suffix = f" (did you mean {hint[0]!r}?)" if hint else f"; actions are {', '.join(self.registry.names())}"
+                known = ", ".join(self.registry.names())
+                suffix = f" (did you mean {hint[0]!r}?)" if hint else f"; actions are {known}"
                 problems.append(Problem(f"unknown key{suffix}", loc + (key,)))
         if len(actions) > 1:
             problems.append(Problem(f"a step takes one action; found {', '.join(map(repr, actions))}", loc))
@@ -525,7 +538,9 @@ class RuleLoader:
             problems.append(Problem(f"a step needs an action: one of {', '.join(self.registry.names())}", loc))
         return actions[0] if len(actions) == 1 else None
 
-    def _step_id(self, explicit: str | None, action: str, loc: Loc, ids: dict[str, int], problems: list[Problem]) -> str:
+    def _step_id(
+        self, explicit: str | None, action: str, loc: Loc, ids: dict[str, int], problems: list[Problem]
+    ) -> str:
         if explicit is not None:
             if explicit in ids:
                 problems.append(Problem(f"duplicate step id {explicit!r}", loc + ("id",)))
@@ -547,7 +562,9 @@ class RuleLoader:
             return None
         self.credentials.update(_basic_pairs(raw))
         if self.registry[action].run is Action.run:
-            problems.append(Problem(f"the {action} action cannot run in this version of hookwise: its steps will fail", loc, warning=True))
+            problems.append(Problem(
+                f"the {action} action cannot run in this version of hookwise: its steps will fail", loc, warning=True
+            ))
         found = self.registry.check_params(action, raw, compiled.template_paths())
         problems.extend(p.under(loc) for p in [*found, *step_warnings(action, raw, self.config.settings)])
         return None if any(not p.warning for p in found) else compiled
@@ -564,7 +581,8 @@ class RuleLoader:
             if name not in known:
                 hint = get_close_matches(name, sorted(known), n=1)
                 suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-                self.warnings.append(doc.locate(Problem(f"no source named {name!r} is configured{suffix}", loc + ("source",), warning=True)))
+                unknown = Problem(f"no source named {name!r} is configured{suffix}", loc + ("source",), warning=True)
+                self.warnings.append(doc.locate(unknown))
 
 
 def _basic_pairs(value: Any) -> Iterator[tuple[str, str]]:

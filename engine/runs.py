@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -43,7 +43,7 @@ def backoff(policy: RetryPolicy, attempt: int, rng: random.Random | None = None)
     """Seconds to wait after failed attempt number ``attempt`` (from 1): exponential from
     ``policy.backoff``, capped at ``policy.max_backoff``, with "equal jitter" (half fixed,
     half random) so retries of many steps spread out yet never come back at once."""
-    base = min(policy.max_backoff, policy.backoff * (2 ** (attempt - 1)))
+    base: float = min(policy.max_backoff, policy.backoff * (2 ** (attempt - 1)))  # int ** int is typed Any
     return base / 2 + (rng or random).uniform(0, base / 2)
 
 
@@ -71,8 +71,8 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any, overload
 from urllib.parse import quote, quote_plus
 
 MASK = "****"
@@ -63,6 +64,13 @@ class Masker:
         if self._pattern is None or not text:
             return text
         return self._pattern.sub(MASK, text)
+
+    @overload
+    def mask_value(self, value: str) -> str: ...
+    @overload
+    def mask_value(self, value: dict[str, Any]) -> dict[str, Any]: ...
+    @overload
+    def mask_value(self, value: list[Any]) -> list[Any]: ...
 
     def mask_value(self, value: Any) -> Any:
         """A copy of a JSON-like ``value`` with every secret in its strings (and keys)

@@ -32,7 +32,9 @@ def endpoint_url(config: Config, source: str, url: str | None = None) -> str:
     return urlunsplit(parts._replace(path=path + tail))
 
 
-def send_event(config: Config, source_name: str, body: bytes, *, url: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:
+def send_event(
+    config: Config, source_name: str, body: bytes, *, url: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     """POST ``body`` signed for ``source_name``; returns the status and the answer's text."""
     source = config.settings.sources.get(source_name)
     if source is None:

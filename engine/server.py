@@ -12,8 +12,9 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -142,7 +143,8 @@ class Receiver:
             body = b'{"error": "internal", "message": "internal error"}'
         if self.metrics is not None:  # a configured source's name, else "unknown": labels stay bounded
             self.metrics.received(name if name in self._endpoints[1] else UNKNOWN_SOURCE, status)
-        await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        length = (b"content-length", str(len(body)).encode())
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
         await send({"type": "http.response.body", "body": body})
 
     def _public_message(self, scope: Scope, name: str, exc: Refused) -> str:
@@ -221,7 +223,8 @@ def _verify(
     endpoint: Endpoint, scope: Scope, raw: bytes, headers: dict[str, str], query: dict[str, str], query_string: str,
     client: str | None,
 ) -> None:
-    path = scope.get("raw_path", scope["path"].encode()).decode("latin-1") + (f"?{query_string}" if query_string else "")
+    raw_path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+    path = raw_path + (f"?{query_string}" if query_string else "")
     signed = Signed(body=raw, headers=headers, query=query, method=scope["method"], path=path, client=client)
     try:
         endpoint.verifier.verify(signed)
@@ -236,7 +239,10 @@ def _body_kind(content_type: str) -> str:
     if media == "application/x-www-form-urlencoded":
         return "form"
     shown = media or "none"
-    raise Refused(415, "unsupported_media_type", f"content type {shown!r} is not accepted: send application/json or application/x-www-form-urlencoded")
+    raise Refused(
+        415, "unsupported_media_type",
+        f"content type {shown!r} is not accepted: send application/json or application/x-www-form-urlencoded"
+    )
 
 
 async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
@@ -266,7 +272,8 @@ def _accepted(source: Source, event_id: str) -> tuple[int, bytes, list[tuple[byt
     custom = source.response
     body = custom.body if custom.body is not None else json.dumps({"event_id": event_id})
     media = b"application/json" if _is_json(body) else b"text/plain; charset=utf-8"
-    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in custom.headers.items() if k.lower() != "content-length"]
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in custom.headers.items()
+             if k.lower() != "content-length"]
     if not any(k == b"content-type" for k, _ in extra):
         extra.append((b"content-type", media))
     return custom.status, body.encode(), extra
@@ -367,5 +374,7 @@ async def _not_here(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     names = {404: "not_found", 405: "method_not_allowed"}
-    message = {404: f"no such endpoint: {request.url.path}", 405: f"{request.method} is not allowed here"}.get(exc.status_code, str(exc.detail))
+    message = {404: f"no such endpoint: {request.url.path}", 405: f"{request.method} is not allowed here"}.get(
+        exc.status_code, str(exc.detail)
+    )
     return error_response(exc.status_code, names.get(exc.status_code, "error"), message)

@@ -8,8 +8,9 @@ the type ``unknown``, so that an authentic event is never lost because of its sh
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .config import Source
 

@@ -38,19 +38,20 @@ import re
 import string
 import time
 import types
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from difflib import get_close_matches
-from typing import Any, Callable, Union
+from typing import Any
 from urllib.parse import quote
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.environment import Template
+from jinja2.exceptions import SecurityError
 from jinja2.parser import Parser
 from jinja2.runtime import Context, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.utils import missing, object_type_repr, pass_context
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
@@ -457,14 +458,14 @@ def _filter_to_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        moment = datetime.fromtimestamp(value, timezone.utc)
+        moment = datetime.fromtimestamp(value, UTC)
     elif isinstance(value, str):
         moment = datetime.fromisoformat(value.strip())
     else:
         raise TypeError(f"to_datetime expects an ISO-8601 string or epoch seconds, got {type(value).__name__}")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 # C strftime pads to any width given (``%1000000000Y``), so widths are refused.
@@ -479,7 +480,7 @@ def _filter_strftime(value: Any, fmt: str) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 _HOOKWISE_FILTERS: Mapping[str, Callable[..., Any]] = types.MappingProxyType(
@@ -577,7 +578,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return result
 
     @staticmethod
-    def _check_method(budget: _Budget, method: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+    def _check_method(
+        budget: _Budget, method: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[Any, ...]:
         text, name = method.__self__, method.__name__
         if name == "join" and args:
             items = list(args[0])  # a generator must be measured without being used up
@@ -792,7 +795,7 @@ class _Seq:
     items: tuple[_Node, ...]
 
 
-_Node = Union[_Leaf, _Const, _Map, _Seq]
+_Node = _Leaf | _Const | _Map | _Seq
 
 
 def _plain(value: Any) -> Any:
@@ -872,7 +875,7 @@ class Templates:
             return _Const(value)
         try:
             leaf = self._compile_text(value)
-        except Exception as exc:  # a template that cannot compile is a config problem
+        except Exception as exc:  # noqa: BLE001 - a template that cannot compile is a config problem
             problems.append(Problem(_syntax_message(exc), loc))
             return _Const(value)
         paths.append(loc)

@@ -33,7 +33,9 @@ _RATE_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d)")
 _SIZE = re.compile(rf"({_NUMBER})([A-Za-z]*)")
 
-_DURATION_HELP = "use a number of seconds or a number with a unit ms, s, m, h or d (e.g. '500ms', '10s', '5m', '2h', '7d')"
+_DURATION_HELP = (
+    "use a number of seconds or a number with a unit ms, s, m, h or d (e.g. '500ms', '10s', '5m', '2h', '7d')"
+)
 _SIZE_HELP = "use a number of bytes or a number with a unit B, KiB, MiB or GiB (e.g. '512KiB', '1MiB')"
 
 
@@ -116,14 +118,19 @@ def _schema(pattern: str, number: str, description: str) -> dict[str, Any]:
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema(_schema(DURATION_PATTERN, "number", "A duration: 500ms, 10s, 5m, 2h, 7d, or a number of seconds."), mode="validation"),
+    WithJsonSchema(
+        _schema(DURATION_PATTERN, "number", "A duration: 500ms, 10s, 5m, 2h, 7d, or a number of seconds."),
+        mode="validation"
+    ),
 ]
 
 #: Bytes, as an int; written ``"512KiB"``, ``"1MiB"``, ``"1GiB"`` or a number of bytes.
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
-    WithJsonSchema(_schema(SIZE_PATTERN, "integer", "A size: 512KiB, 1MiB, 1GiB, or a number of bytes."), mode="validation"),
+    WithJsonSchema(
+        _schema(SIZE_PATTERN, "integer", "A size: 512KiB, 1MiB, 1GiB, or a number of bytes."), mode="validation"
+    ),
 ]
 
 #: Calls per second, as a float; written ``"50/s"``, ``"600/m"``, ``"1000/h"`` or a number per second.

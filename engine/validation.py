@@ -67,7 +67,9 @@ def pydantic_problems(exc: ValidationError, fields_of: type[BaseModel] | FieldsO
     return problems_from_errors(exc.errors(), fields_of)
 
 
-def problems_from_errors(errors: Iterable[ErrorDetails], fields_of: type[BaseModel] | FieldsOf | None = None) -> list[Problem]:
+def problems_from_errors(
+    errors: Iterable[ErrorDetails], fields_of: type[BaseModel] | FieldsOf | None = None
+) -> list[Problem]:
     """:func:`pydantic_problems` for errors already taken out of (and perhaps filtered
     from) a ``ValidationError``.
 
@@ -100,7 +102,9 @@ def _locate_without_model(loc: Iterable[str | int]) -> tuple[Loc, tuple[Choice, 
     return clean_loc(loc), ()
 
 
-def _outdone(loc: Loc, choices: tuple[Choice, ...], located: list[tuple[ErrorDetails, Loc, tuple[Choice, ...]]]) -> bool:
+def _outdone(
+    loc: Loc, choices: tuple[Choice, ...], located: list[tuple[ErrorDetails, Loc, tuple[Choice, ...]]]
+) -> bool:
     """Whether this error sits at a union that another member's error got deeper into."""
     for at, label in choices:
         if loc != at:

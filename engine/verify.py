@@ -52,10 +52,11 @@ import re
 import secrets as random_tokens
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 from urllib.parse import urlencode
 
 from cryptography.exceptions import InvalidSignature
@@ -418,11 +419,15 @@ class StandardSignature:
 
     def sign(self, draft: Draft) -> Draft:
         if not self.hmac_keys:
-            raise ValueError("cannot sign: this standard source has only whpk_ public keys; signing needs a whsec_ secret")
+            raise ValueError(
+                "cannot sign: this standard source has only whpk_ public keys; signing needs a whsec_ secret"
+            )
         msg_id = "msg_" + random_tokens.token_hex(12)
         stamp = str(int(draft.now))
         digest = _mac(self.hmac_keys[0], _bytes(f"{msg_id}.{stamp}.") + draft.body)
-        return draft.with_headers(**{"webhook-id": msg_id, "webhook-timestamp": stamp, "webhook-signature": f"v1,{_b64(digest)}"})
+        return draft.with_headers(
+            **{"webhook-id": msg_id, "webhook-timestamp": stamp, "webhook-signature": f"v1,{_b64(digest)}"}
+        )
 
 
 def _hmac_key(secret: str) -> bytes:
@@ -433,7 +438,9 @@ def _hmac_key(secret: str) -> bytes:
     text = secret.removeprefix("whsec_")
     key = _from_base64(text + "=" * (-len(text) % 4))
     if not key:
-        raise ValueError("not a Standard Webhooks secret: expected whsec_ followed by base64 (or whpk_ for a public key)")
+        raise ValueError(
+            "not a Standard Webhooks secret: expected whsec_ followed by base64 (or whpk_ for a public key)"
+        )
     return key
 
 
@@ -553,7 +560,7 @@ def _http_date(value: str) -> float:
     except (TypeError, ValueError, IndexError, OverflowError):
         raise Rejected("malformed date: expected an RFC 1123 date") from None
     if moment.tzinfo is None:  # "-0000" means UTC with no claim about local time
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -586,12 +593,15 @@ class HoverSignature:
     def sign(self, draft: Draft) -> Draft:
         """Sign as Hover's guide describes: Content-MD5, and the canonical string without
         the method, HMAC-SHA1 (api-auth's default)."""
-        date = format_datetime(datetime.fromtimestamp(int(draft.now), tz=timezone.utc), usegmt=True)
+        date = format_datetime(datetime.fromtimestamp(int(draft.now), tz=UTC), usegmt=True)
         md5 = _body_hash(draft.body, "md5")
         canonical = _bytes(f"{draft.content_type},{md5},{draft.uri or '/'},{date}")
         signature = _b64(_mac(self.secrets[0], canonical, "sha1"))
         return draft.with_headers(
-            **{"content-type": draft.content_type, "content-md5": md5, "date": date, "authorization": f"APIAuth {self.access_id}:{signature}"}
+            **{
+                "content-type": draft.content_type, "content-md5": md5, "date": date,
+                "authorization": f"APIAuth {self.access_id}:{signature}"
+            }
         )
 
 
@@ -609,7 +619,9 @@ def _checks(source: Source) -> list[Check]:
     """The source's checks, cheapest first: address, token, then signatures."""
     if source.preset == "hover" and source.secret:
         # The config model lets this through, and ignoring it would leave the source open.
-        raise ConfigError([Problem("the hover preset verifies with 'hmac_secret' (or 'token'), not 'secret'", ("secret",))])
+        raise ConfigError(
+            [Problem("the hover preset verifies with 'hmac_secret' (or 'token'), not 'secret'", ("secret",))]
+        )
     checks: list[Check] = []
     if source.allow_ips:
         checks.append(AllowIps.parse(source.allow_ips))

@@ -16,9 +16,10 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .action import Context
 from .delivery import Delivery
@@ -129,7 +130,7 @@ class Worker:
     def _listen(self) -> None:
         """Wake the dispatcher when another process stores an event. Only a wake-up: the
         dispatcher polls all the same, so a lost notification costs a poll interval."""
-        wait = getattr(self.store, "wait_for_events")
+        wait = getattr(self.store, "wait_for_events")  # noqa: B009 - not in the Store contract: PostgreSQL only
         while not self._stopping.is_set():
             try:
                 if wait(1.0):
@@ -260,7 +261,10 @@ class Worker:
         ]
         for run in runs:
             if log.isEnabledFor(logging.INFO):
-                log.info("event %s matched rule %s: run %s", event.id, run.rule, run.id, extra={"event": event.id, "rule": run.rule, "run": run.id})
+                log.info(
+                    "event %s matched rule %s: run %s", event.id, run.rule, run.id,
+                    extra={"event": event.id, "rule": run.rule, "run": run.id}
+                )
             if self.metrics is not None:
                 self.metrics.matched(run.rule)
         return Matched(event.id, loaded.masker.mask_value(match.explain()), runs, event)
@@ -349,7 +353,10 @@ class Worker:
 
     def _timed_out(self, flight: _InFlight, now: float) -> StepResult:
         started = flight.started or now
-        log.warning("run %s step %s timed out after %.1fs", flight.task.run_id, flight.task.index, flight.timeout, extra=step_fields(flight.task, started))
+        log.warning(
+            "run %s step %s timed out after %.1fs", flight.task.run_id, flight.task.index, flight.timeout,
+            extra=step_fields(flight.task, started)
+        )
         return self._failure(flight.task, f"timed out after {flight.timeout:g}s", None, started)
 
     # --- executing steps (in the step threads) ------------------------------------------------
@@ -417,7 +424,9 @@ class Worker:
     def _execute(self, task: StepTask, started: float) -> StepResult:
         rule = self._rule(task)
         if rule is None or task.index >= len(rule.steps):
-            return self._failure(task, f"rule {task.rule!r} version {task.rule_version} is not available", None, started, final=True)
+            return self._failure(
+                task, f"rule {task.rule!r} version {task.rule_version} is not available", None, started, final=True
+            )
         step = rule.steps[task.index]
         loaded = self.loaded()
         context = step_context(task.event, rule, task.outputs, task.attempt)
@@ -444,15 +453,21 @@ class Worker:
             return self._failure(task, f"{type(exc).__name__}: {exc}", None, started, params=params, rule=rule)
         return self._success(task, rule, "succeeded", output, params, started)
 
-    def _success(self, task: StepTask, rule: Rule, outcome: str, output: Any, params: Any, started: float) -> StepResult:
+    def _success(
+        self, task: StepTask, rule: Rule, outcome: str, output: Any, params: Any, started: float
+    ) -> StepResult:
         masker = self.loaded().masker
         if log.isEnabledFor(logging.INFO):
-            log.info("run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome, extra=step_fields(task, started))
+            log.info(
+                "run %s step %s (%s) %s", task.run_id, task.index, task.action, outcome,
+                extra=step_fields(task, started)
+            )
         return StepResult(
             # Stored masked, outputs too: no value from the environment reaches the store, and
             # a later step sees "****" where a target echoed a secret back (SPEC 3).
             task=task, outcome=outcome, output=masker.mask_value(output), params=masker.mask_value(params),
-            started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index), step_count=len(rule.steps),
+            started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index),
+            step_count=len(rule.steps),
         )
 
     def _failure(
@@ -466,8 +481,9 @@ class Worker:
         retry_in = None if final else retry_delay(policy, task.attempt, after)
         error = masker.mask(error)
         level = logging.WARNING if retry_in is not None else logging.ERROR
-        log.log(level, "run %s step %s (%s) attempt %d failed: %s%s", task.run_id, task.index, task.action, task.attempt, error,
-                f"; retrying in {retry_in:.1f}s" if retry_in is not None else "", extra=step_fields(task, started))
+        log.log(level, "run %s step %s (%s) attempt %d failed: %s%s", task.run_id, task.index, task.action,
+                task.attempt, error, f"; retrying in {retry_in:.1f}s" if retry_in is not None else "",
+                extra=step_fields(task, started))
         return StepResult(
             task=task, outcome="failed", error=error, retry_in=retry_in, params=masker.mask_value(params),
             started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index) if rule else 0.0,

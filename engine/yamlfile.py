@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -90,7 +91,9 @@ def load(
     return loads(text, file=name, environ=environ, collect=collect)
 
 
-def loads(text: str, *, file: str = "<string>", environ: Mapping[str, str] | None = None, collect: bool = False) -> Document:
+def loads(
+    text: str, *, file: str = "<string>", environ: Mapping[str, str] | None = None, collect: bool = False
+) -> Document:
     """Parse YAML ``text``; see :func:`load`."""
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
@@ -150,11 +153,11 @@ class _Builder:
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.doc.values[loc] = Mark(node.start_mark.line + 1, node.start_mark.column + 1)
         self.doc.spans[loc] = (node.start_mark.index, node.end_mark.index)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, loc)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, loc)
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, loc + (i,)) for i, item in enumerate(node.value)]
-        return self._scalar(node, loc)
+        return [self.build(item, loc + (i,)) for i, item in enumerate(node.value)]  # a SequenceNode
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -194,7 +197,8 @@ class _Builder:
         return str(node.value)
 
     def _scalar(self, node: yaml.ScalarNode, loc: Loc) -> Any:
-        if not node.style:  # plain (None from the Python composer, '' from the C one): resolve by the core schema, then interpolate strings
+        # plain (None from the Python composer, '' from the C one): resolve by the core schema, then interpolate strings
+        if not node.style:
             value = plain_scalar(node.value)
         else:
             value = node.value
@@ -254,13 +258,16 @@ def _expand(expr: str, environ: Mapping[str, str]) -> tuple[str, str | None]:
         raise InterpolationError(f"invalid variable reference '${{{expr}}}'")
     name, rest = match.group(), expr[match.end() :]
     if rest and not rest.startswith((":-", ":?")):
-        raise InterpolationError(f"invalid variable reference '${{{expr}}}': use ${{{name}:-default}} or ${{{name}:?message}}")
+        raise InterpolationError(
+            f"invalid variable reference '${{{expr}}}': use ${{{name}:-default}} or ${{{name}:?message}}"
+        )
     found = environ.get(name)
     if rest.startswith(":-") and not found:
         return rest[2:], None
     if found is None or (rest.startswith(":?") and not found):
         message = rest[2:] if rest.startswith(":?") and rest[2:] else "is not set"
-        raise InterpolationError(f"environment variable {name} {message}" if message == "is not set" else f"environment variable {name}: {message}")
+        raise InterpolationError(f"environment variable {name} {message}" if message == "is not set"
+                                 else f"environment variable {name}: {message}")
     if "\n" in found or "\r" in found:
         raise InterpolationError(f"environment variable {name} contains a newline, which is refused")
     return found, found

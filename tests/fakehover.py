@@ -36,7 +36,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -68,7 +68,7 @@ class ApiCall:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class FakeHover:
@@ -168,10 +168,15 @@ class FakeHover:
         with self.lock:
             return [c for c in self.calls if c.path.startswith(path)]
 
-    def add_job(self, job_id: int, *, state: str = "completed", models: int = 1, failed_models: int = 0) -> dict[str, Any]:
+    def add_job(
+        self, job_id: int, *, state: str = "completed", models: int = 1, failed_models: int = 0
+    ) -> dict[str, Any]:
         """A job as ``GET /api/v3/jobs/{id}`` shows it, with ``models`` models (the last
         ``failed_models`` of them failed)."""
-        job = _job(self.url, job_id, state, [_model(self.url, job_id * 10 + i, failed=i >= models - failed_models) for i in range(models)])
+        job = _job(
+            self.url, job_id, state,
+            [_model(self.url, job_id * 10 + i, failed=i >= models - failed_models) for i in range(models)]
+        )
         with self.lock:
             self.jobs[job_id] = job
         return job
@@ -298,8 +303,10 @@ class FakeHover:
         return [
             (r"/api/v2/webhooks", "GET", self._list_webhooks),
             (r"/api/v2/webhooks", "POST", self._register_webhook),
-            (r"/api/v2/webhooks/([^/]+)/verify", "PUT", lambda q, body, code: self._verify_webhook(q, body, code, "PUT")),
-            (r"/api/v2/webhooks/([^/]+)/verify", "POST", lambda q, body, code: self._verify_webhook(q, body, code, "POST")),
+            (r"/api/v2/webhooks/([^/]+)/verify", "PUT",
+             lambda q, body, code: self._verify_webhook(q, body, code, "PUT")),
+            (r"/api/v2/webhooks/([^/]+)/verify", "POST",
+             lambda q, body, code: self._verify_webhook(q, body, code, "POST")),
             (r"/api/v2/webhooks/(\d+)", "DELETE", self._delete_webhook),
             (r"/api/v3/jobs", "GET", self._list_jobs),
             (r"/api/v3/jobs/(\d+)", "GET", self._show_job),
@@ -333,7 +340,9 @@ class FakeHover:
         return 201, dict(record), {}
 
     def _deliver(self, url: str, event: dict[str, Any]) -> None:
-        request = urllib.request.Request(url, data=json.dumps(event).encode(), method="POST", headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, data=json.dumps(event).encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             urllib.request.urlopen(request, timeout=10).close()
         except OSError:
@@ -403,11 +412,14 @@ class FakeHover:
         self.jobs[job_id] = _job(self.url, job_id, "draft", [])
         record = {
             "id": str(next(self._ids)), "identifier": secrets.token_urlsafe(5), "state": "new",
-            "capturing_user_name": request["capturing_user_name"], "capturing_user_email": request["capturing_user_email"],
+            "capturing_user_name": request["capturing_user_name"],
+            "capturing_user_email": request["capturing_user_email"],
             "capturing_user_phone": request.get("capturing_user_phone"), "capturing_user_id": None,
             "requesting_user_id": str(body.get("current_user_id") or query.get("current_user_id") or "135507"),
             "claim_number": request.get("claim_number"), "signup_type": request.get("signup_type", "homeowner"),
-            "job_attributes": {**request["job_attributes"], "deliverable_id": str(request["job_attributes"].get("deliverable_id", 3))},
+            "job_attributes": {
+                **request["job_attributes"], "deliverable_id": str(request["job_attributes"].get("deliverable_id", 3))
+            },
             "pending_job_id": job_id, "created_at": _now_iso(),
         }
         self.capture_requests.append(record)
@@ -423,8 +435,8 @@ class FakeHover:
 
 _INVALID_GRANT = {
     "error": "invalid_grant",
-    "error_description": "The provided authorization grant is invalid, expired, revoked, does not match the redirection "
-    "URI used in the authorization request, or was issued to another client.",
+    "error_description": "The provided authorization grant is invalid, expired, revoked, does not match the "
+    "redirection URI used in the authorization request, or was issued to another client.",
 }
 
 
@@ -494,8 +506,14 @@ def _capture_request_errors(body: Any, query: dict[str, str]) -> dict[str, list[
 
 def _model(base: str, model_id: int, *, failed: bool) -> dict[str, Any]:
     artifacts = [] if failed else [
-        {"name": "measurements_json", "url": f"{base}/api/v3/models/{model_id}/artifacts/measurements.json?version=full_json"},
-        {"name": "measurements_summary_json", "url": f"{base}/api/v3/models/{model_id}/artifacts/measurements.json?version=summarized_json"},
+        {
+            "name": "measurements_json",
+            "url": f"{base}/api/v3/models/{model_id}/artifacts/measurements.json?version=full_json"
+        },
+        {
+            "name": "measurements_summary_json",
+            "url": f"{base}/api/v3/models/{model_id}/artifacts/measurements.json?version=summarized_json"
+        },
         {"name": "measurements_pdf", "url": f"{base}/api/v3/models/{model_id}/artifacts/measurements.pdf"},
     ]
     return {
@@ -517,7 +535,9 @@ def _job(base: str, job_id: int, state: str, models: list[dict[str, Any]]) -> di
             "postal_code": "93455", "country": "US", "latitude": "34.8784998", "longitude": "-120.4139807",
         },
         "customer": {"first_name": None, "name": None, "email": None, "phone": None},
-        "captures": [{"id": job_id + 1, "state": state, "type": "sparse_exterior", "deliverable": "complete", "created_at": now}],
+        "captures": [
+            {"id": job_id + 1, "state": state, "type": "sparse_exterior", "deliverable": "complete", "created_at": now}
+        ],
         "models": models, "created_at": now, "updated_at": now,
     }
 
@@ -537,8 +557,12 @@ def main() -> None:
     from tests.support import Sink
 
     parser = argparse.ArgumentParser(prog="python -m tests.fakehover", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=8900, help="the fake Hover's port (the CRM listens on the next one)")
-    parser.add_argument("--redirect-uri", default="http://127.0.0.1:8000/hover/callback", help="the integration's redirect URI")
+    parser.add_argument(
+        "--port", type=int, default=8900, help="the fake Hover's port (the CRM listens on the next one)"
+    )
+    parser.add_argument(
+        "--redirect-uri", default="http://127.0.0.1:8000/hover/callback", help="the integration's redirect URI"
+    )
     args = parser.parse_args()
     hover = FakeHover(port=args.port, redirect_uri=args.redirect_uri, post_verifications=True)
     job = hover.add_job(19402492)
@@ -549,7 +573,8 @@ def main() -> None:
         return 201, '{"id": "crm-1"}'
 
     sink = Sink(crm, port=args.port + 1)
-    print(f"fake Hover on {hover.url}: client_id {hover.client_id}, client_secret {hover.client_secret}, redirect_uri {args.redirect_uri}")
+    print(f"fake Hover on {hover.url}: client_id {hover.client_id}, client_secret {hover.client_secret},"
+          f" redirect_uri {args.redirect_uri}")
     print(f"a CRM on {sink.url}/jobs; job 19402492 exists (customer ada@example.com). Ctrl-C stops.", flush=True)
     try:
         threading.Event().wait()

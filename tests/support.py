@@ -12,10 +12,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 class Clock:
@@ -175,10 +176,14 @@ class DaemonProcess:
         return self.proc.wait(timeout)
 
 
-def post(url: str, body: bytes | str, headers: dict[str, str] | None = None, method: str = "POST") -> tuple[int, dict[str, Any] | str]:
+def post(
+    url: str, body: bytes | str, headers: dict[str, str] | None = None, method: str = "POST"
+) -> tuple[int, dict[str, Any] | str]:
     """POST with urllib; returns the status and the JSON (or text) answer."""
     data = body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as r:
             status, text = r.status, r.read().decode()

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import pytest
 from pydantic import BaseModel, BeforeValidator, ConfigDict
@@ -115,7 +115,9 @@ def make_dist(root: Path, dist: str, entry_points: dict[str, str]) -> None:
 
 def context(logger: logging.Logger) -> Context:
     event = Event(source="hover", type="job-state-changed", body={"job_id": 1})
-    return Context(event=event, run_id="r1", step_id="log", attempt=1, idempotency_key="r1-log", logger=logger, rule="demo")
+    return Context(
+        event=event, run_id="r1", step_id="log", attempt=1, idempotency_key="r1-log", logger=logger, rule="demo"
+    )
 
 
 # --- the contract -------------------------------------------------------------------------
@@ -141,8 +143,8 @@ class Pooled(Action):
 
     name = "pooled"
     Params = LogParams
-    made: list[Pooled] = []
-    closed: list[Pooled] = []
+    made: ClassVar[list[Pooled]] = []
+    closed: ClassVar[list[Pooled]] = []
 
     def __init__(self, settings: Any = None) -> None:
         super().__init__(settings)
@@ -259,7 +261,8 @@ def test_every_bad_plugin_is_reported(crm: str) -> None:
         ("plugins", "params"): "BadParams.Params must be a pydantic BaseModel subclass",
         ("plugins", "norun"): "NoRun must override run(self, params, ctx)",
         ("plugins", "http"): "'http' is a built-in action: a plugin cannot replace it; choose another name",
-        ("plugins", "Bad-Name"): "'Bad-Name' is not a valid action name: use lower-case letters, digits and '_', starting with a letter",
+        ("plugins", "Bad-Name"):
+            "'Bad-Name' is not a valid action name: use lower-case letters, digits and '_', starting with a letter",
     }
 
 
@@ -299,7 +302,8 @@ def test_bad_entry_points_are_reported(crm: str, tmp_path: Path) -> None:
     assert [p.message for p in info.value.problems] == [
         "entry point 'email' (hookwise.actions) of hw-bad-plugin: "
         "'email' is a built-in action: a plugin cannot replace it; choose another name",
-        "entry point 'gone' (hookwise.actions) of hw-bad-plugin: cannot import module 'hw_nowhere': No module named 'hw_nowhere'",
+        "entry point 'gone' (hookwise.actions) of hw-bad-plugin: "
+        "cannot import module 'hw_nowhere': No module named 'hw_nowhere'",
     ]
 
 
@@ -322,25 +326,43 @@ CHECKS: list[Case] = [
     ("http", {"url": URL, "method": "FETCH"}, [], {("method",): "Input should be 'GET', 'HEAD', 'POST'"}),
     ("http", {"url": "{{ event.url }}", "method": "GET"}, [("url",)], {}),
     ("http", {"url": URL, "json": "{{ steps.x }}"}, [("json",)], {}),
-    ("http", {"url": URL, "timeout": "{{ t }}", "follow_redirects": "{{ f }}"}, [("timeout",), ("follow_redirects",)], {}),
+    (
+        "http", {"url": URL, "timeout": "{{ t }}", "follow_redirects": "{{ f }}"},
+        [("timeout",), ("follow_redirects",)], {}
+    ),
     ("http", {"url": URL, "expect": [200, "{{ code }}"]}, [("expect", 1)], {}),
     ("http", {"url": URL, "headers": {"X-Job": "{{ event.job_id }}"}}, [("headers", "X-Job")], {}),
     ("http", {"url": URL, "headers": {"X-Job": "{{ event.job_id }}", "X-N": 5}}, [("headers", "X-Job")],
      {("headers", "X-N"): "Input should be a valid string"}),
     ("http", {"url": URL, "timeout": "{{ t }}", "follow_redirects": "yes please"}, [("timeout",)],
      {("follow_redirects",): "Input should be a valid boolean"}),
-    ("http", {"url": "{{ u }}", "urll": "{{ u }}"}, [("url",), ("urll",)], {("urll",): "unknown key (did you mean 'url'?)"}),
-    ("http", {"url": URL, "json": {"a": 1}, "body": "x"}, [], {(): "give at most one of json, form, body (got json and body)"}),
-    ("http", {"url": URL, "form": {}, "body": "{{ b }}"}, [("body",)], {(): "give at most one of json, form, body (got form and body)"}),
+    (
+        "http", {"url": "{{ u }}", "urll": "{{ u }}"}, [("url",), ("urll",)],
+        {("urll",): "unknown key (did you mean 'url'?)"}
+    ),
+    (
+        "http", {"url": URL, "json": {"a": 1}, "body": "x"}, [],
+        {(): "give at most one of json, form, body (got json and body)"}
+    ),
+    (
+        "http", {"url": URL, "form": {}, "body": "{{ b }}"}, [("body",)],
+        {(): "give at most one of json, form, body (got form and body)"}
+    ),
     ("http", {"url": URL, "timeout": "10 minutes"}, [], {("timeout",): "invalid duration '10 minutes'"}),
     ("http", {"url": URL, "timeout": "2m", "expect": 201}, [], {}),
     ("http", {"url": URL, "expect": [200, 99]}, [], {("expect", 1): "Input should be greater than or equal to 100"}),
-    ("http", {"url": URL, "auth": {"basic": ["u", "p"], "bearer": "t"}}, [], {("auth",): "give exactly one of basic, bearer"}),
+    (
+        "http", {"url": URL, "auth": {"basic": ["u", "p"], "bearer": "t"}}, [],
+        {("auth",): "give exactly one of basic, bearer"}
+    ),
     ("http", {"url": URL, "auth": {}}, [], {("auth",): "give exactly one of basic, bearer"}),
     ("http", {"url": URL, "auth": {"bsic": ["u", "p"]}}, [], {("auth", "bsic"): "unknown key (did you mean 'basic'?)"}),
     ("http", {"url": URL, "auth": {"basic": ["u"]}}, [], {("auth", "basic", 1): "required"}),
     ("http", {"url": URL, "auth": {"bearer": "{{ token }}"}}, [("auth", "bearer")], {}),
-    ("http", {"url": URL, "headers": {"X-A": "a\r\nX-B: b"}}, [], {("headers",): "the value of header 'X-A' contains a line break"}),
+    (
+        "http", {"url": URL, "headers": {"X-A": "a\r\nX-B: b"}}, [],
+        {("headers",): "the value of header 'X-A' contains a line break"}
+    ),
     ("http", {"url": URL, "params": {"q": "x", "ids": [1, 2], "bad": {"a": 1}}}, [],
      {("params",): "query parameter 'bad' must be a string, number, boolean or a list of them"}),
     ("email", {"to": "ops@example.com", "subject": "Job done", "text": "t"}, [], {}),
@@ -353,26 +375,41 @@ CHECKS: list[Case] = [
      {("subject",): "must not contain a line break"}),
     ("email", {"to": "a@example.com", "subject": "s", "text": "t", "headers": {"X-A\n": "v"}}, [],
      {("headers",): "invalid header name 'X-A\\n'"}),
-    ("email", {"to": "a@example.com", "cc": "ops", "subject": "s", "text": "t"}, [], {("cc", 0): "not an email address"}),
+    (
+        "email", {"to": "a@example.com", "cc": "ops", "subject": "s", "text": "t"}, [],
+        {("cc", 0): "not an email address"}
+    ),
     ("email", {"too": "a@example.com", "subject": "s", "text": "t"}, [],
      {("to",): "required", ("too",): "unknown key (did you mean 'to'?)"}),
     ("requeue", {"queue": "field-techs", "key": 19402492, "data": {"job": 1}}, [], {}),
     ("requeue", {"queue": "Field Techs", "key": "1"}, [], {("queue",): "String should match pattern"}),
-    ("requeue", {"queue": "q", "key": "1", "max_attempts": 0}, [], {("max_attempts",): "Input should be greater than or equal to 1"}),
+    (
+        "requeue", {"queue": "q", "key": "1", "max_attempts": 0}, [],
+        {("max_attempts",): "Input should be greater than or equal to 1"}
+    ),
     ("requeue", {"queue": "q", "key": True}, [], {("key",): "Input should be a valid string"}),
     ("emit", {"type": "crm.synced"}, [], {}),
     ("emit", {"type": ""}, [], {("type",): "String should have at least 1 character"}),
     ("emit", {"data": {}}, [], {("type",): "required"}),
     ("log", {"message": "hi", "level": "WARNING"}, [], {}),
-    ("log", {"message": "hi", "level": "verbose"}, [], {("level",): "Input should be 'debug', 'info', 'warning' or 'error'"}),
+    (
+        "log", {"message": "hi", "level": "verbose"}, [],
+        {("level",): "Input should be 'debug', 'info', 'warning' or 'error'"}
+    ),
     ("exec", {"command": ["/bin/echo", "{{ event.id }}"], "timeout": 5}, [("command", 1)], {}),
     ("exec", {"command": []}, [], {("command",): "List should have at least 1 item"}),
     ("exec", {"command": "ls -l"}, [], {("command",): "Input should be a valid list"}),
     ("hover", {"method": "get", "path": "/api/v3/jobs/{{ event.job_id }}"}, [("path",)], {}),
     ("hover", {"path": "api/v3/jobs"}, [], {("path",): "must be a path on the Hover API starting with a single '/'"}),
-    ("hover", {"path": "//evil.example/x"}, [], {("path",): "must be a path on the Hover API starting with a single '/'"}),
+    (
+        "hover", {"path": "//evil.example/x"}, [],
+        {("path",): "must be a path on the Hover API starting with a single '/'"}
+    ),
     ("hover", {"path": "/api", "json": {}, "form": {}}, [], {(): "give at most one of json, form (got json and form)"}),
-    ("hover", {"path": "/api", "method": "OPTIONS"}, [], {("method",): "Input should be 'GET', 'POST', 'PUT', 'PATCH' or 'DELETE'"}),
+    (
+        "hover", {"path": "/api", "method": "OPTIONS"}, [],
+        {("method",): "Input should be 'GET', 'POST', 'PUT', 'PATCH' or 'DELETE'"}
+    ),
 ]
 
 
@@ -383,7 +420,8 @@ def registry() -> Registry:
 
 @pytest.mark.parametrize(("action", "raw", "templated", "expected"), CHECKS)
 def test_check_params(
-    registry: Registry, action: str, raw: dict[str, Any], templated: list[tuple[Any, ...]], expected: dict[tuple[Any, ...], str]
+    registry: Registry, action: str, raw: dict[str, Any], templated: list[tuple[Any, ...]],
+    expected: dict[tuple[Any, ...], str]
 ) -> None:
     problems = registry.check_params(action, raw, templated)
     found = {p.loc: p.message for p in problems}
@@ -419,7 +457,9 @@ class LimitAction(Action):
         ([("other",)], {("limits",): "every limit must be a number"}),
     ],
 )
-def test_errors_above_a_template_are_left_for_run_time(templated: list[tuple[Any, ...]], expected: dict[tuple[Any, ...], str]) -> None:
+def test_errors_above_a_template_are_left_for_run_time(
+    templated: list[tuple[Any, ...]], expected: dict[tuple[Any, ...], str]
+) -> None:
     registry = Registry({"limit": LimitAction})
     raw = {"limits": {"a": 1, "b": "{{ event.b }}"}}
     assert {p.loc: p.message for p in registry.check_params("limit", raw, templated)} == expected
@@ -434,9 +474,13 @@ def test_check_params_of_unknown_action(registry: Registry) -> None:
 
 def test_validate_returns_the_params_model(registry: Registry) -> None:
     url = "HTTPS://Example.com:443/a//b?q=1&q=2#frag"
-    params = registry.validate("http", {"method": "post", "url": url, "json": {"a": [1]}, "timeout": "1m30s", "expect": 202})
+    params = registry.validate(
+        "http", {"method": "post", "url": url, "json": {"a": [1]}, "timeout": "1m30s", "expect": 202}
+    )
     assert isinstance(params, HttpParams)
-    assert (params.method, params.url, params.json_, params.timeout, params.expect) == ("POST", url, {"a": [1]}, 90.0, [202])
+    assert (params.method, params.url, params.json_, params.timeout, params.expect) == (
+        "POST", url, {"a": [1]}, 90.0, [202]
+    )
     assert params.follow_redirects is False and params.body is None
 
 
@@ -470,28 +514,37 @@ def test_defaults(registry: Registry) -> None:
     assert requeue.model_dump() == {"queue": "q", "key": "k", "data": None, "delay": 0.0, "max_attempts": 5}
     assert emit.model_dump() == {"type": "t", "data": {}, "source": "hookwise", "delay": 0.0}
     assert log.model_dump() == {"message": "m", "level": "info"}
-    assert hover.model_dump(by_alias=True) == {"method": "GET", "path": "/api", "params": None, "json": None, "form": None}
+    assert hover.model_dump(by_alias=True) == {
+        "method": "GET", "path": "/api", "params": None, "json": None, "form": None
+    }
 
 
 # --- the log action -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("level", "levelno"), [("debug", logging.DEBUG), ("info", logging.INFO), ("warning", logging.WARNING), ("error", logging.ERROR)]
+    ("level", "levelno"),
+    [("debug", logging.DEBUG), ("info", logging.INFO), ("warning", logging.WARNING), ("error", logging.ERROR)]
 )
 def test_log_action_logs(registry: Registry, caplog: pytest.LogCaptureFixture, level: str, levelno: int) -> None:
     logger = logging.getLogger("hookwise.test.log")
     params = registry.validate("log", {"message": "job 42 at 100% {done}", "level": level})
     with caplog.at_level(logging.DEBUG, logger="hookwise.test.log"):
         assert LogAction().run(params, context(logger)) is None
-    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [("hookwise.test.log", levelno, "job 42 at 100% {done}")]
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("hookwise.test.log", levelno, "job 42 at 100% {done}")
+    ]
 
 
 def test_log_action_through_an_adapter(caplog: pytest.LogCaptureFixture) -> None:
     adapter = logging.LoggerAdapter(logging.getLogger("hookwise.test.adapter"), {"run_id": "r1"})
     with caplog.at_level(logging.INFO, logger="hookwise.test.adapter"):
-        LogAction().run(LogParams(message="hello"), dataclasses.replace(context(logging.getLogger("x")), logger=adapter))
-    assert [(r.levelno, r.getMessage(), getattr(r, "run_id", None)) for r in caplog.records] == [(logging.INFO, "hello", "r1")]
+        LogAction().run(
+            LogParams(message="hello"), dataclasses.replace(context(logging.getLogger("x")), logger=adapter)
+        )
+    assert [(r.levelno, r.getMessage(), getattr(r, "run_id", None)) for r in caplog.records] == [
+        (logging.INFO, "hello", "r1")
+    ]
 
 
 # --- schema -------------------------------------------------------------------------------
@@ -508,7 +561,9 @@ def test_json_schema(registry: Registry) -> None:
     assert duration["anyOf"] == [{"type": "string", "pattern": DURATION_PATTERN}, {"type": "number", "minimum": 0}]
     assert null == {"type": "null"}
     assert [s["type"] for s in http["expect"]["anyOf"]] == ["integer", "array", "null"]
-    assert schema["email"]["properties"]["to"]["anyOf"] == [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+    assert schema["email"]["properties"]["to"]["anyOf"] == [
+        {"type": "string"}, {"type": "array", "items": {"type": "string"}}
+    ]
     assert schema["requeue"]["properties"]["max_attempts"]["default"] == 5
 
 

@@ -160,7 +160,9 @@ def test_trend_in_mib_per_10k_events() -> None:
 
 
 def test_verdict() -> None:
-    assert memory.verdict(80.0, 100_000, 0.1) == {"projected_mib": 80.0, "under_target": True, "flat": True, "ok": True, "conclusive": True}
+    assert memory.verdict(80.0, 100_000, 0.1) == {
+        "projected_mib": 80.0, "under_target": True, "flat": True, "ok": True, "conclusive": True
+    }
     assert memory.verdict(80.0, 99_999, 0.1)["conclusive"] is False
     growing = memory.verdict(80.0, 100_000, 1.5)
     assert growing["under_target"] and not growing["flat"] and not growing["ok"]
@@ -206,12 +208,15 @@ def test_the_project_matches_every_event_with_one_step(tmp_path: Path, action: s
 
 
 def test_report_prints_the_samples_and_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
-    rows = [{"label": "start", "events": 0, "matched": 0, "runs": 0, "finished": 0, "rss_kib": 60 * 1024, "hwm_kib": 60 * 1024}]
-    rows += [{"label": f"chunk {i}", "events": i * 10_000, "matched": i * 10_000, "runs": i * 10_000, "finished": i * 10_000,
-              "rss_kib": 70 * 1024, "hwm_kib": 71 * 1024} for i in range(1, 11)]
+    rows = [{"label": "start", "events": 0, "matched": 0, "runs": 0, "finished": 0,
+             "rss_kib": 60 * 1024, "hwm_kib": 60 * 1024}]
+    rows += [{"label": f"chunk {i}", "events": i * 10_000, "matched": i * 10_000, "runs": i * 10_000,
+              "finished": i * 10_000, "rss_kib": 70 * 1024, "hwm_kib": 71 * 1024} for i in range(1, 11)]
     memory.report({
-        "events_target": 100_000, "action": "log", "connections": 64, "time_limit_s": 120.0, "posted": {"requests": 99_990, "non2xx": 0, "errors": 0},
-        "stored": 100_000, "timed_out": False, "posting_s": 50.0, "catch_up_s": 0.4, "caught_up": True, "loadavg_before": 0.5,
+        "events_target": 100_000, "action": "log", "connections": 64, "time_limit_s": 120.0,
+        "posted": {"requests": 99_990, "non2xx": 0, "errors": 0},
+        "stored": 100_000, "timed_out": False, "posting_s": 50.0, "catch_up_s": 0.4, "caught_up": True,
+        "loadavg_before": 0.5,
         "acknowledged_all_stored": True, "children": 0, "tree_rss_mib": 70.0,
         "rss_mib": 70.0, "hwm_mib": 71.0, "start_rss_mib": 60.0, "trend_mib_per_10k": 0.0,
         "verdict": memory.verdict(70.0, 100_000, 0.0), "samples": rows,
@@ -232,7 +237,8 @@ def test_hooks_file_checks_two_payload_fields() -> None:
         assert hook["id"] == "bench"
         assert hook["trigger-rule-mismatch-http-response-code"] == peer.MISMATCH_STATUS
         rules = hook["trigger-rule"]["and"]
-        assert {(r["match"]["parameter"]["source"], r["match"]["parameter"]["name"], r["match"]["type"], r["match"]["value"]) for r in rules} == {
+        matches = [r["match"] for r in rules]
+        assert {(m["parameter"]["source"], m["parameter"]["name"], m["type"], m["value"]) for m in matches} == {
             ("payload", "event", "value", "job-state-changed-v2"), ("payload", "state", "value", "processing")}
         json.dumps(hook)
     assert peer.hooks_file("no-command")[0]["execute-command"] == peer.NO_COMMAND
@@ -277,7 +283,8 @@ def test_targets_judge_a_run_against_spec_12() -> None:
         "memory": {"rss_mib": 64.8, "stored": 100_159, "trend_mib_per_10k": 0.2},
     }
     assert [(figure, met) for _, figure, met in targets(results)] == [
-        ("0.53", False), ("2.60x", True), ("2315/s", True), ("50.7 ms", True), ("17.5 us", True), ("64.8 MiB at 100,159", True),
+        ("0.53", False), ("2.60x", True), ("2315/s", True), ("50.7 ms", True), ("17.5 us", True),
+        ("64.8 MiB at 100,159", True),
     ]
     results["memory"] = {"rss_mib": 62.9, "stored": 10_208, "trend_mib_per_10k": 2.1}  # a quick run
     assert targets(results)[-1][2] is None
@@ -285,7 +292,8 @@ def test_targets_judge_a_run_against_spec_12() -> None:
 
 def test_verdict_text() -> None:
     assert memory.verdict_text(memory.verdict(80.0, 100_000, 0.1)) == "met: at 100,000 80.0 MiB (under 200), flat"
-    assert memory.verdict_text(memory.verdict(80.0, 100_000, 1.5)) == "NOT met: at 100,000 80.0 MiB (under 200), growing"
+    growing = memory.verdict(80.0, 100_000, 1.5)
+    assert memory.verdict_text(growing) == "NOT met: at 100,000 80.0 MiB (under 200), growing"
     assert memory.verdict_text(memory.verdict(250.0, 100_000, 0.0)) == "NOT met: at 100,000 250.0 MiB (OVER 200), flat"
     assert memory.verdict_text(memory.verdict(70.0, 20_000, 1.0)) == (
         "not decided at this count: projected at 100,000 78.0 MiB (under 200), flat so far; a full run decides")
@@ -297,7 +305,8 @@ def test_peer_report_puts_hookwise_beside_the_variants(capsys: pytest.CaptureFix
         "true-async": {"rps": 1300.0, "p50_ms": 35.0, "p99_ms": 400.0, "non2xx": 4, "errors": 0, "drain_s": 0.1},
         "true-sync": {"rps": 1250.0, "p50_ms": 38.0, "p99_ms": 180.0, "non2xx": 0, "errors": 0},
     }
-    peer.report({"peer": "webhook version 2.8.0", "connections": 64, "seconds": 2.0, "rounds": 3, "loadavg_before": 0.1, "variants": variants},
+    peer.report({"peer": "webhook version 2.8.0", "connections": 64, "seconds": 2.0, "rounds": 3, "loadavg_before": 0.1,
+                 "variants": variants},
                 {"rps": 2100.0, "p50_ms": 27.0, "p99_ms": 70.0})
     lines = capsys.readouterr().out.splitlines()
     assert any(line.split()[-3:] == ["20000", "2.00", "9.00"] and "rule only" in line for line in lines)
@@ -305,7 +314,9 @@ def test_peer_report_puts_hookwise_beside_the_variants(capsys: pytest.CaptureFix
     assert any("true-async: 4 answers were not 2xx" in line for line in lines)
 
 
-@pytest.mark.skipif(shutil.which("webhook") is None and not os.environ.get("CI"), reason="webhook (Debian package) is not installed")
+@pytest.mark.skipif(
+    shutil.which("webhook") is None and not os.environ.get("CI"), reason="webhook (Debian package) is not installed"
+)
 def test_the_hooks_files_work_with_the_real_webhook(tmp_path: Path) -> None:
     for variant in peer.VARIANTS:
         hooks = tmp_path / f"{variant}.json"
@@ -345,7 +356,9 @@ def test_the_remote_projects_load_and_post_each_event_to_the_sink(tmp_path: Path
     body = {"event": "job-state-changed-v2", "job_id": 7, "state": "processing"}
     result = dry_run(loaded, body, "bench", {"Content-Type": "application/json"})
     (step,) = result["actions"]
-    assert (step["action"], step["params"]["url"], step["params"]["json"]) == ("http", "http://127.0.0.1:4321/sink", body)
+    assert (step["action"], step["params"]["url"], step["params"]["json"]) == (
+        "http", "http://127.0.0.1:4321/sink", body
+    )
     hosts = loaded.config.settings.http.hosts
     assert (hosts["127.0.0.1"].concurrency == 128) if wide else (hosts == {})
 
@@ -388,7 +401,9 @@ def test_ui_seed_fills_the_store_it_describes(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "hookwise.db") as conn:
         assert conn.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall() == [("matched", 3000)]
         assert conn.execute("SELECT COUNT(*) FROM events WHERE received_at >= ?", (now - 3600,)).fetchone() == (300,)
-        assert dict(conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()) == {"dead": 200, "succeeded": 1800}
+        assert dict(conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()) == {
+            "dead": 200, "succeeded": 1800
+        }
         assert conn.execute("SELECT COUNT(*) FROM queue_items WHERE status = 'waiting'").fetchone() == (200,)
         assert conn.execute("SELECT status FROM runs WHERE id = ?", (links["dead_run"],)).fetchone() == ("dead",)
         assert conn.execute("SELECT status FROM runs WHERE id = ?", (links["run"],)).fetchone() == ("succeeded",)

@@ -18,10 +18,14 @@ EXAMPLE = ROOT / "config.example.yaml"
 FAILED_V2 = ROOT / "rules" / "tests" / "events" / "job-state-changed-v2_failed.json"
 
 
-def hookwise(*args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def hookwise(
+    *args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("HOOKWISE_", "HOVER_", "CRM_", "OPS_"))}
     environ.update(env or {})
-    return subprocess.run([*HOOKWISE, *map(str, args)], cwd=cwd, env=environ, input=stdin, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*HOOKWISE, *map(str, args)], cwd=cwd, env=environ, input=stdin, capture_output=True, text=True, timeout=60
+    )
 
 
 def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -58,7 +62,8 @@ def test_check_strict_promotes_warnings(tmp_path: Path) -> None:
     result = hookwise("check", "--strict", "-c", config)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"{tmp_path / 'r.yaml'}:3:13: rules[0].source: warning: no source named 'hovr' is configured (did you mean 'hover'?)"
+        f"{tmp_path / 'r.yaml'}:3:13: rules[0].source: warning: "
+        "no source named 'hovr' is configured (did you mean 'hover'?)"
     )
     assert hookwise("check", "-c", config).returncode == 0
 
@@ -70,10 +75,10 @@ def test_an_open_source_or_an_empty_token_is_an_error(tmp_path: Path) -> None:
     result = hookwise("check", "-c", config)
     assert result.returncode == 78
     assert result.stderr.splitlines() == [
-        f"{config}:3:33: sources.hover.token: is empty (an unset ${{VAR:-}}?): an empty token or secret verifies nothing; "
-        "set it, or say verify: none",
-        f"{config}:4:9: sources.open: accepts requests from anyone: give it a token (or token_file), a secret, verify.hmac "
-        "or allow_ips, or say verify: none",
+        f"{config}:3:33: sources.hover.token: is empty (an unset ${{VAR:-}}?): "
+        "an empty token or secret verifies nothing; set it, or say verify: none",
+        f"{config}:4:9: sources.open: accepts requests from anyone: "
+        "give it a token (or token_file), a secret, verify.hmac or allow_ips, or say verify: none",
     ]
     assert hookwise("check", "-c", config, env={"HOVER_URL_TOKEN": "t0ken"}).returncode == 78  # open still is
     config.write_text(f"rules: []\nsources:\n{hover}  open: {{type: body:kind, verify: none}}\n")
@@ -92,10 +97,11 @@ def test_a_misspelled_key_exits_78_with_file_line_col_path_and_hint(copy: Path) 
     rules = copy / "rules" / "hover.yaml"
     text = rules.read_text()
     rules.write_text(text.replace("          url: \"${CRM_URL", "          urll: \"${CRM_URL", 1))
-    line = next(i for i, l in enumerate(rules.read_text().splitlines(), 1) if "urll:" in l)
+    line = next(i for i, text in enumerate(rules.read_text().splitlines(), 1) if "urll:" in text)
     result = hookwise("check", "-c", "config.yaml", cwd=copy)
     assert result.returncode == 78
-    assert f"rules/hover.yaml:{line}:11: rules[0].actions[1].http.urll: unknown key (did you mean 'url'?)" in result.stderr.splitlines()
+    expected = f"rules/hover.yaml:{line}:11: rules[0].actions[1].http.urll: unknown key (did you mean 'url'?)"
+    assert expected in result.stderr.splitlines()
     assert_no_traceback(result)
 
 
@@ -105,7 +111,7 @@ def test_every_problem_is_printed(copy: Path) -> None:
     result = hookwise("check", "-c", "config.yaml", cwd=copy)
     assert result.returncode == 78
     lines = result.stderr.splitlines()
-    assert len(lines) == 2 and all("did you mean 'regex'" in l for l in lines)
+    assert len(lines) == 2 and all("did you mean 'regex'" in line for line in lines)
 
 
 def test_an_unset_variable_is_named(copy: Path) -> None:
@@ -131,13 +137,17 @@ def test_dry_run_explains_every_rule_and_renders_the_match() -> None:
     assert "hover-job-failed yes" in lines
     assert "hover-job-completed no: when.state: expected one of ['complete', 'completed'], got 'failed'" in lines
     assert "hover-model-failed no: event: expected 'model-state-changed', got 'job-state-changed-v2'" in lines
-    assert "hookwise.hover-verify.hover no: event: expected 'webhook-verification-code', got 'job-state-changed-v2'" in lines
+    assert ("hookwise.hover-verify.hover no: event: expected 'webhook-verification-code', got 'job-state-changed-v2'"
+            in lines)
     assert '"queue": "field-techs"' in out and '"subject": "Hover job 19402492 failed"' in out
 
 
 def test_dry_run_json_masks_secrets() -> None:
     completed = ROOT / "rules" / "tests" / "events" / "job-state-changed-v2_completed.json"
-    result = hookwise("dry-run", "-c", EXAMPLE, "--json", completed, env={"CRM_TOKEN": "crm-very-secret", "CRM_URL": "https://crm.test/x"})
+    result = hookwise(
+        "dry-run", "-c", EXAMPLE, "--json", completed,
+        env={"CRM_TOKEN": "crm-very-secret", "CRM_URL": "https://crm.test/x"}
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [r["rule"] for r in data["explain"] if r["matched"]] == ["hover-job-completed"]
@@ -156,7 +166,10 @@ def test_dry_run_reads_stdin_and_headers(tmp_path: Path) -> None:
         "rules:\n  - name: pushes\n    source: gh\n    event: push\n    when: {$headers.x-trace: abc}\n"
         "    actions: [{log: {message: '{{ headers[\"x-trace\"] }} {{ event.ref }}'}}]\n"
     )
-    result = hookwise("dry-run", "-c", config, "--source", "gh", "--header", "X-GitHub-Event: push", "--header", "X-Trace: abc", "-", stdin='{"ref": "main"}')
+    result = hookwise(
+        "dry-run", "-c", config, "--source", "gh", "--header", "X-GitHub-Event: push", "--header", "X-Trace: abc", "-",
+        stdin='{"ref": "main"}'
+    )
     assert result.returncode == 0, result.stderr
     assert "pushes  yes" in result.stdout and '"message": "abc main"' in result.stdout
     ambiguous = hookwise("dry-run", "-c", config, "-", stdin="{}")

@@ -9,7 +9,7 @@ import operator
 import pickle
 import re
 from dataclasses import FrozenInstanceError
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -27,8 +27,6 @@ from engine.conditions import (
 )
 from engine.errors import ConfigError
 from engine.events import Event
-
-UTC = timezone.utc
 
 ENV: dict[str, Any] = {
     "headers": {"x-github-event": "push", "content-type": "application/json"},
@@ -496,7 +494,10 @@ EXPLAINED = rows(
     ({"state": ["a", "b"]}, {"state": "c"}, "when.state: expected one of ['a', 'b'], got 'c'"),
     ({"flag": True}, {"flag": None}, "when.flag: expected true, got null"),
     ({"n": 3}, {"n": False}, "when.n: expected 3, got false"),
-    ({"job.city": {"regex": "^Par"}}, {"job": {"city": "Lyon"}}, "when.job.city.regex: expected to match /^Par/, got 'Lyon'"),
+    (
+        {"job.city": {"regex": "^Par"}}, {"job": {"city": "Lyon"}},
+        "when.job.city.regex: expected to match /^Par/, got 'Lyon'"
+    ),
     ({"n": {"gte": 1, "lt": 5}}, {"n": 7}, "when.n.lt: expected < 5, got 7"),
     ({"n": {"gte": 1, "lt": 5}}, {"n": 0}, "when.n.gte: expected >= 1, got 0"),
     ({"n": {"lte": 1.5}}, {"n": 2}, "when.n.lte: expected <= 1.5, got 2"),
@@ -596,7 +597,10 @@ def test_long_values_are_cut_to_eighty_characters() -> None:
 
 @pytest.mark.parametrize(
     ("where", "text"),
-    [("when", "when.a: expected 1, got 2"), ("rules[3].when", "rules[3].when.a: expected 1, got 2"), ("", "a: expected 1, got 2")],
+    [
+        ("when", "when.a: expected 1, got 2"), ("rules[3].when", "rules[3].when.a: expected 1, got 2"),
+        ("", "a: expected 1, got 2")
+    ],
 )
 def test_where_prefixes_outcome_paths(where: str, text: str) -> None:
     assert explain({"a": 1}, {"a": 2}, where=where) == text
@@ -648,7 +652,9 @@ def test_evaluation_compiles_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("compiled while evaluating")
 
-    for module, name in [(re, "compile"), (re, "search"), (re, "match"), (fnmatch, "translate"), (fnmatch, "fnmatchcase")]:
+    for module, name in [
+        (re, "compile"), (re, "search"), (re, "match"), (fnmatch, "translate"), (fnmatch, "fnmatchcase")
+    ]:
         monkeypatch.setattr(module, name, forbidden)
     assert cond.evaluate({"a": "xy", "b": [{"c": "r"}], "d": 1}, ENV) is MATCHED
     assert not cond.evaluate({"a": "yx"}, ENV).matched
@@ -701,8 +707,14 @@ COMPILE_ERRORS = rows(
     ({"s": {"lte": "5"}}, [(("s", "lte"), "'lte' needs a number or an ISO-8601 date-time, got '5'")]),
     ({"s": {"gte": True}}, [(("s", "gte"), "'gte' needs a number or an ISO-8601 date-time, got true")]),
     ({"s": {"gt": None}}, [(("s", "gt"), "'gt' needs a number or an ISO-8601 date-time, got null")]),
-    ({"s": {"type": "strng"}}, [(("s", "type"), f"unknown type 'strng' (did you mean 'string'?); types are: {TYPES_LIST}")]),
-    ({"s": {"type": ["string", "array"]}}, [(("s", "type"), f"unknown type 'array' (did you mean 'list'?); types are: {TYPES_LIST}")]),
+    (
+        {"s": {"type": "strng"}},
+        [(("s", "type"), f"unknown type 'strng' (did you mean 'string'?); types are: {TYPES_LIST}")]
+    ),
+    (
+        {"s": {"type": ["string", "array"]}},
+        [(("s", "type"), f"unknown type 'array' (did you mean 'list'?); types are: {TYPES_LIST}")]
+    ),
     ({"s": {"type": "xyz"}}, [(("s", "type"), f"unknown type 'xyz'; types are: {TYPES_LIST}")]),
     ({"s": {"type": []}}, [(("s", "type"), "'type' needs a type name or a non-empty list of them")]),
     ({"s": {"type": 3}}, [(("s", "type"), "'type' needs a type name or a non-empty list of them")]),
@@ -731,7 +743,10 @@ COMPILE_ERRORS = rows(
     ),
     (
         {"a..b": {"regx": 1}},
-        [(("a..b",), "empty segment in path 'a..b'"), (("a..b", "regx"), "unknown operator 'regx' (did you mean 'regex'?)")],
+        [
+            (("a..b",), "empty segment in path 'a..b'"),
+            (("a..b", "regx"), "unknown operator 'regx' (did you mean 'regex'?)")
+        ],
     ),
 )
 
@@ -830,7 +845,9 @@ DATES: dict[str, datetime] = {
     "2023-12-31T23:59:59.500+00:00": datetime(2023, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),
 }
 ORDER = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}
-TYPE_NAMES = {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object", type(None): "null"}
+TYPE_NAMES = {
+    bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object", type(None): "null"
+}
 
 
 def ref_equal(a: Any, b: Any) -> bool:
@@ -841,7 +858,7 @@ def ref_equal(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if type(a) is list:
-        return len(a) == len(b) and all(ref_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(ref_equal(x, y) for x, y in zip(a, b, strict=True))
     if type(a) is dict:
         return set(a) == set(b) and all(ref_equal(a[k], b[k]) for k in a)
     return bool(a == b)
@@ -877,7 +894,7 @@ def ref_operator(op: str, x: Any, v: Any) -> bool:
     if op == "exists":
         return x is True
     if op == "empty":
-        return (v is None or v in ("", [], {}) and type(v) in (str, list, dict)) is x
+        return (v is None or (v in ("", [], {}) and type(v) in (str, list, dict))) is x
     assert op == "type"
     return TYPE_NAMES[type(v)] in ([x] if type(x) is str else x)
 

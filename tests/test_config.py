@@ -60,7 +60,9 @@ def test_durations_sizes_and_secrets(tmp_path: Path) -> None:
     config = load_config(path, {"OLD": "old-secret", "NEW": "new-secret"})
     settings = config.settings
     assert settings.server.max_body == 512 * 1024
-    assert (settings.defaults.retry.backoff, settings.defaults.retry.max_backoff, settings.defaults.timeout) == (0.5, 3600.0, 20.0)
+    assert (settings.defaults.retry.backoff, settings.defaults.retry.max_backoff, settings.defaults.timeout) == (
+        0.5, 3600.0, 20.0
+    )
     assert settings.sources["gh"].secret == ["old-secret", "new-secret"]
     assert settings.sources["custom"].token is None and not settings.sources["custom"].authenticated()
     assert config.secrets == {"old-secret", "new-secret"}

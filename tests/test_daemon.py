@@ -12,8 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -106,7 +106,7 @@ def wait_until(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped
 
 
 def test_rules_fire_and_steps_chain_outputs(daemon: DaemonProcess, sink: Sink, tmp_path: Path) -> None:
-    status, answer = post(daemon.url + "/hooks/open", json.dumps({"type": "order.created", "id": "o-1"}))
+    status, _ = post(daemon.url + "/hooks/open", json.dumps({"type": "order.created", "id": "o-1"}))
     assert status == 202
     first, second = sink.wait_for(1, path="/first")[0], sink.wait_for(1, path="/second")[0]
     assert first.json() == {"order": "o-1"}
@@ -131,7 +131,9 @@ def test_a_target_failing_three_times_is_retried_to_success(daemon: DaemonProces
     wait_until(lambda: runs(tmp_path) == [("flaky", "succeeded", None)])
 
 
-def test_a_target_that_always_fails_ends_in_a_dead_run_with_its_error(daemon: DaemonProcess, sink: Sink, tmp_path: Path) -> None:
+def test_a_target_that_always_fails_ends_in_a_dead_run_with_its_error(
+    daemon: DaemonProcess, sink: Sink, tmp_path: Path
+) -> None:
     post(daemon.url + "/hooks/open", json.dumps({"type": "broken", "id": "b-1"}))
     sink.wait_for(3, path="/broken")
     wait_until(lambda: len(runs(tmp_path)) == 1 and runs(tmp_path)[0][1] == "dead")
@@ -176,7 +178,7 @@ def test_reloads_leave_no_connections_behind(tmp_path: Path) -> None:
         for n in range(7):
             if n:
                 d.proc.send_signal(signal.SIGHUP)
-                wait_until(lambda: reloads(d) == n)
+                wait_until(lambda n=n: reloads(d) == n)
             post(d.url + "/hooks/open", json.dumps({"type": "flaky", "id": f"k-{n}", "n": n}))
             sink.wait_for(n + 1, path="/flaky")
         wait_until(lambda: [r[1] for r in runs(tmp_path)] == ["succeeded"] * 7)
@@ -195,8 +197,9 @@ def test_hookwise_send_signs_and_posts(tmp_path: Path, sink: Sink) -> None:
         event = tmp_path / "event.json"
         event.write_text(json.dumps({"type": "order.created", "id": "sent-1"}))
         url = f"{d.url}/hooks/open"
-        result = subprocess.run([sys.executable, "-m", "engine", "send", "-c", str(config), "--source", "open", str(event), "--url", url],
-                                capture_output=True, text=True, timeout=60)
+        command = [sys.executable, "-m", "engine", "send", "-c", str(config), "--source", "open", str(event),
+                   "--url", url]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("202 ")
         assert sink.wait_for(1, path="/first")[0].json() == {"order": "sent-1"}
@@ -210,7 +213,9 @@ def test_hookwise_send_to_nothing_says_so_in_one_line_without_the_token(tmp_path
     config = write_config(tmp_path, sink)
     open_source = "open: {type: 'body:type', id: 'body:id', verify: none}"
     assert open_source in config.read_text()
-    config.write_text(config.read_text().replace(open_source, "open: {type: 'body:type', id: 'body:id', token: s3cret-token}"))
+    config.write_text(
+        config.read_text().replace(open_source, "open: {type: 'body:type', id: 'body:id', token: s3cret-token}")
+    )
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"type": "order.created", "id": "sent-1"}))
     url = f"http://127.0.0.1:{free_port()}/hooks/open"

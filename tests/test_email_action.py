@@ -57,8 +57,10 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _cert(subject: str, issuer: str, key: ec.EllipticCurvePrivateKey, signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
+def _cert(
+    subject: str, issuer: str, key: ec.EllipticCurvePrivateKey, signer: ec.EllipticCurvePrivateKey, ca: bool
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -86,8 +88,12 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     folder = tmp_path_factory.mktemp("certs")
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     paths = Certs(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    paths.ca.write_bytes(_cert("hookwise test CA", "hookwise test CA", ca_key, ca_key, ca=True).public_bytes(serialization.Encoding.PEM))
-    paths.cert.write_bytes(_cert("localhost", "hookwise test CA", key, ca_key, ca=False).public_bytes(serialization.Encoding.PEM))
+    paths.ca.write_bytes(
+        _cert("hookwise test CA", "hookwise test CA", ca_key, ca_key, ca=True).public_bytes(serialization.Encoding.PEM)
+    )
+    paths.cert.write_bytes(
+        _cert("localhost", "hookwise test CA", key, ca_key, ca=False).public_bytes(serialization.Encoding.PEM)
+    )
     paths.key.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
@@ -115,13 +121,17 @@ class Recorder:
     tls: list[bool] = field(default_factory=list)
     logins: list[tuple[str, str]] = field(default_factory=list)
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         if self.mail_reply:
             return self.mail_reply
         envelope.mail_from = address
         return "250 OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
@@ -267,7 +277,10 @@ def test_html_only_is_a_single_html_part(smtpd: Callable[..., Server]) -> None:
 
 def test_bcc_is_in_the_envelope_only(smtpd: Callable[..., Server]) -> None:
     server = smtpd()
-    send(server.port, to=["a@example.org", "B <b@example.org>"], cc="Cc Person <c@example.org>", bcc=["hidden@example.net"])
+    send(
+        server.port, to=["a@example.org", "B <b@example.org>"], cc="Cc Person <c@example.org>",
+        bcc=["hidden@example.net"]
+    )
 
     [envelope] = server.handler.envelopes
     assert envelope.rcpt_tos == ["a@example.org", "b@example.org", "c@example.org", "hidden@example.net"]
@@ -287,7 +300,10 @@ def test_a_recipient_named_twice_is_sent_once(smtpd: Callable[..., Server]) -> N
 
 def test_reply_to_and_extra_headers(smtpd: Callable[..., Server]) -> None:
     server = smtpd()
-    send(server.port, reply_to="Support <support@example.com>", headers={"X-Hookwise-Job": "42", "List-Id": "Jobs <jobs.example.com>"})
+    send(
+        server.port, reply_to="Support <support@example.com>",
+        headers={"X-Hookwise-Job": "42", "List-Id": "Jobs <jobs.example.com>"}
+    )
 
     msg = server.handler.message()
     assert msg["Reply-To"] == "Support <support@example.com>"
@@ -295,7 +311,9 @@ def test_reply_to_and_extra_headers(smtpd: Callable[..., Server]) -> None:
     assert msg["List-Id"] == "Jobs <jobs.example.com>"
 
 
-@pytest.mark.parametrize("name", ["From", "to", "BCC", "Message-ID", "Date", "Subject", "Reply-To", "Content-Type", "Sender"])
+@pytest.mark.parametrize(
+    "name", ["From", "to", "BCC", "Message-ID", "Date", "Subject", "Reply-To", "Content-Type", "Sender"]
+)
 def test_headers_may_not_replace_those_the_action_writes(name: str) -> None:
     with pytest.raises(ValidationError, match=f"header '{name}' is set by the email action"):
         params(headers={name: "x@example.com"})
@@ -352,7 +370,9 @@ def test_implicit_tls(smtpd: Callable[..., Server], certs: Certs, trust_ca: None
     assert server.handler.message()["Message-ID"] == "<run-1-0@example.com>"
 
 
-def test_implicit_tls_refuses_an_untrusted_certificate(smtpd: Callable[..., Server], certs: Certs, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_implicit_tls_refuses_an_untrusted_certificate(
+    smtpd: Callable[..., Server], certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     server = smtpd(ssl_context=certs.server_context())
 
@@ -403,13 +423,24 @@ def test_login_without_auth_offered_fails(smtpd: Callable[..., Server]) -> None:
         (Recorder(data_reply="554 5.6.0 message refused"), Fail, "554 5.6.0 message refused"),
         (Recorder(mail_reply="553 5.7.1 sender not allowed"), Fail, "553 5.7.1 sender not allowed"),
         (Recorder(mail_reply="452 4.3.1 insufficient storage"), Retry, "452 4.3.1 insufficient storage"),
-        (Recorder(refuse={"a@example.org": "450 4.2.1 mailbox busy", "b@example.org": "451 4.4.0 later"}), Retry, "450 4.2.1 mailbox busy"),
-        (Recorder(refuse={"a@example.org": "550 5.1.1 no such user", "b@example.org": "550 5.1.1 gone"}), Fail, "b@example.org: 550 5.1.1 gone"),
-        (Recorder(refuse={"a@example.org": "450 4.2.1 mailbox busy", "b@example.org": "550 5.1.1 gone"}), Fail, "a@example.org: 450 4.2.1"),
+        (
+            Recorder(refuse={"a@example.org": "450 4.2.1 mailbox busy", "b@example.org": "451 4.4.0 later"}), Retry,
+            "450 4.2.1 mailbox busy"
+        ),
+        (
+            Recorder(refuse={"a@example.org": "550 5.1.1 no such user", "b@example.org": "550 5.1.1 gone"}), Fail,
+            "b@example.org: 550 5.1.1 gone"
+        ),
+        (
+            Recorder(refuse={"a@example.org": "450 4.2.1 mailbox busy", "b@example.org": "550 5.1.1 gone"}), Fail,
+            "a@example.org: 450 4.2.1"
+        ),
     ],
     ids=["data-451", "data-554", "mail-553", "mail-452", "rcpt-all-4xx", "rcpt-all-550", "rcpt-mixed"],
 )
-def test_server_replies_decide_retry_or_fail(smtpd: Callable[..., Server], handler: Recorder, signal: type[Exception], quoted: str) -> None:
+def test_server_replies_decide_retry_or_fail(
+    smtpd: Callable[..., Server], handler: Recorder, signal: type[Exception], quoted: str
+) -> None:
     server = smtpd(Recorder(refuse=dict(handler.refuse), mail_reply=handler.mail_reply, data_reply=handler.data_reply))
 
     with pytest.raises(signal) as caught:
@@ -420,7 +451,9 @@ def test_server_replies_decide_retry_or_fail(smtpd: Callable[..., Server], handl
     assert server.handler.envelopes == []
 
 
-def test_some_recipients_refused_is_a_success_listing_them(smtpd: Callable[..., Server], caplog: pytest.LogCaptureFixture) -> None:
+def test_some_recipients_refused_is_a_success_listing_them(
+    smtpd: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
     server = smtpd(Recorder(refuse={"b@example.org": "550 5.1.1 no such user"}))
 
     with caplog.at_level(logging.WARNING, logger="tests.email"):

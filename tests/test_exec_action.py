@@ -22,7 +22,10 @@ SH = "/bin/sh"
 
 def context() -> Context:
     event = Event(source="test", type="thing.happened", body={}, id="ev-1")
-    return Context(event=event, run_id="run-1", step_id="cmd", attempt=1, idempotency_key="run-1-cmd", logger=logging.getLogger("test.exec"))
+    return Context(
+        event=event, run_id="run-1", step_id="cmd", attempt=1, idempotency_key="run-1-cmd",
+        logger=logging.getLogger("test.exec")
+    )
 
 
 def run(action: ExecAction | None = None, **params: Any) -> dict[str, Any]:
@@ -53,7 +56,9 @@ def wait_gone(pid: int, within: float = 3.0) -> bool:
 
 def test_output_of_a_command() -> None:
     out = run(command=["/bin/echo", "hello", "wörld"])
-    assert out == {"exit_code": 0, "stdout": "hello wörld\n", "stderr": "", "stdout_truncated": False, "stderr_truncated": False}
+    assert out == {
+        "exit_code": 0, "stdout": "hello wörld\n", "stderr": "", "stdout_truncated": False, "stderr_truncated": False
+    }
 
 
 def test_arguments_are_not_interpreted_by_a_shell() -> None:

@@ -65,7 +65,9 @@ def store(db: str) -> Iterator[Store]:
 
 
 def settings(fake: FakeHover, **changes: Any) -> Hover:
-    values = {"base_url": fake.url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uri": REDIRECT_URI}
+    values = {
+        "base_url": fake.url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uri": REDIRECT_URI
+    }
     return Hover(**{**values, **changes})
 
 
@@ -170,7 +172,9 @@ def test_a_second_401_fails_without_a_second_refresh(fake: FakeHover, store: Sto
     assert job_calls(fake) == [401, 401] and fake.refreshes == 1
 
 
-def test_a_client_holding_a_stale_pair_re_reads_instead_of_reusing_a_dead_refresh_token(fake: FakeHover, db: str) -> None:
+def test_a_client_holding_a_stale_pair_re_reads_instead_of_reusing_a_dead_refresh_token(
+    fake: FakeHover, db: str
+) -> None:
     fake.add_job(42)
     store_a, store_b = open_store(db), open_store(db)  # two processes' stores
     try:
@@ -203,7 +207,7 @@ def _race(clients: list[HoverClient]) -> list[str]:
         barrier.wait()
         try:
             got.append(client.access_token())
-        except BaseException as exc:  # reported by the assertion below
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=ask, args=(c,)) for c in clients]
@@ -261,7 +265,8 @@ def test_a_dead_refresh_token_asks_for_a_new_login_and_never_shows_a_token(
     assert tokens is not None
     fake.revoke_all()  # the user withdrew access at Hover
 
-    with pytest.raises(Fail, match=r"refreshing the access token: refused \(400 invalid_grant\).*hookwise hover login") as caught:
+    refused = r"refreshing the access token: refused \(400 invalid_grant\).*hookwise hover login"
+    with pytest.raises(Fail, match=refused) as caught:
         client.request("GET", "/api/v3/jobs/42", timeout=5)
 
     for secret in (tokens.access_token, tokens.refresh_token, CLIENT_SECRET):
@@ -506,7 +511,9 @@ def run_action(params: dict[str, Any], ctx: Context) -> Any:
 def test_the_action_fetches_a_job(fake: FakeHover, store: Store) -> None:
     fake.add_job(19402492, models=2, failed_models=1)
     client = logged_in(fake, store)
-    event = Event(source="hover", type="job-state-changed-v2", body={"event": "job-state-changed-v2", "job_id": 19402492})
+    event = Event(
+        source="hover", type="job-state-changed-v2", body={"event": "job-state-changed-v2", "job_id": 19402492}
+    )
 
     output = run_action({"method": "get", "path": "/api/v3/jobs/19402492"}, context(event, store, client))
 
@@ -628,7 +635,8 @@ def config(tmp_path: Path, fake: FakeHover) -> Path:
     path = tmp_path / "hookwise.yaml"
     path.write_text(
         "store: sqlite:///data/hookwise.db\n"
-        f"hover: {{base_url: '{fake.url}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}, redirect_uri: '{REDIRECT_URI}'}}\n"
+        f"hover: {{base_url: '{fake.url}', client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET},\n"
+        f"         redirect_uri: '{REDIRECT_URI}'}}\n"
     )
     return path
 

@@ -199,7 +199,7 @@ def test_links_hookwise_did_not_issue_are_refused(tmp_path: Path, hover: FakeHov
         ({"code": code, "state": "made-by-someone-else"}, "This login link is not valid"),
         ({}, "No login to finish"),
     ]:
-        status, headers, body = get(f"{daemon.url}/hover/callback?{urlencode(query)}")
+        status, _, body = get(f"{daemon.url}/hover/callback?{urlencode(query)}")
         assert status == 400 and expected in body and code not in body, (query, body)
     assert hover.grants == [] and stored_tokens(tmp_path) is None
     assert get(f"{daemon.url}/hover/callback", method="POST")[0] == 405
@@ -213,7 +213,7 @@ def test_a_denied_login_ends_the_command_with_the_reason(hover: FakeHover, daemo
         status, headers, _ = get(login.authorize_url())
         status, _, body = get(headers["location"])
         assert status == 400 and "Hover did not grant access" in body and "(access_denied)" in body
-        exit_code, out, err = login.wait()
+        exit_code, _, err = login.wait()
     finally:
         login.close()
     assert exit_code == 1 and err.strip() == "error: hover: access was not granted (access_denied)"
@@ -277,7 +277,7 @@ def test_a_login_through_the_client_works_with_the_state_it_was_given(
     callback, store = world
     client = HoverClient(callback.current().config.settings.hover, store)
     store.begin_hover_login("s-2", 600)
-    status, headers, _ = get(client.authorize_url("s-2"))
+    _, headers, _ = get(client.authorize_url("s-2"))
     query = {k: v[0] for k, v in parse_qs(urlsplit(headers["location"]).query).items()}
     assert callback.finish(query).status == 200
     assert store.hover_login("s-2") == {"status": "done", "error": None, "expired": False}

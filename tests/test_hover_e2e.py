@@ -10,15 +10,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from .conftest import ROOT
 from engine.hover import NOT_LOGGED_IN
 
+from .conftest import ROOT
 from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover
 from .support import DaemonProcess, Sink, free_port
 
@@ -66,11 +67,15 @@ rules: [hover.yaml]
 defaults: {{retry: {{attempts: 5, backoff: 100ms, max_backoff: 200ms}}}}
 http: {{allow_private: true}}
 smtp: {{host: 127.0.0.1, port: {smtp_port}, from: "hookwise <hookwise@example.com>"}}
-hover: {{base_url: "{hover.url}", client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}, redirect_uri: "{REDIRECT_URI}"}}
+hover: {{base_url: "{hover.url}", client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET},
+         redirect_uri: "{REDIRECT_URI}"}}
 sources:
   hover: {{preset: hover, token: "${{HOVER_URL_TOKEN}}"}}
 """)
-    env = {"HOVER_URL_TOKEN": "url-t0ken", "CRM_URL": f"{crm.url}/crm/jobs", "CRM_TOKEN": "crm-s3cret", "OPS_EMAIL": "ops@example.com"}
+    env = {
+        "HOVER_URL_TOKEN": "url-t0ken", "CRM_URL": f"{crm.url}/crm/jobs", "CRM_TOKEN": "crm-s3cret",
+        "OPS_EMAIL": "ops@example.com"
+    }
     try:
         yield {"hover": hover, "crm": crm, "mailbox": mailbox, "config": config, "env": env, "root": tmp_path}
     finally:
@@ -82,8 +87,8 @@ sources:
 def hookwise(world: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([sys.executable, "-m", "engine", *args, "-c", str(world["config"])], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **world["env"]}, cwd=world["root"])
+    return subprocess.run([sys.executable, "-m", "engine", *args, "-c", str(world["config"])], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **world["env"]}, cwd=world["root"])
 
 
 def send(world: dict[str, Any], daemon: DaemonProcess, event: Path, status: str = "202") -> None:
@@ -121,14 +126,17 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
         assert world["mailbox"].refused == 1
         assert messages[1][0] == ["ops@example.com"] and messages[1][1]["Subject"] == "Hover job 19402492 failed"
         queue = json.loads(hookwise(world, "queue", "list", "field-techs", "--json").stdout)
-        assert [(i["key"], i["status"], i["attempts"], i["data"]["reason"]) for i in queue] == [("19402492", "waiting", 1, "job failed")]
+        assert [(i["key"], i["status"], i["attempts"], i["data"]["reason"]) for i in queue] == [
+            ("19402492", "waiting", 1, "job failed")
+        ]
 
         # the verification handshake: registered, Hover posts the code, hookwise verifies it
         registered = hookwise(world, "hover", "register", f"{daemon.url}/hooks/hover?token=url-t0ken")
         assert registered.returncode == 0, registered.stderr
         webhook_id = next(iter(hover.webhooks))
         code_event = world["root"] / "code.json"
-        code_event.write_text(json.dumps({"event": "webhook-verification-code", "webhook_id": webhook_id, "code": hover.code_for(webhook_id)}))
+        code = {"event": "webhook-verification-code", "webhook_id": webhook_id, "code": hover.code_for(webhook_id)}
+        code_event.write_text(json.dumps(code))
         send(world, daemon, code_event)
         deadline = time.time() + 20
         while time.time() < deadline and not hover.webhooks[webhook_id].get("verified_at"):
@@ -152,7 +160,9 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
         daemon.wait_ready()
         hover.add_job(19402493)
         legacy = world["root"] / "legacy.json"
-        legacy.write_text(json.dumps({**json.loads((EVENTS / "job-state-changed_complete.json").read_text()), "job_id": 19402493}))
+        legacy.write_text(
+            json.dumps({**json.loads((EVENTS / "job-state-changed_complete.json").read_text()), "job_id": 19402493})
+        )
         send(world, daemon, legacy)
         world["crm"].wait_for(2, path="/crm/jobs")
         assert hover.refreshes == refreshes + 1
@@ -163,7 +173,8 @@ def test_hover_workflows(world: dict[str, Any]) -> None:
     store = open_store(f"sqlite:///{world['root'] / 'data' / 'hookwise.db'}")
     tokens = store.hover_tokens()
     store.close()
-    assert tokens is not None and hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(tokens.access_token)
+    assert tokens is not None
+    assert hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(tokens.access_token)
     log = first_log + daemon.output()
     for secret in ("crm-s3cret", "url-t0ken"):
         assert secret not in log

@@ -12,9 +12,9 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import replace
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from ipaddress import ip_address
 from typing import Any
@@ -24,7 +24,14 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from actions.http import (
-    MAX_BODY, HttpAction, HttpParams, _first_request, _redirected, refusal_reason, retry_after, safe_url,
+    MAX_BODY,
+    HttpAction,
+    HttpParams,
+    _first_request,
+    _redirected,
+    refusal_reason,
+    retry_after,
+    safe_url,
 )
 from engine.action import Context
 from engine.config import Settings
@@ -95,7 +102,10 @@ def action(make: Callable[..., HttpAction]) -> HttpAction:
 
 def context(key: str = "run-1-call") -> Context:
     event = Event(source="test", type="thing.happened", body={"id": 1}, id="ev-1")
-    return Context(event=event, run_id="run-1", step_id="call", attempt=1, idempotency_key=key, logger=logging.getLogger("test.http"))
+    return Context(
+        event=event, run_id="run-1", step_id="call", attempt=1, idempotency_key=key,
+        logger=logging.getLogger("test.http")
+    )
 
 
 def call(action: HttpAction, ctx: Context | None = None, **params: Any) -> dict[str, Any]:
@@ -108,7 +118,8 @@ def echo(request: Request) -> Response:
         "method": request.method,
         "path": request.path,
         "args": request.args.to_dict(flat=False),
-        "headers": {k.lower(): request.headers.getlist(k) for k in request.headers.keys()},
+        # werkzeug's Headers iterate as (name, value) pairs: keys() gives the names
+        "headers": {k.lower(): request.headers.getlist(k) for k in request.headers.keys()},  # noqa: SIM118
         "body": request.get_data(as_text=True),
     }
     return Response(json.dumps(seen), content_type="application/json")
@@ -150,7 +161,9 @@ def test_a_body_that_is_not_json_gives_text_and_json_none(web: HTTPServer, actio
 
 
 def test_a_named_charset_decodes_the_text(web: HTTPServer, action: HttpAction) -> None:
-    web.expect_request("/latin").respond_with_data("café".encode("latin-1"), content_type="text/plain; charset=iso-8859-1")
+    web.expect_request("/latin").respond_with_data(
+        "café".encode("latin-1"), content_type="text/plain; charset=iso-8859-1"
+    )
     assert call(action, url=web.url_for("/latin"))["text"] == "café"
 
 
@@ -252,15 +265,17 @@ def test_503_with_retry_after_seconds(web: HTTPServer, action: HttpAction) -> No
 
 
 def test_429_with_retry_after_http_date(web: HTTPServer, action: HttpAction) -> None:
-    when = datetime.now(timezone.utc) + timedelta(seconds=300)
-    web.expect_request("/slow-down").respond_with_data("", status=429, headers={"Retry-After": format_datetime(when, usegmt=True)})
+    when = datetime.now(UTC) + timedelta(seconds=300)
+    web.expect_request("/slow-down").respond_with_data(
+        "", status=429, headers={"Retry-After": format_datetime(when, usegmt=True)}
+    )
     with pytest.raises(Retry, match="returned 429") as caught:
         call(action, url=web.url_for("/slow-down"))
     assert caught.value.after is not None
     assert 290 <= caught.value.after <= 300
 
 
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -367,7 +382,9 @@ def test_redirects_followed_when_asked_with_browser_method_rules(
     assert seen["headers"]["idempotency-key"] == ["run-1-call"]
 
 
-def test_authorization_is_kept_on_the_same_host_and_dropped_on_another(web: HTTPServer, make: Callable[..., HttpAction]) -> None:
+def test_authorization_is_kept_on_the_same_host_and_dropped_on_another(
+    web: HTTPServer, make: Callable[..., HttpAction]
+) -> None:
     action = make(allow_private=True)
     web.expect_request("/echo").respond_with_handler(echo)
     redirect(web, "/same", 302, "/echo")
@@ -494,7 +511,8 @@ def test_loopback_is_refused_by_default(web: HTTPServer) -> None:
     finally:
         action.close()
     assert str(caught.value) == (
-        "http: refusing to connect to 127.0.0.1 (a loopback address); set http.allow_private or add the host to http.allow_hosts"
+        "http: refusing to connect to 127.0.0.1 (a loopback address); "
+        "set http.allow_private or add the host to http.allow_hosts"
     )
     assert web.log == []
 
@@ -534,13 +552,16 @@ def test_allow_hosts_with_a_port_allows_that_port_only(web: HTTPServer, make: Ca
         call(make(allow_hosts=[f"127.0.0.1:{web.port + 1}"]), url=web.url_for("/echo"))
 
 
-@pytest.mark.parametrize("entry", ["host:port", "user@host", "host/path"])  # "" is dropped by the config: an unset ${VAR:-}
+# "" is dropped by the config: an unset ${VAR:-}
+@pytest.mark.parametrize("entry", ["host:port", "user@host", "host/path"])
 def test_a_bad_allow_hosts_entry_is_a_config_error(entry: str) -> None:
     with pytest.raises(ConfigError, match=r"http\.allow_hosts\[0\]: .* is not a host or host:port"):
         HttpAction(Settings.model_validate({"http": {"allow_hosts": [entry]}}))
 
 
-def test_a_redirect_from_an_allowed_host_to_a_refused_address_is_refused(web: HTTPServer, make: Callable[..., HttpAction]) -> None:
+def test_a_redirect_from_an_allowed_host_to_a_refused_address_is_refused(
+    web: HTTPServer, make: Callable[..., HttpAction]
+) -> None:
     action = make(allow_hosts=["localhost"])
     redirect(web, "/hop", 302, f"http://127.0.0.1:{web.port}/echo")
     web.expect_request("/echo").respond_with_handler(echo)
@@ -562,7 +583,9 @@ def test_a_redirect_from_an_allowed_host_to_a_refused_address_is_refused(web: HT
         ("https://[fe80::1]/", "a link-local address"),
     ],
 )
-def test_ip_literals_are_refused_without_connecting(make: Callable[..., HttpAction], connects: list[Any], url: str, reason: str) -> None:
+def test_ip_literals_are_refused_without_connecting(
+    make: Callable[..., HttpAction], connects: list[Any], url: str, reason: str
+) -> None:
     with pytest.raises(Fail, match=rf"refusing to connect to \S+ \({reason}\)"):
         call(make(), url=url, timeout=1)
     assert connects == []
@@ -601,7 +624,9 @@ def test_refusal_reasons(address: str, reason: str | None) -> None:
     assert refusal_reason(ip_address(address)) == reason
 
 
-def test_proxies_from_the_environment_are_ignored(web: HTTPServer, action: HttpAction, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxies_from_the_environment_are_ignored(
+    web: HTTPServer, action: HttpAction, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dead = f"http://127.0.0.1:{closed_port()}"
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.setenv(name, dead)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.events import Event
 from engine.index import LEAF_SIZE, Dispatch
@@ -24,7 +26,10 @@ _pin = st.one_of(
 )
 _rule = st.lists(_pin, min_size=0, max_size=3)
 _event = st.fixed_dictionaries(
-    {"state": st.sampled_from(STATES + ["other"]), "job": st.one_of(st.just({}), st.fixed_dictionaries({"region": st.sampled_from(REGIONS + [[1]])}))}
+    {
+        "state": st.sampled_from(STATES + ["other"]),
+        "job": st.one_of(st.just({}), st.fixed_dictionaries({"region": st.sampled_from(REGIONS + [[1]])}))
+    }
 )
 
 
@@ -42,7 +47,10 @@ def rule_yaml(i: int, pins: list[tuple[str, Any]]) -> str:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rules=st.lists(_rule, min_size=LEAF_SIZE * 2, max_size=60), bodies=st.lists(_event, min_size=1, max_size=10), kind=st.sampled_from(["a", "b", "c"]))
+@given(
+    rules=st.lists(_rule, min_size=LEAF_SIZE * 2, max_size=60), bodies=st.lists(_event, min_size=1, max_size=10),
+    kind=st.sampled_from(["a", "b", "c"])
+)
 def test_indexed_matching_equals_evaluating_every_rule(
     project: Callable[..., Path], rules: list[list[tuple[str, Any]]], bodies: list[dict[str, Any]], kind: str
 ) -> None:
@@ -56,7 +64,8 @@ def test_indexed_matching_equals_evaluating_every_rule(
 
 
 def test_the_index_splits_on_the_most_pinned_field(project: Callable[..., Path]) -> None:
-    text = "rules:\n" + "\n".join(rule_yaml(i, [("state", f"s{i % 4}"), ("job.region", f"r{i}")]) for i in range(40)) + "\n"
+    rules = "\n".join(rule_yaml(i, [("state", f"s{i % 4}"), ("job.region", f"r{i}")]) for i in range(40))
+    text = "rules:\n" + rules + "\n"
     ruleset = load(project(text), {}).rules
     dispatch = ruleset.dispatch("hover", "t")
     assert isinstance(dispatch, Dispatch) and dispatch.root.path in ("state", "job.region")

@@ -46,7 +46,7 @@ def test_an_event_the_store_cannot_hold_fails_alone(store: Store) -> None:
     assert isinstance(results[17], Unstorable)
     stored = [r for n, r in enumerate(results) if n != 17]
     assert all(isinstance(r, Stored) and not r.duplicate for r in stored)
-    for item, result in zip(items[:17] + items[18:], stored):
+    for item, result in zip(items[:17] + items[18:], stored, strict=True):
         assert isinstance(result, Stored)
         got = store.get_event(result.event_id)
         assert got is not None and got["body"] == json.loads(item.body)

@@ -8,8 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -57,7 +58,9 @@ class World:
         self.worker.start()
         self.port = free_port()
         app = create_app(self.current, Ingest(self.store, self.worker.wake), Health(), self.store)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:
@@ -70,7 +73,9 @@ class World:
 
     def api(self, method: str, path: str, body: Any = None, token: str | None = "api-t0ken") -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return post(f"http://127.0.0.1:{self.port}{path}", json.dumps(body) if body is not None else b"", headers, method=method)
+        return post(
+            f"http://127.0.0.1:{self.port}{path}", json.dumps(body) if body is not None else b"", headers, method=method
+        )
 
     def wait(self, check: Any, timeout: float = 10.0) -> Any:
         deadline = time.time() + timeout
@@ -110,7 +115,10 @@ def world(tmp_path: Path) -> Iterator[tuple[World, Sink]]:
 
 
 def dead_run(w: World, event_id: str) -> dict[str, Any]:
-    return w.wait(lambda: next((r for r in w.store.runs_of_event(event_id) if r["rule"] == "push" and r["status"] == "dead"), None))  # type: ignore[no-any-return]
+    def dead() -> dict[str, Any] | None:
+        return next((r for r in w.store.runs_of_event(event_id) if r["rule"] == "push" and r["status"] == "dead"), None)
+
+    return w.wait(dead)  # type: ignore[no-any-return]
 
 
 def test_event_detail_explain_and_masking(world: tuple[World, Sink]) -> None:
@@ -182,7 +190,9 @@ def test_replay_for_one_rule_and_rule_counts(world: tuple[World, Sink]) -> None:
 def test_sources_and_dry_run(world: tuple[World, Sink]) -> None:
     w, _ = world
     _, sources = w.api("GET", "/api/sources")
-    assert sources["sources"] == [{"name": "shop", "preset": None, "path": "/hooks/shop", "authenticated": True, "checks": ["token"]}]
+    assert sources["sources"] == [
+        {"name": "shop", "preset": None, "path": "/hooks/shop", "authenticated": True, "checks": ["token"]}
+    ]
     status, result = w.api("POST", "/api/dry-run", {"source": "shop", "event": {"type": "order.paid", "id": "x"}})
     assert status == 200
     assert {r["rule"]: r["matched"] for r in result["explain"]} == {"push": False, "audit": True}
@@ -219,16 +229,20 @@ def test_retention_prunes_finished_work_and_keeps_dead_runs(tmp_path: Path) -> N
     (tmp_path / "config.yaml").write_text("store: sqlite:///s.db\nrules: []\nretention: {events: 1s}\nsources: {}\n")
     current = Current(load(tmp_path / "config.yaml", {}))
     store = open_store(current().config.store_url())
-    from engine.store import Matched, NewRun
     from engine.runs import StepResult
+    from engine.store import Matched, NewRun
 
     old = time.time() - 10
-    ids = [s.event_id for s in store.put_events([Incoming("s", "t", "{}", {}, {}, old, delivery_id=f"d{i}", dedupe_window=1) for i in range(3)])]
+    old_events = [Incoming("s", "t", "{}", {}, {}, old, delivery_id=f"d{i}", dedupe_window=1) for i in range(3)]
+    ids = [s.event_id for s in store.put_events(old_events)]
     pending = store.put_events([Incoming("s", "t", "{}", {}, {}, old, available_at=time.time() + 3600)])[0].event_id
     store.claim_events(10, 60)
-    store.record_matches([Matched(e, [], [NewRun(f"r{i}", "rule", "v", "f", "t", [(0, "s", "log")])] if i < 2 else []) for i, e in enumerate(ids)])
+    store.record_matches([Matched(e, [], [NewRun(f"r{i}", "rule", "v", "f", "t", [(0, "s", "log")])] if i < 2 else [])
+                          for i, e in enumerate(ids)])
     tasks = sorted(store.claim_steps(10, 60), key=lambda t: t.run_id)
-    store.record_steps([StepResult(tasks[0], "succeeded", finished_at=old), StepResult(tasks[1], "failed", error="x", finished_at=old)])
+    store.record_steps(
+        [StepResult(tasks[0], "succeeded", finished_at=old), StepResult(tasks[1], "failed", error="x", finished_at=old)]
+    )
     import sqlite3
 
     db = sqlite3.connect(tmp_path / "s.db")

@@ -7,8 +7,8 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import uvicorn
@@ -48,9 +48,14 @@ def value(found: Samples, name: str, **labels: str) -> float:
 EVENT = Event(source="s", type="t", body={}, id="ev1")
 
 
-def result(outcome: str, *, retry_in: float | None = None, continue_on_error: bool = False, action: str = "http") -> StepResult:
+def result(
+    outcome: str, *, retry_in: float | None = None, continue_on_error: bool = False, action: str = "http"
+) -> StepResult:
     task = StepTask(run_id="r", index=0, step_id="s", action=action, attempt=1, rule="x", rule_version="v", event=EVENT)
-    return StepResult(task=task, outcome=outcome, retry_in=retry_in, continue_on_error=continue_on_error, started_at=10.0, finished_at=10.3)
+    return StepResult(
+        task=task, outcome=outcome, retry_in=retry_in, continue_on_error=continue_on_error, started_at=10.0,
+        finished_at=10.3
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,7 +90,8 @@ def test_each_metrics_object_has_its_own_registry() -> None:
     one.reloaded(True)
     two.reloaded(False)
     first, second = samples(one.exposition().decode()), samples(two.exposition().decode())
-    assert value(first, "hookwise_rule_matches_total", rule="a") == 1 and value(second, "hookwise_rule_matches_total", rule="a") == 0
+    assert value(first, "hookwise_rule_matches_total", rule="a") == 1
+    assert value(second, "hookwise_rule_matches_total", rule="a") == 0
     assert (value(first, "hookwise_reloads_total"), value(first, "hookwise_reload_failures_total")) == (1, 0)
     assert (value(second, "hookwise_reloads_total"), value(second, "hookwise_reload_failures_total")) == (0, 1)
 
@@ -112,7 +118,9 @@ class Served:
         self.ingest = Ingest(self.store)
         self.port = free_port()
         app = create_app(Current(loaded), self.ingest, Health(), self.store, self.metrics, self.delivery.hosts)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", access_log=False, lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", access_log=False, lifespan="off")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:
@@ -156,9 +164,11 @@ def test_events_are_counted_by_source_and_answered_status(served: Served) -> Non
     assert answers == [202, 401, 401, 202, 200, 413, 400, 415, 404]
     content_type, found = served.scrape()
     assert content_type == "text/plain; version=0.0.4; charset=utf-8"
-    received = {dict(labels)["source"] + " " + dict(labels)["status"]: v for (name, labels), v in found.items() if name == "hookwise_events_received_total"}
+    received = {dict(labels)["source"] + " " + dict(labels)["status"]: v for (name, labels), v in found.items()
+                if name == "hookwise_events_received_total"}
     assert received == {
-        "tok 202": 1, "tok 401": 2, "open 202": 1, "open 200": 1, "open 413": 1, "open 400": 1, "open 415": 1, "unknown 404": 1,
+        "tok 202": 1, "tok 401": 2, "open 202": 1, "open 200": 1, "open 413": 1, "open 400": 1, "open 415": 1,
+        "unknown 404": 1,
     }
 
 
@@ -194,7 +204,9 @@ def test_queue_depth_is_read_from_the_store_when_scraped(served: Served) -> None
     store.finish_queue_item(claimed.id)
     store.claim_queue_item("field-techs", 60)
     _, found = served.scrape()
-    depth = {tuple(sorted(dict(labels).items())): v for (name, labels), v in found.items() if name == "hookwise_queue_items"}
+    depth = {
+        tuple(sorted(dict(labels).items())): v for (name, labels), v in found.items() if name == "hookwise_queue_items"
+    }
     assert depth == {
         (("queue", "field-techs"), ("status", "claimed")): 1, (("queue", "field-techs"), ("status", "dead")): 0,
         (("queue", "field-techs"), ("status", "done")): 1, (("queue", "field-techs"), ("status", "waiting")): 1,
@@ -227,7 +239,9 @@ def test_an_app_without_metrics_has_no_metrics_endpoint(tmp_path: Path) -> None:
     try:
         app = create_app(Current(loaded), None, Health(), store)
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False, lifespan="off"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False, lifespan="off")
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         while not server.started:
@@ -301,7 +315,9 @@ def run_statuses(store: Store) -> dict[str, str]:
 def test_worker_counts_matches_step_outcomes_latency_and_dead_runs(tmp_path: Path) -> None:
     sink = Sink(flaky_then_ok())
     (tmp_path / "rules.yaml").write_text(RULES.replace("{SINK}", sink.url))
-    (tmp_path / "config.yaml").write_text("store: sqlite:///store.db\nrules: [rules.yaml]\nhttp: {allow_private: true}\nsources: {s: {verify: none}}\n")
+    (tmp_path / "config.yaml").write_text(
+        "store: sqlite:///store.db\nrules: [rules.yaml]\nhttp: {allow_private: true}\nsources: {s: {verify: none}}\n"
+    )
     current = Current(load(tmp_path / "config.yaml", {}))
     store = open_store(current().config.store_url())
     metrics = Metrics(store.queue_counts)
@@ -311,7 +327,8 @@ def test_worker_counts_matches_step_outcomes_latency_and_dead_runs(tmp_path: Pat
         for type_ in ("good", "flaky", "doomed", "tolerant", "nothing-matches"):
             store.put_events([Incoming("s", type_, "{}", {}, {}, time.time())])
         worker.wake()
-        wait_until(lambda: run_statuses(store) == {"good": "succeeded", "flaky": "succeeded", "doomed": "dead", "tolerant": "succeeded"})
+        done = {"good": "succeeded", "flaky": "succeeded", "doomed": "dead", "tolerant": "succeeded"}
+        wait_until(lambda: run_statuses(store) == done)
     finally:
         worker.stop(5)
         store.close()
@@ -319,7 +336,8 @@ def test_worker_counts_matches_step_outcomes_latency_and_dead_runs(tmp_path: Pat
     found = samples(metrics.exposition().decode())
     matches = {dict(labels)["rule"]: v for (name, labels), v in found.items() if name == "hookwise_rule_matches_total"}
     assert matches == {"good": 1, "flaky": 1, "doomed": 1, "tolerant": 1}
-    steps = {(dict(labels)["action"], dict(labels)["outcome"]): v for (name, labels), v in found.items() if name == "hookwise_steps_total"}
+    steps = {(dict(labels)["action"], dict(labels)["outcome"]): v for (name, labels), v in found.items()
+             if name == "hookwise_steps_total"}
     assert steps == {
         ("http", "succeeded"): 3,  # good, flaky's second attempt, tolerant's second step
         ("log", "skipped"): 1,

@@ -22,7 +22,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
 from starlette.routing import Route
 
 from engine.ingest import Ingest

@@ -18,8 +18,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -39,17 +40,29 @@ from .support import DaemonProcess, Hit, Sink, free_port, post
     ("text", "expected"),
     [
         ("Authorization: Basic dXNlcjpwYXNz", "Authorization: ****"),
-        ("headers {'authorization': 'Bearer abc.def', 'accept': '*/*'}", "headers {'authorization': '****', 'accept': '*/*'}"),
+        (
+            "headers {'authorization': 'Bearer abc.def', 'accept': '*/*'}",
+            "headers {'authorization': '****', 'accept': '*/*'}"
+        ),
         ('{"Authorization": "Token xyz123"}', '{"Authorization": "****"}'),
         ("the CRM said: invalid Bearer eyJhbGciOi.x-y_z", "the CRM said: invalid Bearer ****"),
         ("Cookie: session=abc; theme=dark", "Cookie: ****"),
-        ("GET https://api.example.com/x?page=2&token=tok-123&sort=a", "GET https://api.example.com/x?page=2&token=****&sort=a"),
+        (
+            "GET https://api.example.com/x?page=2&token=tok-123&sort=a",
+            "GET https://api.example.com/x?page=2&token=****&sort=a"
+        ),
         ("dsn host=db password=hunter2 user=app", "dsn host=db password=**** user=app"),
         ('{"password": "hunter2", "user": "app"}', '{"password": "****", "user": "app"}'),
-        ("cannot connect to https://user:pass@crm.example.com/api", "cannot connect to https://****@crm.example.com/api"),
+        (
+            "cannot connect to https://user:pass@crm.example.com/api",
+            "cannot connect to https://****@crm.example.com/api"
+        ),
         ("smtp://mailer@relay.example:25 refused", "smtp://****@relay.example:25 refused"),
         # no credential: left alone
-        ("malformed authorization: expected APIAuth <id>:<base64>", "malformed authorization: expected APIAuth <id>:<base64>"),
+        (
+            "malformed authorization: expected APIAuth <id>:<base64>",
+            "malformed authorization: expected APIAuth <id>:<base64>"
+        ),
         ("token did not match", "token did not match"),
         ("mail ops@example.com about https://example.com/a@b", "mail ops@example.com about https://example.com/a@b"),
     ],
@@ -82,14 +95,18 @@ def test_json_lines_carry_the_fields_and_the_current_secrets_are_masked() -> Non
     fields = {"event": "ev-1", "rule": "crm", "run": "run-1", "step": "push", "attempt": 2, "duration": 0.25}
     log.info("calling %s with %s", "https://crm.example", "first-s3cret", extra=fields)
     masker["now"] = Masker(["second-s3cret"])  # a reload brings other secrets
-    log.warning("step %s: %s", "push", "got second-s3cret back; first-s3cret no longer a secret", extra={"step": "push second-s3cret"})
+    log.warning(
+        "step %s: %s", "push", "got second-s3cret back; first-s3cret no longer a secret",
+        extra={"step": "push second-s3cret"}
+    )
     try:
         raise RuntimeError("the CRM refused second-s3cret")
     except RuntimeError:
         log.exception("crashed", extra={"run": "run-2"})
     first, second, third = captured.lines()
     assert first == {
-        "time": first["time"], "level": "info", "logger": log.name, "message": "calling https://crm.example with ****", **fields,
+        "time": first["time"], "level": "info", "logger": log.name, "message": "calling https://crm.example with ****",
+        **fields,
     }
     assert first["time"].endswith("Z")
     assert second["message"] == "step push: got **** back; first-s3cret no longer a secret"
@@ -205,7 +222,10 @@ def assert_reload_errors(lines: list[str]) -> None:
     """The lines a reload of BROKEN logs: a summary, then each problem as FILE:LINE:COL."""
     assert len(lines) == 3 and lines[0] == "reload failed, the previous rules stay: 2 problems"
     assert re.fullmatch(r"reload: rules/ops\.yaml:6:\d+: rules\[0\]\.actions\[0\]\.http\.url: required", lines[1])
-    assert re.fullmatch(r"reload: rules/ops\.yaml:6:\d+: rules\[0\]\.actions\[0\]\.http\.urll: unknown key \(did you mean 'url'\?\)", lines[2])
+    assert re.fullmatch(
+        r"reload: rules/ops\.yaml:6:\d+: rules\[0\]\.actions\[0\]\.http\.urll: unknown key \(did you mean 'url'\?\)",
+        lines[2]
+    )
 
 
 def rule(name: str, sink_url: str = "http://127.0.0.1:9") -> str:
@@ -227,10 +247,14 @@ def test_the_daemon_watches_the_config_and_every_rule_file(daemon_in_process: Da
     (root / "rules" / "more" / "extra.yml").write_text(rule("extra"))
     (root / "rules" / "tests").mkdir()
     (root / "rules" / "tests" / "case.yaml").write_text("cases: []")  # test cases are not rules
-    assert set(daemon_in_process.watched_files()) == {root / "config.yaml", root / "rules" / "ops.yaml", root / "rules" / "more" / "extra.yml"}
+    assert set(daemon_in_process.watched_files()) == {
+        root / "config.yaml", root / "rules" / "ops.yaml", root / "rules" / "more" / "extra.yml"
+    }
 
 
-def test_reload_swaps_a_valid_set_and_keeps_the_old_one_on_errors(daemon_in_process: Daemon, caplog: pytest.LogCaptureFixture) -> None:
+def test_reload_swaps_a_valid_set_and_keeps_the_old_one_on_errors(
+    daemon_in_process: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
     daemon = daemon_in_process
     root = daemon.config.path.parent
     before = daemon.current()
@@ -258,7 +282,8 @@ def asgi_get(app: Any, path: str) -> tuple[int, dict[str, Any]]:
 
     scope = {
         "type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"", "headers": [],
-        "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000), "root_path": "",
+        "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000),
+        "root_path": "",
     }
     asyncio.run(app(scope, receive, send))
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -284,13 +309,16 @@ SECRET = "crm-s3cret-7f3a9c"
 class Ops:
     """A project folder, a sink and a daemon process logging JSON."""
 
-    def __init__(self, root: Path, sink: Sink, rules: str, start: Callable[[Path], DaemonProcess] | None = None) -> None:
+    def __init__(
+        self, root: Path, sink: Sink, rules: str, start: Callable[[Path], DaemonProcess] | None = None
+    ) -> None:
         self.root, self.sink = root, sink
         (root / "rules").mkdir()
         self.write_rules(rules)
         (root / "hookwise.yaml").write_text(CONFIG)
         config = root / "hookwise.yaml"
-        self.daemon = start(config) if start else DaemonProcess(config, free_port(), "--log-format", "json", env={"CRM_TOKEN": SECRET})
+        self.daemon = (start(config) if start
+                       else DaemonProcess(config, free_port(), "--log-format", "json", env={"CRM_TOKEN": SECRET}))
         self.daemon.wait_ready()
 
     def write_rules(self, text: str) -> None:
@@ -348,7 +376,8 @@ def ops(tmp_path: Path, sink: Sink) -> Iterator[Ops]:
 
 def test_sighup_with_a_valid_change_swaps_the_rules(ops: Ops) -> None:
     ops.post("second", "before-reload")
-    wait_until(lambda: ops.query("SELECT status FROM events WHERE json_extract(body, '$.id') = 'before-reload'") == [("matched",)])
+    status = "SELECT status FROM events WHERE json_extract(body, '$.id') = 'before-reload'"
+    wait_until(lambda: ops.query(status) == [("matched",)])
     assert ops.query("SELECT COUNT(*) FROM runs") == [(0,)]  # no rule for it yet
 
     ops.write_rules(rule("first", "{SINK}") + rule("second", "{SINK}").replace("rules:\n", ""))
@@ -362,7 +391,9 @@ def test_sighup_with_a_valid_change_swaps_the_rules(ops: Ops) -> None:
 def test_sighup_with_a_broken_rule_file_keeps_the_old_rules_and_counts_the_failure(ops: Ops) -> None:
     ops.write_rules(BROKEN)
     ops.reload("hookwise_reload_failures_total")
-    assert_reload_errors([line["message"] for line in ops.logs() if line["level"] == "error" and line["logger"] == "hookwise.daemon"])
+    assert_reload_errors(
+        [line["message"] for line in ops.logs() if line["level"] == "error" and line["logger"] == "hookwise.daemon"]
+    )
     assert ops.metric("hookwise_reloads_total") == 0
     ops.post("first", "still-first")
     assert ops.sink.wait_for(1, path="/first")  # the old set still runs
@@ -500,7 +531,8 @@ def test_json_logs_carry_event_rule_run_step_and_never_the_secret(tmp_path: Path
     ops = Ops(tmp_path, sink, SECRET_RULES)
     try:
         ops.post("crm", "job-1")
-        assert sink.wait_for(1, path="/crm")[0].headers["authorization"] == f"Bearer {SECRET}"  # the real token was sent
+        # the real token was sent
+        assert sink.wait_for(1, path="/crm")[0].headers["authorization"] == f"Bearer {SECRET}"
         wait_until(lambda: ops.query("SELECT status FROM runs") == [("dead",)])
         wait_until(lambda: any(line["level"] == "error" and line.get("step") == "push" for line in ops.logs()))
     finally:
@@ -513,7 +545,9 @@ def test_json_logs_carry_event_rule_run_step_and_never_the_secret(tmp_path: Path
     assert (matched["event"], matched["rule"], matched["run"]) == (event_id, "crm", run_id)
     note = next(line for line in lines if line["logger"] == "hookwise.action")
     assert note["message"] == "calling the CRM as **** at https://****@crm.example"
-    assert (note["event"], note["rule"], note["run"], note["step"], note["attempt"]) == (event_id, "crm", run_id, "note", 1)
+    assert (note["event"], note["rule"], note["run"], note["step"], note["attempt"]) == (
+        event_id, "crm", run_id, "note", 1
+    )
     failed = next(line for line in lines if line["level"] == "error" and line.get("step") == "push")
     assert (failed["event"], failed["rule"], failed["run"], failed["attempt"]) == (event_id, "crm", run_id, 1)
     assert isinstance(failed["duration"], float) and failed["duration"] >= 0

@@ -4,13 +4,13 @@ errors, and the Hover account as the store knows it (a real SQLite store)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from engine import operations as ops
 from engine.loader import load
-from engine.store import HoverTokens, Incoming, Matched, NewRun, open_store
 from engine.runs import StepResult
+from engine.store import HoverTokens, Incoming, Matched, NewRun, open_store
 
 NOW = 1_800_000_030.0  # 30 s into a minute
 

@@ -51,14 +51,15 @@ from tests.test_store import (  # noqa: F401
     test_claimed_events_are_hidden_until_the_lease_ends,
     test_continue_on_error_moves_on,
     test_delivery_ids_deduplicate_within_the_window_per_source,
-    test_events_per_minute_counts_the_window_by_source,
     test_events_come_back_as_events,
+    test_events_per_minute_counts_the_window_by_source,
     test_one_run_per_event_and_rule_even_when_matched_twice,
     test_put_and_read_back,
     test_run_status_counts_and_retrying_steps,
     test_steps_run_in_order_and_outputs_reach_later_steps,
     test_the_step_delay_is_honoured,
 )
+
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI"):
@@ -169,7 +170,8 @@ def test_record_matches_claims_first_steps_when_asked(store: Store) -> None:
 
 
 def test_match_events_matches_records_and_claims_in_one_call(store: Store) -> None:
-    ids = [s.event_id for s in store.put_events([incoming({"n": 1}), incoming({"n": 2}), incoming(available_at=time.time() + 60)])]
+    later = incoming(available_at=time.time() + 60)
+    ids = [s.event_id for s in store.put_events([incoming({"n": 1}), incoming({"n": 2}), later])]
     seen: list[Any] = []
 
     def match(events: list[Any]) -> list[Matched]:
@@ -253,7 +255,9 @@ def test_replay_makes_a_pending_copy(store: Store) -> None:
     assert copy is not None and copy != stored.event_id
     event = store.get_event(copy)
     assert event is not None
-    assert (event["body"], event["delivery_id"], event["status"], event["replay_of"], event["only_rules"]) == ({"v": 1}, None, "pending", stored.event_id, ["r"])
+    assert (event["body"], event["delivery_id"], event["status"], event["replay_of"], event["only_rules"]) == (
+        {"v": 1}, None, "pending", stored.event_id, ["r"]
+    )
     (claimed,) = [e for e in store.claim_events(10, 60) if e.id == copy]
     assert claimed.replay_of == stored.event_id and claimed.only_rules == ("r",)
     assert store.replay_event("no-such-event") is None
@@ -269,7 +273,9 @@ def test_a_dead_run_is_retried_from_its_dead_step_with_overrides(store: Store) -
     retried = store.retry_run(run_id, {"url": "https://example.org"})
     assert retried is not None and (retried["status"], retried["step"], retried["error"]) == ("active", 1, None)
     (again,) = store.claim_steps(10, 60)
-    assert (again.index, again.attempt, again.overrides, again.outputs) == (1, 1, {"url": "https://example.org"}, {"s0": None})
+    assert (again.index, again.attempt, again.overrides, again.outputs) == (
+        1, 1, {"url": "https://example.org"}, {"s0": None}
+    )
     assert store.rule_counts() == {"r": {"active": 1}}
 
 
@@ -298,7 +304,8 @@ def test_list_events_filters_and_pages(store: Store) -> None:
     assert [e["source"] for e in newest] == ["github", "hover", "hover"]
     page2 = store.list_events(3, cursor=newest[-1]["seq"])
     assert len(page2) == 3 and all(e["seq"] < newest[-1]["seq"] for e in page2)
-    assert len(store.list_events(source="hover")) == 5 and [e["type"] for e in store.list_events(type="push")] == ["push"]
+    assert len(store.list_events(source="hover")) == 5
+    assert [e["type"] for e in store.list_events(type="push")] == ["push"]
     assert len(store.list_events(since=time.time() + 50)) == 1 and len(store.list_events(until=time.time() + 50)) == 5
     assert store.list_events(status="matched") == []
     assert set(newest[0]) == {
@@ -313,11 +320,19 @@ def test_list_events_filters_and_pages(store: Store) -> None:
 def test_record_shapes_are_the_same(store: Store) -> None:
     run_id = matched_run(store, steps=1)
     run = store.get_run(run_id)
-    assert run is not None and set(run) == {"id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at"}
+    assert run is not None and set(run) == {
+        "id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at"
+    }
     (step,) = store.steps_of_run(run_id)
-    assert set(step) == {"run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at", "finished_at"}
+    assert set(step) == {
+        "run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at",
+        "finished_at"
+    }
     event = store.get_event(run["event_id"])
-    assert event is not None and set(event) == {"id", "source", "type", "delivery_id", "body", "headers", "query", "received_at", "depth", "status", "explain", "replay_of", "only_rules"}
+    assert event is not None and set(event) == {
+        "id", "source", "type", "delivery_id", "body", "headers", "query", "received_at", "depth", "status", "explain",
+        "replay_of", "only_rules"
+    }
     assert isinstance(run["created_at"], float) and isinstance(event["depth"], int)
     assert store.get_event("nope") is None and store.get_run("nope") is None and store.rule_text("nope") is None
 
@@ -381,7 +396,9 @@ def test_wake_steps_makes_the_waiting_steps_of_an_action_due_now(store: Store) -
     ])
     tasks = {t.run_id: t for t in store.claim_steps(10, 60)}
     store.record_steps([
-        result(tasks["waits"], "failed", error="hover: not logged in: run `hookwise hover login`; waits", retry_in=3600),
+        result(
+            tasks["waits"], "failed", error="hover: not logged in: run `hookwise hover login`; waits", retry_in=3600
+        ),
         result(tasks["other"], "failed", error="hover: GET /api/v3/jobs/1: 503", retry_in=3600),
     ])
     assert store.claim_steps(10, 60) == []
@@ -456,13 +473,15 @@ def test_migrate_is_idempotent_and_keeps_the_data(pg_url: str) -> None:
 def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: str) -> None:
     import psycopg
 
-    from engine.store.postgres import Q, PostgresStore
+    from engine.store.postgres import PostgresStore, Q
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(Q["schema"])  # version 1, as the first release made it
         conn.execute("INSERT INTO hover_webhooks (webhook_id, url, updated_at) VALUES ('1', 'https://h/1', 1)")
         conn.execute("INSERT INTO hover_webhooks (webhook_id, verified_at, updated_at) VALUES ('2', 5, 1)")
-        conn.execute("INSERT INTO hover_webhooks (webhook_id, last_error, updated_at) VALUES ('230293', 'not logged in', 1)")
+        conn.execute(
+            "INSERT INTO hover_webhooks (webhook_id, last_error, updated_at) VALUES ('230293', 'not logged in', 1)"
+        )
     store = PostgresStore(pg_url)
     try:
         assert sorted(w["webhook_id"] for w in store.hover_webhooks()) == ["1", "2"]
@@ -479,7 +498,7 @@ def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: s
 def test_a_version_2_schema_gets_the_events_index_and_keeps_its_hover_logins(pg_url: str, clock: Clock) -> None:
     import psycopg
 
-    from engine.store.postgres import Q, PostgresStore
+    from engine.store.postgres import PostgresStore, Q
 
     with psycopg.connect(pg_url, autocommit=True) as conn:  # version 2, as the Hover release made it
         conn.execute(Q["schema"])
@@ -493,7 +512,9 @@ def test_a_version_2_schema_gets_the_events_index_and_keeps_its_hover_logins(pg_
     finally:
         store.close()
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT version, applied_at FROM schema_version WHERE version = 3").fetchone() == (3, clock())
+        assert conn.execute("SELECT version, applied_at FROM schema_version WHERE version = 3").fetchone() == (
+            3, clock()
+        )
         assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (3,)
         assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
 
@@ -511,7 +532,10 @@ def test_processes_starting_together_create_the_schema_once(pg_url: str) -> None
 
 
 def test_an_unreachable_server_is_a_store_error() -> None:
-    with pytest.raises(StoreError, match=r"cannot connect to the PostgreSQL store postgresql://nobody@127\.0\.0\.1:1/nowhere: .*refused"):
+    with pytest.raises(
+        StoreError,
+        match=r"cannot connect to the PostgreSQL store postgresql://nobody@127\.0\.0\.1:1/nowhere: .*refused"
+    ):
         open_store("postgresql://nobody:s3cret@127.0.0.1:1/nowhere")
     try:
         open_store("postgresql://nobody:s3cret@127.0.0.1:1/nowhere")
@@ -522,8 +546,12 @@ def test_an_unreachable_server_is_a_store_error() -> None:
 def test_the_cli_exits_69_when_the_store_is_unreachable(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text('store: "postgresql://postgres@127.0.0.1:1/nowhere"\nrules: []\nsources: {}\n')
-    done = subprocess.run([sys.executable, "-m", "engine", "store", "migrate", "-c", str(config)], check=False, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 69 and "cannot connect to the PostgreSQL store" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "store", "migrate", "-c", str(config)], check=False, capture_output=True,
+        text=True, timeout=60
+    )
+    assert done.returncode == 69 and "cannot connect to the PostgreSQL store" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_without_psycopg_the_message_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

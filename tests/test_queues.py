@@ -9,8 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -34,7 +35,9 @@ def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
     s.close()
 
 
-def requeue(store: Store, key: str = "19402492", request: str = "r", data: Any = None, max_attempts: int = 3, delay: float = 0.0):  # type: ignore[no-untyped-def]
+def requeue(  # type: ignore[no-untyped-def]
+    store: Store, key: str = "19402492", request: str = "r", data: Any = None, max_attempts: int = 3, delay: float = 0.0
+):
     return store.requeue("field-techs", key, data, delay=delay, max_attempts=max_attempts, request_id=request)
 
 
@@ -69,7 +72,8 @@ def test_claim_lease_done_and_fail(store: Store, clock: Clock) -> None:
     requeue(store, request="a")
     requeue(store, key="later", request="b", delay=120)
     item = store.claim_queue_item("field-techs", lease=30)
-    assert item is not None and item.key == "19402492" and item.status == "claimed" and item.available_at == clock() + 30
+    assert item is not None and item.key == "19402492" and item.status == "claimed"
+    assert item.available_at == clock() + 30
     clock.advance(29.9)
     assert store.claim_queue_item("field-techs", lease=60) is None  # leased, and the other is delayed
     clock.advance(0.1)
@@ -101,7 +105,10 @@ def test_the_requeue_action(store: Store) -> None:
     out = action.run(params, ctx)
     assert out == {"item_id": out["item_id"], "attempt": 1, "status": "waiting"}  # type: ignore[index]
     assert action.run(params, ctx)["attempt"] == 1  # type: ignore[index]  # the same step again
-    ctx2 = Context(event=ctx.event, run_id="run2", step_id="requeue", attempt=1, idempotency_key="run2-0", logger=ctx.logger, store=store)
+    ctx2 = Context(
+        event=ctx.event, run_id="run2", step_id="requeue", attempt=1, idempotency_key="run2-0", logger=ctx.logger,
+        store=store
+    )
     assert action.run(params, ctx2)["attempt"] == 2  # type: ignore[index]
 
 
@@ -125,7 +132,9 @@ class Api:
         self.port = free_port()
         self.ingest = Ingest(self.store)
         app = create_app(Current(loaded), self.ingest, Health(), self.store)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:
@@ -133,7 +142,9 @@ class Api:
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return post(f"http://127.0.0.1:{self.port}{path}", json.dumps(body) if body is not None else b"", headers, method=method)
+        return post(
+            f"http://127.0.0.1:{self.port}{path}", json.dumps(body) if body is not None else b"", headers, method=method
+        )
 
     def close(self) -> None:
         self.server.should_exit = True
@@ -173,7 +184,9 @@ def test_claim_done_and_fail_through_the_api(api: Api) -> None:
     assert api.call("POST", "/api/queues/field-techs/claim", token=t)[0] == 204
     assert api.call("POST", f"/api/queues/field-techs/items/{first}/done", token=t)[1]["item"]["status"] == "done"
     assert api.call("POST", f"/api/queues/field-techs/items/{first}/done", token=t)[0] == 409
-    failed = api.call("POST", f"/api/queues/field-techs/items/{second}/fail", {"retry_in": "1h", "error": "rain"}, token=t)
+    failed = api.call(
+        "POST", f"/api/queues/field-techs/items/{second}/fail", {"retry_in": "1h", "error": "rain"}, token=t
+    )
     assert failed[0] == 200 and failed[1]["item"]["error"] == "rain" and failed[1]["item"]["status"] == "waiting"
     assert api.call("POST", "/api/queues/field-techs/items/nope/done", token=t)[0] == 404
     assert api.call("POST", f"/api/queues/field-techs/items/{second}/fail", {"retry_in": "soon"}, token=t)[0] == 400
@@ -193,7 +206,10 @@ def test_queue_commands(tmp_path: Path) -> None:
     store.close()
 
     def hookwise(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "engine", "queue", *args, "-c", str(config)], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "engine", "queue", *args, "-c", str(config)], capture_output=True, text=True,
+            timeout=60
+        )
 
     assert hookwise("list").stdout.strip() == "field-techs: 1 waiting"
     claimed = json.loads(hookwise("claim", "field-techs").stdout)

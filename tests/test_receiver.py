@@ -8,9 +8,10 @@ import http.client
 import json
 import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -87,7 +88,9 @@ def test_an_accepted_event_is_committed_with_its_envelope(served: Served) -> Non
     assert status == 202 and isinstance(answer, dict)
     stored = served.store.get_event(answer["event_id"])
     assert stored is not None
-    assert (stored["source"], stored["type"], stored["body"], stored["query"]) == ("gh", "push", {"ref": "main"}, {"x": "1"})
+    assert (stored["source"], stored["type"], stored["body"], stored["query"]) == (
+        "gh", "push", {"ref": "main"}, {"x": "1"}
+    )
     assert stored["headers"]["x-github-event"] == "push"
 
 
@@ -113,7 +116,10 @@ def test_form_bodies_and_githubs_payload_field(served: Served) -> None:
     status, answer = post(served.url("/hooks/gh"), form, headers)
     assert status == 202
     assert served.store.get_event(answer["event_id"])["body"] == {"zen": "hi"}  # type: ignore[index]
-    status, answer = post(served.url("/hooks/open"), "kind=k&a=1&a=2&empty=", {"Content-Type": "application/x-www-form-urlencoded", "X-Delivery": "form"})
+    status, answer = post(
+        served.url("/hooks/open"), "kind=k&a=1&a=2&empty=",
+        {"Content-Type": "application/x-www-form-urlencoded", "X-Delivery": "form"}
+    )
     assert status == 202
     assert served.store.get_event(answer["event_id"])["body"] == {"kind": "k", "a": "2", "empty": ""}  # type: ignore[index]
 
@@ -132,7 +138,10 @@ def test_tokens_rotate_are_masked_when_stored_and_the_custom_response_is_sent(se
 
 def chunked_post(port: int, path: str, chunks: list[bytes]) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", path, body=iter(chunks), headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}, encode_chunked=True)
+    conn.request(
+        "POST", path, body=iter(chunks), headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        encode_chunked=True
+    )
     status = conn.getresponse().status
     conn.close()
     return status
@@ -145,7 +154,10 @@ BAD = [
     ("malformed JSON", "POST", "/hooks/open", b'{"kind": ', {}, 400, "bad_request"),
     ("a JSON scalar", "POST", "/hooks/open", b'"text"', {}, 400, "bad_request"),
     ("not UTF-8", "POST", "/hooks/open", b'{"kind": "\xff"}', {}, 400, "bad_request"),
-    ("wrong content type", "POST", "/hooks/open", b"<xml/>", {"Content-Type": "application/xml"}, 415, "unsupported_media_type"),
+    (
+        "wrong content type", "POST", "/hooks/open", b"<xml/>", {"Content-Type": "application/xml"}, 415,
+        "unsupported_media_type"
+    ),
     ("too large", "POST", "/hooks/open", b'{"kind": "' + b"x" * 3000 + b'"}', {}, 413, "payload_too_large"),
     ("unknown source", "POST", "/hooks/nope", b"{}", {}, 404, "not_found"),
     ("wrong method", "GET", "/hooks/open", None, {}, 405, "method_not_allowed"),
@@ -169,7 +181,8 @@ BAD = [
 
 @pytest.mark.parametrize(("name", "method", "path", "body", "headers", "status", "error"), BAD, ids=[b[0] for b in BAD])
 def test_bad_input_is_refused_and_nothing_is_stored(
-    served: Served, name: str, method: str, path: str, body: bytes | None, headers: dict[str, str], status: int, error: str
+    served: Served, name: str, method: str, path: str, body: bytes | None, headers: dict[str, str], status: int,
+    error: str
 ) -> None:
     before = len(served.events())
     got, answer = post(served.url(path), body or b"", headers, method=method)

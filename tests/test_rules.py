@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -99,7 +99,9 @@ def test_several_errors_in_several_files_at_once(project: Project) -> None:
 def test_duplicate_names_across_files(project: Project) -> None:
     one = "rules:\n  - name: same\n    event: x\n    actions: [{log: {message: x}}]\n"
     found = errors(project, {"a.yaml": one, "b.yaml": one})
-    assert found == ["rules/b.yaml:2:11: rules[0].name: duplicate rule name 'same' (first defined at rules/a.yaml:2:11)"]
+    assert found == [
+        "rules/b.yaml:2:11: rules[0].name: duplicate rule name 'same' (first defined at rules/a.yaml:2:11)"
+    ]
 
 
 def test_step_problems(project: Project) -> None:
@@ -221,7 +223,8 @@ def test_explain_names_the_failing_selector_or_condition(project: Project) -> No
 
 
 def test_if_that_fails_to_evaluate_does_not_match(project: Project) -> None:
-    rules = load(project("rules:\n  - name: a\n    if: 'event.missing.deeper > 1'\n    actions: [{log: {message: x}}]\n"), {}).rules
+    text = "rules:\n  - name: a\n    if: 'event.missing.deeper > 1'\n    actions: [{log: {message: x}}]\n"
+    rules = load(project(text), {}).rules
     (verdict,) = rules.match(hover_event("job-state-changed_complete")).verdicts
     assert not verdict.matched and "failed" in verdict.reason()
 

@@ -7,12 +7,13 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from .support import DaemonProcess, NoPostgres, Sink, free_port, post, postgres_database
+
 
 def _schema_url() -> Iterator[str]:
     """A fresh schema in the test database, as a store URL; dropped afterwards."""
@@ -65,7 +66,8 @@ def test_two_receivers_two_workers_and_a_killed_worker(tmp_path: Path, pg_url: s
     sink = Sink(respond)
     (tmp_path / "rules.yaml").write_text(RULES.replace("{SINK}", sink.url))
     config = tmp_path / "hookwise.yaml"
-    config.write_text(f"store: {json.dumps(pg_url)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\nsources:\n  open: {{type: 'body:type', id: 'body:id', verify: none}}\n")
+    config.write_text(f"store: {json.dumps(pg_url)}\nrules: [rules.yaml]\nhttp: {{allow_private: true}}\n"
+                      "sources:\n  open: {type: 'body:type', id: 'body:id', verify: none}\n")
     receivers = [DaemonProcess(config, free_port(), "--role", "receiver") for _ in range(2)]
     workers = [DaemonProcess(config, free_port(), "--role", "worker") for _ in range(2)]
     acknowledged: list[int] = []
@@ -118,7 +120,9 @@ def test_a_hover_token_refresh_raced_by_two_workers(pg_url: str) -> None:
     hover = FakeHover(token_delay=0.3)
     stores = [open_store(pg_url), open_store(pg_url)]
     try:
-        settings = Hover(base_url=hover.url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uri=REDIRECT_URI)
+        settings = Hover(
+            base_url=hover.url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uri=REDIRECT_URI
+        )
         clients = [HoverClient(settings, s) for s in stores]
         first = clients[0].exchange_code(hover.authorize())
         hover.expire_access_tokens()
@@ -133,7 +137,8 @@ def test_a_hover_token_refresh_raced_by_two_workers(pg_url: str) -> None:
             t.join(30)
         tokens = stores[0].hover_tokens()
         assert hover.refreshes == 1 and len(set(results)) == 1
-        assert tokens is not None and hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(results[0])
+        assert tokens is not None
+        assert hover.refresh_token_alive(tokens.refresh_token) and hover.access_token_valid(results[0])
     finally:
         for s in stores:
             s.close()

@@ -16,19 +16,39 @@ HOVER = {"event": "job-state-changed", "job_id": 1}
     ("source", "body", "headers", "type_", "delivery"),
     [
         (Source(preset="hover", verify="none"), HOVER, {}, "job-state-changed", None),
-        (Source(preset="github", secret=["s"]), {"zen": "x"}, {"x-github-event": "ping", "x-github-delivery": "d-1"}, "ping", "d-1"),
-        (Source(preset="stripe", secret=["s"]), {"id": "evt_1", "type": "charge.succeeded"}, {}, "charge.succeeded", "evt_1"),
-        (Source(preset="standard", secret=["s"]), {"type": "user.created"}, {"webhook-id": "msg_1"}, "user.created", "msg_1"),
-        (Source(preset="slack", secret=["s"]), {"type": "event_callback", "event_id": "Ev1"}, {}, "event_callback", "Ev1"),
+        (
+            Source(preset="github", secret=["s"]), {"zen": "x"}, {"x-github-event": "ping", "x-github-delivery": "d-1"},
+            "ping", "d-1"
+        ),
+        (
+            Source(preset="stripe", secret=["s"]), {"id": "evt_1", "type": "charge.succeeded"}, {}, "charge.succeeded",
+            "evt_1"
+        ),
+        (
+            Source(preset="standard", secret=["s"]), {"type": "user.created"}, {"webhook-id": "msg_1"}, "user.created",
+            "msg_1"
+        ),
+        (
+            Source(preset="slack", secret=["s"]), {"type": "event_callback", "event_id": "Ev1"}, {}, "event_callback",
+            "Ev1"
+        ),
         (Source(preset="slack", secret=["s"]), {"command": "/deploy", "text": "x"}, {}, "command", None),
-        (Source(type="body:kind", id="header:X-Delivery", verify="none"), {"kind": "a.b"}, {"x-delivery": "7"}, "a.b", "7"),
-        (Source(type="body:meta.kind", id="body:meta.id", verify="none"), {"meta": {"kind": "k", "id": 12}}, {}, "k", "12"),
+        (
+            Source(type="body:kind", id="header:X-Delivery", verify="none"), {"kind": "a.b"}, {"x-delivery": "7"},
+            "a.b", "7"
+        ),
+        (
+            Source(type="body:meta.kind", id="body:meta.id", verify="none"), {"meta": {"kind": "k", "id": 12}}, {}, "k",
+            "12"
+        ),
         (Source(type="header:X-Event-Type", verify="none"), {}, {"x-event-type": "t"}, "t", None),
         (Source(type="fixed-type", verify="none"), {}, {}, "fixed-type", None),
         (None, {"type": "t"}, {}, "t", None),
     ],
 )
-def test_type_and_delivery_id(source: Source | None, body: object, headers: dict[str, str], type_: str, delivery: str | None) -> None:
+def test_type_and_delivery_id(
+    source: Source | None, body: object, headers: dict[str, str], type_: str, delivery: str | None
+) -> None:
     reader = Reader.for_source(source)
     raw = b'{"raw": true}'
     assert reader.event_type(body, headers) == type_

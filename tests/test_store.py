@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -24,11 +24,17 @@ def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
 
 
 def incoming(body: dict[str, object] | None = None, delivery: str | None = None, **kw: object) -> Incoming:
-    return Incoming(source="hover", type="t", body=json.dumps(body or {"a": 1}), headers={"x": "y"}, query={}, received_at=time.time(), delivery_id=delivery, **kw)  # type: ignore[arg-type]
+    return Incoming(  # type: ignore[arg-type]
+        source="hover", type="t", body=json.dumps(body or {"a": 1}), headers={"x": "y"}, query={},
+        received_at=time.time(), delivery_id=delivery, **kw,
+    )
 
 
 def new_run(event_id: str, rule: str = "r", steps: int = 2) -> NewRun:
-    return NewRun(id=f"{event_id}-{rule}", rule=rule, version="v1", rule_file="f.yaml", rule_text="name: r", steps=[(i, f"s{i}", "log") for i in range(steps)])
+    return NewRun(
+        id=f"{event_id}-{rule}", rule=rule, version="v1", rule_file="f.yaml", rule_text="name: r",
+        steps=[(i, f"s{i}", "log") for i in range(steps)]
+    )
 
 
 def result(task: StepTask, outcome: str = "succeeded", **kw: object) -> StepResult:
@@ -40,11 +46,15 @@ def test_put_and_read_back(store: Store) -> None:
     assert not stored.duplicate
     event = store.get_event(stored.event_id)
     assert event is not None
-    assert (event["body"], event["headers"], event["status"], event["delivery_id"]) == ({"k": [1, 2]}, {"x": "y"}, "pending", "d1")
+    assert (event["body"], event["headers"], event["status"], event["delivery_id"]) == (
+        {"k": [1, 2]}, {"x": "y"}, "pending", "d1"
+    )
 
 
 def test_delivery_ids_deduplicate_within_the_window_per_source(store: Store) -> None:
-    first, again, other_source = store.put_events([incoming(delivery="d1"), incoming(delivery="d1"), Incoming("github", "t", "{}", {}, {}, time.time(), "d1")])
+    first, again, other_source = store.put_events(
+        [incoming(delivery="d1"), incoming(delivery="d1"), Incoming("github", "t", "{}", {}, {}, time.time(), "d1")]
+    )
     assert not first.duplicate and again.duplicate and again.event_id == first.event_id
     assert not other_source.duplicate
     (expired,) = store.put_events([incoming(delivery="d2", dedupe_window=0.0)])
@@ -95,7 +105,9 @@ def test_one_run_per_event_and_rule_even_when_matched_twice(store: Store) -> Non
     assert [r["status"] for r in runs] == ["active"]
     assert [s["status"] for s in store.steps_of_run(runs[0]["id"])] == ["ready", "waiting"]
     record = store.get_event(stored.event_id)
-    assert record is not None and record["status"] == "matched" and record["explain"] == [{"rule": "r", "matched": True}]
+    assert record is not None and record["status"] == "matched" and record["explain"] == [
+        {"rule": "r", "matched": True}
+    ]
     assert store.rule_text("v1") == ("r", "f.yaml", "name: r")
 
 
@@ -197,7 +209,8 @@ def test_an_emitted_event_is_stored_once(store: Store) -> None:
 def test_events_come_back_as_events(store: Store) -> None:
     store.put_events([incoming({"x": 1}, "d9")])
     (event,) = store.claim_events(1, 60)
-    assert isinstance(event, Event) and event.body == {"x": 1} and event.delivery_id == "d9" and event.received_at.tzinfo is not None
+    assert isinstance(event, Event) and event.body == {"x": 1} and event.delivery_id == "d9"
+    assert event.received_at.tzinfo is not None
 
 
 def test_an_older_file_is_upgraded_and_loses_its_phantom_webhooks(tmp_path: Path) -> None:
@@ -212,7 +225,9 @@ def test_an_older_file_is_upgraded_and_loses_its_phantom_webhooks(tmp_path: Path
         db.execute("DROP INDEX events_received")
         db.execute("INSERT INTO hover_webhooks (webhook_id, url, updated_at) VALUES ('1', 'https://h/1', 1)")
         db.execute("INSERT INTO hover_webhooks (webhook_id, verified_at, updated_at) VALUES ('2', 5, 1)")
-        db.execute("INSERT INTO hover_webhooks (webhook_id, last_error, updated_at) VALUES ('230293', 'not logged in', 1)")
+        db.execute(
+            "INSERT INTO hover_webhooks (webhook_id, last_error, updated_at) VALUES ('230293', 'not logged in', 1)"
+        )
     db.close()
     store = open_store(f"sqlite:///{path}")
     try:
@@ -225,7 +240,8 @@ def test_an_older_file_is_upgraded_and_loses_its_phantom_webhooks(tmp_path: Path
         store.close()
     db = sqlite3.connect(path)
     try:
-        assert db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_received'").fetchall() == [(1,)]
+        index = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'events_received'"
+        assert db.execute(index).fetchall() == [(1,)]
     finally:
         db.close()
 

@@ -9,9 +9,10 @@ import hashlib
 import hmac
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -94,7 +95,7 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -216,12 +217,12 @@ FILTERS = [
     ("/jobs/{{ event.job_id|path_segment }}", "/jobs/19402492"),
     ("{{ 'a b.-_~é'|path_segment }}", "a%20b.-_~%C3%A9"),
     ("{{ '...'|path_segment }}", "..."),
-    ("{{ received_at|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
-    ("{{ '2024-05-01T14:30:00+02:00'|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
+    ("{{ received_at|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
+    ("{{ '2024-05-01T14:30:00+02:00'|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
     ("{{ '2024-05-01T14:30:00+02:00'|to_datetime|strftime('%H:%M %z') }}", "12:30 +0000"),
-    ("{{ '2024-05-01 12:30'|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
-    ("{{ 1714566600|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)),
-    ("{{ 1714566600.5|to_datetime }}", datetime(2024, 5, 1, 12, 30, 0, 500000, tzinfo=timezone.utc)),
+    ("{{ '2024-05-01 12:30'|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
+    ("{{ 1714566600|to_datetime }}", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
+    ("{{ 1714566600.5|to_datetime }}", datetime(2024, 5, 1, 12, 30, 0, 500000, tzinfo=UTC)),
     ("{{ received_at|strftime('%d.%m.%Y %H:%M') }}", "01.05.2024 12:30"),
     ("{{ (received_at|to_datetime)|strftime('%Y') }}", "2024"),
     ("{{ 1714566600|strftime('%H') }}", "12"),
@@ -261,9 +262,9 @@ def test_filter_misuse_is_a_render_error(templates: Templates, source: str, mess
 
 
 def test_now_is_aware_utc(templates: Templates) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     value = render(templates, "{{ now() }}")
-    assert before <= value <= datetime.now(timezone.utc)
+    assert before <= value <= datetime.now(UTC)
     assert value.utcoffset() == timedelta(0)
     assert render(templates, "{{ now()|strftime('%Y') }}") == str(value.year)
 
@@ -445,7 +446,10 @@ SIZE_BOMBS = [
     ("{{ (10 ** 5000) * (10 ** 5000) * (10 ** 5000) * (10 ** 5000) }}", "the result of '*' is too large a number"),
     ("{% for i in range(100000) %}{{ event.state * 10 }}{% endfor %}", "the output is larger than"),
     ("{% for i in range(100000) %}literal text in a loop {% endfor %}", "the output is larger than"),
-    ("{% set s %}{% for i in range(100000) %}captured {% endfor %}{% endset %}{{ s|length }}", "the output is larger than"),
+    (
+        "{% set s %}{% for i in range(100000) %}captured {% endfor %}{% endset %}{{ s|length }}",
+        "the output is larger than"
+    ),
     (
         "{% macro grow(s, n) %}{{ grow(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ grow('a', 60) }}",
         "the result of '~' would exceed",
@@ -465,7 +469,10 @@ SIZE_BOMBS = [
     ("{{ '{:100000000}'.format(1) }}", "the result of format() would exceed"),
     ("{{ '{:{}}'.format(1, 100000000) }}", "the result of format() would exceed"),
     ("{{ '{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}'.format('x' * 10000) }}", "the result of format() would exceed"),
-    ("{{ '{a}{a}{a}{a}{a}{a}{a}{a}{a}{a}{a}'.format_map({'a': 'x' * 10000}) }}", "the result of format_map() would exceed"),
+    (
+        "{{ '{a}{a}{a}{a}{a}{a}{a}{a}{a}{a}{a}'.format_map({'a': 'x' * 10000}) }}",
+        "the result of format_map() would exceed"
+    ),
     ("{{ 'a'|center(100000000) }}", "the result of |center would exceed"),
     ("{{ 'a\nb'|indent(100000000) }}", "the result of |indent would exceed"),
     ("{{ ('a' * 10000)|replace('a', 'b' * 10000) }}", "the result of |replace would exceed"),
@@ -552,7 +559,7 @@ def test_renders_from_many_threads_do_not_interfere(templates: Templates) -> Non
             for n in range(200):
                 out = compiled.render({"event": {"job_id": worker, "n": n % 7}})
                 assert out == {"id": worker, "text": f"{worker}-" * (n % 7)}
-        except BaseException as exc:  # reported below, on the test's thread
+        except BaseException as exc:  # noqa: BLE001 - reported below, on the test's thread
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from .browser import VIEWPORT, screenshot
 from engine.store import Incoming, open_store
 
+from .browser import VIEWPORT, screenshot
 from .fakehover import CLIENT_ID, CLIENT_SECRET, FakeHover
 from .support import DaemonProcess, Hit, Sink, free_port, post
 
@@ -232,7 +232,7 @@ def test_without_a_session_posts_are_refused_and_the_api_still_wants_its_bearer(
     assert refused.value.code == 303 and refused.value.headers["Location"] == "/ui/login?next=%2Fui%2Fruns"
     assert refused.value.headers["Content-Security-Policy"].startswith("default-src 'none'")
     refused.value.close()
-    status, answer = post(world.url + "/api/events/x/replay", "{}")
+    status, _ = post(world.url + "/api/events/x/replay", "{}")
     assert status == 401
 
 

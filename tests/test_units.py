@@ -137,7 +137,11 @@ def test_types_report_the_parser_message() -> None:
 
 def test_json_schema_is_string_or_number_with_pattern() -> None:
     props = Limits.model_json_schema()["properties"]
-    assert props["timeout"]["anyOf"] == [{"type": "string", "pattern": DURATION_PATTERN}, {"type": "number", "minimum": 0}]
-    assert props["max_body"]["anyOf"] == [{"type": "string", "pattern": SIZE_PATTERN}, {"type": "integer", "minimum": 0}]
+    assert props["timeout"]["anyOf"] == [
+        {"type": "string", "pattern": DURATION_PATTERN}, {"type": "number", "minimum": 0}
+    ]
+    assert props["max_body"]["anyOf"] == [
+        {"type": "string", "pattern": SIZE_PATTERN}, {"type": "integer", "minimum": 0}
+    ]
     assert props["timeout"]["default"] == 30.0
     assert {"type": "null"} in props["grace"]["anyOf"]

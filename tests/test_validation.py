@@ -50,7 +50,10 @@ CASES: list[tuple[dict[str, Any], dict[Loc, str]]] = [
     ({"rules": 5}, {("rules",): "Input should be a valid string, or input should be a valid list"}),
     ({"rules": ["a", 5]}, {("rules", 1): "Input should be a valid string"}),
     ({"retry": {"atempts": 3}}, {("retry", "atempts"): "unknown key (did you mean 'attempts'?)"}),
-    ({"retry": {"attempts": "x"}}, {("retry", "attempts"): "Input should be a valid integer, unable to parse string as an integer"}),
+    (
+        {"retry": {"attempts": "x"}},
+        {("retry", "attempts"): "Input should be a valid integer, unable to parse string as an integer"}
+    ),
     # The Retry member got further than the bool one: only its error is told.
     ({"by_name": {"x": {"bakoff": 1}}}, {("by_name", "x", "bakoff"): "unknown key (did you mean 'backoff'?)"}),
     ({"by_name": {"x": "maybe"}}, {("by_name", "x"): "Input should be a valid dictionary or instance of Retry, "
@@ -104,7 +107,9 @@ def test_model_shape() -> None:
     assert shape.keys(("rules",)) is None
 
 
-@pytest.mark.parametrize(("name", "hint"), [("urll", " (did you mean 'url'?)"), ("zzz", ""), ("metod", " (did you mean 'method'?)")])
+@pytest.mark.parametrize(
+    ("name", "hint"), [("urll", " (did you mean 'url'?)"), ("zzz", ""), ("metod", " (did you mean 'method'?)")]
+)
 def test_did_you_mean(name: str, hint: str) -> None:
     assert did_you_mean(name, ["url", "method", "headers"]) == hint
 

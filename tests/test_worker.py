@@ -7,8 +7,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,8 @@ class Harness:
 
     def __init__(
         self, root: Path, rules: str, environ: dict[str, str] | None = None, *, clock: Callable[[], float] = time.time,
-        concurrency: int = 4, store: str = "sqlite:///store.db", config: str = "", wrap: Callable[[Store], Store] | None = None,
+        concurrency: int = 4, store: str = "sqlite:///store.db", config: str = "",
+        wrap: Callable[[Store], Store] | None = None,
     ) -> None:
         (root / "plugins").mkdir()
         (root / "plugins" / "wplug.py").write_text(PLUGIN)
@@ -77,13 +79,16 @@ class Harness:
         (root / "rules.yaml").write_text(rules)
         (root / "config.yaml").write_text(
             f"store: {json.dumps(store)}\nrules: [rules.yaml]\nplugins: {{crashy: 'wplug:Crashy'}}\n"
-            "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\nsources:\n  s: {token: abcd1234}\n" + config
+            "defaults: {retry: {attempts: 3, backoff: 20ms, max_backoff: 50ms}}\n"
+            "sources:\n  s: {token: abcd1234}\n" + config
         )
         self.root = root
         self.clock = clock
         self.current = Current(load(root / "config.yaml", environ or {}))
         self.store: Store = open_store(self.current().config.store_url(), clock=clock)
-        self.worker = Worker(wrap(self.store) if wrap else self.store, self.current, concurrency=concurrency, poll=0.02, clock=clock)
+        self.worker = Worker(
+            wrap(self.store) if wrap else self.store, self.current, concurrency=concurrency, poll=0.02, clock=clock
+        )
         self.worker.start()
         self.plugin: Any = sys.modules["wplug"]
 
@@ -108,7 +113,7 @@ class Harness:
         the round that matched the second began after the first was matched."""
         for _ in range(2):
             event_id = self.put("nothing-matches-this", {})
-            self.wait(lambda: (self.store.get_event(event_id) or {}).get("status") == "matched")
+            self.wait(lambda event_id=event_id: (self.store.get_event(event_id) or {}).get("status") == "matched")
 
     def wait(self, check: Callable[[], Any], timeout: float = 10.0) -> Any:
         deadline = time.time() + timeout
@@ -150,7 +155,9 @@ def steps(h: Harness, run_id: str) -> list[tuple[str, str, Any, Any]]:
     return [(s["id"], s["status"], s["output"], s["error"]) for s in h.store.steps_of_run(run_id)]
 
 
-def test_a_steps_time_limit_counts_from_its_start_not_its_wait_for_a_thread(harness: Callable[..., Harness], clock: Clock) -> None:
+def test_a_steps_time_limit_counts_from_its_start_not_its_wait_for_a_thread(
+    harness: Callable[..., Harness], clock: Clock
+) -> None:
     # Two steps claimed at once, one step thread: the second waits 0.9 s in the queue,
     # then runs 0.6 s, within its 1 s limit (1.5 s after it was claimed).
     h = harness("""
@@ -186,7 +193,9 @@ rules:
     run = h.finished_run(h.put("go", {}))
     assert run["status"] == "succeeded"
     found = steps(h, run["id"])
-    assert [(i, s) for i, s, _, _ in found] == [("a", "succeeded"), ("b", "skipped"), ("c", "failed"), ("d", "succeeded")]
+    assert [(i, s) for i, s, _, _ in found] == [
+        ("a", "succeeded"), ("b", "skipped"), ("c", "failed"), ("d", "succeeded")
+    ]
     assert found[2][3] == "no such customer"
     assert found[3][2]["mode"] == "ok-1" and found[3][2]["key"] == f"{run['id']}-3"
 
@@ -217,7 +226,10 @@ rules:
 
 
 def test_a_step_past_its_timeout_fails(harness: Callable[..., Harness], clock: Clock) -> None:
-    h = harness("rules:\n  - {name: r, event: go, actions: [{crashy: {mode: hold}, timeout: 200ms, retry: {attempts: 1}}]}\n", clock=clock)
+    h = harness(
+        "rules:\n  - {name: r, event: go, actions: [{crashy: {mode: hold}, timeout: 200ms, retry: {attempts: 1}}]}\n",
+        clock=clock
+    )
     event_id = h.put("go", {})
     h.started()
     clock.advance(0.2)
@@ -230,7 +242,10 @@ def test_a_step_past_its_timeout_fails(harness: Callable[..., Harness], clock: C
 
 
 def test_delay_between_steps(harness: Callable[..., Harness], clock: Clock) -> None:
-    h = harness("rules:\n  - {name: r, event: go, actions: [{crashy: {mode: ok}}, {crashy: {mode: ok}, delay: 500ms}]}\n", clock=clock)
+    h = harness(
+        "rules:\n  - {name: r, event: go, actions: [{crashy: {mode: ok}}, {crashy: {mode: ok}, delay: 500ms}]}\n",
+        clock=clock
+    )
     event_id = h.put("go", {})
     (run,) = h.wait(lambda: [r for r in h.store.runs_of_event(event_id) if steps(h, r["id"])[0][1] == "succeeded"])
     first, second = h.store.steps_of_run(run["id"])
@@ -245,7 +260,10 @@ def test_delay_between_steps(harness: Callable[..., Harness], clock: Clock) -> N
 
 
 def test_a_failed_step_waits_for_its_backoff(harness: Callable[..., Harness], clock: Clock) -> None:
-    h = harness("rules:\n  - {name: r, event: go, actions: [{retry: {attempts: 2, backoff: 30s}, crashy: {mode: crash}}]}\n", clock=clock)
+    h = harness(
+        "rules:\n  - {name: r, event: go, actions: [{retry: {attempts: 2, backoff: 30s}, crashy: {mode: crash}}]}\n",
+        clock=clock
+    )
     event_id = h.put("go", {})
     (run,) = h.wait(lambda: [r for r in h.store.runs_of_event(event_id) if steps(h, r["id"])[0][3]])
     (step,) = h.store.steps_of_run(run["id"])
@@ -282,10 +300,14 @@ rules:
 
 
 def test_a_run_in_flight_keeps_its_rule_version_after_a_reload(harness: Callable[[str], Harness]) -> None:
-    h = harness("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: old}}, {id: two, crashy: {mode: old}, delay: 400ms}]\n")
+    h = harness("rules:\n  - name: r\n    event: go\n"
+                "    actions: [{crashy: {mode: old}}, {id: two, crashy: {mode: old}, delay: 400ms}]\n")
     event_id = h.put("go", {})
-    h.wait(lambda: [s for r in h.store.runs_of_event(event_id) for s in h.store.steps_of_run(r["id"]) if s["status"] == "succeeded"])
-    (h.root / "rules.yaml").write_text("rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: new}}, {id: two, crashy: {mode: new}}]\n")
+    h.wait(lambda: [s for r in h.store.runs_of_event(event_id) for s in h.store.steps_of_run(r["id"])
+                    if s["status"] == "succeeded"])
+    (h.root / "rules.yaml").write_text(
+        "rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: new}}, {id: two, crashy: {mode: new}}]\n"
+    )
     h.current.swap(load(h.root / "config.yaml", {}))
     h.worker._rules_by_version.clear()
     run = h.finished_run(event_id)
@@ -363,7 +385,8 @@ def test_secrets_are_stored_masked_in_every_form_and_shown_masked(tmp_path: Path
 
     def hookwise(*args: str) -> str:
         return subprocess.run(
-            [sys.executable, "-m", "engine", *args, "-c", str(tmp_path / "config.yaml")], capture_output=True, text=True,
+            [sys.executable, "-m", "engine", *args, "-c", str(tmp_path / "config.yaml")], capture_output=True,
+            text=True,
             timeout=60, env={**os.environ, **env, "PYTHONPATH": str(tmp_path / "plugins")}, cwd=tmp_path, check=True,
         ).stdout
 
@@ -372,7 +395,9 @@ def test_secrets_are_stored_masked_in_every_form_and_shown_masked(tmp_path: Path
         api = [operations.event_detail(h.current(), store, e) for e in (run["event_id"], sent)]
     finally:
         store.close()
-    values = api + [json.loads(hookwise(*args, "--json")) for args in (("runs", "show", run["id"]), ("events", "show", sent))]
+    values = api + [
+        json.loads(hookwise(*args, "--json")) for args in (("runs", "show", run["id"]), ("events", "show", sent))
+    ]
     shown = [strings(v) for v in values] + [hookwise("runs", "show", run["id"]), hookwise("events", "show", sent)]
     assert "note" in shown[1] and [f for f in secret_forms for text in shown if f in text] == []
 
@@ -415,7 +440,8 @@ rules:
         event_id = h.put("go", {})
         echo, odd, fine = (h.finished_run(event_id, rule) for rule in ("echo", "odd", "fine"))
         assert echo["status"] == odd["status"] == "dead" and fine["status"] == "succeeded"
-        assert echo["error"].startswith("the step's result cannot be stored: ") and "surrogates not allowed" in echo["error"]
+        assert echo["error"].startswith("the step's result cannot be stored: ")
+        assert "surrogates not allowed" in echo["error"]
         assert [(s["status"], s["attempt"]) for s in h.store.steps_of_run(echo["id"])] == [("dead", 2)]
         assert len(sink.hits) == 2  # once per attempt
         assert [c for c in h.plugin.CALLS if c[2] == "surrogate"] == [(f"{odd['id']}-0", 1, "surrogate")]
@@ -447,7 +473,9 @@ def test_results_the_store_cannot_take_now_are_recorded_later(harness: Callable[
     assert [c[1] for c in h.plugin.CALLS] == [1]  # run once: kept, not left to run again when its claim ran out
 
 
-def test_actions_live_with_their_config_and_are_closed_when_it_is_retired_and_idle(harness: Callable[..., Harness]) -> None:
+def test_actions_live_with_their_config_and_are_closed_when_it_is_retired_and_idle(
+    harness: Callable[..., Harness]
+) -> None:
     h = harness(
         "rules:\n  - {name: r, event: go, actions: [{crashy: {mode: hold}}]}\n"
         "  - {name: q, event: quick, actions: [{crashy: {mode: ok}}]}\n"

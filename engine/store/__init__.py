@@ -9,8 +9,9 @@ driver's errors into :class:`~engine.errors.StoreError` at this boundary.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from ..errors import StoreError
 from ..events import Event
@@ -141,7 +142,9 @@ class Store(Protocol):
         their first step due; up to ``claim`` first steps due now are claimed at once (for
         ``lease`` seconds) and returned, saving a claim's round trip."""
 
-    def match_events(self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0) -> tuple[int, list[StepTask]]:
+    def match_events(
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+    ) -> tuple[int, list[StepTask]]:
         """:meth:`claim_events` (for ``event_lease`` seconds), ``match`` them and
         :meth:`record_matches` (``claim`` and ``lease`` as there), in one transaction where
         the store can. Returns how many events were matched and the first steps claimed. An
@@ -169,7 +172,9 @@ class Store(Protocol):
 
     # --- work queues ---
 
-    def requeue(self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str) -> QueueItem:
+    def requeue(
+        self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str
+    ) -> QueueItem:
         """Put an item in ``queue``, or update the open one with the same ``key`` (its
         attempts rise). Past ``max_attempts`` the item is dead and a ``queue.exhausted``
         event is stored in the same transaction. A repeat of the same ``request_id``
@@ -259,7 +264,9 @@ class Store(Protocol):
 
     def get_run(self, run_id: str) -> dict[str, Any] | None: ...
 
-    def list_runs(self, status: str | None = None, limit: int = 50, rule: str | None = None) -> list[dict[str, Any]]: ...
+    def list_runs(
+        self, status: str | None = None, limit: int = 50, rule: str | None = None
+    ) -> list[dict[str, Any]]: ...
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]: ...
 

@@ -41,7 +41,8 @@ from ..runs import RunStatus, StepResult, StepStatus, StepTask
 from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored, Unrecorded
 from . import rows as shapes  # shared with the SQLite store: the same values from both
 from .queries import load_queries
-from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
+from .rows import dumps as _dumps  # short names: they are everywhere here
+from .rows import loads as _loads
 
 Q = load_queries("postgres")
 
@@ -243,21 +244,26 @@ class PostgresStore:
         with self._transaction() as db:
             keyed = [n for n, item in enumerate(items) if item.delivery_id is not None]
             took = _each(db, "put_delivery", [_delivery_row(items[n]) for n in keyed])
-            dups = {n for n, rows in zip(keyed, took) if not rows}
+            dups = {n for n, rows in zip(keyed, took, strict=True) if not rows}
             new = [n for n in range(len(items)) if n not in dups]
-            inserted = {n for n, rows in zip(new, _each(db, "put_event", [_event_row(items[n]) for n in new])) if rows}
+            put = _each(db, "put_event", [_event_row(items[n]) for n in new])
+            inserted = {n for n, rows in zip(new, put, strict=True) if rows}
             held = sorted(dups)
-            holders = {n: rows[0][0] for n, rows in zip(held, _each(db, "find_delivery", [_delivery_row(items[n]) for n in held]))}
+            found = _each(db, "find_delivery", [_delivery_row(items[n]) for n in held])
+            holders = {n: rows[0][0] for n, rows in zip(held, found, strict=True)}
             if inserted:
                 db.execute(Q["notify_events"])
-        return [Stored(holders[n], True) if n in holders else Stored(item.id, n not in inserted) for n, item in enumerate(items)]
+        return [Stored(holders[n], True) if n in holders else Stored(item.id, n not in inserted)
+                for n, item in enumerate(items)]
 
     def _put_event(self, db: Connection, item: Incoming) -> Stored:
         """One event and its delivery id, in the caller's transaction: a failure later in
         it rolls the delivery id back with the event, so a refused request never burns it."""
         if item.delivery_id is not None:
             key = {"source": item.source, "delivery_id": item.delivery_id}
-            taken = db.execute(Q["put_delivery"], {**key, "event_id": item.id, "expires_at": item.received_at + item.dedupe_window})
+            taken = db.execute(
+                Q["put_delivery"], {**key, "event_id": item.id, "expires_at": item.received_at + item.dedupe_window}
+            )
             if taken.fetchone() is None:
                 (event_id,) = _one(db.execute(Q["find_delivery"], key).fetchone())
                 return Stored(event_id, duplicate=True)
@@ -288,7 +294,9 @@ class PostgresStore:
                 db.execute(Q["event_matched"], {"explain": _dumps(match.explain), "id": match.event_id})
         return claimed
 
-    def match_events(self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0) -> tuple[int, list[StepTask]]:
+    def match_events(
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+    ) -> tuple[int, list[StepTask]]:
         """Two transactions: matching runs between them, holding no row lock; the claim's
         lease keeps the events from other workers meanwhile."""
         events = self.claim_events(limit, event_lease)
@@ -298,7 +306,10 @@ class PostgresStore:
 
     def _put_run(self, db: Connection, event_id: str, run: NewRun) -> bool:
         """Whether the run was created (False: the (event, rule) pair has its run)."""
-        db.execute(Q["put_rule_version"], {"version": run.version, "name": run.rule, "file": run.rule_file, "text": run.rule_text})
+        db.execute(
+            Q["put_rule_version"],
+            {"version": run.version, "name": run.rule, "file": run.rule_file, "text": run.rule_text}
+        )
         params = {"id": run.id, "event_id": event_id, "rule": run.rule, "version": run.version}
         return bool(db.execute(Q["put_run"], params).rowcount)
 
@@ -341,7 +352,9 @@ class PostgresStore:
 
     # --- work queues --------------------------------------------------------------------
 
-    def requeue(self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str) -> QueueItem:
+    def requeue(
+        self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str
+    ) -> QueueItem:
         with self._transaction() as db:
             for _ in range(REQUEUE_TRIES):
                 row = db.execute(Q["open_queue_item"], {"queue": queue, "key": key}).fetchone()
@@ -361,10 +374,13 @@ class PostgresStore:
             if last_request == request_id:  # the same step again (a retry after a crash)
                 return _get_queue_item(db, item_id)
             db.execute(Q["requeue_item"], {
-                "data": _dumps(data), "max_attempts": max_attempts, "delay": float(delay), "request_id": request_id, "id": item_id,
+                "data": _dumps(data), "max_attempts": max_attempts, "delay": float(delay), "request_id": request_id,
+                "id": item_id,
             })
             if attempts + 1 > max_attempts:
-                return self._exhaust(db, item_id, f"requeued {attempts + 1} times, more than max_attempts {max_attempts}")
+                return self._exhaust(
+                    db, item_id, f"requeued {attempts + 1} times, more than max_attempts {max_attempts}"
+                )
             return _get_queue_item(db, item_id)
 
     def _exhaust(self, db: Connection, item_id: str, error: str) -> QueueItem:
@@ -390,7 +406,8 @@ class PostgresStore:
 
     def fail_queue_item(self, item_id: str, retry_in: float, error: str | None) -> QueueItem | None:
         with self._transaction() as db:
-            row = db.execute(Q["queue_item_retry"], {"retry_in": float(retry_in), "error": error, "id": item_id}).fetchone()
+            retry = {"retry_in": float(retry_in), "error": error, "id": item_id}
+            row = db.execute(Q["queue_item_retry"], retry).fetchone()
             if row is None:
                 return None
             item = shapes.queue_item(row)
@@ -403,7 +420,8 @@ class PostgresStore:
         return shapes.queue_item(rows[0]) if rows else None
 
     def list_queue_items(self, queue: str, status: str | None = None, limit: int = 100) -> list[QueueItem]:
-        return [shapes.queue_item(r) for r in self._query("list_queue_items", {"queue": queue, "status": status, "limit": limit})]
+        rows = self._query("list_queue_items", {"queue": queue, "status": status, "limit": limit})
+        return [shapes.queue_item(r) for r in rows]
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -426,7 +444,9 @@ class PostgresStore:
         })
 
     def lock_hover_account(self, holder: str, ttl: float, account: str = "default") -> bool:
-        return bool(self._query("lock_hover_account", {"account": account, "holder": holder, "ttl": float(ttl)}, doing="write"))
+        return bool(
+            self._query("lock_hover_account", {"account": account, "holder": holder, "ttl": float(ttl)}, doing="write")
+        )
 
     def unlock_hover_account(self, holder: str, account: str = "default") -> None:
         self._count("unlock_hover_account", {"account": account, "holder": holder})
@@ -436,12 +456,13 @@ class PostgresStore:
         verified_at: float | None = None, last_error: str | None = None, verify_method: str | None = None,
     ) -> None:
         self._count("save_hover_webhook", {
-            "webhook_id": webhook_id, "source": source, "url": url, "verified_at": verified_at, "last_error": last_error,
+            "webhook_id": webhook_id, "source": source, "url": url, "verified_at": verified_at,
+            "last_error": last_error,
             "verify_method": verify_method,
         })
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
-        return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._query("list_hover_webhooks")]
+        return [dict(zip(shapes.HOVER_WEBHOOK, row, strict=True)) for row in self._query("list_hover_webhooks")]
 
     def begin_hover_login(self, state: str, ttl: float, account: str = "default") -> None:
         self._count("begin_hover_login", {"state": state, "account": account, "ttl": float(ttl)})
@@ -455,7 +476,7 @@ class PostgresStore:
 
     def hover_login(self, state: str) -> dict[str, Any] | None:
         rows = self._query("get_hover_login", {"state": state})
-        return dict(zip(shapes.HOVER_LOGIN, rows[0])) if rows else None
+        return dict(zip(shapes.HOVER_LOGIN, rows[0], strict=True)) if rows else None
 
     def wake_steps(self, action: str, error_prefix: str) -> int:
         return self._count("wake_steps", {"action": action, "prefix": error_prefix})
@@ -472,8 +493,11 @@ class PostgresStore:
         self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
         since: float | None = None, until: float | None = None, cursor: int | None = None,
     ) -> list[dict[str, Any]]:
-        params = {"limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until, "cursor": cursor}
-        return [dict(zip(shapes.EVENT_SUMMARY, row)) for row in self._query("list_events", params)]
+        params = {
+            "limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until,
+            "cursor": cursor
+        }
+        return [dict(zip(shapes.EVENT_SUMMARY, row, strict=True)) for row in self._query("list_events", params)]
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
         new = new_id()
@@ -489,7 +513,10 @@ class PostgresStore:
             row = db.execute(Q["dead_step"], {"run_id": run_id}).fetchone()
             if row is None or not db.execute(Q["revive_run"], {"id": run_id}).rowcount:
                 return None
-            db.execute(Q["retry_dead_step"], {"overrides": _dumps(overrides) if overrides else None, "run_id": run_id, "idx": row[0]})
+            db.execute(
+                Q["retry_dead_step"],
+                {"overrides": _dumps(overrides) if overrides else None, "run_id": run_id, "idx": row[0]}
+            )
             _update_run(db, run_id, RunStatus.ACTIVE, row[0], None)
         return self.get_run(run_id)
 
@@ -531,7 +558,9 @@ class PostgresStore:
         return {status: count for status, count in self._query("run_status_counts")}
 
     def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
-        return [dict(zip(shapes.RETRYING_STEP, row)) for row in self._query("retrying_steps", {"limit": limit})]
+        return [
+            dict(zip(shapes.RETRYING_STEP, row, strict=True)) for row in self._query("retrying_steps", {"limit": limit})
+        ]
 
 
 # --- statements inside a caller's transaction ---------------------------------------------
@@ -540,7 +569,9 @@ class PostgresStore:
 def _put_steps(db: Connection, run: NewRun, lease: float | None) -> None:
     """The run's steps: the first ready (or, with ``lease``, running: claimed by the
     caller), the others waiting."""
-    rows = [{"run_id": run.id, "idx": index, "step_id": step_id, "action": action} for index, step_id, action in run.steps]
+    rows = [
+        {"run_id": run.id, "idx": index, "step_id": step_id, "action": action} for index, step_id, action in run.steps
+    ]
     for row in rows:
         if row["idx"] == 0 and lease is not None:
             db.execute(Q["put_claimed_step"], {**row, "lease": float(lease)})
@@ -559,7 +590,10 @@ def _record_step(db: Connection, r: StepResult) -> None:
         db.execute(Q["defer_step"], {"run_id": t.run_id, "idx": t.index, "attempt": t.attempt,
                                      "retry_in": float(r.retry_in or 0.0)})
         return
-    key = {"run_id": t.run_id, "idx": t.index, "attempt": t.attempt, "params": _dumps(r.params), "finished_at": r.finished_at}
+    key = {
+        "run_id": t.run_id, "idx": t.index, "attempt": t.attempt, "params": _dumps(r.params),
+        "finished_at": r.finished_at
+    }
     if r.outcome in ("succeeded", "skipped"):
         if _finish_step(db, key, r.outcome, _dumps(r.output), None):
             _advance(db, r)
@@ -589,7 +623,8 @@ def _finish_step(db: Connection, key: dict[str, Any], status: str, output: str |
 
 def _advance(db: Connection, r: StepResult) -> None:
     t = r.task
-    if not r.last_step and db.execute(Q["start_next_step"], {"delay": float(r.next_delay), "run_id": t.run_id, "idx": t.index + 1}).rowcount:
+    following = {"delay": float(r.next_delay), "run_id": t.run_id, "idx": t.index + 1}
+    if not r.last_step and db.execute(Q["start_next_step"], following).rowcount:
         _update_run(db, t.run_id, RunStatus.ACTIVE, t.index + 1, None)
     else:
         _update_run(db, t.run_id, RunStatus.SUCCEEDED, t.index, None)
@@ -626,7 +661,10 @@ def _each(db: Connection, name: str, params: list[dict[str, Any]]) -> list[list[
 
 
 def _delivery_row(item: Incoming) -> dict[str, Any]:
-    return {"source": item.source, "delivery_id": item.delivery_id, "event_id": item.id, "expires_at": item.received_at + item.dedupe_window}
+    return {
+        "source": item.source, "delivery_id": item.delivery_id, "event_id": item.id,
+        "expires_at": item.received_at + item.dedupe_window
+    }
 
 
 def _event_row(item: Incoming) -> dict[str, Any]:
@@ -641,7 +679,7 @@ def _event_row(item: Incoming) -> dict[str, Any]:
 def _task(row: Row) -> StepTask:
     run_id, index, step_id, action, attempt, overrides, rule, version = row[:8]
     output_ids, output_values = row[19], row[20]
-    outputs = {sid: _loads(out) for sid, out in zip(output_ids, output_values)} if index else {}
+    outputs = {sid: _loads(out) for sid, out in zip(output_ids, output_values, strict=True)} if index else {}
     return StepTask(
         run_id=run_id, index=index, step_id=step_id, action=action, attempt=attempt, rule=rule,
         rule_version=version, event=shapes.event(row[8:19]), outputs=outputs, overrides=_loads(overrides) or {},

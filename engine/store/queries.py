@@ -8,17 +8,17 @@ no block (the SQLite store's ``{rows}``) is left for the store to fill in.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 
 _HEADER = re.compile(r"^-- name: ([a-z0-9_]+)\s*$", re.MULTILINE)
 _FRAGMENT = re.compile(r"\{([a-z0-9_]+)\}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_queries(backend: str) -> dict[str, str]:
     """The queries of ``backend`` by name."""
     text = files("engine.store").joinpath("sql", f"{backend}.sql").read_text(encoding="utf-8")
     parts = _HEADER.split(text)
-    blocks = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}
+    blocks = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
     return {name: _FRAGMENT.sub(lambda m: blocks.get(m.group(1), m.group(0)), body) for name, body in blocks.items()}

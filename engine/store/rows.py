@@ -4,8 +4,9 @@ values and back, and the tuples of the named queries to Event, QueueItem and dic
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from ..bodies import readable
 from ..events import Event
@@ -13,7 +14,10 @@ from . import QueueItem
 
 EVENT_SUMMARY = ("seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of", "runs")
 RUN = ("id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at")
-STEP = ("run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at", "finished_at")
+STEP = (
+    "run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at",
+    "finished_at"
+)
 HOVER_WEBHOOK = ("webhook_id", "source", "url", "verified_at", "last_error", "updated_at", "verify_method")
 HOVER_LOGIN = ("status", "error", "expired")
 RETRYING_STEP = ("run_id", "rule", "event_id", "index", "id", "action", "attempt", "error", "due_at", "finished_at")
@@ -33,7 +37,7 @@ def event(row: Sequence[Any]) -> Event:
     event_id, source, type_, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules = row
     return Event(
         source=source, type=type_, body=json.loads(body), headers=json.loads(headers), query=json.loads(query),
-        id=event_id, received_at=datetime.fromtimestamp(received_at, timezone.utc), delivery_id=delivery_id, depth=depth,
+        id=event_id, received_at=datetime.fromtimestamp(received_at, UTC), delivery_id=delivery_id, depth=depth,
         replay_of=replay_of, only_rules=tuple(json.loads(only_rules)) if only_rules else None,
     )
 
@@ -51,13 +55,13 @@ def event_detail(r: Sequence[Any]) -> dict[str, Any]:
 
 
 def run(row: Sequence[Any]) -> dict[str, Any]:
-    return dict(zip(RUN, row))
+    return dict(zip(RUN, row, strict=True))
 
 
 def steps(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     out = []
     for row in rows:
-        step = dict(zip(STEP, row))
+        step = dict(zip(STEP, row, strict=True))
         step["params"], step["output"] = loads(step["params"]), loads(step["output"])
         out.append(step)
     return out
@@ -65,4 +69,6 @@ def steps(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
 
 def queue_item(row: Sequence[Any]) -> QueueItem:
     item_id, queue, key, status, data, attempts, max_attempts, available_at, error, created, updated = row
-    return QueueItem(item_id, queue, key, status, loads(data), attempts, max_attempts, available_at, error, created, updated)
+    return QueueItem(
+        item_id, queue, key, status, loads(data), attempts, max_attempts, available_at, error, created, updated
+    )

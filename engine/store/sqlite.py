@@ -17,9 +17,10 @@ import functools
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from ..errors import StoreError, Unstorable
 from ..events import Event
@@ -28,7 +29,8 @@ from ..runs import RunStatus, StepResult, StepStatus, StepTask
 from . import HoverTokens, Incoming, Matched, Matcher, QueueItem, Stored, Unrecorded
 from . import rows as shapes
 from .queries import load_queries
-from .rows import dumps as _dumps, loads as _loads  # short names: they are everywhere here
+from .rows import dumps as _dumps  # short names: they are everywhere here
+from .rows import loads as _loads
 
 Q = load_queries("sqlite")
 
@@ -90,7 +92,9 @@ class SQLiteStore:
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+                )
                 try:
                     # Statement and savepoint journals in memory: a batch of events
                     # would otherwise spill them to a temporary file, made and deleted
@@ -203,7 +207,10 @@ class SQLiteStore:
 
     def _put_event(self, db: sqlite3.Connection, item: Incoming, now: float) -> Stored:
         if item.delivery_id is not None:
-            taken = _insert_rows(db, "put_deliveries", [(item.source, item.delivery_id, item.id, item.received_at + item.dedupe_window)], now)
+            taken = _insert_rows(
+                db, "put_deliveries", [(item.source, item.delivery_id, item.id, item.received_at + item.dedupe_window)],
+                now
+            )
             if not taken:
                 (event_id,) = db.execute(Q["find_delivery"], (item.source, item.delivery_id)).fetchone()
                 return Stored(event_id, duplicate=True)
@@ -230,7 +237,9 @@ class SQLiteStore:
         self._versions |= versions  # committed: rule versions are never deleted
         return claimed
 
-    def match_events(self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0) -> tuple[int, list[StepTask]]:
+    def match_events(
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+    ) -> tuple[int, list[StepTask]]:
         """One transaction, holding the write lock while ``match`` runs (a millisecond for
         a batch): no other writer can take the events meanwhile, so they need no lease
         (``event_lease`` is unused), and each event row is written once (matched) rather
@@ -249,7 +258,8 @@ class SQLiteStore:
         return len(rows), claimed
 
     def _record_matches(
-        self, db: sqlite3.Connection, matches: Sequence[Matched], now: float, claim: int, lease: float, versions: set[str],
+        self, db: sqlite3.Connection, matches: Sequence[Matched], now: float, claim: int, lease: float,
+        versions: set[str],
     ) -> list[StepTask]:
         claimed: list[StepTask] = []
         for match in matches:
@@ -279,7 +289,9 @@ class SQLiteStore:
             if index == 0 and lease is not None:
                 db.execute(Q["put_claimed_step"], (run.id, index, step_id, action, now + lease, now))
             elif index == 0:
-                db.execute(Q["put_step"], (run.id, index, step_id, action, StepStatus.READY.value, now + run.first_delay))
+                db.execute(
+                    Q["put_step"], (run.id, index, step_id, action, StepStatus.READY.value, now + run.first_delay)
+                )
             else:
                 db.execute(Q["put_step"], (run.id, index, step_id, action, StepStatus.WAITING.value, None))
 
@@ -341,7 +353,8 @@ class SQLiteStore:
         elif r.retry_in is not None:
             db.execute(Q["retry_step"], (now + r.retry_in, params, r.error, r.finished_at, *key))
         elif r.continue_on_error:
-            if db.execute(Q["finish_step"], (StepStatus.FAILED.value, None, params, r.error, r.finished_at, *key)).rowcount:
+            failed = (StepStatus.FAILED.value, None, params, r.error, r.finished_at, *key)
+            if db.execute(Q["finish_step"], failed).rowcount:
                 self._advance(db, r, now)
         elif db.execute(Q["finish_step"], (StepStatus.DEAD.value, None, params, r.error, r.finished_at, *key)).rowcount:
             db.execute(Q["update_run"], (RunStatus.DEAD.value, t.index, r.error, now, t.run_id))
@@ -368,20 +381,27 @@ class SQLiteStore:
 
     # --- work queues ----------------------------------------------------------------------
 
-    def requeue(self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str) -> QueueItem:
+    def requeue(
+        self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str
+    ) -> QueueItem:
         now = self.clock()
         with self._write() as db:
             row = db.execute(Q["open_queue_item"], (queue, key)).fetchone()
             if row is None:
                 item_id = new_id()
-                db.execute(Q["insert_queue_item"], (item_id, queue, key, _dumps(data), max_attempts, now + delay, request_id, now, now))
+                db.execute(
+                    Q["insert_queue_item"],
+                    (item_id, queue, key, _dumps(data), max_attempts, now + delay, request_id, now, now)
+                )
                 return self._queue_item(db, item_id)
-            item_id, status, attempts, _, last_request = row
+            item_id, _, attempts, _, last_request = row
             if last_request == request_id:  # the same step again (a retry after a crash)
                 return self._queue_item(db, item_id)
             db.execute(Q["requeue_item"], (_dumps(data), max_attempts, now + delay, request_id, now, item_id))
             if attempts + 1 > max_attempts:
-                return self._exhaust(db, item_id, f"requeued {attempts + 1} times, more than max_attempts {max_attempts}", now)
+                return self._exhaust(
+                    db, item_id, f"requeued {attempts + 1} times, more than max_attempts {max_attempts}", now
+                )
             return self._queue_item(db, item_id)
 
     def _exhaust(self, db: sqlite3.Connection, item_id: str, error: str, now: float) -> QueueItem:
@@ -424,7 +444,8 @@ class SQLiteStore:
         return shapes.queue_item(rows[0]) if rows else None
 
     def list_queue_items(self, queue: str, status: str | None = None, limit: int = 100) -> list[QueueItem]:
-        return [shapes.queue_item(r) for r in self._read(Q["list_queue_items"], {"queue": queue, "status": status, "limit": limit})]
+        rows = self._read(Q["list_queue_items"], {"queue": queue, "status": status, "limit": limit})
+        return [shapes.queue_item(r) for r in rows]
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -442,7 +463,10 @@ class SQLiteStore:
 
     def save_hover_tokens(self, tokens: HoverTokens, account: str = "default") -> None:
         with self._write() as db:
-            db.execute(Q["save_hover_tokens"], (account, tokens.access_token, tokens.refresh_token, tokens.expires_at, self.clock()))
+            db.execute(
+                Q["save_hover_tokens"],
+                (account, tokens.access_token, tokens.refresh_token, tokens.expires_at, self.clock())
+            )
 
     def lock_hover_account(self, holder: str, ttl: float, account: str = "default") -> bool:
         now = self.clock()
@@ -464,7 +488,7 @@ class SQLiteStore:
             ))
 
     def hover_webhooks(self) -> list[dict[str, Any]]:
-        return [dict(zip(shapes.HOVER_WEBHOOK, row)) for row in self._read(Q["list_hover_webhooks"])]
+        return [dict(zip(shapes.HOVER_WEBHOOK, row, strict=True)) for row in self._read(Q["list_hover_webhooks"])]
 
     def begin_hover_login(self, state: str, ttl: float, account: str = "default") -> None:
         now = self.clock()
@@ -484,7 +508,7 @@ class SQLiteStore:
 
     def hover_login(self, state: str) -> dict[str, Any] | None:
         rows = self._read(Q["get_hover_login"], {"state": state, "now": self.clock()})
-        return dict(zip(shapes.HOVER_LOGIN, (rows[0][0], rows[0][1], bool(rows[0][2])))) if rows else None
+        return dict(zip(shapes.HOVER_LOGIN, (rows[0][0], rows[0][1], bool(rows[0][2])), strict=True)) if rows else None
 
     def wake_steps(self, action: str, error_prefix: str) -> int:
         with self._write() as db:
@@ -503,8 +527,11 @@ class SQLiteStore:
         self, limit: int = 50, *, source: str | None = None, type: str | None = None, status: str | None = None,
         since: float | None = None, until: float | None = None, cursor: int | None = None,
     ) -> list[dict[str, Any]]:
-        params = {"limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until, "cursor": cursor}
-        return [dict(zip(shapes.EVENT_SUMMARY, row)) for row in self._read(Q["list_events"], params)]
+        params = {
+            "limit": limit, "source": source, "type": type, "status": status, "since": since, "until": until,
+            "cursor": cursor
+        }
+        return [dict(zip(shapes.EVENT_SUMMARY, row, strict=True)) for row in self._read(Q["list_events"], params)]
 
     def replay_event(self, event_id: str, rules: Sequence[str] | None = None) -> str | None:
         new = new_id()
@@ -564,7 +591,7 @@ class SQLiteStore:
         return {status: count for status, count in self._read(Q["run_status_counts"])}
 
     def retrying_steps(self, limit: int = 10) -> list[dict[str, Any]]:
-        return [dict(zip(shapes.RETRYING_STEP, row)) for row in self._read(Q["retrying_steps"], (limit,))]
+        return [dict(zip(shapes.RETRYING_STEP, row, strict=True)) for row in self._read(Q["retrying_steps"], (limit,))]
 
 
 #: Rows one multi-row INSERT takes at most; a batch is cut into chunks of powers of two,
@@ -581,7 +608,8 @@ def _insert_rows(db: sqlite3.Connection, name: str, rows: list[tuple[Any, ...]],
     while at < len(rows):
         size = min(_CHUNK, 1 << (len(rows) - at).bit_length() - 1)
         chunk = rows[at : at + size]
-        changed += db.execute(_multi_row(name, size, len(chunk[0])), [v for row in chunk for v in row] + list(tail)).rowcount
+        values = [v for row in chunk for v in row] + list(tail)
+        changed += db.execute(_multi_row(name, size, len(chunk[0])), values).rowcount
         at += size
     return changed
 

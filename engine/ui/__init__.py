@@ -11,7 +11,7 @@ hookwise. A Hover login started from the UI comes back to ``/hover/callback``
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from starlette.routing import BaseRoute
 

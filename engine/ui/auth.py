@@ -20,8 +20,8 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 #: The session cookie's name.
 COOKIE = "hookwise_ui"

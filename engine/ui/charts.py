@@ -4,9 +4,10 @@ stylesheet's ``series-N`` classes, so they follow the light or dark theme)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from markupsafe import Markup, escape
 

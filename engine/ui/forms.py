@@ -10,8 +10,9 @@ could not name them. Only the fields a person changed become edits, so a masked 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from ..errors import UsageError

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
@@ -369,7 +370,9 @@ class Ui:
         remote_error = None
         if page.query("remote") and account["connected"]:
             try:
-                rows = await run_in_threadpool(self._hover_call, page.loaded, lambda c: c.list_webhooks(timeout=HOVER_TIMEOUT))
+                rows = await run_in_threadpool(
+                    self._hover_call, page.loaded, lambda c: c.list_webhooks(timeout=HOVER_TIMEOUT)
+                )
                 account["webhooks"] = page.loaded.masker.mask_value(rows)
             except (Fail, Retry) as exc:
                 remote_error = page.loaded.masker.mask(str(exc))
