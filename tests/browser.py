@@ -52,6 +52,21 @@ def browser() -> Iterator[Any]:
 
 
 def screenshot(page: Any, name: str) -> None:
-    """Keep a picture of the page as the viewport shows it (``tests/screenshots/NAME.png``)."""
+    """Keep a picture of the page as the viewport shows it (``tests/screenshots/NAME.png``).
+
+    A page of a second browser context can be in the background when its picture is asked
+    for, and Chromium then answers "Unable to capture screenshot" now and then on a busy
+    machine: the page is brought to the front and asked again (the pictures are documents,
+    not what a test asserts)."""
+    from playwright.sync_api import Error
+
     SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    for attempt in range(3):
+        page.bring_to_front()
+        try:
+            page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+            return
+        except Error as exc:
+            if "Unable to capture screenshot" not in str(exc) or attempt == 2:
+                raise
+            page.wait_for_timeout(200)

@@ -569,6 +569,8 @@ def test_the_overview_shows_activity_runs_queues_sources_and_errors(page: Any, w
         world.send({"type": "order.created", "id": "o-700", "total": 1200, "customer": {"tier": "vip"}, "note": "-"})
     )
     world.wait(lambda: world.api("/api/queues").get("queues", {}).get("review"))
+    dies = world.send({"type": "order.created", "id": "o-701", "total": 300, "customer": {"tier": "regular"}})
+    world.wait(lambda: any(r["status"] == "dead" for r in world.matched(dies)["runs"]))  # its own dead run
     page.goto(world.url + "/ui")
     assert page.locator("svg.chart rect").count() >= 57
     assert "shop" in page.inner_text(".legend") and "hover" in page.inner_text(".legend")
