@@ -46,7 +46,7 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'none'",
 }
 
-_AGAIN = "Start again with `hookwise hover login`."
+_AGAIN = "Start again with `hookwise hover login`, or with Connect on the Hover page of /ui."
 
 
 @dataclass(frozen=True)

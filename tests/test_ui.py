@@ -427,6 +427,8 @@ def test_the_playground_works_without_javascript(browser: Any, world: World) -> 
 def test_connect_the_hover_account_and_register_a_webhook(page: Any, world: World) -> None:
     page.click("nav >> text=Hover")
     assert "not connected" in page.inner_text("main")
+    # Only the page's own form starts a login (a POST with its CSRF token), never a link from elsewhere.
+    assert page.request.get(world.url + "/ui/hover/connect", max_redirects=0).status == 405
     page.click("text=Connect to Hover")  # Hover's authorize page sends the browser to /hover/callback
     assert page.url.startswith(world.url + "/hover/callback?")
     assert page.inner_text("h1") == "Hover account connected"

@@ -30,11 +30,19 @@ SESSION_TTL = 8 * 3600.0
 
 #: Headers of every UI response: no script but ours, no inline script or style, no framing,
 #: no sniffing, no referrer to other origins.
-HEADERS = {
-    "Content-Security-Policy": (
+def content_policy(*form_targets: str) -> str:
+    """The Content-Security-Policy of UI pages; ``form_targets`` are origins besides our own
+    that a form of the page may lead to (Chromium applies ``form-action`` to the redirects
+    after a submission too: the Hover page's Connect form ends at Hover's authorize page)."""
+    forms = " ".join(("'self'", *form_targets))
+    return (
         "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
+        f"form-action {forms}; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
+HEADERS = {
+    "Content-Security-Policy": content_policy(),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
@@ -25,7 +26,7 @@ from ..loader import Loaded
 from ..store import QUEUE_STATUSES, QueueItem, Store
 from ..units import parse_duration
 from . import charts, forms
-from .auth import Sessions
+from .auth import Sessions, content_policy
 from .site import Page, Refused, Site, path, redirect
 
 #: A claimed queue item's lease unless the form says otherwise.
@@ -68,7 +69,7 @@ class Ui:
             page("/ui/queues/{name}/items/{item}/done", post=self.done),
             page("/ui/queues/{name}/items/{item}/fail", post=self.fail),
             page("/ui/hover", self.hover),
-            page("/ui/hover/connect", self.connect),
+            page("/ui/hover/connect", post=self.connect),  # a POST with its CSRF token: only this page starts a login
             page("/ui/hover/register", post=self.register),
             Route("/ui/static/{name}", self.site.static_file, methods=["GET", "HEAD"]),
             page("/ui/{rest:path}", self.not_found, self.not_found),
@@ -377,7 +378,7 @@ class Ui:
             except (Fail, Retry) as exc:
                 remote_error = page.loaded.masker.mask(str(exc))
         sources = [n for n, s in sorted(page.loaded.config.settings.sources.items()) if s.preset == "hover"]
-        return self.site.render(
+        response = self.site.render(
             page,
             "hover.html",
             status,
@@ -390,6 +391,9 @@ class Ui:
             url=url,
             registered=registered,
         )
+        hover = urlsplit(page.loaded.config.settings.hover.base_url)
+        response.headers["Content-Security-Policy"] = content_policy(f"{hover.scheme}://{hover.netloc}")
+        return response
 
     async def connect(self, page: Page) -> Response:
         account = await run_in_threadpool(ops.hover_account, page.loaded, self.store)
