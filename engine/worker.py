@@ -83,7 +83,7 @@ class Worker:
     """
 
     def __init__(
-        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 128, poll: float = 0.25,
+        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 256, poll: float = 0.25,
         metrics: Metrics | None = None, clock: Callable[[], float] = time.time, delivery: Delivery | None = None,
     ) -> None:
         self.store = store

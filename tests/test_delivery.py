@@ -139,7 +139,7 @@ def test_unknown_keys_in_a_host_are_errors() -> None:
 
 def test_the_defaults_keep_100ms_targets_busy() -> None:
     settings = Settings()
-    assert (settings.workers.concurrency, settings.http.concurrency) == (128, 32)
+    assert (settings.workers.concurrency, settings.http.concurrency) == (256, 128)
     assert (settings.http.breaker.failures, settings.http.breaker.cooldown, settings.http.rate) == (10, 30.0, None)
 
 
