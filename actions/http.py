@@ -57,9 +57,13 @@ _EXCERPT = 200  # characters of a response body quoted in a failure message
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
+#: Whitespace (str.isspace's, which re's \s follows) and control characters.
+_UNSAFE_IN_URL = re.compile(r"[\s\x00-\x1f]")
+
+
 def _http_url(url: str) -> str:
     # Kept as written (not normalised by pydantic's HttpUrl): the user's URL is what is called.
-    if any(c.isspace() or ord(c) < 32 for c in url):
+    if _UNSAFE_IN_URL.search(url):
         raise ValueError("a URL must not contain spaces or control characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
