@@ -174,11 +174,12 @@ class HttpAction(Action):
     def run(self, params: BaseModel, ctx: Context) -> dict[str, Any]:
         assert isinstance(params, HttpParams)
         timeout = params.timeout or self._timeout
-        request = _first_request(params, ctx.idempotency_key, ctx.secret)
         delivery = ctx.delivery
-        slot = delivery.admit(_host(request.url), ctx.idempotency_key) if delivery is not None else None
+        # Admitted before the request is built: a step told to wait has spent nothing on it.
+        slot = delivery.admit(_host(params.url), ctx.idempotency_key) if delivery is not None else None
         ok: bool | None = None
         try:
+            request = _first_request(params, ctx.idempotency_key, ctx.secret)
             response, request = self._follow(request, params.follow_redirects, timeout)
             ok = not (response.status == 429 or response.status >= 500)
         except Retry:

@@ -21,6 +21,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from .action import Context
 from .delivery import Delivery
 from .errors import ConfigError, Defer, Fail, ParamsError, RenderError, Retry, StoreError
@@ -65,6 +67,9 @@ class _InFlight:
     #: when a step thread began the step; None while it waits in the queue
     started: float | None = None
     finished: bool = False
+    #: its params as rendered and validated, kept while it waits for a slot of its host:
+    #: started again, it does not render them again
+    prepared: tuple[Any, BaseModel] | None = None
 
     @property
     def deadline(self) -> float | None:
@@ -368,7 +373,7 @@ class Worker:
                 continue
             flight.started = self.clock()  # its time limit runs from now
             try:
-                result = self._execute(flight.task, flight.started)
+                result = self._execute(flight, flight.started)
             except Exception as exc:  # _execute catches everything; this is a last guard
                 log.exception("running step %s of run %s failed", flight.task.index, flight.task.run_id)
                 result = StepResult(task=flight.task, outcome="failed", error=f"internal error: {exc}", retry_in=1.0,
@@ -421,7 +426,8 @@ class Worker:
             back = StepResult(task=flight.task, outcome="deferred", retry_in=0.0, started_at=now, finished_at=now)
             self._finished.put((flight, back))
 
-    def _execute(self, task: StepTask, started: float) -> StepResult:
+    def _execute(self, flight: _InFlight, started: float) -> StepResult:
+        task = flight.task
         rule = self._rule(task)
         if rule is None or task.index >= len(rule.steps):
             return self._failure(
@@ -429,19 +435,28 @@ class Worker:
             )
         step = rule.steps[task.index]
         loaded = self.loaded()
-        context = step_context(task.event, rule, task.outputs, task.attempt)
         params: Any = None
         try:
-            if not should_run(step, context):
-                return self._success(task, rule, "skipped", None, None, started)
-            params = apply_overrides(step.params.render(context), task.overrides)
-            model = loaded.registry.validate(step.action, params)
+            if flight.prepared is not None:
+                (params, model), flight.prepared = flight.prepared, None
+            else:
+                context = step_context(task.event, rule, task.outputs, task.attempt)
+                if not should_run(step, context):
+                    return self._success(task, rule, "skipped", None, None, started)
+                params = apply_overrides(step.params.render(context), task.overrides)
+                model = loaded.registry.validate(step.action, params)
             with loaded.actions.use(step.action) as action, self._hover_for(loaded, step.action) as hover:
-                output = action.run(model, self._context(task, rule, step.timeout, hover))
+                try:
+                    output = action.run(model, self._context(task, rule, step.timeout, hover))
+                except Defer as exc:
+                    if exc.host is not None:  # it may wait here for a slot of its host: keep its params
+                        flight.prepared = (params, model)
+                    raise
             output = _checked_output(output)
         except Defer as exc:  # nothing was sent: back to the store, the attempt not spent
-            log.debug("run %s step %s deferred %.2fs: %s", task.run_id, task.index, exc.after, exc,
-                      extra=step_fields(task, started))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("run %s step %s deferred %.2fs: %s", task.run_id, task.index, exc.after, exc,
+                          extra=step_fields(task, started))
             return StepResult(task=task, outcome="deferred", retry_in=exc.after, started_at=started,
                               finished_at=self.clock(), waits_for=exc.host)
         except Retry as exc:
