@@ -935,7 +935,8 @@ class Templates:
             raise RenderError(self._describe(exc, leaf, context)) from exc
 
     def _native(self, program: Template, context: Mapping[str, Any]) -> Any:
-        ctx = program.new_context(context)  # which copies it, with the globals
+        # new_context copies the variables (with the globals): no copy of our own first.
+        ctx = program.new_context(context if isinstance(context, dict) else dict(context))
         for _ in program.root_render_func(ctx):
             pass
         value = _plain(ctx.vars[_RESULT])
