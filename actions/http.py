@@ -39,6 +39,7 @@ from engine.config import Http
 from engine.errors import Fail, Retry
 from engine.outbound import USER_AGENT, Client, InvalidRequest, OutboundError, Reply, safe_url
 from engine.runs import retry_after
+from engine.templates import Compiled
 from engine.units import Duration
 from engine.validation import key_error
 
@@ -197,6 +198,21 @@ class HttpAction(Action):
             "text": text,
             "truncated": response.truncated,
         }
+
+    @classmethod
+    def destination(cls, params: Compiled) -> str | None:
+        """The host of the step's URL when its params tell it before rendering: a constant
+        URL, or a template whose text before its first brace holds the whole authority
+        (``https://crm.example.com/jobs/{{ event.id }}``)."""
+        start, whole = params.fixed_start("url")
+        if not whole:
+            _, sep, rest = start.partition("://")
+            if not sep or not any(c in rest for c in "/?#"):
+                return None
+        try:
+            return _host(start) or None
+        except ValueError:  # not a URL: validation will say so
+            return None
 
     def close(self) -> None:
         """Close the pooled connections. Call it when the action is retired (shutdown,

@@ -144,6 +144,21 @@ class Delivery:
             state = self._hosts.get(host.lower())
             return state is None or state.in_flight < state.limits.concurrency
 
+    def free(self, host: str) -> int:
+        """How many more calls to ``host`` its concurrency allows now (not its rate or breaker)."""
+        host = host.lower()
+        with self._lock:
+            state = self._hosts.get(host)
+            if state is None:
+                return Limits.of(self._http, host).concurrency
+            return state.limits.concurrency - state.in_flight
+
+    def held(self, host: str) -> None:
+        """Count a step that waits for a slot of ``host`` without having asked for one (the
+        worker holds a new step while others wait): it shows among the deferred."""
+        with self._lock:
+            self._state(host.lower(), self._clock()).deferred["concurrency"] += 1
+
     # --- one call ---------------------------------------------------------------------
 
     def admit(self, host: str, key: str) -> Slot:

@@ -70,6 +70,10 @@ class _InFlight:
     #: its params as rendered and validated, kept while it waits for a slot of its host:
     #: started again, it does not render them again
     prepared: tuple[Any, BaseModel] | None = None
+    #: it has waited for a slot of its host already: when it must wait again, it waits first
+    waited: bool = False
+    #: the host whose freed slot it was started for, until it has run
+    bound_for: str | None = None
 
     @property
     def deadline(self) -> float | None:
@@ -98,6 +102,9 @@ class Worker:
         # thread held) and started again the moment a call to that host ends.
         self._parked: dict[str, deque[_InFlight]] = {}
         self._parked_lock = threading.Lock()
+        # Steps started for a freed slot that have not asked for it yet, by host: new steps
+        # do not count that slot as free.
+        self._bound: dict[str, int] = {}
         self.delivery.listen(self._unpark)
         self.metrics = metrics
         self.loaded = loaded
@@ -117,6 +124,7 @@ class Worker:
         self._busy_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._rules_by_version: dict[str, Rule] = {}
+        self._destinations: dict[tuple[str, int], str | None] = {}  # by rule version and step index
         self._renewed = 0.0
         #: the process's Hover client, for the hover action; closed when replaced and on stop
         self.hover = SharedClient(store)
@@ -371,6 +379,9 @@ class Worker:
         while (flight := self._queued.get()) is not None:
             if self._closed:
                 continue
+            host = self._destination(flight)
+            if host is not None and self._must_wait(host) and self._park(flight, host, counted=True):
+                continue  # its host has no free slot: it waits for one, not rendered, no thread held
             flight.started = self.clock()  # its time limit runs from now
             try:
                 result = self._execute(flight, flight.started)
@@ -382,6 +393,8 @@ class Worker:
                 flight.finished = True
                 with self._busy_lock:
                     self._busy -= 1
+                if flight.bound_for is not None:
+                    self._unbind(flight)
             if result.waits_for is not None and self._park(flight, result.waits_for):
                 continue
             self._finished.put((flight, result))
@@ -389,20 +402,71 @@ class Worker:
 
     # --- steps waiting for a slot of their host (delivery control) -------------------------
 
-    def _park(self, flight: _InFlight, host: str) -> bool:
+    def _park(self, flight: _InFlight, host: str, *, counted: bool = False) -> bool:
         """Keep ``flight`` until a call to ``host`` ends; false when it should go back to
-        the store instead (stopping, or enough are waiting here already)."""
+        the store instead (stopping, or enough are waiting here already). ``counted``: it
+        is still counted as busy (it was not run)."""
         with self._parked_lock:
             waiting = self._parked.setdefault(host, deque())
             if self._stopping.is_set() or len(waiting) >= self.concurrency:
                 return False
             flight.started, flight.finished = None, False  # no time limit while it waits
-            waiting.append(flight)
-        with self._busy_lock:  # it still takes room in the claim budget: no more is claimed than can wait
-            self._busy += 1
-        if self.delivery.room(host):  # a call ended before it was parked: no wake-up would come
+            if flight.waited:  # a call to its host started before it again: it goes first now
+                waiting.appendleft(flight)
+            else:
+                waiting.append(flight)
+            flight.waited = True
+        if not counted:
+            with self._busy_lock:  # it still takes room in the claim budget: no more is claimed than can wait
+                self._busy += 1
+        if self._free_slots(host) > 0:  # a call ended before it was parked: no wake-up would come
             self._unpark(host)
         return True
+
+    def _must_wait(self, host: str) -> bool:
+        """Whether a new step for ``host`` waits before it is rendered: the host has no free
+        slot, or steps wait for one already (they go first)."""
+        with self._parked_lock:
+            queued = bool(self._parked.get(host))
+        if queued or self._free_slots(host) <= 0:
+            self.delivery.held(host)
+            return True
+        return False
+
+    def _free_slots(self, host: str) -> int:
+        """Slots of ``host`` free now and not promised to a step started for one."""
+        with self._parked_lock:
+            bound = self._bound.get(host, 0)
+        return self.delivery.free(host) - bound
+
+    def _unbind(self, flight: _InFlight) -> None:
+        host, flight.bound_for = flight.bound_for, None
+        with self._parked_lock:
+            left = self._bound.get(host or "", 0) - 1
+            if left > 0:
+                self._bound[host or ""] = left
+            else:
+                self._bound.pop(host or "", None)
+
+    def _destination(self, flight: _InFlight) -> str | None:
+        """The host a new step will call, when its params tell it before rendering (see
+        ``Action.destination``); None for a step with an ``if`` or overrides, and for one
+        that waited already (it is run now: its turn has come)."""
+        task = flight.task
+        if flight.waited or flight.prepared is not None or task.overrides:
+            return None
+        rule = self._rule(task)
+        if rule is None or task.index >= len(rule.steps) or rule.steps[task.index].condition is not None:
+            return None
+        key = (rule.version, task.index)
+        if key not in self._destinations:
+            step = rule.steps[task.index]
+            registry = self.loaded().registry
+            found = registry[step.action].destination(step.params) if step.action in registry else None
+            if len(self._destinations) >= 4096:
+                self._destinations.clear()
+            self._destinations[key] = found
+        return self._destinations[key]
 
     def _unpark(self, host: str) -> None:
         """A call to ``host`` ended: start the step that waited longest for it."""
@@ -411,6 +475,8 @@ class Worker:
             flight = waiting.popleft() if waiting else None
             if flight is None or self._stopping.is_set():
                 return
+            flight.bound_for = host
+            self._bound[host] = self._bound.get(host, 0) + 1
         self._queued.put(flight)
 
     def _release_parked(self) -> None:

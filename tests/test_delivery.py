@@ -461,3 +461,58 @@ def test_steps_waiting_for_a_slot_go_back_to_the_store_when_the_worker_stops(set
     assert stopped_in < 5  # not the whole drain timeout: the waiting steps were handed back at once
     assert sorted((step["status"], step["attempt"]) for step in steps) == [("ready", 0)] * 4 + [("succeeded", 1)]
     assert len(sink.hits) == 1
+
+
+# -- new steps for a full host wait unrendered -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://CRM.example.com/jobs", "crm.example.com"),  # a constant URL: known whole
+        ("https://crm.example.com", "crm.example.com"),
+        ("https://crm.example.com/jobs/{{ event.id }}", "crm.example.com"),
+        ("http://127.0.0.1:8080?id={{ event.id }}", "127.0.0.1"),
+        ("https://{{ event.host }}/jobs", None),  # the host is the template's
+        ("https://crm.example.com{{ event.path }}", None),  # the authority could go on
+        ("https://crm.example.com:{{ event.port }}/", None),
+        ("https://user:{{ event.pw }}@crm.example.com/", None),
+        ("{{ event.url }}", None),
+    ],
+)
+def test_the_http_action_tells_a_step_s_host_before_rendering_when_its_url_does(url: str, host: str | None) -> None:
+    from actions.http import HttpAction
+    from engine.templates import Templates
+
+    params = Templates().compile_value({"method": "POST", "url": url})
+    assert HttpAction.destination(params) == host
+
+
+def test_a_new_step_for_a_host_without_a_free_slot_waits_before_it_is_rendered(setup: Callable[..., Setup]) -> None:
+    release = threading.Event()
+    sink = Sink(lambda hit: (release.wait(10), (200, "{}"))[1])
+    try:
+        s = setup(
+            'http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 1}}}\n',
+            "rules:" + post_rule("push", "go", f"{sink.url}/in") + f"""
+  - name: broken
+    event: bad
+    actions:
+      - http: {{method: POST, url: "{sink.url}/in", json: "{{{{ event.missing }}}}"}}
+""",
+        )
+        (held_call,) = s.put("go", 1)
+        sink.wait_for(1)  # the host's one slot is taken
+        (bad,) = s.put("bad", 1)
+        deadline = time.time() + 10
+        while s.worker.delivery.hosts()[0]["deferred"]["concurrency"] < 1 and time.time() < deadline:
+            time.sleep(0.01)
+        waiting = [r["status"] for r in s.store.runs_of_event(bad)]
+        release.set()
+        runs = s.finished([held_call, bad])
+    finally:
+        release.set()
+        sink.close()
+    # It waited without being rendered: its render error came only once the slot was free.
+    assert s.worker.delivery.hosts()[0]["deferred"]["concurrency"] >= 1 and waiting == ["active"]
+    assert sorted((r["rule"], r["status"]) for r in runs) == [("broken", "dead"), ("push", "succeeded")]
