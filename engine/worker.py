@@ -440,13 +440,17 @@ class Worker:
         return self.delivery.free(host) - bound
 
     def _unbind(self, flight: _InFlight) -> None:
-        host, flight.bound_for = flight.bound_for, None
+        """``flight``, started for a freed slot, has run: it took the slot or, when it did
+        not call its host after all (a render error, another host), the next one may."""
+        host, flight.bound_for = flight.bound_for or "", None
         with self._parked_lock:
-            left = self._bound.get(host or "", 0) - 1
+            left = self._bound.get(host, 0) - 1
             if left > 0:
-                self._bound[host or ""] = left
+                self._bound[host] = left
             else:
-                self._bound.pop(host or "", None)
+                self._bound.pop(host, None)
+        if self._free_slots(host) > 0:
+            self._unpark(host)
 
     def _destination(self, flight: _InFlight) -> str | None:
         """The host a new step will call, when its params tell it before rendering (see

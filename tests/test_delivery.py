@@ -508,11 +508,17 @@ def test_a_new_step_for_a_host_without_a_free_slot_waits_before_it_is_rendered(s
         while s.worker.delivery.hosts()[0]["deferred"]["concurrency"] < 1 and time.time() < deadline:
             time.sleep(0.01)
         waiting = [r["status"] for r in s.store.runs_of_event(bad)]
+        (later,) = s.put("go", 1)  # waits behind it: the slot it does not use passes on
+        while s.worker.delivery.hosts()[0]["deferred"]["concurrency"] < 2 and time.time() < deadline:
+            time.sleep(0.01)
         release.set()
-        runs = s.finished([held_call, bad])
+        runs = s.finished([held_call, bad, later])
     finally:
         release.set()
         sink.close()
     # It waited without being rendered: its render error came only once the slot was free.
     assert s.worker.delivery.hosts()[0]["deferred"]["concurrency"] >= 1 and waiting == ["active"]
-    assert sorted((r["rule"], r["status"]) for r in runs) == [("broken", "dead"), ("push", "succeeded")]
+    assert sorted((r["rule"], r["status"]) for r in runs) == [
+        ("broken", "dead"), ("push", "succeeded"), ("push", "succeeded")
+    ]
+    assert len(sink.hits) == 2
