@@ -153,6 +153,14 @@ class Delivery:
                 return Limits.of(self._http, host).concurrency
             return state.limits.concurrency - state.in_flight
 
+    def expected_wait(self, host: str) -> float:
+        """How long a step that waits for a slot of ``host`` away from the worker (in the
+        store) should stay away: the waiting steps come back spread out, as admit's do."""
+        host = host.lower()
+        with self._lock:
+            now = self._clock()
+            return max(MIN_WAIT, self._queue_wait(self._state(host, now), now))
+
     def held(self, host: str) -> None:
         """Count a step that waits for a slot of ``host`` without having asked for one (the
         worker holds a new step while others wait): it shows among the deferred."""

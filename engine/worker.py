@@ -102,6 +102,7 @@ class Worker:
         # thread held) and started again the moment a call to that host ends.
         self._parked: dict[str, deque[_InFlight]] = {}
         self._parked_lock = threading.Lock()
+        self._local = threading.local()  # a step thread's own: the step it runs next
         # Steps started for a freed slot that have not asked for it yet, by host: new steps
         # do not count that slot as free.
         self._bound: dict[str, int] = {}
@@ -375,13 +376,17 @@ class Worker:
     # --- executing steps (in the step threads) ------------------------------------------------
 
     def _serve(self) -> None:
-        """A step thread: run queued steps one at a time, hand back their results."""
-        while (flight := self._queued.get()) is not None:
+        """A step thread: run queued steps one at a time, hand back their results. A step
+        this thread started for a slot it freed comes first (see :meth:`_unpark`)."""
+        self._local.serving, self._local.next = True, None
+        while (flight := self._next_flight()) is not None:
             if self._closed:
                 continue
             host = self._destination(flight)
-            if host is not None and self._must_wait(host) and self._park(flight, host, counted=True):
-                continue  # its host has no free slot: it waits for one, not rendered, no thread held
+            if host is not None and self._must_wait(host):  # its host has no free slot: not rendered
+                if not self._park(flight, host, counted=True):  # enough wait here: it waits in the store
+                    self._hand_back(flight, self.delivery.expected_wait(host))
+                continue
             flight.started = self.clock()  # its time limit runs from now
             try:
                 result = self._execute(flight, flight.started)
@@ -422,6 +427,18 @@ class Worker:
         if self._free_slots(host) > 0:  # a call ended before it was parked: no wake-up would come
             self._unpark(host)
         return True
+
+    def _hand_back(self, flight: _InFlight, wait: float) -> None:
+        """``flight`` goes back to the store without having run, due in ``wait`` seconds."""
+        now = self.clock()
+        flight.finished = True
+        with self._busy_lock:
+            self._busy -= 1
+        if flight.bound_for is not None:
+            self._unbind(flight)
+        back = StepResult(task=flight.task, outcome="deferred", retry_in=wait, started_at=now, finished_at=now)
+        self._finished.put((flight, back))
+        self._wake.set()
 
     def _must_wait(self, host: str) -> bool:
         """Whether a new step for ``host`` waits before it is rendered: the host has no free
@@ -472,8 +489,17 @@ class Worker:
             self._destinations[key] = found
         return self._destinations[key]
 
+    def _next_flight(self) -> _InFlight | None:
+        flight: _InFlight | None = self._local.next
+        if flight is None:
+            return self._queued.get()
+        self._local.next = None
+        return flight
+
     def _unpark(self, host: str) -> None:
-        """A call to ``host`` ended: start the step that waited longest for it."""
+        """A call to ``host`` ended: start the step that waited longest for it. A step
+        thread (the one whose call ended) runs it next itself: the slot is not left idle
+        while the queue's other steps go first."""
         with self._parked_lock:
             waiting = self._parked.get(host)
             flight = waiting.popleft() if waiting else None
@@ -481,7 +507,10 @@ class Worker:
                 return
             flight.bound_for = host
             self._bound[host] = self._bound.get(host, 0) + 1
-        self._queued.put(flight)
+        if getattr(self._local, "serving", False) and self._local.next is None:
+            self._local.next = flight
+        else:
+            self._queued.put(flight)
 
     def _release_parked(self) -> None:
         """On stop: the waiting steps go back to the store, due now, no attempt spent."""

@@ -522,3 +522,34 @@ def test_a_new_step_for_a_host_without_a_free_slot_waits_before_it_is_rendered(s
         ("broken", "dead"), ("push", "succeeded"), ("push", "succeeded")
     ]
     assert len(sink.hits) == 2
+
+
+def test_new_steps_beyond_those_that_may_wait_go_back_to_the_store_unrendered(setup: Callable[..., Setup]) -> None:
+    release = threading.Event()
+    sink = Sink(lambda hit: (release.wait(10), (200, "{}"))[1])
+    try:
+        s = setup(
+            'http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 1}}}\n',
+            "rules:" + post_rule("push", "go", f"{sink.url}/in") + f"""
+  - name: broken
+    event: bad
+    actions:
+      - http: {{method: POST, url: "{sink.url}/in", json: "{{{{ event.missing }}}}"}}
+""",
+            concurrency=2,  # two may wait in the worker; it claims up to eight
+        )
+        (held_call,) = s.put("go", 1)
+        sink.wait_for(1)
+        bad = s.put("bad", 5)
+        deadline = time.time() + 10
+        while s.worker.delivery.hosts()[0]["deferred"]["concurrency"] < 8 and time.time() < deadline:
+            time.sleep(0.01)
+        while_busy = sorted(r["status"] for e in bad for r in s.store.runs_of_event(e))
+        release.set()
+        runs = s.finished([held_call, *bad])
+    finally:
+        release.set()
+        sink.close()
+    assert s.worker.delivery.hosts()[0]["deferred"]["concurrency"] >= 8  # some came back and waited again
+    assert while_busy == ["active"] * 5  # none was rendered while the host was busy
+    assert sorted(r["status"] for r in runs) == ["dead"] * 5 + ["succeeded"]
