@@ -424,8 +424,7 @@ class Worker:
         if not counted:
             with self._busy_lock:  # it still takes room in the claim budget: no more is claimed than can wait
                 self._busy += 1
-        if self._free_slots(host) > 0:  # a call ended before it was parked: no wake-up would come
-            self._unpark(host)
+        self._unpark(host)  # a call ended before it was parked: no wake-up would come
         return True
 
     def _hand_back(self, flight: _InFlight, wait: float) -> None:
@@ -466,8 +465,7 @@ class Worker:
                 self._bound[host] = left
             else:
                 self._bound.pop(host, None)
-        if self._free_slots(host) > 0:
-            self._unpark(host)
+        self._unpark(host)
 
     def _destination(self, flight: _InFlight) -> str | None:
         """The host a new step will call, when its params tell it before rendering (see
@@ -497,20 +495,27 @@ class Worker:
         return flight
 
     def _unpark(self, host: str) -> None:
-        """A call to ``host`` ended: start the step that waited longest for it. A step
-        thread (the one whose call ended) runs it next itself: the slot is not left idle
-        while the queue's other steps go first."""
+        """Slots of ``host`` may be free (a call ended): start the steps that waited
+        longest for them, one per slot free and not promised already. A step thread (the
+        one whose call ended) runs the first next itself: the slot is not left idle while
+        the queue's other steps go first."""
+        free = self.delivery.free(host)
+        started: list[_InFlight] = []
         with self._parked_lock:
             waiting = self._parked.get(host)
-            flight = waiting.popleft() if waiting else None
-            if flight is None or self._stopping.is_set():
-                return
-            flight.bound_for = host
-            self._bound[host] = self._bound.get(host, 0) + 1
-        if getattr(self._local, "serving", False) and self._local.next is None:
-            self._local.next = flight
-        else:
-            self._queued.put(flight)
+            room = free - self._bound.get(host, 0)
+            while waiting and room > 0 and not self._stopping.is_set():
+                flight = waiting.popleft()
+                flight.bound_for = host
+                started.append(flight)
+                room -= 1
+            if started:
+                self._bound[host] = self._bound.get(host, 0) + len(started)
+        for flight in started:
+            if getattr(self._local, "serving", False) and self._local.next is None:
+                self._local.next = flight
+            else:
+                self._queued.put(flight)
 
     def _release_parked(self) -> None:
         """On stop: the waiting steps go back to the store, due now, no attempt spent."""

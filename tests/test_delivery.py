@@ -553,3 +553,38 @@ def test_new_steps_beyond_those_that_may_wait_go_back_to_the_store_unrendered(se
     assert s.worker.delivery.hosts()[0]["deferred"]["concurrency"] >= 8  # some came back and waited again
     assert while_busy == ["active"] * 5  # none was rendered while the host was busy
     assert sorted(r["status"] for r in runs) == ["dead"] * 5 + ["succeeded"]
+
+
+def test_waiting_steps_take_every_slot_that_is_free_when_a_call_ends(setup: Callable[..., Setup]) -> None:
+    first, rest = threading.Event(), threading.Event()
+    lock, seen = threading.Lock(), [0]
+
+    def respond(hit: Hit) -> tuple[int, str]:
+        with lock:
+            seen[0] += 1
+            number = seen[0]
+        (first if number == 1 else rest).wait(30)
+        return 200, "{}"
+
+    sink = Sink(respond)
+    try:
+        s = setup(
+            'http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 3}}}\n',
+            "rules:" + post_rule("push", "go", f"{sink.url}/in"),
+            concurrency=8,
+        )
+        events = s.put("go", 1)
+        sink.wait_for(1)
+        events += s.put("go", 5)
+        sink.wait_for(3)  # the three slots are taken; three steps wait
+        wider = {"allow_private": True, "hosts": {"127.0.0.1": {"concurrency": 6}}}
+        s.worker.delivery.configure(Http.model_validate(wider))
+        first.set()  # one call ends: four slots are free now, and all three waiting steps start
+        sink.wait_for(6, timeout=5)  # not one by one as calls end (none ends before 30 s)
+        rest.set()
+        runs = s.finished(events)
+    finally:
+        first.set()
+        rest.set()
+        sink.close()
+    assert [r["status"] for r in runs] == ["succeeded"] * 6
