@@ -387,6 +387,9 @@ class Worker:
                 if not self._park(flight, host, counted=True):  # enough wait here: it waits in the store
                     self._hand_back(flight, self.delivery.expected_wait(host))
                 continue
+            bound, flight.bound_for = flight.bound_for, None
+            if bound is not None:  # its promised slot: it asks for it now
+                self._unbind(bound)
             flight.started = self.clock()  # its time limit runs from now
             try:
                 result = self._execute(flight, flight.started)
@@ -398,8 +401,8 @@ class Worker:
                 flight.finished = True
                 with self._busy_lock:
                     self._busy -= 1
-                if flight.bound_for is not None:
-                    self._unbind(flight)
+                if bound is not None:  # a slot it did not take after all (a render error) passes on
+                    self._unpark(bound)
             if result.waits_for is not None and self._park(flight, result.waits_for):
                 continue
             self._finished.put((flight, result))
@@ -433,8 +436,6 @@ class Worker:
         flight.finished = True
         with self._busy_lock:
             self._busy -= 1
-        if flight.bound_for is not None:
-            self._unbind(flight)
         back = StepResult(task=flight.task, outcome="deferred", retry_in=wait, started_at=now, finished_at=now)
         self._finished.put((flight, back))
         self._wake.set()
@@ -455,17 +456,14 @@ class Worker:
             bound = self._bound.get(host, 0)
         return self.delivery.free(host) - bound
 
-    def _unbind(self, flight: _InFlight) -> None:
-        """``flight``, started for a freed slot, has run: it took the slot or, when it did
-        not call its host after all (a render error, another host), the next one may."""
-        host, flight.bound_for = flight.bound_for or "", None
+    def _unbind(self, host: str) -> None:
+        """A step started for a freed slot of ``host`` runs: the slot is no longer promised."""
         with self._parked_lock:
             left = self._bound.get(host, 0) - 1
             if left > 0:
                 self._bound[host] = left
             else:
                 self._bound.pop(host, None)
-        self._unpark(host)
 
     def _destination(self, flight: _InFlight) -> str | None:
         """The host a new step will call, when its params tell it before rendering (see
