@@ -202,7 +202,7 @@ class InspectApi:
     async def runs(self, request: Request) -> Response:
         q = _query(request, m.RunsQuery)
         found = await run_in_threadpool(
-            ops.list_runs, self.current(), self.store, status=q.status, rule=q.rule, limit=q.limit,
+            ops.list_runs, self.current(), self.store, status=q.status, rule=q.rule, limit=q.limit, shadow=q.shadow,
         )
         return JSONResponse(found)
 

@@ -101,6 +101,9 @@ class EventsQuery(_Query):
 class RunsQuery(_Query):
     status: RunStatus | None = Field(None, description="Only runs with this status.")
     rule: str | None = Field(None, description="Only runs of this rule.")
+    shadow: bool | None = Field(
+        None, description="true: only the runs of shadow rules (rendered, no action run); false: only live ones."
+    )
     limit: Limit = Field(DEFAULT_LIMIT, description="Runs at most, the latest changed first.")
 
 
@@ -268,6 +271,7 @@ class Run(_Closed):
     error: str | None = Field(description="Why it died.")
     created_at: Time = Field(description="When it was created.")
     updated_at: Time = Field(description="When it last changed.")
+    shadow: bool = Field(description="Whether a shadow rule made it: its steps were rendered, no action ran.")
 
 
 class RunDetail(Run):

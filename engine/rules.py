@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from difflib import get_close_matches
 from fnmatch import translate
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -77,6 +77,9 @@ class RuleModel(_Model):
     priority: int = Field(0, description="Higher first; ties in file order.")
     stop: bool = Field(False, description="When matched, lower rules are skipped.")
     enabled: bool = True
+    mode: Literal["live", "shadow"] = Field(
+        "live", description="shadow: matched, rendered and recorded as a shadow run, but no action runs."
+    )
     # Any: each step is checked on its own (RuleLoader._compile_step), so that one bad
     # step neither hides the others' problems nor shifts their places.
     actions: list[Any] = Field(default_factory=list)
@@ -128,6 +131,8 @@ class Rule:
     priority: int = 0
     stop: bool = False
     enabled: bool = True
+    #: matched, rendered and recorded, but its actions never run (``mode: shadow``)
+    shadow: bool = False
     #: the rule as written (indented as in its file), kept with the runs it creates
     text: str = field(default="", repr=False, compare=False)
 
@@ -280,7 +285,7 @@ class RuleSet:
                 continue
             outcome = rule.evaluate(event, envelope)
             verdicts.append(Verdict(rule, outcome))
-            if outcome.matched and rule.stop:
+            if outcome.matched and rule.stop and not rule.shadow:  # a shadow rule never changes what runs
                 stopped_by = rule.name
         return Match(tuple(verdicts))
 
@@ -443,6 +448,7 @@ class RuleLoader:
             sources=_as_set(model.source), events=events, event_glob=glob,
             event_text=tuple(_as_list(model.event)), when=when, condition=condition,
             condition_text=model.if_ or "", priority=model.priority, stop=model.stop, enabled=model.enabled,
+            shadow=model.mode == "shadow",
         )
 
     def compile_text(self, text: str, file: str, version: str) -> Rule:

@@ -166,9 +166,12 @@ class Ui:
     # --- runs -----------------------------------------------------------------------------
 
     async def runs(self, page: Page) -> Response:
-        status, rule = page.query("status"), page.query("rule")
+        status, rule, mode = page.query("status"), page.query("rule"), page.query("mode")
+        shadow = {"shadow": True, "live": False}.get(mode or "")
         found = await run_in_threadpool(
-            lambda: ops.list_runs(page.loaded, self.store, status=status, rule=rule, limit=_limit(page.query("limit")))
+            lambda: ops.list_runs(
+                page.loaded, self.store, status=status, rule=rule, limit=_limit(page.query("limit")), shadow=shadow
+            )
         )
         return self.site.render(
             page,
@@ -177,6 +180,7 @@ class Ui:
             runs=found["runs"],
             status=status,
             rule=rule,
+            mode=mode if shadow is not None else None,
             statuses=ops.RUN_STATUSES,
             rule_names=[r.name for r in page.loaded.rules],
         )
