@@ -385,6 +385,52 @@ def explain(config_path: str | None, event_id: str, as_json: bool) -> None:
 
 @cli.command()
 @config_option
+@click.option("--rules", "rules_path", metavar="PATH",
+              help="A changed rule file or folder to try (default: the rules the config names).")
+@click.option("--since", default="7d", show_default=True, metavar="WHEN",
+              help="Start of the window: a duration back from now (7d, 12h) or an ISO-8601 time.")
+@click.option("--until", metavar="TIME", help="End of the window (ISO-8601; default: now).")
+@click.option("--source", metavar="S", help="Only events of this source.")
+@click.option("--type", "type_", metavar="T", help="Only events of this type.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def backtest(config_path: str | None, rules_path: str | None, since: str, until: str | None, source: str | None,
+             type_: str | None, as_json: bool) -> None:
+    """Run rules over stored events with no side effects: per rule, the events it would
+    match against those it did match, examples of each difference, and render errors."""
+    import time
+
+    from .backtest import Backtest, format_text, rules_from_path, window_start
+    from .operations import parse_time
+
+    loaded, store = _inspect(config_path)
+    rules = rules_from_path(loaded, rules_path) if rules_path else loaded.rules
+    now = time.time()
+    start = window_start(since, now)
+    job = Backtest(loaded, rules, store, since=start, until=parse_time(until, "--until"), source=source, type=type_)
+    progress = _progress(start, job.until or now) if sys.stderr.isatty() and not as_json else None
+    report = job.run(progress)
+    if progress is not None:
+        click.echo("\r\033[K", nl=False, err=True)
+    if as_json:
+        _print_json(report.json())
+    else:
+        click.echo(format_text(report, f"{rules_path} (changed)" if rules_path else "the rules of the config"))
+
+
+def _progress(start: float, end: float) -> Callable[[int, float], None]:
+    """A line on the terminal, rewritten after each page: events read, and how far into
+    the window they reach."""
+    span = max(end - start, 1e-9)
+
+    def show(count: int, at: float) -> None:
+        share = min(1.0, max(0.0, (at - start) / span))
+        click.echo(f"\rbacktest: {count:,} events read, {share:.0%} of the window", nl=False, err=True)
+
+    return show
+
+
+@cli.command()
+@config_option
 @click.argument("event_id", metavar="ID")
 @click.option("--rule", "rules", multiple=True, metavar="R", help="Only for this rule; repeatable.")
 def replay(config_path: str | None, event_id: str, rules: tuple[str, ...]) -> None:

@@ -373,6 +373,11 @@ class RuleLoader:
         except ConfigError as exc:
             self.problems.extend(exc.problems)
             return []
+        return self.load_document(doc, order)
+
+    def load_document(self, doc: yamlfile.Document, order: int = 0) -> list[Rule]:
+        """The rules of one parsed rule file (a file, or a text such as ``POST
+        /api/backtest`` takes); its problems go to :attr:`problems` and :attr:`warnings`."""
         self.secrets.update(doc.secrets)
         before = len(self.problems)
         rules: list[Rule] = []
