@@ -165,6 +165,19 @@ class DryRunRequest(_Closed):
     headers: dict[str, str] = Field(default_factory=dict, description="The request's headers (names in any case).")
 
 
+class BacktestRequest(_Closed):
+    """A rule set to run over stored events, with no side effects."""
+
+    since: str = Field("7d", description="Start of the window: a duration back from now (7d, 12h) or ISO-8601.")
+    until: str | None = Field(None, description="End of the window (ISO-8601); now when left out.")
+    source: str | None = Field(None, description="Only events of this source.")
+    type: str | None = Field(None, description="Only events of this type.")
+    rules: str | None = Field(
+        None, description="The text of a rule file to try instead of the config's rules (the built-in ones added).",
+    )
+    rule: str | None = Field(None, description="Only this rule in the answer.")
+
+
 class ClaimRequest(_Closed):
     """The next item of a queue to take, leased."""
 
@@ -314,6 +327,7 @@ class RuleInfo(_Closed):
     line: int = Field(description="The line it starts on.")
     builtin: bool = Field(description="Whether hookwise made it (Hover's handshake).")
     enabled: bool = Field(description="Whether it is enabled.")
+    mode: Literal["live", "shadow"] = Field(description="shadow: its runs are rendered and recorded, no action runs.")
     priority: int = Field(description="Rules with a higher priority are matched first.")
     source: list[str] | None = Field(description="The sources it takes events from; null for any.")
     event: list[str] | None = Field(description="The event types (or globs) it matches; null for any.")
@@ -397,6 +411,46 @@ class DryRunResult(_Closed):
     event: DryRunEvent = Field(description="The event as read.")
     explain: list[Verdict] = Field(description="Every rule, matched or not, and why.")
     actions: list[PlannedStep] = Field(description="The steps of the matching rules, in order.")
+
+
+class Examples(_Closed):
+    count: int = Field(description="How many events.")
+    examples: list[str] = Field(description="The ids of the first five.")
+
+
+class RenderErrorExample(_Closed):
+    event_id: str = Field(description="The event.")
+    error: str = Field(description="The step that would fail, and why.")
+
+
+class RenderErrors(_Closed):
+    count: int = Field(description="Events of those rendered whose steps would fail to render.")
+    examples: list[RenderErrorExample] = Field(description="The first five.")
+
+
+class BacktestRule(_Closed):
+    rule: str = Field(description="The rule's name.")
+    in_set: bool = Field(description="Whether it is in the set tried (else it is known from the records alone).")
+    would: int = Field(description="Events it would match now.")
+    did: int = Field(description="Events it matched when they arrived.")
+    would_not_did: Examples = Field(description="Events it would match now and did not then.")
+    did_not_would: Examples = Field(description="Events it matched then and would not now.")
+    rendered: int = Field(description="Events whose steps were rendered (the first 100 it would match).")
+    render_errors: RenderErrors = Field(description="Of those, the ones a step would fail to render for.")
+
+
+class BacktestResult(_Closed):
+    """What a rule set would have done over a window of stored events, against what was done."""
+
+    since: Time = Field(description="Start of the window.")
+    until: Time | None = Field(description="End of the window; null: now.")
+    events: int = Field(description="Events read.")
+    pending: int = Field(description="Of those, not matched yet: nothing was recorded to compare with.")
+    seconds: float = Field(description="Time the backtest took.")
+    match_seconds: float = Field(description="Of that, time spent matching.")
+    events_per_second: float = Field(description="Events matched per second of matching.")
+    truncated: bool = Field(description="Whether it stopped at its limit of events before the end of the window.")
+    rules: list[BacktestRule] = Field(description="Each rule of the set, and each rule the records name.")
 
 
 class Queues(_Closed):

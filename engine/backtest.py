@@ -10,7 +10,7 @@ they were stored, and matched with the compiled rule set's index, as the worker 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from .handshake import builtin_rules
 from .loader import Loaded
 from .plan import plan
 from .rules import Rule, RuleLoader, RuleSet, display_path, rule_files
+from .secrets import Masker
 
 #: Events read from the store at once.
 BATCH = 2000
@@ -114,8 +115,10 @@ class Report:
         return self.events / self.match_seconds if self.match_seconds > 0 else 0.0
 
     def json(self) -> dict[str, Any]:
+        from .operations import iso
+
         return {
-            "since": self.since, "until": self.until, "events": self.events, "pending": self.pending,
+            "since": iso(self.since), "until": iso(self.until), "events": self.events, "pending": self.pending,
             "seconds": round(self.seconds, 6), "match_seconds": round(self.match_seconds, 6),
             "events_per_second": round(self.rate, 1), "truncated": self.truncated,
             "rules": [r.json() for r in sorted(self.rules.values(), key=_order)],
@@ -140,6 +143,8 @@ class Backtest:
     max_events: int | None = None
     rendered: int = RENDERED
     clock: Callable[[], float] = time.perf_counter
+    #: masks the secrets of the rules tried in render errors (default: the loaded config's)
+    masker: Masker | None = None
 
     def run(self, progress: Progress | None = None) -> Report:
         report = Report(self.since, self.until)
@@ -202,7 +207,8 @@ class Backtest:
         for step in plan(rule, event, self.loaded.registry):
             if step.error is not None and not _needs_outputs(step.error):
                 where = f"step {step.index} ({step.action})"
-                result.render_errors.note(event.id, self.loaded.masker.mask(f"{where}: {step.error}"))
+                masker = self.masker or self.loaded.masker
+                result.render_errors.note(event.id, masker.mask(f"{where}: {step.error}"))
                 return
 
 
@@ -220,10 +226,13 @@ def _needs_outputs(error: str) -> bool:
 # --- the rule set to backtest ------------------------------------------------------------
 
 
-def rules_from_path(loaded: Loaded, path: str | Path, environ: Any = None) -> RuleSet:
+def rules_from_path(
+    loaded: Loaded, path: str | Path, environ: Mapping[str, str] | None = None
+) -> tuple[RuleSet, Masker]:
     """The rules of a rule file, or of the rule files of a folder (``tests/`` skipped), as
-    ``serve`` would load them under ``loaded``'s config, with the built-in rules. Raises
-    :class:`ConfigError` with every problem found."""
+    ``serve`` would load them under ``loaded``'s config, with the built-in rules, and the
+    masker of the secrets they and the config hold. Raises :class:`ConfigError` with
+    every problem found."""
     target = Path(path)
     if not target.exists():
         raise ConfigError([Problem(f"no such file or folder: {display_path(target)}")])
@@ -237,22 +246,31 @@ def rules_from_path(loaded: Loaded, path: str | Path, environ: Any = None) -> Ru
     rules: list[Rule] = []
     for file in files:
         rules.extend(loader.load_file(file, order=len(rules)))
-    return _finish(loader, rules)
+    return _finish(loader, rules), _masker(loader)
 
 
-def rules_from_text(loaded: Loaded, text: str, file: str = "<request>") -> RuleSet:
-    """The rules of a rule file's text (``POST /api/backtest``), with the built-in rules.
-    Raises :class:`ConfigError`."""
-    loader = RuleLoader(loaded.config, loaded.registry, loaded.templates, {})
-    doc = yamlfile.loads(text, file=file, environ={}, collect=True)
-    return _finish(loader, loader.load_document(doc))
+def rules_from_text(
+    loaded: Loaded, text: str, file: str = "<request>", environ: Mapping[str, str] | None = None
+) -> tuple[RuleSet, Masker]:
+    """The rules of a rule file's text (``POST /api/backtest``), with the built-in rules,
+    and the masker of every secret they and the config hold (a ``${VAR}`` of the text
+    included). Raises :class:`ConfigError`."""
+    loader = RuleLoader(loaded.config, loaded.registry, loaded.templates, environ)
+    doc = yamlfile.loads(text, file=file, environ=environ, collect=True)
+    return _finish(loader, loader.load_document(doc)), _masker(loader)
 
 
 def _finish(loader: RuleLoader, rules: list[Rule]) -> RuleSet:
     if loader.problems:
-        raise ConfigError(loader.problems)
+        masker = _masker(loader)
+        raise ConfigError([p.masked(masker.mask) for p in loader.problems])
     builtin = [replace(r, order=len(rules) + i) for i, r in enumerate(builtin_rules(loader.config, loader))]
     return RuleSet([*rules, *builtin])
+
+
+def _masker(loader: RuleLoader) -> Masker:
+    """The secrets of the config and of the rules ``loader`` loaded, for their messages."""
+    return Masker(loader.config.secrets | loader.secrets, loader.credentials)
 
 
 def _with_settings(config: Config, settings: Settings) -> Config:

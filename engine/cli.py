@@ -403,10 +403,11 @@ def backtest(config_path: str | None, rules_path: str | None, since: str, until:
     from .operations import parse_time
 
     loaded, store = _inspect(config_path)
-    rules = rules_from_path(loaded, rules_path) if rules_path else loaded.rules
+    rules, masker = rules_from_path(loaded, rules_path) if rules_path else (loaded.rules, loaded.masker)
     now = time.time()
     start = window_start(since, now)
-    job = Backtest(loaded, rules, store, since=start, until=parse_time(until, "--until"), source=source, type=type_)
+    job = Backtest(loaded, rules, store, since=start, until=parse_time(until, "--until"), source=source, type=type_,
+                   masker=masker)
     progress = _progress(start, job.until or now) if sys.stderr.isatty() and not as_json else None
     report = job.run(progress)
     if progress is not None:

@@ -188,6 +188,7 @@ def rules_info(loaded: Loaded, store: Store) -> dict[str, Any]:
         rules.append({
             "name": rule.name, "description": rule.description, "version": rule.version, "file": rule.file,
             "line": rule.line, "builtin": rule.file == BUILTIN_FILE, "enabled": rule.enabled, "priority": rule.priority,
+            "mode": "shadow" if rule.shadow else "live",
             "source": sorted(rule.sources) if rule.sources is not None else None,
             "event": list(rule.event_text) or None,
             "steps": [{"id": s.id, "action": s.action} for s in rule.steps],

@@ -115,7 +115,7 @@ def test_the_live_rules_match_what_they_matched_when_the_events_arrived(known: K
 
 
 def test_a_changed_rule_file_shows_the_differences_both_ways(known: Known) -> None:
-    changed = rules_from_path(known.loaded, known.config.parent / "changed.yaml")
+    changed = rules_from_path(known.loaded, known.config.parent / "changed.yaml")[0]
     report = Backtest(known.loaded, changed, known.store, since=T0, until=T0 + 45).run().json()
     assert (report["events"], report["pending"]) == (15, 0)
     rules = by_rule(report)
@@ -134,7 +134,7 @@ def test_a_changed_rule_file_shows_the_differences_both_ways(known: Known) -> No
 
 
 def test_a_rule_that_would_render_with_errors_is_named_with_examples(known: Known) -> None:
-    changed = rules_from_text(known.loaded, """
+    changed, _ = rules_from_text(known.loaded, """
 rules:
   - name: needs-a-name
     event: job-state-changed
@@ -163,7 +163,7 @@ def test_filters_and_paging(known: Known) -> None:
 
 def test_a_backtest_changes_nothing_in_the_store(known: Known) -> None:
     before = known.store.list_events(limit=100)
-    Backtest(known.loaded, rules_from_path(known.loaded, known.config.parent / "changed.yaml"), known.store,
+    Backtest(known.loaded, rules_from_path(known.loaded, known.config.parent / "changed.yaml")[0], known.store,
              since=0).run()
     assert known.store.list_events(limit=100) == before
     assert known.store.list_runs() == []

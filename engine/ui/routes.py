@@ -244,7 +244,24 @@ class Ui:
         compiled = page.loaded.rules.get(name)
         if found is None or compiled is None:
             raise Refused(404, "No such rule", f"There is no rule named {name!r} in the rules loaded now.")
-        return self.site.render(page, "rule.html", nav="rules", rule=found, text=page.loaded.masker.mask(compiled.text))
+        since = page.query("backtest")
+        backtest = None
+        if since:  # the rule's backtest over the window asked for: reads only, so a GET
+            if since not in BACKTEST_WINDOWS:
+                raise Refused(400, "No such window", f"Backtest over one of {', '.join(BACKTEST_WINDOWS)}.")
+            backtest = await run_in_threadpool(self._backtest, page.loaded, name, since)
+        return self.site.render(
+            page, "rule.html", nav="rules", rule=found, text=page.loaded.masker.mask(compiled.text),
+            windows=BACKTEST_WINDOWS, since=since, backtest=backtest,
+        )
+
+    def _backtest(self, loaded: Loaded, name: str, since: str) -> dict[str, Any]:
+        from ..backtest import Backtest, window_start
+
+        job = Backtest(loaded, loaded.rules, self.store, since=window_start(since, self.clock()), max_events=500_000)
+        report = job.run().json()
+        report["rule"] = next((r for r in report["rules"] if r["rule"] == name), None)
+        return loaded.masker.mask_value(report)  # type: ignore[no-any-return]
 
     async def playground(self, page: Page) -> Response:
         sources = _source_names(page.loaded)
@@ -434,6 +451,10 @@ class Ui:
         does I/O)."""
         with self._hover.use(loaded.config.settings.hover) as client:
             return call(client)
+
+
+#: The windows the rule page's backtest offers.
+BACKTEST_WINDOWS = ("1h", "24h", "7d", "30d")
 
 
 def _local(target: str | None) -> str:
