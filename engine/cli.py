@@ -67,17 +67,31 @@ def check(config_path: str | None, strict: bool) -> None:
     from .loader import rule_count
 
     loaded = _load(config_path)
-    _print_problems(loaded.warnings)
+    warnings = [*loaded.warnings, *_shape_warnings(loaded)]
+    _print_problems(warnings)
     for name, path in missing_token_files(loaded.config):
         click.echo(f"note: sources.{name}.token_file: {path} does not exist yet: "
                    "`hookwise serve` makes it (a random token) when it starts", err=True)
     steps = sum(len(r.steps) for r in loaded.rules if r.file != BUILTIN_FILE)
     counts = [_plural(len(loaded.config.settings.sources), "source"), rule_count(loaded.rules), _plural(steps, "step")]
-    if loaded.warnings:
-        counts.append(_plural(len(loaded.warnings), "warning"))
+    if warnings:
+        counts.append(_plural(len(warnings), "warning"))
     click.echo(f"{loaded.config.path.name}: ok: {', '.join(counts)}")
-    if strict and loaded.warnings:
+    if strict and warnings:
         raise Exit(EXIT_FAILED)
+
+
+def _shape_warnings(loaded: Any) -> list[Any]:
+    """Paths the rules read that no stored event (or catalogued one) of their types has."""
+    from .shapes import shape_warnings, stored_events
+
+    store = stored_events(loaded)
+    try:
+        found = shape_warnings(loaded, store)
+    finally:
+        if store is not None:
+            store.close()
+    return [p.masked(loaded.masker.mask) for p in found]
 
 
 def _plural(count: int, noun: str) -> str:
