@@ -53,12 +53,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         ("end to end >= 2,000 events/s", f"{top['events_per_s']:.0f}/s", top["events_per_s"] >= 2000),
         ("p99 < 100 ms at half that rate", f"{half['p99_ms']:.1f} ms", half["p99_ms"] < 100),
         ("matching < 20 us at 10,000 rules", f"{at_10k:.1f} us", at_10k < 20),
-        ("backtest >= 20,000 events/s at 1,000 rules", f"{results['backtest']['match_events_per_s']:,}/s",
-         results["backtest"]["met"]),
+        *(_backtest_targets(results["backtest"]) if "backtest" in results else []),
         *(_remote_targets(far) if far else []),
         ("memory < 200 MiB after 100,000 events, flat", f"{mem['rss_mib']:.1f} MiB at {mem['stored']:,}",
          judged["ok"] if judged["conclusive"] else None),
     ]
+
+
+def _backtest_targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    rate = result["match_events_per_s"]
+    return [("backtest >= 20,000 events/s at 1,000 rules", f"{rate:,}/s", rate >= backtest.TARGET)]
 
 
 def _remote_targets(far: dict[str, Any]) -> list[tuple[str, str, bool | None]]:

@@ -3,7 +3,6 @@ skeleton to an installed package whose tests pass and whose params ``check`` val
 
 from __future__ import annotations
 
-import json
 import site
 import subprocess
 import sys
@@ -142,5 +141,8 @@ def test_the_example_plugin_is_installed_with_the_project() -> None:
     from engine.action import Registry
 
     assert "jsonl" in Registry.load()
-    testpaths = json.dumps((ROOT / "pyproject.toml").read_text())
-    assert "examples/hookwise-jsonl/tests" in testpaths
+    import tomllib
+
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "examples/hookwise-jsonl/tests" in settings["tool"]["pytest"]["ini_options"]["testpaths"]
+    assert "-e $(EXAMPLE)" in (ROOT / "Makefile").read_text()
