@@ -217,3 +217,12 @@ def test_a_rule_text_with_problems_is_refused_with_every_problem(known: Known) -
         "<request>:2:5: rules[0].actions: a rule needs at least one action (or stop: true)",
         "<request>:5:16: rules[1].actions[0].lg: unknown key (did you mean 'log'?)",
     ]
+
+
+def test_the_progress_line_says_how_far_into_the_window(capsys: pytest.CaptureFixture[str]) -> None:
+    show = cli._progress(T0, T0 + 100)
+    show(4000, T0 + 25)
+    show(6000, T0 + 200)  # an event past the end (received while the backtest ran) counts as the end
+    assert capsys.readouterr().err == (
+        "\rbacktest: 4,000 events read, 25% of the window\rbacktest: 6,000 events read, 100% of the window"
+    )
