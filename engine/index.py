@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .conditions import MISSING, required_equalities, resolve
+from .condition_paths import MISSING, resolve
+from .conditions import required_equalities
 
 if TYPE_CHECKING:
     from .rules import Rule
