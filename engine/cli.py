@@ -469,21 +469,13 @@ def store() -> None:
 def store_migrate(config_path: str | None) -> None:
     """Create or upgrade the store's schema (serve does it at start too)."""
     from .config import find_config, load_config
+    from .secrets import safe_url
     from .store import open_store
 
     config = load_config(find_config(config_path))
     opened = open_store(config.store_url())
     opened.close()
-    click.echo(f"{_safe_url(config.store_url())}: schema up to date")
-
-
-def _safe_url(url: str) -> str:
-    """A store URL without its password."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        userinfo, _, host = rest.partition("@")
-        rest = f"{userinfo.split(':', 1)[0]}:****@{host}" if ":" in userinfo else f"{userinfo}@{host}"
-    return f"{scheme}{sep}{rest}"
+    click.echo(f"{safe_url(config.store_url())}: schema up to date")
 
 
 @cli.group()

@@ -30,8 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import Source, Verify
-from .errors import ConfigError, Problem
+from .config import Preset, Source, Verify
 from .verify_access import AllowIps, TokenCheck
 from .verify_base import Check, Draft, Request, Verifier, secret_bytes
 from .verify_hmac import GitHubSignature, HmacSignature, SlackSignature, StandardSignature, StripeSignature
@@ -69,7 +68,8 @@ class AllOf:
 
 # --- a source's checks ------------------------------------------------------------
 
-_PRESET_SCHEMES: dict[str, Callable[[Source], Check]] = {
+#: The presets signed with ``secret`` (hover signs with ``hmac_secret``, below).
+_PRESET_SCHEMES: dict[Preset, Callable[[Source], Check]] = {
     "github": lambda s: GitHubSignature(secret_bytes(s.secret or ())),
     "stripe": lambda s: StripeSignature(secret_bytes(s.secret or ()), s.tolerance),
     "standard": lambda s: StandardSignature.parse(s.secret or (), s.tolerance),
@@ -79,11 +79,6 @@ _PRESET_SCHEMES: dict[str, Callable[[Source], Check]] = {
 
 def _checks(source: Source) -> list[Check]:
     """The source's checks, cheapest first: address, token, then signatures."""
-    if source.preset == "hover" and source.secret:
-        # The config model lets this through, and ignoring it would leave the source open.
-        raise ConfigError(
-            [Problem("the hover preset verifies with 'hmac_secret' (or 'token'), not 'secret'", ("secret",))]
-        )
     checks: list[Check] = []
     if source.allow_ips:
         checks.append(AllowIps.parse(source.allow_ips))
@@ -91,7 +86,7 @@ def _checks(source: Source) -> list[Check]:
         # A token file not made yet holds no token: nothing matches (closed, never open).
         header = source.token_header.lower() if source.token_header else None
         checks.append(TokenCheck(secret_bytes(source.token or ()), header))
-    if source.preset in _PRESET_SCHEMES:
+    if source.preset is not None and source.preset in _PRESET_SCHEMES:
         checks.append(_PRESET_SCHEMES[source.preset](source))
     if source.hmac_secret:
         checks.append(HoverSignature(secret_bytes(source.hmac_secret), source.tolerance))
