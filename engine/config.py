@@ -205,6 +205,10 @@ class Response(Model):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+#: What one daemon process runs (``hookwise serve --role``).
+Role = Literal["all", "receiver", "worker"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
 #: The source presets: the one list of their names (sources.py and verify.py key their tables by it).
 Preset = Literal["hover", "github", "stripe", "standard", "slack"]
 PRESETS: tuple[Preset, ...] = get_args(Preset)

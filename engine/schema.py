@@ -42,5 +42,9 @@ def cases_schema() -> dict[str, Any]:
     return {**CaseFile.model_json_schema(by_alias=True), "$schema": DIALECT, "title": "hookwise rule test cases"}
 
 
+#: The files ``hookwise schema KIND`` describes.
+SCHEMA_KINDS = ("config", "rules", "cases")
+
+
 def schemas(registry: Registry) -> dict[str, dict[str, Any]]:
     return {"config": config_schema(), "rules": rules_schema(registry), "cases": cases_schema()}
