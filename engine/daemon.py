@@ -39,7 +39,7 @@ from .loader import Current, Loaded, load, rule_count
 from .logs import mask_with
 from .metrics import Metrics
 from .retention import Retention
-from .rules import rule_files
+from .rule_loader import rule_files
 from .server import Health, create_app
 from .store import Store, open_store
 from .worker import Worker

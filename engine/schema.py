@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .action import Registry
 from .casefiles import CaseFile
 from .config import Settings
+from .registry import Registry
 from .rules import RuleFile, StepKeys
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -104,8 +104,8 @@ def test_cases(config_path: str | None, paths: tuple[str, ...]) -> None:
 @config_option
 def schema(kind: str | None, config_path: str | None) -> None:
     """Print the JSON Schema of config, rule and case files (all three, or KIND)."""
-    from ..action import Registry
     from ..config import find_config, load_config
+    from ..registry import Registry
     from ..schema import schemas
 
     plugins: dict[str, str] = {}
