@@ -16,10 +16,11 @@ from .errors import Loc, ParamsError, UsageError, format_loc
 from .handshake import BUILTIN_FILE
 from .loader import Loaded
 from .plan import apply_overrides
+from .runs import RunStatus
 from .store import Store
 
 EVENT_STATUSES = ("pending", "matched")
-RUN_STATUSES = ("active", "succeeded", "dead")
+RUN_STATUSES = tuple(status.value for status in RunStatus)
 
 
 def iso(ts: float | None) -> str | None:

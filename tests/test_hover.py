@@ -1,4 +1,4 @@
-"""engine/hover.py, actions/hover.py and engine/hover_commands.py against a fake Hover API on
+"""engine/hover.py, actions/hover.py and engine/cli/hover.py against a fake Hover API on
 loopback (tests/fakehover.py) and a real SQLite store."""
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from click.testing import CliRunner
 
 from actions.hover import HoverAction, HoverParams
 from engine.action import Context
+from engine.cli.hover import hover_group
 from engine.config import Hover
 from engine.errors import Fail, HookwiseError, Retry, UsageError
 from engine.events import Event
 from engine.hover import NOT_LOGGED_IN, HoverClient, RateLimiter, SharedClient
-from engine.hover_commands import hover_group
 from engine.store import HoverTokens, Store, open_store
 
 from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover
