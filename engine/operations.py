@@ -266,7 +266,8 @@ def hover_account(loaded: Loaded, store: Store) -> dict[str, Any]:
     """The Hover account as the store knows it: connected or not, when the access token
     expires, which settings a login still needs, and the webhooks recorded (registered here
     or verified by a handshake). No token appears."""
-    from .hover import merge_webhooks, missing_settings
+    from .hover import merge_webhooks
+    from .hover_tokens import missing_settings
 
     settings = loaded.config.settings.hover
     tokens = store.hover_tokens()

@@ -45,13 +45,13 @@ def hover_group() -> None:
 def login(config_path: str | None, code: str | None) -> None:
     """Log in to Hover (OAuth2): open the printed URL and allow access. With hookwise
     serving hover.redirect_uri that is all; else paste the code (or the redirect URL)."""
-    from ..hover import LOGIN_TTL, iso, missing_settings
+    from ..hover_tokens import LOGIN_TTL, iso, missing_settings
 
     with _client(config_path) as client:
         missing = missing_settings(client.settings, "client_id", "client_secret", "redirect_uri")
         if missing:
             raise UsageError(f"hover login needs {', '.join('hover.' + k for k in missing)} in the config")
-        state, url = client.start_login(LOGIN_TTL)
+        state, url = client.tokens.start_login(LOGIN_TTL)
         attempt = _Login(client, state, time.monotonic() + LOGIN_TTL + 2 * TIMEOUT)
         click.echo(f"Open this URL, log in to Hover and allow access:\n\n  {url}\n")
         if code is None:
@@ -97,7 +97,7 @@ class _Login:
                 time.sleep(POLL)
             return tokens
         try:
-            tokens = _hover(lambda: self.client.exchange_code(code))
+            tokens = _hover(lambda: self.client.tokens.exchange_code(code))
         except HookwiseError as exc:
             store.finish_hover_login(self.state, str(exc))
             raise
