@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import api_models as m
+from . import api_trials as trials
 from . import operations as ops
 from .bodies import Malformed, finite, parse_object
 from .errors import ConfigError, ParamsError, UsageError
@@ -235,7 +236,7 @@ class InspectApi:
     async def dry_run(self, request: Request) -> Response:
         from .dryrun import dry_run, event_source
 
-        body = await _body(request, m.DryRunRequest, self.current)
+        body = await _body(request, trials.DryRunRequest, self.current)
         loaded = self.current()
         event_source(loaded, body.source)  # a source that does not exist: 400 naming the ones that do
         headers = {k.lower(): v for k, v in body.headers.items()}
@@ -243,7 +244,7 @@ class InspectApi:
 
 
     async def backtest(self, request: Request) -> Response:
-        body = await _body(request, m.BacktestRequest, self.current)
+        body = await _body(request, trials.BacktestRequest, self.current)
         return _detail(await run_in_threadpool(_backtest, self.current(), self.store, body))
 
 
@@ -251,7 +252,7 @@ class InspectApi:
 BACKTEST_LIMIT = 500_000
 
 
-def _backtest(loaded: Loaded, store: Store, body: m.BacktestRequest) -> dict[str, Any]:
+def _backtest(loaded: Loaded, store: Store, body: trials.BacktestRequest) -> dict[str, Any]:
     import time
 
     from .backtest import Backtest, rules_from_text, window_start
@@ -354,14 +355,15 @@ def api_routes(
             "GET", "The sources, with Hover's verification state", _found(m.Sources, "the sources"),
         )),
         route("/api/dry-run", inspect.dry_run, Operation(
-            "POST", "Match and render an event with no side effects", _found(m.DryRunResult, "what the event would do"),
-            body=m.DryRunRequest,
+            "POST", "Match and render an event with no side effects",
+            _found(trials.DryRunResult, "what the event would do"),
+            body=trials.DryRunRequest,
         )),
         route("/api/backtest", inspect.backtest, Operation(
             "POST", "Run the rules (or a changed rule file) over stored events with no side effects",
-            {200: Answer("per rule: what it would match against what it did", m.BacktestResult),
+            {200: Answer("per rule: what it would match against what it did", trials.BacktestResult),
              400: Answer("a bad window, or problems in the rule file given", m.Error)},
-            body=m.BacktestRequest,
+            body=trials.BacktestRequest,
         )),
         route("/api/hosts", _hosts_endpoint(hosts), Operation(
             "GET", "Destination hosts of the http action: limits, calls in flight, circuit breaker",

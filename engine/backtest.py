@@ -22,7 +22,9 @@ from .events import Event
 from .handshake import builtin_rules
 from .loader import Loaded
 from .plan import plan
-from .rules import Rule, RuleLoader, RuleSet, display_path, rule_files
+from .rule_loader import RuleLoader, display_path, rule_files
+from .rules import Rule
+from .ruleset import RuleSet
 from .secrets import Masker
 
 #: Events read from the store at once.

@@ -26,7 +26,8 @@ from jinja2.exceptions import TemplateError
 from . import yamlfile
 from .errors import ConfigError, Loc, Problem, StoreError
 from .loader import Loaded
-from .rules import INTERNAL_SOURCE, STEP_KEYS, Rule, display_path, rule_files
+from .rule_loader import display_path, rule_files
+from .rules import INTERNAL_SOURCE, STEP_KEYS, Rule
 
 #: Stored events read per source and type.
 SAMPLE = 100

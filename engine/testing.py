@@ -26,9 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .action import Action, Context, Registry
+from .action import Action, Context
 from .events import Event
 from .ids import derived_id
+from .registry import Registry
 
 __all__ = ["Emitted", "assert_cases_pass", "context", "event", "render_steps", "run_action", "run_cases"]
 

@@ -31,7 +31,9 @@ from .loader import Loaded
 from .logs import step_fields
 from .metrics import Metrics
 from .plan import apply_overrides, should_run, step_context
-from .rules import Match, Rule, RuleLoader
+from .rule_loader import RuleLoader
+from .rules import Rule
+from .ruleset import Match
 from .runs import StepResult, StepTask, retry_delay
 from .store import Incoming, Matched, NewRun, Store, Unrecorded
 

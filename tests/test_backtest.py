@@ -12,6 +12,7 @@ import pytest
 
 from engine import cli
 from engine.backtest import BATCH, Backtest, rules_from_path, rules_from_text, window_start
+from engine.cli import authoring as cli_authoring
 from engine.errors import ConfigError, UsageError
 from engine.loader import Loaded, load
 from engine.store import Incoming, Matched, Store, open_store
@@ -220,7 +221,7 @@ def test_a_rule_text_with_problems_is_refused_with_every_problem(known: Known) -
 
 
 def test_the_progress_line_says_how_far_into_the_window(capsys: pytest.CaptureFixture[str]) -> None:
-    show = cli._progress(T0, T0 + 100)
+    show = cli_authoring._progress(T0, T0 + 100)
     show(4000, T0 + 25)
     show(6000, T0 + 200)  # an event past the end (received while the backtest ran) counts as the end
     assert capsys.readouterr().err == (

@@ -138,7 +138,7 @@ def test_a_new_plugin_installs_passes_its_tests_and_check_validates_its_params(t
 def test_the_example_plugin_is_installed_with_the_project() -> None:
     """make test installs examples/hookwise-jsonl (Makefile): its action is found through
     its entry point, and its own tests run with the suite (pyproject's testpaths)."""
-    from engine.action import Registry
+    from engine.registry import Registry
 
     assert "jsonl" in Registry.load()
     import tomllib

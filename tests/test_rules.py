@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.action import Registry
 from engine.errors import ConfigError
 from engine.events import Event
 from engine.loader import load
-from engine.rules import RuleSet
+from engine.registry import Registry
+from engine.ruleset import RuleSet
 
 from .conftest import FIXTURES
 
