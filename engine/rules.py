@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,6 +64,9 @@ class RuleModel(_Model):
     priority: int = Field(0, description="Higher first; ties in file order.")
     stop: bool = Field(False, description="When matched, lower rules are skipped.")
     enabled: bool = True
+    mode: Literal["live", "shadow"] = Field(
+        "live", description="shadow: matched, rendered and recorded as a shadow run, but no action runs."
+    )
     # Any: each step is checked on its own (RuleLoader._compile_step), so that one bad
     # step neither hides the others' problems nor shifts their places.
     actions: list[Any] = Field(default_factory=list)
@@ -115,6 +118,8 @@ class Rule:
     priority: int = 0
     stop: bool = False
     enabled: bool = True
+    #: matched, rendered and recorded, but its actions never run (``mode: shadow``)
+    shadow: bool = False
     #: the rule as written (indented as in its file), kept with the runs it creates
     text: str = field(default="", repr=False, compare=False)
 
