@@ -263,7 +263,10 @@ class Run(_Closed):
     event_id: str = Field(description="The event that started it.")
     rule: str = Field(description="The rule it runs.")
     rule_version: str = Field(description="The version of the rule it runs, kept while it lasts.")
-    status: RunStatus = Field(description="active, succeeded, or dead (a step used up its attempts).")
+    status: RunStatus = Field(description=(
+        "active, succeeded, dead (a step used up its attempts), waiting (an earlier run of its order_by key "
+        "has not finished) or skipped."
+    ))
     step: int = Field(description="The index of its current (or dead, or last) step.")
     error: str | None = Field(description="Why it died.")
     created_at: Time = Field(description="When it was created.")

@@ -405,7 +405,7 @@ def runs() -> None:
 
 @runs.command("list")
 @config_option
-@click.option("--status", type=click.Choice(["active", "succeeded", "dead"]))
+@click.option("--status", type=click.Choice(["active", "succeeded", "dead", "waiting", "skipped"]))
 @click.option("--rule", help="Only runs of this rule.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -19,7 +19,7 @@ from .plan import apply_overrides
 from .store import Store
 
 EVENT_STATUSES = ("pending", "matched")
-RUN_STATUSES = ("active", "succeeded", "dead")
+RUN_STATUSES = ("active", "succeeded", "dead", "waiting", "skipped")
 
 
 def iso(ts: float | None) -> str | None:

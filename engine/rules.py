@@ -27,6 +27,7 @@ from .errors import ConfigError, Loc, Problem, RenderError
 from .events import Event
 from .index import Dispatch
 from .lint import step_warnings
+from .stateful import AbsenceModel, State, ThresholdModel, ThrottleModel, absence_outcome, compile_state
 from .templates import Compiled, Expression, Templates, is_template
 from .units import Duration
 from .validation import pydantic_problems, validate_rest
@@ -77,6 +78,10 @@ class RuleModel(_Model):
     priority: int = Field(0, description="Higher first; ties in file order.")
     stop: bool = Field(False, description="When matched, lower rules are skipped.")
     enabled: bool = True
+    throttle: ThrottleModel | None = Field(None, description="Skip later matches with the same key within a window.")
+    threshold: ThresholdModel | None = Field(None, description="Fire on the count-th event per key within a window.")
+    absence: AbsenceModel | None = Field(None, description="Fire when `expect` does not follow `after` in time.")
+    order_by: str | None = Field(None, description="Runs of one key start in arrival order, one at a time.")
     # Any: each step is checked on its own (RuleLoader._compile_step), so that one bad
     # step neither hides the others' problems nor shifts their places.
     actions: list[Any] = Field(default_factory=list)
@@ -128,6 +133,8 @@ class Rule:
     priority: int = 0
     stop: bool = False
     enabled: bool = True
+    #: throttle, threshold, absence and order_by (SPEC 14), compiled; None for a stateless rule
+    state: State | None = None
     #: the rule as written (indented as in its file), kept with the runs it creates
     text: str = field(default="", repr=False, compare=False)
 
@@ -140,6 +147,8 @@ class Rule:
         ``envelope`` is ``event.envelope()``, passed in when the caller already has it."""
         if not self.enabled:
             return Outcome(False, "enabled", "expected the rule to be enabled", False)
+        if self.state is not None and self.state.absence is not None:
+            return absence_outcome(self.name, event)
         if self.sources is not None and event.source not in self.sources:
             return Outcome(False, "source", f"expected {_one_of(self.sources)}", event.source)
         if not self._event_matches(event.type):
@@ -236,6 +245,9 @@ class RuleSet:
             for key in _index_keys(rule):
                 self._buckets.setdefault(key, []).append(rule)
         self._dispatch: dict[tuple[str, str], Dispatch] = {}
+        #: whether any rule keeps state (SPEC 14): then matching is serialised across workers
+        self.stateful = any(r.state is not None for r in self.rules)
+        self.absences = [r for r in self.rules if r.state is not None and r.state.absence is not None]
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -421,6 +433,9 @@ class RuleLoader:
         # A refused unknown key may be a misspelling of any of them.
         doubt = bool(refused - {field.alias or name for name, field in RuleModel.model_fields.items()})
         selectors = model.source is None and model.event is None and model.when is None and model.if_ is None
+        self._check_state_keys(model, loc, problems)
+        if model.absence is not None or "absence" in refused:
+            selectors = False  # an absence rule's events are its after and expect
         if selectors and not doubt and not refused & {"source", "event", "when", "if"}:
             problems.append(
                 Problem('a rule needs at least one of source, event, when or if (event: "*" matches everything)', loc)
@@ -429,6 +444,7 @@ class RuleLoader:
         condition = self._compile_expression(model.if_, loc + ("if",), problems)
         steps = self._compile_steps(model, loc, problems, check_count=not doubt and not refused & {"actions", "stop"})
         events, glob = _event_selector(model.event)
+        state = compile_state(self.templates, dict(model), loc, problems)
         self._warn_unknown_sources(model, loc, doc)
         self._report(doc, problems)
         if any(not p.warning for p in problems):
@@ -443,6 +459,7 @@ class RuleLoader:
             sources=_as_set(model.source), events=events, event_glob=glob,
             event_text=tuple(_as_list(model.event)), when=when, condition=condition,
             condition_text=model.if_ or "", priority=model.priority, stop=model.stop, enabled=model.enabled,
+            state=state,
         )
 
     def compile_text(self, text: str, file: str, version: str) -> Rule:
@@ -458,6 +475,19 @@ class RuleLoader:
         if rule is None:
             raise ConfigError(self.problems)
         return replace(rule, version=version)
+
+    @staticmethod
+    def _check_state_keys(model: RuleModel, loc: Loc, problems: list[Problem]) -> None:
+        """throttle and threshold exclude each other; absence stands for the event selectors."""
+        if model.throttle is not None and model.threshold is not None:
+            problems.append(Problem("a rule takes throttle or threshold, not both", loc + ("threshold",)))
+        if model.absence is not None:
+            for key in ("source", "event", "when", "if", "throttle", "threshold"):
+                if getattr(model, key if key != "if" else "if_") is not None:
+                    problems.append(Problem(
+                        f"an absence rule takes no {key}: its events are absence.after and absence.expect",
+                        loc + (key,),
+                    ))
 
     def _check_unique(self, name: str, doc: yamlfile.Document, loc: Loc, problems: list[Problem]) -> None:
         here = doc.locate(Problem("", loc + ("name",)))

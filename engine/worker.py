@@ -33,6 +33,7 @@ from .metrics import Metrics
 from .plan import apply_overrides, should_run, step_context
 from .rules import Match, Rule, RuleLoader
 from .runs import StepResult, StepTask, retry_delay
+from .stateful import TimerOp, gate_of, order_key, timer_ops
 from .store import Incoming, Matched, NewRun, Store, Unrecorded
 
 log = logging.getLogger("hookwise.worker")
@@ -44,6 +45,8 @@ EVENT_BATCH = 256
 STEP_LEASE = 15.0
 #: Lease of a claimed event (matching takes milliseconds).
 EVENT_LEASE = 10.0
+#: Largest number of due absence timers fired in one transaction.
+TIMER_BATCH = 256
 #: Largest output a step may return, as JSON text.
 MAX_OUTPUT = 1024 * 1024
 #: Seconds between looks over the running steps for one past its time limit, while the
@@ -104,6 +107,7 @@ class Worker:
         self._finished: queue.SimpleQueue[tuple[_InFlight, StepResult]] = queue.SimpleQueue()
         self._events_stored = True  # a new event may be waiting: claim before the next poll
         self._claimed_at = 0.0  # when events were last claimed (or looked for)
+        self._timers_at = 0.0  # when due timers were last looked for
         self._timeouts_at = 0.0  # when running steps are next looked over for their time limit
         self._in_flight: set[_InFlight] = set()  # queued or running, and not yet recorded
         self._unwritten: list[StepResult] = []  # finished, kept while the store cannot record them
@@ -182,6 +186,7 @@ class Worker:
     def _tick(self) -> bool:
         self._renew_leases()
         recorded = self._record_results()
+        self._fire_timers()
         matched = self._match_events()
         started = self._start_steps()
         return bool(recorded or matched or started)
@@ -211,6 +216,15 @@ class Worker:
 
     # --- matching -------------------------------------------------------------------------
 
+    def _fire_timers(self) -> None:
+        """Fire the due absence timers, once a poll interval, while any rule has them."""
+        now = time.monotonic()
+        if now - self._timers_at < self.poll or not self.loaded().rules.absences:
+            return
+        self._timers_at = now
+        if self.store.fire_timers(TIMER_BATCH):
+            self.wake()  # their rule.absence events wait to be matched
+
     def _match_events(self) -> int:
         """Claim and match events: when told of a new one, or a poll interval after the
         last look (delayed events, events stored by other processes, expired claims)."""
@@ -222,7 +236,7 @@ class Worker:
         # First steps are claimed as their runs are created: no second round trip for them.
         count, tasks = self.store.match_events(
             EVENT_BATCH, lambda events: [self._match_or_note(loaded, event) for event in events],
-            event_lease=EVENT_LEASE, claim=self._free(), lease=STEP_LEASE,
+            event_lease=EVENT_LEASE, claim=self._free(), lease=STEP_LEASE, serial=loaded.rules.stateful,
         )
         if count == EVENT_BATCH:  # more may be waiting
             self._events_stored = True
@@ -251,14 +265,20 @@ class Worker:
         match = loaded.rules.match(event)
         if event.only_rules is not None:  # a replay for some rules
             match = Match(tuple(v for v in match.verdicts if v.rule.name in event.only_rules))
-        runs = [
-            NewRun(
+        explain = match.explain()
+        runs = []
+        for rule in match.rules:
+            gate = gate_of(rule, event) if rule.state is not None else None
+            if isinstance(gate, Exception):  # a key that does not render: the rule does not fire
+                _reason(explain, rule.name, f"no: key: {gate}")
+                continue
+            runs.append(NewRun(
                 id=derived_id(event.id, rule.name), rule=rule.name, version=rule.version, rule_file=rule.file,
                 rule_text=rule.text, steps=[(s.index, s.id, s.action) for s in rule.steps],
                 first_delay=rule.steps[0].delay if rule.steps else 0.0,
-            )
-            for rule in match.rules
-        ]
+                gate=gate, order_key=order_key(rule, event) if rule.state is not None else None,
+            ))
+        timers = self._timers(loaded, match, event, explain)
         for run in runs:
             if log.isEnabledFor(logging.INFO):
                 log.info(
@@ -267,7 +287,23 @@ class Worker:
                 )
             if self.metrics is not None:
                 self.metrics.matched(run.rule)
-        return Matched(event.id, loaded.masker.mask_value(match.explain()), runs, event)
+        return Matched(event.id, loaded.masker.mask_value(explain), runs, event, timers)
+
+    @staticmethod
+    def _timers(loaded: Loaded, match: Match, event: Event, explain: list[dict[str, Any]]) -> list[TimerOp]:
+        """The absence timers ``event`` starts or cancels (rules stopped by a ``stop`` rule,
+        or left out of a replay, take no part)."""
+        if not loaded.rules.absences:
+            return []
+        considered = {v.rule.name for v in match.verdicts if v.stopped_by is None}
+        rules = [r for r in loaded.rules.absences if r.name in considered]
+        ops = []
+        for op in timer_ops(rules, event, event.envelope()):
+            if isinstance(op, TimerOp):
+                ops.append(op)
+            else:
+                _reason(explain, *op)
+        return ops
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -467,7 +503,7 @@ class Worker:
             # a later step sees "****" where a target echoed a secret back (SPEC 3).
             task=task, outcome=outcome, output=masker.mask_value(output), params=masker.mask_value(params),
             started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index),
-            step_count=len(rule.steps),
+            step_count=len(rule.steps), ordered=_ordered(rule),
         )
 
     def _failure(
@@ -488,6 +524,7 @@ class Worker:
             task=task, outcome="failed", error=error, retry_in=retry_in, params=masker.mask_value(params),
             started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index) if rule else 0.0,
             continue_on_error=bool(step and step.continue_on_error), step_count=len(rule.steps) if rule else 0,
+            ordered=_ordered(rule),
         )
 
     def _context(self, task: StepTask, rule: Rule, timeout: float, hover: HoverClient | None) -> Context:
@@ -545,6 +582,17 @@ class Worker:
             return None
         self._rules_by_version[version] = rule
         return rule
+
+
+def _reason(explain: list[dict[str, Any]], rule: str, reason: str) -> None:
+    """Set the explain record of ``rule``: not matched, for ``reason``."""
+    for entry in explain:
+        if entry["rule"] == rule:
+            entry["matched"], entry["reason"] = False, reason
+
+
+def _ordered(rule: Rule | None) -> bool:
+    return rule is not None and rule.state is not None and rule.state.order_by is not None
 
 
 def _next_delay(rule: Rule | None, index: int) -> float:

@@ -175,6 +175,10 @@ ON CONFLICT (version) DO NOTHING;
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at, source);
 INSERT INTO schema_version (version, applied_at) VALUES (3, {now}) ON CONFLICT (version) DO NOTHING;
 
+-- name: migration_4
+-- The tables of stateful rules (sql/state.sql, run just before this block).
+INSERT INTO schema_version (version, applied_at) VALUES (4, {now}) ON CONFLICT (version) DO NOTHING;
+
 -- name: notify_events
 -- A wake-up for workers waiting on LISTEN; sent on commit, dropped on rollback.
 NOTIFY hookwise_events;
