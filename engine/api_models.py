@@ -273,8 +273,16 @@ class Run(_Closed):
     updated_at: Time = Field(description="When it last changed.")
 
 
+class WaitingFor(_Closed):
+    key: str = Field(description="The run's order_by key.")
+    run_id: str | None = Field(description="The run at the head of the key, which this one waits for; null if none.")
+    status: str | None = Field(description="That run's status: dead means it holds the key until retried or skipped.")
+    reason: str = Field(description="Why this run waits, in words.")
+
+
 class RunDetail(Run):
     steps: list[Step] = Field(description="Its steps, in order.")
+    waiting_for: WaitingFor | None = Field(None, description="For a waiting run: the run it waits for.")
 
 
 class EventDetail(_Closed):
@@ -282,6 +290,9 @@ class EventDetail(_Closed):
 
     event: StoredEvent = Field(description="The event.")
     runs: list[RunDetail] = Field(description="Its runs with their steps.")
+    timers: list[dict[str, Any]] = Field(
+        default_factory=list, description="Absence timers the event started or ended (stateful rules)."
+    )
 
 
 class ReplayAccepted(_Closed):
@@ -318,6 +329,10 @@ class RuleInfo(_Closed):
     event: list[str] | None = Field(description="The event types (or globs) it matches; null for any.")
     steps: list[RuleStep] = Field(description="Its steps.")
     counts: RunCounts = Field(description="Its runs, by status.")
+    stateful: list[str] = Field(default_factory=list, description="What the rule keeps (throttle, threshold, ...).")
+    state: dict[str, Any] | None = Field(
+        None, description="Its state: throttled keys, counters, timers, runs in order (stateful rules)."
+    )
 
 
 class Rules(_Closed):
