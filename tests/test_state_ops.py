@@ -117,3 +117,25 @@ def test_explain_the_api_and_the_rule_page_show_a_throttle(served: Served) -> No
     assert [t["key"] for t in mail["state"]["throttled"]] == ["ada@example.com"]
     status, html = get(served, "/ui/rules/mail")
     assert status == 200 and "Throttled keys" in html and "ada@example.com" in html
+
+
+def test_dry_run_says_what_state_a_rule_would_consult(served: Served) -> None:
+    from engine.dryrun import dry_run, format_text
+
+    result = dry_run(served.loaded, {"type": "done", "email": "ada@example.com"}, "open", {})
+    assert result["state"] == [{"rule": "mail", "consults": "the throttle of key 'ada@example.com': skipped if a "
+                                                            "run of it started within 1h"}]
+    assert "state (not read by a dry-run):" in format_text(result)
+
+
+def test_a_case_time_that_is_no_time_is_a_located_error(served: Served, tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "cases.yaml").write_text(
+        "cases:\n  - name: bad\n    source: open\n    event: {type: done, email: a}\n    at: tomorrow\n"
+        "    expect: {rules: []}\n"
+    )
+    result = CliRunner().invoke(cli, ["test", "-c", "config.yaml", "tests/cases.yaml"])
+    assert result.exit_code != 0
+    assert "cases.yaml:5:9: cases[0].at: expected +DURATION (e.g. +2h) or an ISO time" in (
+        result.output + str(result.exception)
+    )
