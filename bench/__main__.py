@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import e2e, httpclient, ingest, matching, memory, peer, remote, scale, ui
+from . import e2e, httpclient, ingest, matching, memory, peer, remote, scale, stateful, ui
 
 HERE = Path(__file__).resolve().parent
 
@@ -103,6 +103,8 @@ def main() -> None:
     remote.report(results["remote"])
     print("matching (rules over 50 event types, two field conditions each)")
     results["matching"] = matching.main((10, 1000, 10000) if quick else (10, 100, 1000, 10000))
+    results["stateful"] = stateful.measure(quick)
+    stateful.report(results["stateful"])
     results["memory"] = memory.measure(10_000, time_limit=20.0, catch_up_limit=5.0) if quick else memory.measure()
     memory.report(results["memory"])
     results["ui"] = ui.measure(20_000, 10) if quick else ui.measure()
