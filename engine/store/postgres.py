@@ -394,6 +394,7 @@ class PostgresStore:
 
     def skip_run(self, run_id: str) -> dict[str, Any] | None:
         with self._transaction() as db:
+            db.execute(STATE_LOCK)
             if not state.skip(db, SQ, run_id, _now(db)):
                 return None
         return self.get_run(run_id)
@@ -696,7 +697,8 @@ def _advance(db: Connection, r: StepResult) -> None:
         _update_run(db, t.run_id, RunStatus.ACTIVE, t.index + 1, None)
     else:
         _update_run(db, t.run_id, RunStatus.SUCCEEDED, t.index, None)
-        if r.ordered:
+        if r.ordered:  # in turn with matching: a run created meanwhile behind this one is seen
+            db.execute(STATE_LOCK)
             state.release(db, SQ, t.run_id, _now(db))
 
 
