@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.loader import load
+from engine.matching import match_event
 from engine.stateful import TimerOp
 from engine.store import Incoming, Matched
 from engine.store.sqlite import SQLiteStore
-from engine.worker import match_event
 
 TYPES = 50
 

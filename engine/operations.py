@@ -16,12 +16,13 @@ from .errors import Loc, ParamsError, UsageError, format_loc
 from .handshake import BUILTIN_FILE
 from .loader import Loaded
 from .plan import apply_overrides
+from .runs import RunStatus
 from .stateful import describe
 from .store import Store
 from .store.state import reason_for
 
 EVENT_STATUSES = ("pending", "matched")
-RUN_STATUSES = ("active", "succeeded", "dead", "waiting", "skipped")
+RUN_STATUSES = tuple(status.value for status in RunStatus)
 
 
 def iso(ts: float | None) -> str | None:
@@ -304,7 +305,8 @@ def hover_account(loaded: Loaded, store: Store) -> dict[str, Any]:
     """The Hover account as the store knows it: connected or not, when the access token
     expires, which settings a login still needs, and the webhooks recorded (registered here
     or verified by a handshake). No token appears."""
-    from .hover import merge_webhooks, missing_settings
+    from .hover import merge_webhooks
+    from .hover_tokens import missing_settings
 
     settings = loaded.config.settings.hover
     tokens = store.hover_tokens()

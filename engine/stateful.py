@@ -10,10 +10,10 @@ counts exactly once per rule, whichever worker matched it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,9 +22,6 @@ from .errors import ConfigError, Loc, Problem, RenderError
 from .events import Event
 from .templates import Compiled, Templates
 from .units import Duration
-
-if TYPE_CHECKING:
-    from .rules import Rule
 
 #: The type of the event a fired absence timer stores (source ``hookwise``).
 ABSENCE_EVENT = "rule.absence"
@@ -238,6 +235,17 @@ def _trigger(model: TriggerModel, loc: Loc, problems: list[Problem]) -> Trigger 
 # --- matching -----------------------------------------------------------------------------
 
 
+class Rule(Protocol):
+    """What matching asks of a rule here: its name and compiled state. (engine.rules.Rule
+    is one; naming it would make rules and this module import each other.)"""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def state(self) -> State | None: ...
+
+
 def absence_outcome(rule_name: str, event: Event) -> Outcome:
     """An absence rule matches only the ``rule.absence`` events of its own timers."""
     if event.source == "hookwise" and event.type == ABSENCE_EVENT and isinstance(event.body, dict) \
@@ -274,7 +282,7 @@ def order_key(rule: Rule, event: Event) -> str | None:
         return ""
 
 
-def timer_ops(rules: list[Rule], event: Event, envelope: Mapping[str, Any]) -> list[TimerOp | tuple[str, str]]:
+def timer_ops(rules: Sequence[Rule], event: Event, envelope: Mapping[str, Any]) -> list[TimerOp | tuple[str, str]]:
     """The timers ``event`` starts or cancels among the absence ``rules``; a key that does
     not render is returned as (rule, reason) for the explain record. An event that is both
     an ``expect`` and an ``after`` cancels first, then starts a new timer."""

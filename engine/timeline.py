@@ -15,10 +15,10 @@ from typing import Any
 
 from .events import Event
 from .loader import Loaded
+from .matching import match_event
 from .stateful import ABSENCE_EVENT
 from .store import Incoming
 from .units import parse_duration
-from .worker import match_event
 
 #: Where a case's time starts: ``at: +2h`` is two hours after it.
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC).timestamp()

@@ -11,7 +11,7 @@ import pytest
 from engine.errors import ConfigError
 from engine.events import Event
 from engine.loader import load
-from engine.rules import RuleSet
+from engine.ruleset import RuleSet
 
 from .conftest import FIXTURES
 

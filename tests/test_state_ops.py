@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import cli
+from engine.matching import match_event
 from engine.runs import StepResult
 from engine.store import Incoming
 from engine.worker import Worker
@@ -65,7 +66,7 @@ def send(served: Served, body: dict[str, Any]) -> str:
 def match(served: Served) -> Worker:
     worker = Worker(served.store, lambda: served.loaded)
     served.store.match_events(
-        100, lambda events: [worker._match(served.loaded, e) for e in events], event_lease=10, serial=True
+        100, lambda events: [match_event(served.loaded, e) for e in events], event_lease=10, serial=True
     )
     return worker
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from engine.loader import Loaded, load
+from engine.matching import match_event
 from engine.runs import StepResult
 from engine.store import Incoming, Store, open_store
 from engine.worker import Worker
@@ -74,7 +75,7 @@ def send(store: Store, clock: Clock, body: dict[str, Any], type_: str = "job-sta
 
 def match(store: Store, worker: Worker, loaded: Loaded, claim: int = 0) -> list[Any]:
     _, tasks = store.match_events(
-        256, lambda events: [worker._match(loaded, e) for e in events], event_lease=10, claim=claim, lease=60,
+        256, lambda events: [match_event(loaded, e) for e in events], event_lease=10, claim=claim, lease=60,
         serial=True,
     )
     return tasks
@@ -141,7 +142,7 @@ def test_an_event_is_counted_once_even_when_recorded_twice(store: Store, loaded:
                                                            clock: Clock) -> None:
     event_id = send(store, clock, {"job_id": 9, "state": "failed"})
     events = store.claim_events(10, 10)
-    matched = [worker._match(loaded, e) for e in events]
+    matched = [match_event(loaded, e) for e in events]
     store.record_matches(matched)
     store.record_matches(matched)  # a worker whose claim ran out records it again
     assert store.rule_state("keeps-failing")["counters"][0]["count"] == 1

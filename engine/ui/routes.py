@@ -405,7 +405,7 @@ class Ui:
             )
         # The login `hookwise hover login` starts: its state kept in the store, for
         # GET /hover/callback (engine/hover_callback.py) to take when Hover sends the browser back.
-        _, url = await run_in_threadpool(self._hover_call, page.loaded, lambda c: c.start_login())
+        _, url = await run_in_threadpool(self._hover_call, page.loaded, lambda c: c.tokens.start_login())
         return RedirectResponse(url, status_code=303)
 
     async def register(self, page: Page) -> Response:
