@@ -35,7 +35,7 @@ def match_or_note(loaded: Loaded, event: Event, metrics: Metrics | None = None) 
                 extra={"event": event.id, "rule": run.rule, "run": run.id}
             )
         if metrics is not None:
-            metrics.matched(run.rule)
+            metrics.matched(run.rule, shadow=run.shadow)
     return matched
 
 
@@ -57,7 +57,7 @@ def match_event(loaded: Loaded, event: Event) -> Matched:
             id=derived_id(event.id, rule.name), rule=rule.name, version=rule.version, rule_file=rule.file,
             rule_text=rule.text, steps=[(s.index, s.id, s.action) for s in rule.steps],
             first_delay=rule.steps[0].delay if rule.steps else 0.0,
-            gate=gate, order_key=order_key(rule, event) if rule.state is not None else None,
+            gate=gate, order_key=order_key(rule, event) if rule.state is not None else None, shadow=rule.shadow,
         ))
     timers = _timers(loaded, match, event, explain)
     return Matched(event.id, loaded.masker.mask_value(explain), runs, event, timers)

@@ -132,11 +132,14 @@ def rule_state(loaded: Loaded, store: Store, rule: Any) -> dict[str, Any] | None
 
 
 def list_runs(
-    loaded: Loaded, store: Store, *, status: str | None = None, rule: str | None = None, limit: int = 50
+    loaded: Loaded, store: Store, *, status: str | None = None, rule: str | None = None, limit: int = 50,
+    shadow: bool | None = None,
 ) -> dict[str, Any]:
+    """Runs, the latest changed first; ``shadow`` true or false keeps only the runs of
+    shadow rules (rendered, no action run) or only live ones."""
     if status is not None and status not in RUN_STATUSES:
         raise UsageError(f"status: expected one of {', '.join(RUN_STATUSES)}")
-    runs = store.list_runs(status, limit, rule)
+    runs = store.list_runs(status, limit, rule, shadow)
     for run in runs:
         run["created_at"], run["updated_at"] = iso(run["created_at"]), iso(run["updated_at"])
     return loaded.masker.mask_value({"runs": runs})
@@ -223,6 +226,7 @@ def rules_info(loaded: Loaded, store: Store) -> dict[str, Any]:
         rules.append({
             "name": rule.name, "description": rule.description, "version": rule.version, "file": rule.file,
             "line": rule.line, "builtin": rule.file == BUILTIN_FILE, "enabled": rule.enabled, "priority": rule.priority,
+            "mode": "shadow" if rule.shadow else "live",
             "source": sorted(rule.sources) if rule.sources is not None else None,
             "event": list(rule.event_text) or None,
             "steps": [{"id": s.id, "action": s.action} for s in rule.steps],

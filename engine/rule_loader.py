@@ -103,6 +103,11 @@ class RuleLoader:
         except ConfigError as exc:
             self.problems.extend(exc.problems)
             return []
+        return self.load_document(doc, order)
+
+    def load_document(self, doc: yamlfile.Document, order: int = 0) -> list[Rule]:
+        """The rules of one parsed rule file (a file, or a text such as ``POST
+        /api/backtest`` takes); its problems go to :attr:`problems` and :attr:`warnings`."""
         self.secrets.update(doc.secrets)
         before = len(self.problems)
         rules: list[Rule] = []
@@ -183,6 +188,7 @@ class RuleLoader:
             event_text=tuple(_as_list(model.event)), when=when, condition=condition,
             condition_text=model.if_ or "", priority=model.priority, stop=model.stop, enabled=model.enabled,
             state=state,
+            shadow=model.mode == "shadow",
         )
 
     def compile_text(self, text: str, file: str, version: str) -> Rule:

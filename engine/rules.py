@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,6 +69,9 @@ class RuleModel(_Model):
     threshold: ThresholdModel | None = Field(None, description="Fire on the count-th event per key within a window.")
     absence: AbsenceModel | None = Field(None, description="Fire when `expect` does not follow `after` in time.")
     order_by: str | None = Field(None, description="Runs of one key start in arrival order, one at a time.")
+    mode: Literal["live", "shadow"] = Field(
+        "live", description="shadow: matched, rendered and recorded as a shadow run, but no action runs."
+    )
     # Any: each step is checked on its own (RuleLoader._compile_step), so that one bad
     # step neither hides the others' problems nor shifts their places.
     actions: list[Any] = Field(default_factory=list)
@@ -122,6 +125,8 @@ class Rule:
     enabled: bool = True
     #: throttle, threshold, absence and order_by (SPEC 14), compiled; None for a stateless rule
     state: State | None = None
+    #: matched, rendered and recorded, but its actions never run (``mode: shadow``)
+    shadow: bool = False
     #: the rule as written (indented as in its file), kept with the runs it creates
     text: str = field(default="", repr=False, compare=False)
 

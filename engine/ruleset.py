@@ -117,7 +117,7 @@ class RuleSet:
                 continue
             outcome = rule.evaluate(event, envelope)
             verdicts.append(Verdict(rule, outcome))
-            if outcome.matched and rule.stop:
+            if outcome.matched and rule.stop and not rule.shadow:  # a shadow rule never changes what runs
                 stopped_by = rule.name
         return Match(tuple(verdicts))
 

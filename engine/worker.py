@@ -418,6 +418,8 @@ class Worker:
                 return self._success(task, rule, "skipped", None, None, started)
             params = apply_overrides(step.params.render(context), task.overrides)
             model = loaded.registry.validate(step.action, params)
+            if rule.shadow:  # rendered and recorded as it would be sent; the action never runs
+                return self._success(task, rule, "succeeded", None, params, started)
             with loaded.actions.use(step.action) as action, self._hover_for(loaded, step.action) as hover:
                 output = action.run(model, self._context(task, rule, step.timeout, hover))
             output = _checked_output(output)

@@ -321,7 +321,7 @@ def test_record_shapes_are_the_same(store: Store) -> None:
     run_id = matched_run(store, steps=1)
     run = store.get_run(run_id)
     assert run is not None and set(run) == {
-        "id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at"
+        "id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at", "shadow"
     }
     (step,) = store.steps_of_run(run_id)
     assert set(step) == {
@@ -491,7 +491,7 @@ def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: s
     finally:
         store.close()
     with psycopg.connect(pg_url) as conn:
-        assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4]
+        assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4, 5]
         assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
         assert conn.execute("SELECT to_regclass('rule_timers') IS NOT NULL").fetchone() == (True,)
 
@@ -516,8 +516,13 @@ def test_a_version_2_schema_gets_the_events_index_and_keeps_its_hover_logins(pg_
         assert conn.execute("SELECT version, applied_at FROM schema_version WHERE version = 3").fetchone() == (
             3, clock()
         )
-        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (4,)
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (5,)
         assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
+        # version 4: runs know whether a shadow rule made them
+        assert conn.execute("SELECT COUNT(*) FROM information_schema.columns "
+                            "WHERE table_name = 'runs' AND column_name = 'shadow'").fetchone() == (1,)
+        # version 5: the tables of stateful rules
+        assert conn.execute("SELECT to_regclass('rule_timers') IS NOT NULL").fetchone() == (True,)
 
 
 def test_processes_starting_together_create_the_schema_once(pg_url: str) -> None:

@@ -14,10 +14,11 @@ from typing import Any, NoReturn
 import click
 
 from ..errors import ConfigError, HookwiseError, StoreError, UsageError
-from .authoring import check, dry_run, schema, test_cases
+from .authoring import backtest, check, dry_run, schema, test_cases
 from .base import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_SOFTWARE, EXIT_STORE, EXIT_USAGE, Exit, print_problems
 from .hover import hover_group
 from .inspect import events, explain, replay, runs
+from .plugin import plugin
 from .serve import send, serve
 from .store import queue, store
 
@@ -32,8 +33,8 @@ def cli(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-for command in (check, dry_run, test_cases, schema, serve, send, events, explain, replay, runs, store, queue,
-                hover_group):
+for command in (check, dry_run, test_cases, backtest, schema, serve, send, events, explain, replay, runs, store, queue,
+                hover_group, plugin):
     cli.add_command(command)
 
 

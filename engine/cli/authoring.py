@@ -1,9 +1,11 @@
-"""The commands for writing rules: check, dry-run, test, schema.
+"""The commands for writing rules: check, dry-run, test, backtest, schema.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -15,9 +17,11 @@ from .base import (
     EXIT_FAILED,
     Exit,
     config_option,
+    inspect_store,
     load_all,
     parse_headers,
     plural,
+    print_json,
     print_problems,
     read_json,
 )
@@ -33,17 +37,31 @@ def check(config_path: str | None, strict: bool) -> None:
     from ..loader import rule_count
 
     loaded = load_all(config_path)
-    print_problems(loaded.warnings)
+    warnings = [*loaded.warnings, *_shape_warnings(loaded)]
+    print_problems(warnings)
     for name, path in missing_token_files(loaded.config):
         click.echo(f"note: sources.{name}.token_file: {path} does not exist yet: "
                    "`hookwise serve` makes it (a random token) when it starts", err=True)
     steps = sum(len(r.steps) for r in loaded.rules if r.file != BUILTIN_FILE)
     counts = [plural(len(loaded.config.settings.sources), "source"), rule_count(loaded.rules), plural(steps, "step")]
-    if loaded.warnings:
-        counts.append(plural(len(loaded.warnings), "warning"))
+    if warnings:
+        counts.append(plural(len(warnings), "warning"))
     click.echo(f"{loaded.config.path.name}: ok: {', '.join(counts)}")
-    if strict and loaded.warnings:
+    if strict and warnings:
         raise Exit(EXIT_FAILED)
+
+
+def _shape_warnings(loaded: Any) -> list[Any]:
+    """Paths the rules read that no stored event (or catalogued one) of their types has."""
+    from ..shapes import shape_warnings, stored_events
+
+    store = stored_events(loaded)
+    try:
+        found = shape_warnings(loaded, store)
+    finally:
+        if store is not None:
+            store.close()
+    return [p.masked(loaded.masker.mask) for p in found]
 
 
 @click.command("dry-run")
@@ -97,6 +115,53 @@ def test_cases(config_path: str | None, paths: tuple[str, ...]) -> None:
         raise Exit(EXIT_CONFIG)
     if report.failed or not report.results:
         raise Exit(EXIT_FAILED)
+
+
+@click.command()
+@config_option
+@click.option("--rules", "rules_path", metavar="PATH",
+              help="A changed rule file or folder to try (default: the rules the config names).")
+@click.option("--since", default="7d", show_default=True, metavar="WHEN",
+              help="Start of the window: a duration back from now (7d, 12h) or an ISO-8601 time.")
+@click.option("--until", metavar="TIME", help="End of the window (ISO-8601; default: now).")
+@click.option("--source", metavar="S", help="Only events of this source.")
+@click.option("--type", "type_", metavar="T", help="Only events of this type.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def backtest(config_path: str | None, rules_path: str | None, since: str, until: str | None, source: str | None,
+             type_: str | None, as_json: bool) -> None:
+    """Run rules over stored events with no side effects: per rule, the events it would
+    match against those it did match, examples of each difference, and render errors."""
+    import time
+
+    from ..backtest import Backtest, format_text, rules_from_path, window_start
+    from ..operations import parse_time
+
+    loaded, store = inspect_store(config_path)
+    rules, masker = rules_from_path(loaded, rules_path) if rules_path else (loaded.rules, loaded.masker)
+    now = time.time()
+    start = window_start(since, now)
+    job = Backtest(loaded, rules, store, since=start, until=parse_time(until, "--until"), source=source, type=type_,
+                   masker=masker)
+    progress = _progress(start, job.until or now) if sys.stderr.isatty() and not as_json else None
+    report = job.run(progress)
+    if progress is not None:
+        click.echo("\r\033[K", nl=False, err=True)
+    if as_json:
+        print_json(report.json())
+    else:
+        click.echo(format_text(report, f"{rules_path} (changed)" if rules_path else "the rules of the config"))
+
+
+def _progress(start: float, end: float) -> Callable[[int, float], None]:
+    """A line on the terminal, rewritten after each page: events read, and how far into
+    the window they reach."""
+    span = max(end - start, 1e-9)
+
+    def show(count: int, at: float) -> None:
+        share = min(1.0, max(0.0, (at - start) / span))
+        click.echo(f"\rbacktest: {count:,} events read, {share:.0%} of the window", nl=False, err=True)
+
+    return show
 
 
 @click.command()

@@ -100,7 +100,7 @@ def _print_run(run: dict[str, Any], details: bool = False) -> None:
     """A run and a line per step; with ``details``, each step's times, params, output and
     error below its line."""
     error = f": {run['error']}" if run.get("error") else ""
-    click.echo(f"run {run['id']}  rule {run['rule']} (version {run['rule_version']})  {run['status']}{error}")
+    click.echo(f"run {run['id']}  rule {run['rule']} (version {run['rule_version']})  {_run_status(run)}{error}")
     for step in run["steps"]:
         line = f"  step {step['index']} {step['id']} ({step['action']})  {step['status']}"
         if step["attempt"]:
@@ -196,20 +196,28 @@ def runs() -> None:
 @config_option
 @click.option("--status", type=click.Choice(RUN_STATUSES))
 @click.option("--rule", help="Only runs of this rule.")
+@click.option("--shadow/--live", "shadow", default=None,
+              help="Only the runs of shadow rules (rendered, no action run), or only live ones.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def runs_list(config_path: str | None, status: str | None, rule: str | None, limit: int, as_json: bool) -> None:
-    """Runs, most recently changed first."""
+def runs_list(
+    config_path: str | None, status: str | None, rule: str | None, shadow: bool | None, limit: int, as_json: bool
+) -> None:
+    """Runs, most recently changed first; shadow runs are marked."""
     from .. import operations as ops
 
     loaded, store = inspect_store(config_path)
-    found = ops.list_runs(loaded, store, status=status, rule=rule, limit=limit)
+    found = ops.list_runs(loaded, store, status=status, rule=rule, limit=limit, shadow=shadow)
     if as_json:
         print_json(found)
         return
-    table([[r["id"], r["updated_at"], r["rule"], r["status"], f"step {r['step']}", r["error"] or ""]
+    table([[r["id"], r["updated_at"], r["rule"], _run_status(r), f"step {r['step']}", r["error"] or ""]
             for r in found["runs"]],
            ["ID", "UPDATED", "RULE", "STATUS", "AT", "ERROR"])
+
+
+def _run_status(run: dict[str, Any]) -> str:
+    return f"{run['status']} (shadow)" if run.get("shadow") else str(run["status"])
 
 
 @runs.command("show")

@@ -63,6 +63,8 @@ class NewRun:
     gate: Gate | None = None
     #: the run's order_by key: runs of one key start in arrival order, one at a time
     order_key: str | None = None
+    #: a shadow rule's run: its steps are rendered and recorded, no action runs
+    shadow: bool = False
 
 
 @dataclass(frozen=True)
@@ -295,8 +297,21 @@ class Store(Protocol):
     def get_run(self, run_id: str) -> dict[str, Any] | None: ...
 
     def list_runs(
-        self, status: str | None = None, limit: int = 50, rule: str | None = None
-    ) -> list[dict[str, Any]]: ...
+        self, status: str | None = None, limit: int = 50, rule: str | None = None, shadow: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Runs, the latest changed first; ``shadow`` true or false keeps only shadow runs
+        or only live ones."""
+
+    def scan_events(
+        self, *, since: float, until: float | None = None, source: str | None = None, type: str | None = None,
+        after: int = 0, limit: int = 1000,
+    ) -> list[tuple[int, Event, Any]]:
+        """Events received in [since, until) in the order they were stored, up to
+        ``limit`` after the one whose ``seq`` is ``after``: (seq, event, explain record or
+        None while pending) each. Pages for a backtest."""
+
+    def sample_bodies(self, source: str, type: str, limit: int = 100) -> list[Any]:
+        """The bodies of the latest ``limit`` events of ``source`` and ``type``."""
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]: ...
 

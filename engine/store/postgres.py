@@ -66,9 +66,9 @@ Row = tuple[Any, ...]
 
 #: The version of the schema this code creates (``schema_version`` in the database):
 #: ``schema`` is version 1, each ``migration_N`` block brings it to N.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: The migration that creates the tables of stateful rules (``sql/state.sql``).
-STATE_MIGRATION = 4
+STATE_MIGRATION = 5
 
 
 def _version_in(conn: Any) -> int:
@@ -339,7 +339,7 @@ class PostgresStore:
             Q["put_rule_version"],
             {"version": run.version, "name": run.rule, "file": run.rule_file, "text": run.rule_text}
         )
-        params = {"id": run.id, "event_id": event_id, "rule": run.rule, "version": run.version}
+        params = {"id": run.id, "event_id": event_id, "rule": run.rule, "version": run.version, "shadow": run.shadow}
         return bool(db.execute(Q["put_run"], params).rowcount)
 
     # --- steps --------------------------------------------------------------------------
@@ -611,8 +611,22 @@ class PostgresStore:
         rows = self._query("get_run", {"id": run_id})
         return shapes.run(rows[0]) if rows else None
 
-    def list_runs(self, status: str | None = None, limit: int = 50, rule: str | None = None) -> list[dict[str, Any]]:
-        return [shapes.run(row) for row in self._query("list_runs", {"status": status, "limit": limit, "rule": rule})]
+    def list_runs(
+        self, status: str | None = None, limit: int = 50, rule: str | None = None, shadow: bool | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"status": status, "limit": limit, "rule": rule, "shadow": shadow}
+        return [shapes.run(row) for row in self._query("list_runs", params)]
+
+    def scan_events(
+        self, *, since: float, until: float | None = None, source: str | None = None, type: str | None = None,
+        after: int = 0, limit: int = 1000,
+    ) -> list[shapes.Scanned]:
+        params = {"since": since, "until": until, "source": source, "type": type, "after": after, "limit": limit}
+        return [shapes.scanned(row) for row in self._query("scan_events", params)]
+
+    def sample_bodies(self, source: str, type: str, limit: int = 100) -> list[Any]:
+        rows = self._query("sample_bodies", {"source": source, "type": type, "limit": limit})
+        return [_loads(row[0]) for row in rows]
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
         return shapes.steps(self._query("steps_of_run", {"run_id": run_id}))

@@ -13,7 +13,7 @@ from ..events import Event
 from . import QueueItem
 
 EVENT_SUMMARY = ("seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of", "runs")
-RUN = ("id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at")
+RUN = ("id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at", "shadow")
 STEP = (
     "run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at",
     "finished_at"
@@ -55,7 +55,18 @@ def event_detail(r: Sequence[Any]) -> dict[str, Any]:
 
 
 def run(row: Sequence[Any]) -> dict[str, Any]:
-    return dict(zip(RUN, row, strict=True))
+    out = dict(zip(RUN, row, strict=True))
+    out["shadow"] = bool(out["shadow"])  # SQLite keeps it as 0 or 1
+    return out
+
+
+#: What :meth:`Store.scan_events` gives: (seq, event, explain record or None while pending).
+Scanned = tuple[int, Event, Any]
+
+
+def scanned(row: Sequence[Any]) -> Scanned:
+    """A ``scan_events`` row: seq, the event's columns as :func:`event` reads them, explain."""
+    return row[0], event(row[1:12]), loads(row[12])
 
 
 def steps(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:

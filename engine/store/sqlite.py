@@ -38,6 +38,7 @@ SQ = state.queries("sqlite")
 #: Columns added after a table was first released: (name, type) by table.
 _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "events": [("replay_of", "TEXT"), ("only_rules", "TEXT")],
+    "runs": [("shadow", "INTEGER NOT NULL DEFAULT 0")],
     "hover_webhooks": [("verify_method", "TEXT")],
 }
 #: Queries run once, right after the column they come with was added to an older file.
@@ -270,7 +271,9 @@ class SQLiteStore:
                 if run.version not in self._versions and run.version not in versions:
                     db.execute(Q["put_rule_version"], (run.version, run.rule, run.rule_file, run.rule_text))
                     versions.add(run.version)
-                created = db.execute(Q["put_run"], (run.id, match.event_id, run.rule, run.version, now, now)).rowcount
+                created = db.execute(
+                    Q["put_run"], (run.id, match.event_id, run.rule, run.version, now, now, int(run.shadow))
+                ).rowcount
                 if not created:  # matched before by a worker whose claim ran out: its run stands
                     continue
                 if not run.steps:
@@ -617,8 +620,22 @@ class SQLiteStore:
         rows = self._read(Q["get_run"], (run_id,))
         return shapes.run(rows[0]) if rows else None
 
-    def list_runs(self, status: str | None = None, limit: int = 50, rule: str | None = None) -> list[dict[str, Any]]:
-        return [shapes.run(row) for row in self._read(Q["list_runs"], {"status": status, "limit": limit, "rule": rule})]
+    def list_runs(
+        self, status: str | None = None, limit: int = 50, rule: str | None = None, shadow: bool | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"status": status, "limit": limit, "rule": rule, "shadow": None if shadow is None else int(shadow)}
+        return [shapes.run(row) for row in self._read(Q["list_runs"], params)]
+
+    def scan_events(
+        self, *, since: float, until: float | None = None, source: str | None = None, type: str | None = None,
+        after: int = 0, limit: int = 1000,
+    ) -> list[shapes.Scanned]:
+        params = {"since": since, "until": until, "source": source, "type": type, "after": after, "limit": limit}
+        return [shapes.scanned(row) for row in self._read(Q["scan_events"], params)]
+
+    def sample_bodies(self, source: str, type: str, limit: int = 100) -> list[Any]:
+        rows = self._read(Q["sample_bodies"], {"source": source, "type": type, "limit": limit})
+        return [_loads(row[0]) for row in rows]
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
         return shapes.steps(self._read(Q["steps_of_run"], (run_id,)))

@@ -176,8 +176,26 @@ CREATE INDEX IF NOT EXISTS events_received ON events (received_at, source);
 INSERT INTO schema_version (version, applied_at) VALUES (3, {now}) ON CONFLICT (version) DO NOTHING;
 
 -- name: migration_4
--- The tables of stateful rules (sql/state.sql, run just before this block).
+-- Shadow rules: their runs are recorded, rendered, and never run an action.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS shadow boolean NOT NULL DEFAULT false;
 INSERT INTO schema_version (version, applied_at) VALUES (4, {now}) ON CONFLICT (version) DO NOTHING;
+
+-- name: scan_events
+-- Backtest: stored events of a window in the order they arrived, a batch after the seq
+-- %(after)s, with the explain record of their matching (null while pending).
+SELECT seq, id, source, type, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules, explain
+FROM events WHERE received_at >= %(since)s AND (%(until)s::float8 IS NULL OR received_at < %(until)s::float8)
+    AND seq > %(after)s AND (%(source)s::text IS NULL OR source = %(source)s::text)
+    AND (%(type)s::text IS NULL OR type = %(type)s::text)
+ORDER BY seq LIMIT %(limit)s;
+
+-- name: sample_bodies
+-- Lint: the bodies of the latest events of one source and type.
+SELECT body FROM events WHERE source = %(source)s AND type = %(type)s ORDER BY seq DESC LIMIT %(limit)s;
+
+-- name: migration_5
+-- The tables of stateful rules (sql/state.sql, run just before this block).
+INSERT INTO schema_version (version, applied_at) VALUES (5, {now}) ON CONFLICT (version) DO NOTHING;
 
 -- name: notify_events
 -- A wake-up for workers waiting on LISTEN; sent on commit, dropped on rollback.
@@ -255,9 +273,9 @@ SELECT name, file, text FROM rule_versions WHERE version = %(version)s;
 -- name: put_run
 -- No row when the (event, rule) pair has its run already (matched before by a worker whose
 -- claim ran out); a concurrent insert of the pair waits for the first and then does nothing.
-INSERT INTO runs (id, event_id, rule, rule_version, status, created_at, updated_at)
+INSERT INTO runs (id, event_id, rule, rule_version, status, created_at, updated_at, shadow)
 VALUES (%(id)s, %(event_id)s, %(rule)s, %(version)s, 'active', {now},
-    {now})
+    {now}, %(shadow)s)
 ON CONFLICT DO NOTHING;
 
 -- name: put_ready_step
@@ -349,15 +367,16 @@ WHERE (%(source)s::text IS NULL OR source = %(source)s::text)
 ORDER BY seq DESC LIMIT %(limit)s;
 
 -- name: runs_of_event
-SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs
+SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at, shadow FROM runs
 WHERE event_id = %(event_id)s ORDER BY created_at, rule;
 
 -- name: get_run
-SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs WHERE id = %(id)s;
+SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at, shadow FROM runs WHERE id = %(id)s;
 
 -- name: list_runs
-SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs
+SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at, shadow FROM runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text) AND (%(rule)s::text IS NULL OR rule = %(rule)s::text)
+    AND (%(shadow)s::boolean IS NULL OR shadow = %(shadow)s::boolean)
 ORDER BY updated_at DESC LIMIT %(limit)s;
 
 -- name: events_per_minute

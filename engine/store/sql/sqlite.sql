@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS runs (
     error        TEXT,
     created_at   REAL NOT NULL,
     updated_at   REAL NOT NULL,
+    shadow       INTEGER NOT NULL DEFAULT 0,        -- 1: a shadow rule's run (rendered, no action runs)
     UNIQUE (event_id, rule)
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, updated_at);
@@ -154,6 +155,18 @@ RETURNING id, source, type, delivery_id, body, headers, query, received_at, dept
 SELECT id, source, type, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules
 FROM events WHERE status = 'pending' AND available_at <= :now ORDER BY available_at, seq LIMIT :limit;
 
+-- name: scan_events
+-- Backtest: stored events of a window in the order they arrived, a batch after the seq
+-- :after, with the explain record of their matching (null while pending).
+SELECT seq, id, source, type, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules, explain
+FROM events WHERE received_at >= :since AND (:until IS NULL OR received_at < :until) AND seq > :after
+    AND (:source IS NULL OR source = :source) AND (:type IS NULL OR type = :type)
+ORDER BY seq LIMIT :limit;
+
+-- name: sample_bodies
+-- Lint: the bodies of the latest events of one source and type.
+SELECT body FROM events WHERE source = :source AND type = :type ORDER BY seq DESC LIMIT :limit;
+
 -- name: next_event_due
 SELECT MIN(available_at) FROM events WHERE status = 'pending';
 
@@ -164,8 +177,8 @@ INSERT OR IGNORE INTO rule_versions (version, name, file, text) VALUES (?, ?, ?,
 SELECT name, file, text FROM rule_versions WHERE version = ?;
 
 -- name: put_run
-INSERT OR IGNORE INTO runs (id, event_id, rule, rule_version, status, created_at, updated_at)
-VALUES (?, ?, ?, ?, 'active', ?, ?);
+INSERT OR IGNORE INTO runs (id, event_id, rule, rule_version, status, created_at, updated_at, shadow)
+VALUES (?, ?, ?, ?, 'active', ?, ?, ?);
 
 -- name: put_step
 INSERT OR IGNORE INTO steps (run_id, idx, step_id, action, status, due_at) VALUES (?, ?, ?, ?, ?, ?);
@@ -232,14 +245,15 @@ WHERE (:source IS NULL OR source = :source) AND (:type IS NULL OR type = :type) 
 ORDER BY seq DESC LIMIT :limit;
 
 -- name: runs_of_event
-SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs WHERE event_id = ? ORDER BY created_at, rule;
+SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at, shadow FROM runs WHERE event_id = ? ORDER BY created_at, rule;
 
 -- name: get_run
-SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs WHERE id = ?;
+SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at, shadow FROM runs WHERE id = ?;
 
 -- name: list_runs
-SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at FROM runs
-WHERE (:status IS NULL OR status = :status) AND (:rule IS NULL OR rule = :rule) ORDER BY updated_at DESC LIMIT :limit;
+SELECT id, event_id, rule, rule_version, status, step, error, created_at, updated_at, shadow FROM runs
+WHERE (:status IS NULL OR status = :status) AND (:rule IS NULL OR rule = :rule) AND (:shadow IS NULL OR shadow = :shadow)
+ORDER BY updated_at DESC LIMIT :limit;
 
 -- name: retry_dead_step
 UPDATE steps SET status = 'ready', attempt = 0, due_at = ?, overrides = ?, error = NULL
