@@ -137,7 +137,7 @@ class StepRunner:
             # a later step sees "****" where a target echoed a secret back (SPEC 3).
             task=task, outcome=outcome, output=masker.mask_value(output), params=masker.mask_value(params),
             started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index),
-            step_count=len(rule.steps),
+            step_count=len(rule.steps), ordered=_ordered(rule),
         )
 
     def failure(
@@ -158,6 +158,7 @@ class StepRunner:
             task=task, outcome="failed", error=error, retry_in=retry_in, params=masker.mask_value(params),
             started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index) if rule else 0.0,
             continue_on_error=bool(step and step.continue_on_error), step_count=len(rule.steps) if rule else 0,
+            ordered=_ordered(rule),
         )
 
     def _context(self, task: StepTask, rule: Rule, timeout: float, hover: HoverClient | None) -> Context:
@@ -215,6 +216,10 @@ class StepRunner:
             return None
         self._rules_by_version[version] = rule
         return rule
+
+
+def _ordered(rule: Rule | None) -> bool:
+    return rule is not None and rule.state is not None and rule.state.order_by is not None
 
 
 def _next_delay(rule: Rule | None, index: int) -> float:

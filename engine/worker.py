@@ -21,18 +21,16 @@ from collections.abc import Callable
 
 from .delivery import Delivery
 from .errors import StoreError
-from .events import Event
 from .flights import Busy, InFlight
 from .hover import SharedClient
-from .ids import derived_id
 from .loader import Loaded
 from .logs import step_fields
+from .matching import match_or_note
 from .metrics import Metrics
 from .parking import Parking
-from .ruleset import Match
 from .runs import StepResult, StepTask
 from .step_runner import StepRunner
-from .store import Matched, NewRun, Store, Unrecorded
+from .store import Store, Unrecorded
 
 log = logging.getLogger("hookwise.worker")
 
@@ -43,6 +41,8 @@ EVENT_BATCH = 256
 STEP_LEASE = 15.0
 #: Lease of a claimed event (matching takes milliseconds).
 EVENT_LEASE = 10.0
+#: Largest number of due absence timers fired in one transaction.
+TIMER_BATCH = 256
 #: Seconds between looks over the running steps for one past its time limit, while the
 #: worker is busy (an idle worker wakes at the soonest limit).
 TIMEOUT_CHECK = 0.05
@@ -82,6 +82,7 @@ class Worker:
         self._finished: queue.SimpleQueue[tuple[InFlight, StepResult]] = queue.SimpleQueue()
         self._events_stored = True  # a new event may be waiting: claim before the next poll
         self._claimed_at = 0.0  # when events were last claimed (or looked for)
+        self._timers_at = 0.0  # when due timers were last looked for
         self._timeouts_at = 0.0  # when running steps are next looked over for their time limit
         self._in_flight: set[InFlight] = set()  # queued or running, and not yet recorded
         self._unwritten: list[StepResult] = []  # finished, kept while the store cannot record them
@@ -164,6 +165,7 @@ class Worker:
     def _tick(self) -> bool:
         self._renew_leases()
         recorded = self._record_results()
+        self._fire_timers()
         matched = self._match_events()
         started = self._start_steps()
         return bool(recorded or matched or started)
@@ -193,6 +195,15 @@ class Worker:
 
     # --- matching -------------------------------------------------------------------------
 
+    def _fire_timers(self) -> None:
+        """Fire the due absence timers, once a poll interval, while any rule has them."""
+        now = time.monotonic()
+        if now - self._timers_at < self.poll or not self.loaded().rules.absences:
+            return
+        self._timers_at = now
+        if self.store.fire_timers(TIMER_BATCH):
+            self.wake()  # their rule.absence events wait to be matched
+
     def _match_events(self) -> int:
         """Claim and match events: when told of a new one, or a poll interval after the
         last look (delayed events, events stored by other processes, expired claims)."""
@@ -203,8 +214,8 @@ class Worker:
         loaded = self.loaded()
         # First steps are claimed as their runs are created: no second round trip for them.
         count, tasks = self.store.match_events(
-            EVENT_BATCH, lambda events: [self._match_or_note(loaded, event) for event in events],
-            event_lease=EVENT_LEASE, claim=self._free(), lease=STEP_LEASE,
+            EVENT_BATCH, lambda events: [match_or_note(loaded, event, self.metrics) for event in events],
+            event_lease=EVENT_LEASE, claim=self._free(), lease=STEP_LEASE, serial=loaded.rules.stateful,
         )
         if count == EVENT_BATCH:  # more may be waiting
             self._events_stored = True
@@ -217,38 +228,6 @@ class Worker:
         if self._stopping.is_set():
             return 0
         return self._busy.room(self.concurrency * PREFETCH)
-
-    def _match_or_note(self, loaded: Loaded, event: Event) -> Matched:
-        """Match ``event``; if matching itself fails (a bug), the event is recorded with
-        the error as its explain and no run, rather than holding back every event claimed
-        with it, again and again. It stays stored: ``hookwise replay`` runs it after a fix."""
-        try:
-            return self._match(loaded, event)
-        except Exception as exc:
-            log.exception("matching event %s failed", event.id, extra={"event": event.id})
-            return Matched(event.id, [{"error": f"matching failed: {type(exc).__name__}: {exc}"}], [], event)
-
-    def _match(self, loaded: Loaded, event: Event) -> Matched:
-        match = loaded.rules.match(event)
-        if event.only_rules is not None:  # a replay for some rules
-            match = Match(tuple(v for v in match.verdicts if v.rule.name in event.only_rules))
-        runs = [
-            NewRun(
-                id=derived_id(event.id, rule.name), rule=rule.name, version=rule.version, rule_file=rule.file,
-                rule_text=rule.text, steps=[(s.index, s.id, s.action) for s in rule.steps],
-                first_delay=rule.steps[0].delay if rule.steps else 0.0, shadow=rule.shadow,
-            )
-            for rule in match.rules
-        ]
-        for run in runs:
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "event %s matched rule %s: run %s", event.id, run.rule, run.id,
-                    extra={"event": event.id, "rule": run.rule, "run": run.id}
-                )
-            if self.metrics is not None:
-                self.metrics.matched(run.rule, shadow=run.shadow)
-        return Matched(event.id, loaded.masker.mask_value(match.explain()), runs, event)
 
     # --- steps ----------------------------------------------------------------------------
 

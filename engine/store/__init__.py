@@ -17,6 +17,7 @@ from ..errors import StoreError
 from ..events import Event
 from ..ids import new_id
 from ..runs import StepResult, StepTask
+from ..stateful import Gate, TimerOp
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class NewRun:
     #: (index, step id, action) of every step
     steps: Sequence[tuple[int, str, str]]
     first_delay: float = 0.0
+    #: a throttle or threshold the run must pass, checked where it is created (SPEC 14)
+    gate: Gate | None = None
+    #: the run's order_by key: runs of one key start in arrival order, one at a time
+    order_key: str | None = None
     #: a shadow rule's run: its steps are rendered and recorded, no action runs
     shadow: bool = False
 
@@ -71,6 +76,8 @@ class Matched:
     runs: Sequence[NewRun] = ()
     #: the event itself, so that first steps can be claimed as their runs are created
     event: Event | None = None
+    #: absence timers the event starts or cancels, applied as its matches are recorded
+    timers: Sequence[TimerOp] = ()
 
 
 @dataclass(frozen=True)
@@ -145,12 +152,35 @@ class Store(Protocol):
         ``lease`` seconds) and returned, saving a claim's round trip."""
 
     def match_events(
-        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0,
+        serial: bool = False,
     ) -> tuple[int, list[StepTask]]:
-        """:meth:`claim_events` (for ``event_lease`` seconds), ``match`` them and
+        """``serial``: claim, match and record in one transaction that one worker at a time
+        runs (the rule set keeps state: arrival order and counts must hold across workers).
+        :meth:`claim_events` (for ``event_lease`` seconds), ``match`` them and
         :meth:`record_matches` (``claim`` and ``lease`` as there), in one transaction where
         the store can. Returns how many events were matched and the first steps claimed. An
         exception from ``match`` leaves the events to a later claim."""
+
+    def fire_timers(self, limit: int = 100) -> int:
+        """Fire up to ``limit`` due absence timers: each becomes a ``rule.absence`` event,
+        stored in the transaction that marks the timer fired, on exactly one worker.
+        Returns how many fired."""
+
+    def skip_run(self, run_id: str) -> dict[str, Any] | None:
+        """Put a dead or waiting run aside (status ``skipped``), so that the next run of its
+        order_by key may start; the run, or None unless it was dead or waiting."""
+
+    def rule_state(self, rule: str, limit: int = 50) -> dict[str, Any]:
+        """What a stateful rule keeps: ``throttled`` keys, ``counters``, ``timers`` and
+        ``ordered`` (its unfinished runs per key)."""
+
+    def event_timers(self, event_id: str) -> list[dict[str, Any]]:
+        """The absence timers an event started or ended."""
+
+    def run_waiting_for(self, run_id: str) -> dict[str, Any] | None:
+        """For a run of an order_by rule: ``{key, run_id, status}`` of the run at the head
+        of its key (the one it waits for), or None for other runs."""
 
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
         """Take up to ``limit`` due steps (ready, or running with an expired lease)."""

@@ -38,13 +38,18 @@ except ImportError as exc:
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
-from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored, Unrecorded
+from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored, Unrecorded, state
 from . import rows as shapes  # shared with the SQLite store: the same values from both
 from .queries import load_queries
 from .rows import dumps as _dumps  # short names: they are everywhere here
 from .rows import loads as _loads
 
 Q = load_queries("postgres")
+SQ = state.queries("postgres")
+#: The time now, as every other statement of the transaction judges it.
+STATE_NOW = "SELECT " + Q["now"]
+#: The transaction-scoped advisory lock that serialises matching when rules keep state.
+STATE_LOCK = "SELECT pg_advisory_xact_lock(7310652148901324807)"
 
 #: Connections in the pool: the receiver's commits, the worker's claims and the commands'.
 MAX_CONNECTIONS = 10
@@ -61,7 +66,9 @@ Row = tuple[Any, ...]
 
 #: The version of the schema this code creates (``schema_version`` in the database):
 #: ``schema`` is version 1, each ``migration_N`` block brings it to N.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+#: The migration that creates the tables of stateful rules (``sql/state.sql``).
+STATE_MIGRATION = 5
 
 
 def _version_in(conn: Any) -> int:
@@ -180,6 +187,8 @@ class PostgresStore:
             if version < 1:
                 db.execute(Q["schema"])
             for later in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                if later == STATE_MIGRATION:
+                    db.execute(SQ["schema"])
                 db.execute(Q[f"migration_{later}"])
 
     def _schema_version(self) -> int:
@@ -276,33 +285,53 @@ class PostgresStore:
         return [shapes.event(row) for row in rows]
 
     def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
-        claimed: list[StepTask] = []
         with self._transaction(relaxed=True) as db:
-            for match in matches:
-                for run in match.runs:
-                    if not self._put_run(db, match.event_id, run):  # matched before by a worker whose claim ran out
-                        continue
-                    if not run.steps:
-                        _update_run(db, run.id, RunStatus.SUCCEEDED, 0, None)
-                        continue
-                    take = len(claimed) < claim and run.first_delay <= 0 and match.event is not None
-                    _put_steps(db, run, lease if take else None)
-                    if take:
-                        assert match.event is not None
-                        _, step_id, action = run.steps[0]
-                        claimed.append(StepTask(run.id, 0, step_id, action, 1, run.rule, run.version, match.event))
-                db.execute(Q["event_matched"], {"explain": _dumps(match.explain), "id": match.event_id})
+            return self._record_matches(db, matches, claim, lease)
+
+    def _record_matches(self, db: Connection, matches: Sequence[Matched], claim: int, lease: float) -> list[StepTask]:
+        claimed: list[StepTask] = []
+        now = 0.0
+        if state.has_state(matches):  # one recorder of rule state at a time, and its time
+            db.execute(STATE_LOCK)
+            now = _now(db)
+        for match in matches:
+            match = state.apply(db, SQ, match, now)
+            for run in match.runs:
+                if not self._put_run(db, match.event_id, run):  # matched before by a worker whose claim ran out
+                    continue
+                if not run.steps:
+                    _update_run(db, run.id, RunStatus.SUCCEEDED, 0, None)
+                    continue
+                held = run.order_key is not None and state.hold(db, SQ, run, now) is not None
+                take = len(claimed) < claim and run.first_delay <= 0 and match.event is not None and not held
+                _put_steps(db, run, lease if take else None, held)
+                if take:
+                    assert match.event is not None
+                    _, step_id, action = run.steps[0]
+                    claimed.append(StepTask(run.id, 0, step_id, action, 1, run.rule, run.version, match.event))
+            db.execute(Q["event_matched"], {"explain": _dumps(match.explain), "id": match.event_id})
         return claimed
 
     def match_events(
-        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0,
+        serial: bool = False,
     ) -> tuple[int, list[StepTask]]:
         """Two transactions: matching runs between them, holding no row lock; the claim's
-        lease keeps the events from other workers meanwhile."""
-        events = self.claim_events(limit, event_lease)
-        if not events:
-            return 0, []
-        return len(events), self.record_matches(match(events), claim=claim, lease=lease)
+        lease keeps the events from other workers meanwhile. ``serial`` (rules keep state):
+        one transaction, under an advisory lock, so that workers claim, match and record
+        in turn: runs of an order_by key are created in arrival order, and counts and
+        throttles never race."""
+        if not serial:
+            events = self.claim_events(limit, event_lease)
+            if not events:
+                return 0, []
+            return len(events), self.record_matches(match(events), claim=claim, lease=lease)
+        with self._transaction("claim", relaxed=True) as db:
+            db.execute(STATE_LOCK)
+            rows = db.execute(Q["claim_events"], {"limit": limit, "lease": float(event_lease)}).fetchall()
+            if not rows:
+                return 0, []
+            return len(rows), self._record_matches(db, match([shapes.event(row) for row in rows]), claim, lease)
 
     def _put_run(self, db: Connection, event_id: str, run: NewRun) -> bool:
         """Whether the run was created (False: the (event, rule) pair has its run)."""
@@ -344,7 +373,43 @@ class PostgresStore:
 
     def next_due(self) -> float | None:
         due: float | None = self._query("next_due")[0][0]
-        return due
+        timer: float | None = self._query_state("next_timer_due")[0][0]
+        return min((t for t in (due, timer) if t is not None), default=None)
+
+    # --- stateful rules -----------------------------------------------------------------
+
+    def _query_state(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
+        with self._statement("read") as conn:
+            return conn.execute(SQ[name], params).fetchall()
+
+    def fire_timers(self, limit: int = 100) -> int:
+        with self._transaction() as db:
+            now = _now(db)
+            events = state.fire_due(db, SQ, now, limit)
+            for event in events:
+                self._put_event(db, event)
+            if events:
+                db.execute(Q["notify_events"])
+        return len(events)
+
+    def skip_run(self, run_id: str) -> dict[str, Any] | None:
+        with self._transaction() as db:
+            db.execute(STATE_LOCK)
+            if not state.skip(db, SQ, run_id, _now(db)):
+                return None
+        return self.get_run(run_id)
+
+    def rule_state(self, rule: str, limit: int = 50) -> dict[str, Any]:
+        with self._statement("read") as db:
+            return state.rule_state(db, SQ, rule, _now(db), limit)
+
+    def event_timers(self, event_id: str) -> list[dict[str, Any]]:
+        with self._statement("read") as db:
+            return state.timers_of_event(db, SQ, event_id)
+
+    def run_waiting_for(self, run_id: str) -> dict[str, Any] | None:
+        with self._statement("read") as db:
+            return state.waiting_for(db, SQ, run_id)
 
     def rule_text(self, version: str) -> tuple[str, str, str] | None:
         rows = self._query("get_rule_version", {"version": version})
@@ -535,7 +600,9 @@ class PostgresStore:
                 db.execute(Q["prune_steps"], {"runs": runs})
         events = self._count("prune_events", {"before": before, "batch": batch})
         deliveries = self._count("prune_deliveries", {"batch": batch})
-        return {"runs": len(runs), "events": events, "deliveries": deliveries}
+        with self._transaction() as db:
+            kept = state.prune(db, SQ, _now(db), before)
+        return {"runs": len(runs), "events": events, "deliveries": deliveries, "state": kept}
 
     def runs_of_event(self, event_id: str) -> list[dict[str, Any]]:
         return [shapes.run(row) for row in self._query("runs_of_event", {"event_id": event_id})]
@@ -580,14 +647,16 @@ class PostgresStore:
 # --- statements inside a caller's transaction ---------------------------------------------
 
 
-def _put_steps(db: Connection, run: NewRun, lease: float | None) -> None:
+def _put_steps(db: Connection, run: NewRun, lease: float | None, held: bool = False) -> None:
     """The run's steps: the first ready (or, with ``lease``, running: claimed by the
-    caller), the others waiting."""
+    caller), the others waiting; all waiting when ``held`` (its order_by key is busy)."""
     rows = [
         {"run_id": run.id, "idx": index, "step_id": step_id, "action": action} for index, step_id, action in run.steps
     ]
     for row in rows:
-        if row["idx"] == 0 and lease is not None:
+        if row["idx"] == 0 and held:
+            db.execute(Q["put_waiting_step"], row)
+        elif row["idx"] == 0 and lease is not None:
             db.execute(Q["put_claimed_step"], {**row, "lease": float(lease)})
         elif row["idx"] == 0:
             db.execute(Q["put_ready_step"], {**row, "delay": float(run.first_delay)})
@@ -642,6 +711,14 @@ def _advance(db: Connection, r: StepResult) -> None:
         _update_run(db, t.run_id, RunStatus.ACTIVE, t.index + 1, None)
     else:
         _update_run(db, t.run_id, RunStatus.SUCCEEDED, t.index, None)
+        if r.ordered:  # in turn with matching: a run created meanwhile behind this one is seen
+            db.execute(STATE_LOCK)
+            state.release(db, SQ, t.run_id, _now(db))
+
+
+def _now(db: Connection) -> float:
+    """The transaction's time now (the store's clock, or the database's)."""
+    return float(_one(db.execute(STATE_NOW).fetchone())[0])
 
 
 def _update_run(db: Connection, run_id: str, status: RunStatus, step: int, error: str | None) -> None:

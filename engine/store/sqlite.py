@@ -26,13 +26,14 @@ from ..errors import StoreError, Unstorable
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
-from . import HoverTokens, Incoming, Matched, Matcher, QueueItem, Stored, Unrecorded
+from . import HoverTokens, Incoming, Matched, Matcher, QueueItem, Stored, Unrecorded, state
 from . import rows as shapes
 from .queries import load_queries
 from .rows import dumps as _dumps  # short names: they are everywhere here
 from .rows import loads as _loads
 
 Q = load_queries("sqlite")
+SQ = state.queries("sqlite")
 
 #: Columns added after a table was first released: (name, type) by table.
 _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
@@ -159,7 +160,7 @@ class SQLiteStore:
         try:
             # One write transaction taken up front: processes starting together wait for
             # each other (busy timeout) instead of failing half way through the schema.
-            conn.executescript(f"BEGIN IMMEDIATE;\n{Q['schema']}\nCOMMIT;")
+            conn.executescript(f"BEGIN IMMEDIATE;\n{Q['schema']}\n{SQ['schema']}\nCOMMIT;")
             for table, columns in _ADDED_COLUMNS.items():
                 have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
                 for name, kind in columns:
@@ -239,12 +240,13 @@ class SQLiteStore:
         return claimed
 
     def match_events(
-        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0,
+        serial: bool = False,
     ) -> tuple[int, list[StepTask]]:
         """One transaction, holding the write lock while ``match`` runs (a millisecond for
         a batch): no other writer can take the events meanwhile, so they need no lease
         (``event_lease`` is unused), and each event row is written once (matched) rather
-        than twice (leased, then matched)."""
+        than twice (leased, then matched). Always serial, whatever ``serial`` says."""
         now = self.clock()
         if not self._due("next_event_due", now):
             return 0, []
@@ -264,6 +266,7 @@ class SQLiteStore:
     ) -> list[StepTask]:
         claimed: list[StepTask] = []
         for match in matches:
+            match = state.apply(db, SQ, match, now)
             for run in match.runs:
                 if run.version not in self._versions and run.version not in versions:
                     db.execute(Q["put_rule_version"], (run.version, run.rule, run.rule_file, run.rule_text))
@@ -276,8 +279,9 @@ class SQLiteStore:
                 if not run.steps:
                     db.execute(Q["update_run"], (RunStatus.SUCCEEDED.value, 0, None, now, run.id))
                     continue
-                take = len(claimed) < claim and run.first_delay <= 0 and match.event is not None
-                self._put_steps(db, run, now, lease if take else None)
+                held = run.order_key is not None and state.hold(db, SQ, run, now) is not None
+                take = len(claimed) < claim and run.first_delay <= 0 and match.event is not None and not held
+                self._put_steps(db, run, now, lease if take else None, held)
                 if take:
                     assert match.event is not None
                     _, step_id, action = run.steps[0]
@@ -285,11 +289,13 @@ class SQLiteStore:
             db.execute(Q["event_matched"], (_dumps(match.explain), match.event_id))
         return claimed
 
-    def _put_steps(self, db: sqlite3.Connection, run: Any, now: float, lease: float | None) -> None:
+    def _put_steps(self, db: sqlite3.Connection, run: Any, now: float, lease: float | None, held: bool) -> None:
         """The run's steps: the first ready (or, with ``lease``, running: claimed by the
-        caller), the others waiting."""
+        caller), the others waiting; all waiting when ``held`` (its order_by key is busy)."""
         for index, step_id, action in run.steps:
-            if index == 0 and lease is not None:
+            if index == 0 and held:
+                db.execute(Q["put_step"], (run.id, index, step_id, action, StepStatus.WAITING.value, None))
+            elif index == 0 and lease is not None:
                 db.execute(Q["put_claimed_step"], (run.id, index, step_id, action, now + lease, now))
             elif index == 0:
                 db.execute(
@@ -368,6 +374,8 @@ class SQLiteStore:
             db.execute(Q["update_run"], (RunStatus.ACTIVE.value, t.index + 1, None, now, t.run_id))
         else:
             db.execute(Q["update_run"], (RunStatus.SUCCEEDED.value, t.index, None, now, t.run_id))
+            if r.ordered:
+                state.release(db, SQ, t.run_id, now)
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
         until = self.clock() + lease
@@ -376,7 +384,36 @@ class SQLiteStore:
 
     def next_due(self) -> float | None:
         times = [row[0] for q in ("next_event_due", "next_step_due") for row in self._read(Q[q]) if row[0] is not None]
+        times += [row[0] for row in self._read(SQ["next_timer_due"]) if row[0] is not None]
         return min(times) if times else None
+
+    # --- stateful rules -------------------------------------------------------------------
+
+    def fire_timers(self, limit: int = 100) -> int:
+        now = self.clock()
+        (due,) = self._read(SQ["next_timer_due"])[0]
+        if due is None or due > now:
+            return 0
+        with self._write() as db:
+            events = state.fire_due(db, SQ, now, limit)
+            for event in events:
+                self._put_event(db, event, now)
+        return len(events)
+
+    def skip_run(self, run_id: str) -> dict[str, Any] | None:
+        with self._write() as db:
+            if not state.skip(db, SQ, run_id, self.clock()):
+                return None
+        return self.get_run(run_id)
+
+    def rule_state(self, rule: str, limit: int = 50) -> dict[str, Any]:
+        return state.rule_state(self._connection(), SQ, rule, self.clock(), limit)
+
+    def event_timers(self, event_id: str) -> list[dict[str, Any]]:
+        return state.timers_of_event(self._connection(), SQ, event_id)
+
+    def run_waiting_for(self, run_id: str) -> dict[str, Any] | None:
+        return state.waiting_for(self._connection(), SQ, run_id)
 
     def rule_text(self, version: str) -> tuple[str, str, str] | None:
         rows = self._read(Q["get_rule_version"], (version,))
@@ -572,7 +609,9 @@ class SQLiteStore:
             events = db.execute(Q["prune_events"], (before, batch)).rowcount
         with self._write() as db:
             deliveries = db.execute(Q["prune_deliveries"], (now, batch)).rowcount
-        return {"runs": len(runs), "events": events, "deliveries": deliveries}
+        with self._write() as db:
+            kept = state.prune(db, SQ, now, before)
+        return {"runs": len(runs), "events": events, "deliveries": deliveries, "state": kept}
 
     def runs_of_event(self, event_id: str) -> list[dict[str, Any]]:
         return [shapes.run(row) for row in self._read(Q["runs_of_event"], (event_id,))]

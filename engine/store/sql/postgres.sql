@@ -193,6 +193,10 @@ ORDER BY seq LIMIT %(limit)s;
 -- Lint: the bodies of the latest events of one source and type.
 SELECT body FROM events WHERE source = %(source)s AND type = %(type)s ORDER BY seq DESC LIMIT %(limit)s;
 
+-- name: migration_5
+-- The tables of stateful rules (sql/state.sql, run just before this block).
+INSERT INTO schema_version (version, applied_at) VALUES (5, {now}) ON CONFLICT (version) DO NOTHING;
+
 -- name: notify_events
 -- A wake-up for workers waiting on LISTEN; sent on commit, dropped on rollback.
 NOTIFY hookwise_events;
