@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any
 
@@ -81,8 +82,13 @@ def at_least_one(model: BaseModel, *keys: str) -> None:
         raise key_error(f"give at least one of {', '.join(keys)}")
 
 
-def _attr(model: BaseModel, key: str) -> str:
-    for name, field in type(model).model_fields.items():
+@functools.cache  # a few (model, key) pairs, asked on every validation of a step's params
+def _field_name(model: type[BaseModel], key: str) -> str:
+    for name, field in model.model_fields.items():
         if key in (name, field.alias):
             return name
     raise KeyError(key)
+
+
+def _attr(model: BaseModel, key: str) -> str:
+    return _field_name(type(model), key)

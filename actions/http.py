@@ -40,6 +40,7 @@ from engine.errors import Fail, Retry
 from engine.outbound import USER_AGENT, Client, InvalidRequest, OutboundError, Reply
 from engine.runs import retry_after
 from engine.secrets import safe_url
+from engine.templates import Compiled
 from engine.units import Duration
 from engine.validation import key_error
 
@@ -58,9 +59,13 @@ _EXCERPT = 200  # characters of a response body quoted in a failure message
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
+#: Whitespace (str.isspace's, which re's \s follows) and control characters.
+_UNSAFE_IN_URL = re.compile(r"[\s\x00-\x1f]")
+
+
 def _http_url(url: str) -> str:
     # Kept as written (not normalised by pydantic's HttpUrl): the user's URL is what is called.
-    if any(c.isspace() or ord(c) < 32 for c in url):
+    if _UNSAFE_IN_URL.search(url):
         raise ValueError("a URL must not contain spaces or control characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -171,11 +176,12 @@ class HttpAction(Action):
     def run(self, params: BaseModel, ctx: Context) -> dict[str, Any]:
         assert isinstance(params, HttpParams)
         timeout = params.timeout or self._timeout
-        request = _first_request(params, ctx.idempotency_key, ctx.secret)
         delivery = ctx.delivery
-        slot = delivery.admit(_host(request.url), ctx.idempotency_key) if delivery is not None else None
+        # Admitted before the request is built: a step told to wait has spent nothing on it.
+        slot = delivery.admit(_host(params.url), ctx.idempotency_key) if delivery is not None else None
         ok: bool | None = None
         try:
+            request = _first_request(params, ctx.idempotency_key, ctx.secret)
             response, request = self._follow(request, params.follow_redirects, timeout)
             ok = not (response.status == 429 or response.status >= 500)
         except Retry:
@@ -193,6 +199,21 @@ class HttpAction(Action):
             "text": text,
             "truncated": response.truncated,
         }
+
+    @classmethod
+    def destination(cls, params: Compiled) -> str | None:
+        """The host of the step's URL when its params tell it before rendering: a constant
+        URL, or a template whose text before its first brace holds the whole authority
+        (``https://crm.example.com/jobs/{{ event.id }}``)."""
+        start, whole = params.fixed_start("url")
+        if not whole:
+            _, sep, rest = start.partition("://")
+            if not sep or not any(c in rest for c in "/?#"):
+                return None
+        try:
+            return _host(start) or None
+        except ValueError:  # not a URL: validation will say so
+            return None
 
     def close(self) -> None:
         """Close the pooled connections. Call it when the action is retired (shutdown,

@@ -9,15 +9,17 @@ call it answered. The rate is calls answered per second, from the first event po
 the last call answered; an event is lost when its call never reaches the sink.
 
 - hookwise: the default config but for ``http.allow_private`` (the sink is on loopback),
-  default log level, one rule with one ``http`` POST of the event to the sink; then the
-  same with the sink's host allowed 128 calls at once (``http.hosts``), since the default
-  per-host concurrency (32) caps one 100 ms target at 320 calls per second.
+  default log level, one rule with one ``http`` POST of the event to the sink. Its CPU is
+  the daemon's user + system time from /proc over the load (start-up excluded), its
+  memory the resident set after the load. With ``--workers 128`` (or a list) the same runs
+  again with that many step threads (``workers.concurrency``; default 256), for the cost
+  of the thread count.
 - webhook + curl: one hook whose command is ``curl`` POSTing the whole payload to the
   sink, in webhook's default mode (the answer does not wait for the command) and waiting
   for it (``include-command-output-in-response``).
 - the sink alone under 256 connections of wrk, to show it is not the bottleneck.
 
-    python -m bench.remote [EVENTS] [--delay 0.1]
+    python -m bench.remote [EVENTS] [--peer-events N] [--delay 0.1] [--workers 128,...]
 """
 
 from __future__ import annotations
@@ -166,15 +168,25 @@ def measure_hookwise(events: int, delay: float, config: str = CONFIG) -> dict[st
             wait_up(port, "/livez")
             before = sink.times()
             idle_cpu = _cpu_seconds(daemon.pid)  # start-up (imports, loading) is not an event's
+            idle_rss = _rss_mib(daemon.pid)
             started, answered = asyncio.run(_post_all(port, events))
             times = [t for t in _settle(sink, events + len(before), timeout=120) if t >= started]
             cpu = _cpu_seconds(daemon.pid) - idle_cpu
+            rss = _rss_mib(daemon.pid)
         finally:
             stop(daemon)
             sink.close()
     figures = _figures(started, answered, times, events)
     figures["cpu_ms_per_event"] = cpu / max(1, len(times)) * 1000
+    figures["rss_mib"], figures["idle_rss_mib"] = round(rss, 1), round(idle_rss, 1)
     return figures
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -248,16 +260,17 @@ def sink_alone(delay: float, seconds: float = 2.0, connections: int = 256) -> di
     return {"connections": connections, "rps": figures["rps"], "p50_ms": figures["p50_ms"]}
 
 
-#: The one change of the second hookwise run: the sink's host may take 128 calls at once
-#: (the default, http.concurrency 32, caps one 100 ms host at 320 calls/s).
-ONE_HOST_128 = '  hosts: {"127.0.0.1": {concurrency: 128}}\n'
-#: The config of that second run.
-WIDE_CONFIG = CONFIG.replace("http: {allow_private: true}\n", "http:\n  allow_private: true\n" + ONE_HOST_128)
+def workers_config(threads: int) -> str:
+    """The bench's config with ``workers.concurrency: threads``."""
+    http = "http: {allow_private: true}\n"
+    return CONFIG.replace(http, f"workers: {{concurrency: {threads}}}\n{http}")
 
 
-def measure(events: int = 3000, peer_events: int = 600, delay: float = 0.1) -> dict[str, Any]:
+def measure(
+    events: int = 3000, peer_events: int = 600, delay: float = 0.1, workers: tuple[int, ...] = ()
+) -> dict[str, Any]:
     hookwise = measure_hookwise(events, delay)
-    wide = measure_hookwise(events, delay, WIDE_CONFIG)
+    threads = {str(n): measure_hookwise(events, delay, workers_config(n)) for n in workers}
     peers = {
         "curl-async": measure_peer(peer_events, delay, wait=False),
         "curl-sync": measure_peer(peer_events, delay, wait=True),
@@ -266,11 +279,10 @@ def measure(events: int = 3000, peer_events: int = 600, delay: float = 0.1) -> d
     return {
         "delay_s": delay,
         "hookwise": hookwise,
-        "hookwise_host_128": wide,
+        "hookwise_workers": threads,
         "peer": peers,
         "peer_version": version(ensure_webhook()),
         "ratio": hookwise["events_per_s"] / best_peer if best_peer else 0.0,
-        "ratio_host_128": wide["events_per_s"] / best_peer if best_peer else 0.0,
         "sink_alone": sink_alone(delay),
     }
 
@@ -278,22 +290,17 @@ def measure(events: int = 3000, peer_events: int = 600, delay: float = 0.1) -> d
 def report(result: dict[str, Any]) -> None:
     delay_ms = result["delay_s"] * 1000
     print(f"end to end against a sink answering after {delay_ms:.0f} ms (server on one core; default settings)")
-    rows = [
-        ("hookwise (default settings)", result["hookwise"]),
-        ("hookwise, the sink's host at concurrency 128", result["hookwise_host_128"]),
-    ]
+    rows = [("hookwise (default settings)", result["hookwise"])]
+    rows += [(f"hookwise, workers.concurrency {n}", f) for n, f in result.get("hookwise_workers", {}).items()]
     rows += [
         (f"{result['peer_version']} + curl, {'answer waits' if k == 'curl-sync' else 'answer first'}", f)
         for k, f in result["peer"].items()
     ]
-    print(f"  {'':52} {'events/s':>9} {'delivered':>10} {'lost':>5}")
+    print(f"  {'':44} {'events/s':>9} {'delivered':>10} {'lost':>5} {'CPU/event':>10} {'RSS after':>10}")
     for label, f in rows:
-        print(f"  {label:52} {f['events_per_s']:>9.0f} {f['delivered']:>5}/{f['events']:<4} {f['lost']:>5}")
-    print(
-        f"  hookwise: {result['hookwise']['cpu_ms_per_event']:.2f} ms of CPU per event"
-        f" ({result['hookwise_host_128']['cpu_ms_per_event']:.2f} at"
-        f" concurrency 128); {result['ratio']:.1f}x ({result['ratio_host_128']:.1f}x) the better peer variant"
-    )
+        own = (f"{f['cpu_ms_per_event']:>7.2f} ms {f['rss_mib']:>6.1f} MiB") if "cpu_ms_per_event" in f else ""
+        print(f"  {label:44} {f['events_per_s']:>9.0f} {f['delivered']:>5}/{f['events']:<4} {f['lost']:>5} {own}")
+    print(f"  hookwise at defaults: {result['ratio']:.1f}x the better peer variant")
     alone = result["sink_alone"]
     print(
         f"  the sink alone: {alone['rps']:.0f} calls/s at {alone['connections']} connections"
@@ -306,8 +313,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("events", nargs="?", type=int, default=3000)
     parser.add_argument("--peer-events", type=int, default=600)
     parser.add_argument("--delay", type=float, default=0.1)
+    parser.add_argument(
+        "--workers", default="", help="also run hookwise with these workers.concurrency values (e.g. 128,512)"
+    )
     args = parser.parse_args(argv)
-    result = measure(args.events, args.peer_events, args.delay)
+    workers = tuple(int(n) for n in args.workers.split(",") if n.strip())
+    result = measure(args.events, args.peer_events, args.delay, workers)
     report(result)
     return result
 

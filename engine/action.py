@@ -12,11 +12,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
 from .events import Event
+
+if TYPE_CHECKING:
+    from .templates import Compiled
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,14 @@ class Action:
             f"{type(self).__name__}.run() must be implemented: "
             "it performs the action and returns its output as a JSON-able dict"
         )
+
+    @classmethod
+    def destination(cls, params: Compiled) -> str | None:
+        """The destination whose delivery slots (``ctx.delivery``) a step with these params
+        will ask for, when the params, compiled but not yet rendered, tell it; None (the
+        default) when they do not. The worker holds a step whose destination has no free
+        slot without rendering it. Built-in actions only: a plugin leaves it alone."""
+        return None
 
     def close(self) -> None:
         """Release what this instance holds. Called once, when no step uses it any more and

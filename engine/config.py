@@ -86,7 +86,10 @@ class Server(Model):
 
 
 class Workers(Model):
-    concurrency: int = Field(128, ge=1, le=1024, description="Action steps run at once per worker process (threads).")
+    concurrency: int = Field(
+        256, ge=1, le=1024,
+        description="Action steps run at once per worker process (threads); keep it above http.concurrency.",
+    )
 
 
 class Api(Model):
@@ -131,7 +134,7 @@ class Http(Model):
     allow_hosts: list[str] = Field(
         default_factory=list, description="Hosts the http action may reach even when private."
     )
-    concurrency: int = Field(32, ge=1, le=4096, description="Calls in flight at once per destination host.")
+    concurrency: int = Field(128, ge=1, le=4096, description="Calls in flight at once per destination host.")
     rate: Rate | None = Field(None, description="Most calls per period per destination host (default: no limit).")
     breaker: Breaker = Field(Breaker(), description="The circuit breaker of each destination host.")
     hosts: dict[str, HostLimits] = Field(default_factory=dict, description="Delivery control by destination host name.")

@@ -144,6 +144,29 @@ class Delivery:
             state = self._hosts.get(host.lower())
             return state is None or state.in_flight < state.limits.concurrency
 
+    def free(self, host: str) -> int:
+        """How many more calls to ``host`` its concurrency allows now (not its rate or breaker)."""
+        host = host.lower()
+        with self._lock:
+            state = self._hosts.get(host)
+            if state is None:
+                return Limits.of(self._http, host).concurrency
+            return state.limits.concurrency - state.in_flight
+
+    def expected_wait(self, host: str) -> float:
+        """How long a step that waits for a slot of ``host`` away from the worker (in the
+        store) should stay away: the waiting steps come back spread out, as admit's do."""
+        host = host.lower()
+        with self._lock:
+            now = self._clock()
+            return max(MIN_WAIT, self._queue_wait(self._state(host, now), now))
+
+    def held(self, host: str) -> None:
+        """Count a step that waits for a slot of ``host`` without having asked for one (the
+        worker holds a new step while others wait): it shows among the deferred."""
+        with self._lock:
+            self._state(host.lower(), self._clock()).deferred["concurrency"] += 1
+
     # --- one call ---------------------------------------------------------------------
 
     def admit(self, host: str, key: str) -> Slot:

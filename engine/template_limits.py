@@ -48,7 +48,22 @@ def _measure(value: Any, limit: int, *, strict: bool) -> int:
     total, stack = 0, [value]
     while stack and total <= limit:
         item = stack.pop()
-        if isinstance(item, (str, bytes)):
+        kind = type(item)  # the plain JSON types first, without the ABC checks below
+        if kind is str:
+            total += len(item) + 2
+        elif kind is dict:
+            total += 2 + 4 * len(item)
+            if total <= limit:
+                stack.extend(part for pair in item.items() for part in pair)
+        elif kind is list:
+            total += 2 + 2 * len(item)
+            if total <= limit:
+                stack.extend(item)
+        elif kind is int:
+            total += item.bit_length() // 3 + 1
+        elif kind is float or kind is bool or item is None:
+            total += 8
+        elif isinstance(item, (str, bytes)):
             total += len(item) + 2
         elif isinstance(item, Undefined):
             if strict:

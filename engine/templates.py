@@ -138,6 +138,8 @@ class _Leaf:
     native: bool
     multiline: bool
     owners: Mapping[Any, str] = field(repr=False)
+    #: a text template's source before its first brace: what every rendering starts with
+    prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,8 @@ class Templates:
         if expr is not None:
             return self._build(expr, source)
         owners = _owners(tree)
-        return _Leaf(self._finish(tree), native=False, multiline="\n" in source, owners=owners)
+        prefix = source.partition("{")[0]
+        return _Leaf(self._finish(tree), native=False, multiline="\n" in source, owners=owners, prefix=prefix)
 
     def _build(self, expr: nodes.Expr, source: str) -> _Leaf:
         owners = _owners(expr)
@@ -280,7 +283,8 @@ class Templates:
             raise RenderError(self._describe(exc, leaf, context)) from exc
 
     def _native(self, program: Template, context: Mapping[str, Any]) -> Any:
-        ctx = program.new_context(dict(context))
+        # new_context copies the variables (with the globals): no copy of our own first.
+        ctx = program.new_context(context if isinstance(context, dict) else dict(context))
         for _ in program.root_render_func(ctx):
             pass
         value = _plain(ctx.vars[_RESULT])
@@ -344,6 +348,20 @@ class Compiled:
     def template_paths(self) -> list[Loc]:
         """Locations of the templated leaves (their types are only known after rendering)."""
         return list(self.paths)
+
+    def fixed_start(self, key: str) -> tuple[str, bool]:
+        """What the value at top-level ``key`` starts with, whatever the context, and
+        whether that is all of it: a constant string is known whole, a text template up to
+        its first brace; ("", False) for anything else."""
+        if isinstance(self.root, _Map):
+            for name, node in self.root.items:
+                if name != key:
+                    continue
+                if isinstance(node, _Const) and isinstance(node.value, str):
+                    return node.value, True
+                if isinstance(node, _Leaf):
+                    return node.prefix, False
+        return "", False
 
     def render(self, context: Mapping[str, Any]) -> Any:
         """The value with every template rendered, in fresh containers.

@@ -350,19 +350,21 @@ def test_remote_targets_judge_the_100ms_figures() -> None:
     assert rows["100 ms sink: none lost"] == ("0 of 3000", True)
 
 
-@pytest.mark.parametrize("wide", [False, True])
-def test_the_remote_projects_load_and_post_each_event_to_the_sink(tmp_path: Path, wide: bool) -> None:
+@pytest.mark.parametrize("threads", [None, 128])
+def test_the_remote_projects_load_and_post_each_event_to_the_sink(tmp_path: Path, threads: int | None) -> None:
     from bench import remote
 
-    loaded = load(remote.write_project(tmp_path, 4321, remote.WIDE_CONFIG if wide else remote.CONFIG))
+    config = remote.workers_config(threads) if threads else remote.CONFIG
+    loaded = load(remote.write_project(tmp_path, 4321, config))
     body = {"event": "job-state-changed-v2", "job_id": 7, "state": "processing"}
     result = dry_run(loaded, body, "bench", {"Content-Type": "application/json"})
     (step,) = result["actions"]
     assert (step["action"], step["params"]["url"], step["params"]["json"]) == (
         "http", "http://127.0.0.1:4321/sink", body
     )
-    hosts = loaded.config.settings.http.hosts
-    assert (hosts["127.0.0.1"].concurrency == 128) if wide else (hosts == {})
+    settings = loaded.config.settings
+    assert settings.http.hosts == {} and settings.http.concurrency == 128  # the defaults: no host of its own
+    assert settings.workers.concurrency == (threads or 256)
 
 
 @pytest.mark.skipif((shutil.which("webhook") is None or shutil.which("curl") is None) and not os.environ.get("CI"),

@@ -139,7 +139,7 @@ def test_unknown_keys_in_a_host_are_errors() -> None:
 
 def test_the_defaults_keep_100ms_targets_busy() -> None:
     settings = Settings()
-    assert (settings.workers.concurrency, settings.http.concurrency) == (128, 32)
+    assert (settings.workers.concurrency, settings.http.concurrency) == (256, 128)
     assert (settings.http.breaker.failures, settings.http.breaker.cooldown, settings.http.rate) == (10, 30.0, None)
 
 
@@ -461,3 +461,130 @@ def test_steps_waiting_for_a_slot_go_back_to_the_store_when_the_worker_stops(set
     assert stopped_in < 5  # not the whole drain timeout: the waiting steps were handed back at once
     assert sorted((step["status"], step["attempt"]) for step in steps) == [("ready", 0)] * 4 + [("succeeded", 1)]
     assert len(sink.hits) == 1
+
+
+# -- new steps for a full host wait unrendered -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://CRM.example.com/jobs", "crm.example.com"),  # a constant URL: known whole
+        ("https://crm.example.com", "crm.example.com"),
+        ("https://crm.example.com/jobs/{{ event.id }}", "crm.example.com"),
+        ("http://127.0.0.1:8080?id={{ event.id }}", "127.0.0.1"),
+        ("https://{{ event.host }}/jobs", None),  # the host is the template's
+        ("https://crm.example.com{{ event.path }}", None),  # the authority could go on
+        ("https://crm.example.com:{{ event.port }}/", None),
+        ("https://user:{{ event.pw }}@crm.example.com/", None),
+        ("{{ event.url }}", None),
+    ],
+)
+def test_the_http_action_tells_a_step_s_host_before_rendering_when_its_url_does(url: str, host: str | None) -> None:
+    from actions.http import HttpAction
+    from engine.templates import Templates
+
+    params = Templates().compile_value({"method": "POST", "url": url})
+    assert HttpAction.destination(params) == host
+
+
+def test_a_new_step_for_a_host_without_a_free_slot_waits_before_it_is_rendered(setup: Callable[..., Setup]) -> None:
+    release = threading.Event()
+    sink = Sink(lambda hit: (release.wait(10), (200, "{}"))[1])
+    try:
+        s = setup(
+            'http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 1}}}\n',
+            "rules:" + post_rule("push", "go", f"{sink.url}/in") + f"""
+  - name: broken
+    event: bad
+    actions:
+      - http: {{method: POST, url: "{sink.url}/in", json: "{{{{ event.missing }}}}"}}
+""",
+        )
+        (held_call,) = s.put("go", 1)
+        sink.wait_for(1)  # the host's one slot is taken
+        (bad,) = s.put("bad", 1)
+        deadline = time.time() + 10
+        while s.worker.delivery.hosts()[0]["deferred"]["concurrency"] < 1 and time.time() < deadline:
+            time.sleep(0.01)
+        waiting = [r["status"] for r in s.store.runs_of_event(bad)]
+        (later,) = s.put("go", 1)  # waits behind it: the slot it does not use passes on
+        while s.worker.delivery.hosts()[0]["deferred"]["concurrency"] < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        release.set()
+        runs = s.finished([held_call, bad, later])
+    finally:
+        release.set()
+        sink.close()
+    # It waited without being rendered: its render error came only once the slot was free.
+    assert s.worker.delivery.hosts()[0]["deferred"]["concurrency"] >= 1 and waiting == ["active"]
+    assert sorted((r["rule"], r["status"]) for r in runs) == [
+        ("broken", "dead"), ("push", "succeeded"), ("push", "succeeded")
+    ]
+    assert len(sink.hits) == 2
+
+
+def test_new_steps_beyond_those_that_may_wait_go_back_to_the_store_unrendered(setup: Callable[..., Setup]) -> None:
+    release = threading.Event()
+    sink = Sink(lambda hit: (release.wait(10), (200, "{}"))[1])
+    try:
+        s = setup(
+            'http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 1}}}\n',
+            "rules:" + post_rule("push", "go", f"{sink.url}/in") + f"""
+  - name: broken
+    event: bad
+    actions:
+      - http: {{method: POST, url: "{sink.url}/in", json: "{{{{ event.missing }}}}"}}
+""",
+            concurrency=2,  # two may wait in the worker; it claims up to eight
+        )
+        (held_call,) = s.put("go", 1)
+        sink.wait_for(1)
+        bad = s.put("bad", 5)
+        deadline = time.time() + 10
+        while s.worker.delivery.hosts()[0]["deferred"]["concurrency"] < 8 and time.time() < deadline:
+            time.sleep(0.01)
+        while_busy = sorted(r["status"] for e in bad for r in s.store.runs_of_event(e))
+        release.set()
+        runs = s.finished([held_call, *bad])
+    finally:
+        release.set()
+        sink.close()
+    assert s.worker.delivery.hosts()[0]["deferred"]["concurrency"] >= 8  # some came back and waited again
+    assert while_busy == ["active"] * 5  # none was rendered while the host was busy
+    assert sorted(r["status"] for r in runs) == ["dead"] * 5 + ["succeeded"]
+
+
+def test_waiting_steps_take_every_slot_that_is_free_when_a_call_ends(setup: Callable[..., Setup]) -> None:
+    first, rest = threading.Event(), threading.Event()
+    lock, seen = threading.Lock(), [0]
+
+    def respond(hit: Hit) -> tuple[int, str]:
+        with lock:
+            seen[0] += 1
+            number = seen[0]
+        (first if number == 1 else rest).wait(30)
+        return 200, "{}"
+
+    sink = Sink(respond)
+    try:
+        s = setup(
+            'http: {allow_private: true, hosts: {"127.0.0.1": {concurrency: 3}}}\n',
+            "rules:" + post_rule("push", "go", f"{sink.url}/in"),
+            concurrency=8,
+        )
+        events = s.put("go", 1)
+        sink.wait_for(1)
+        events += s.put("go", 5)
+        sink.wait_for(3)  # the three slots are taken; three steps wait
+        wider = {"allow_private": True, "hosts": {"127.0.0.1": {"concurrency": 6}}}
+        s.worker.delivery.configure(Http.model_validate(wider))
+        first.set()  # one call ends: four slots are free now, and all three waiting steps start
+        sink.wait_for(6, timeout=5)  # not one by one as calls end (none ends before 30 s)
+        rest.set()
+        runs = s.finished(events)
+    finally:
+        first.set()
+        rest.set()
+        sink.close()
+    assert [r["status"] for r in runs] == ["succeeded"] * 6

@@ -479,7 +479,11 @@ def test_a_run_in_flight_keeps_the_rule_version_that_created_it(tmp_path: Path, 
 def test_sigterm_lets_a_running_step_finish_and_records_it(tmp_path: Path, sink: Sink) -> None:
     release = threading.Event()
     sink.responder = holding(release)
-    ops = Ops(tmp_path, sink, HELD.replace("VERSION", "one"))
+
+    def start(config: Path) -> DaemonProcess:  # at debug: a step's success is logged there
+        return DaemonProcess(config, free_port(), "--log-format", "json", "--log-level", "debug")
+
+    ops = Ops(tmp_path, sink, HELD.replace("VERSION", "one"), start)
     try:
         ops.post("held", "t-1")
         sink.wait_for(1, path="/hold")

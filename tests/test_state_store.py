@@ -197,7 +197,7 @@ def test_a_second_after_keeps_the_first_deadline(store: Store, worker: Worker, l
 
 
 def _finish(store: Store, worker: Worker, task: Any, clock: Clock, ok: bool = True) -> None:
-    rule = worker._rule(task)
+    rule = worker.runner.rule(task)
     assert rule is not None
     result = StepResult(task=task, outcome="succeeded" if ok else "failed", error=None if ok else "boom",
                         started_at=clock(), finished_at=clock(), step_count=len(rule.steps),

@@ -309,7 +309,7 @@ def test_a_run_in_flight_keeps_its_rule_version_after_a_reload(harness: Callable
         "rules:\n  - name: r\n    event: go\n    actions: [{crashy: {mode: new}}, {id: two, crashy: {mode: new}}]\n"
     )
     h.current.swap(load(h.root / "config.yaml", {}))
-    h.worker._rules_by_version.clear()
+    h.worker.runner._rules_by_version.clear()
     run = h.finished_run(event_id)
     assert [s[2]["mode"] for s in steps(h, run["id"])] == ["old", "old"]
     assert h.current().rules.get("r").version != run["rule_version"]  # type: ignore[union-attr]
