@@ -1,11 +1,13 @@
 """The store: where events, delivery ids, explain records, runs and steps live.
 
-:class:`Store` is the contract every backend implements (SQLite now; PostgreSQL is a
-second implementation of the same methods). All methods are synchronous and safe to call
-from several threads; each write method is one transaction. Backends translate their
-driver's errors into :class:`~engine.errors.StoreError` at this boundary.
+:class:`Store` is the contract, split into the roles its callers need (:class:`IngestStore`,
+:class:`WorkerStore`, :class:`QueueStore`, :class:`HoverStore`, :class:`InspectionStore`,
+:class:`RetentionStore`). One core implements it (:mod:`engine.store.core`: every method,
+state machine and SQL statement once) over a backend holding what differs between SQLite
+(:mod:`.sqlite`) and PostgreSQL (:mod:`.postgres`). All methods are synchronous and safe
+to call from several threads; each write method is one transaction. Backends translate
+their driver's errors into :class:`~engine.errors.StoreError` at this boundary.
 """
-
 from __future__ import annotations
 
 import time
@@ -112,15 +114,17 @@ class HoverTokens:
     expires_at: float
 
 
-#: Matches claimed events to rules (the worker's, called by :meth:`Store.match_events`).
+#: Matches claimed events to rules (the worker's, called by :meth:`WorkerStore.match_events`).
 Matcher = Callable[[list[Event]], list[Matched]]
 
 
-class Store(Protocol):
-    """What the receiver, the worker and the commands need of a store."""
+# The store contract, by role: each caller types its store as the role it uses (the receiver
+# an IngestStore, the API and the UI an InspectionStore, ...). Every backend is all of them
+# (Store), and every method is one transaction, safe to call from several threads.
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema."""
+
+class IngestStore(Protocol):
+    """What the receiver needs: events in, and whether they can go in now."""
 
     def ping(self) -> None:
         """Raise :class:`StoreError` unless the store answers."""
@@ -132,6 +136,11 @@ class Store(Protocol):
     def put_events(self, items: Sequence[Incoming]) -> list[Stored]:
         """Store events and their delivery ids in one transaction, in order; a delivery id
         already stored for the source (and not expired) makes that item a duplicate."""
+
+
+class WorkerStore(IngestStore, Protocol):
+    """What the worker needs: events to match, runs to create, steps to run and record (and
+    events to store: an ``emit`` step's)."""
 
     def claim_events(self, limit: int, lease: float) -> list[Event]:
         """Take up to ``limit`` events due for matching, hidden from other claims for
@@ -145,13 +154,14 @@ class Store(Protocol):
     def match_events(
         self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
     ) -> tuple[int, list[StepTask]]:
-        """:meth:`claim_events` (for ``event_lease`` seconds), ``match`` them and
-        :meth:`record_matches` (``claim`` and ``lease`` as there), in one transaction where
-        the store can. Returns how many events were matched and the first steps claimed. An
-        exception from ``match`` leaves the events to a later claim."""
+        """Take up to ``limit`` due events, ``match`` them and :meth:`record_matches`
+        (``claim`` and ``lease`` as there), in one transaction. Returns how many events
+        were matched and the first steps claimed. An exception from ``match`` leaves the
+        events to a later claim."""
 
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
-        """Take up to ``limit`` due steps (ready, or running with an expired lease)."""
+        """Take up to ``limit`` due steps (ready, or running with an expired lease), each
+        with its rule, its event and the outputs of the steps before it."""
 
     def record_steps(self, results: Sequence[StepResult]) -> list[Unrecorded]:
         """Record step outcomes, advance or finish their runs; results of claims that
@@ -170,7 +180,13 @@ class Store(Protocol):
     def rule_text(self, version: str) -> tuple[str, str, str] | None:
         """(name, file, text) of a rule version that created runs."""
 
-    # --- work queues ---
+    def wake_steps(self, action: str, error_prefix: str) -> int:
+        """Make the ready steps of ``action`` whose last error starts with ``error_prefix``
+        due now (what they waited for has happened); how many."""
+
+
+class QueueStore(Protocol):
+    """The work queues of the ``requeue`` action, and the commands and API that serve them."""
 
     def requeue(
         self, queue: str, key: str, data: Any, *, delay: float, max_attempts: int, request_id: str
@@ -196,7 +212,9 @@ class Store(Protocol):
     def queue_counts(self) -> dict[str, dict[str, int]]:
         """{queue: {status: count}}."""
 
-    # --- the Hover account ---
+
+class HoverStore(Protocol):
+    """The Hover account: OAuth tokens and their refresh lock, logins, webhooks."""
 
     def hover_tokens(self, account: str = "default") -> HoverTokens | None: ...
 
@@ -234,7 +252,9 @@ class Store(Protocol):
         """Make the ready steps of ``action`` whose last error starts with ``error_prefix``
         due now (what they waited for has happened); how many."""
 
-    # --- reading ---
+
+class InspectionStore(Protocol):
+    """Reading what happened, and the repairs a person asks for (replay, retry)."""
 
     def get_event(self, event_id: str) -> dict[str, Any] | None: ...
 
@@ -255,10 +275,6 @@ class Store(Protocol):
 
     def rule_counts(self) -> dict[str, dict[str, int]]:
         """{rule: {run status: count}}."""
-
-    def prune(self, before: float, batch: int = 500) -> dict[str, int]:
-        """Delete one batch of succeeded runs and of matched events without runs older than
-        ``before``, and of expired delivery ids; dead and active runs are kept."""
 
     def runs_of_event(self, event_id: str) -> list[dict[str, Any]]: ...
 
@@ -281,6 +297,21 @@ class Store(Protocol):
         """Steps due for another attempt after a failed one, with their run's rule and
         event and the last error, soonest due first."""
 
+
+class RetentionStore(Protocol):
+    """What retention needs: old records deleted, a batch at a time."""
+
+    def prune(self, before: float, batch: int = 500) -> dict[str, int]:
+        """Delete one batch of succeeded runs and of matched events without runs older than
+        ``before``, and of expired delivery ids; dead and active runs are kept."""
+
+
+class Store(WorkerStore, QueueStore, HoverStore, InspectionStore, RetentionStore, Protocol):
+    """The whole store: every role, and its life cycle."""
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema."""
+
     def close(self) -> None: ...
 
 
@@ -302,4 +333,7 @@ def open_store(url: str, *, clock: Callable[[], float] | None = None) -> Store:
     raise StoreError(f"unsupported store URL {url!r}")
 
 
-__all__ = ["HoverTokens", "Incoming", "Matched", "NewRun", "QueueItem", "Store", "Stored", "Unrecorded", "open_store"]
+__all__ = [
+    "HoverStore", "HoverTokens", "Incoming", "IngestStore", "InspectionStore", "Matched", "NewRun", "QueueItem",
+    "QueueStore", "RetentionStore", "Store", "Stored", "Unrecorded", "WorkerStore", "open_store",
+]
