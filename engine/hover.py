@@ -42,7 +42,7 @@ from .config import Hover
 from .errors import Fail, Retry
 from .outbound import Client, InvalidRequest, OutboundError
 from .runs import retry_after
-from .store import HoverTokens, Store
+from .store import HoverStore, HoverTokens
 
 log = logging.getLogger("hookwise.hover")
 
@@ -147,7 +147,7 @@ class HoverClient:
     ``rate_limit`` is requests per minute."""
 
     def __init__(
-        self, settings: Hover, store: Store, *, clock: Clock = time.time, sleep: Sleep = time.sleep,
+        self, settings: Hover, store: HoverStore, *, clock: Clock = time.time, sleep: Sleep = time.sleep,
         rate_limit: int = RATE_LIMIT, account: str = "default",
     ) -> None:
         self.settings, self.store, self.account = settings, store, account
@@ -392,7 +392,7 @@ class SharedClient:
     using it, and :meth:`close` does the same for the last one when the process stops.
     Safe to use from several threads."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: HoverStore) -> None:
         self.store = store
         self._current: tuple[Hover, HoverClient] | None = None
         self._users: dict[HoverClient, int] = {}  # clients in use, by the number of calls using them
@@ -448,7 +448,7 @@ def _close_all(clients: Iterable[HoverClient]) -> None:
 
 
 def record_verification(
-    store: Store | None, webhook_id: Any, *, source: str | None = None,
+    store: HoverStore | None, webhook_id: Any, *, source: str | None = None,
     verified_at: float | None = None, error: str | None = None, method: str | None = None,
 ) -> None:
     """Note the outcome of a verification handshake for ``webhook_id`` (nothing to note

@@ -33,7 +33,7 @@ from .metrics import Metrics
 from .plan import apply_overrides, should_run, step_context
 from .rules import Match, Rule, RuleLoader
 from .runs import StepResult, StepTask, retry_delay
-from .store import Incoming, Matched, NewRun, Store, Unrecorded
+from .store import Incoming, Matched, NewRun, Unrecorded, WorkerStore
 
 log = logging.getLogger("hookwise.worker")
 
@@ -83,7 +83,7 @@ class Worker:
     """
 
     def __init__(
-        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 128, poll: float = 0.25,
+        self, store: WorkerStore, loaded: Callable[[], Loaded], *, concurrency: int = 128, poll: float = 0.25,
         metrics: Metrics | None = None, clock: Callable[[], float] = time.time, delivery: Delivery | None = None,
     ) -> None:
         self.store = store

@@ -13,6 +13,7 @@ from engine.events import Event
 from engine.runs import StepResult, StepTask
 from engine.store import Incoming, Matched, NewRun, Store, open_store
 
+from .conftest import FIXTURES
 from .support import Clock
 
 
@@ -272,3 +273,43 @@ def test_run_status_counts_and_retrying_steps(store: Store, clock: Clock) -> Non
         retrying, "r", 0, "s0", 1, "503 from the CRM")
     assert step["due_at"] == clock() + 60 and step["event_id"] == retrying[: -len("-r")]
     assert store.retrying_steps(limit=0) == []
+
+
+#: A time soon after the stores of tests/fixtures/store were made.
+MADE_AT = Clock(1_700_000_100.0)
+
+
+def check_made_before_the_core(store: Store) -> None:
+    """What a store made by hookwise before the store core holds (tests/fixtures/store/*),
+    read and changed by this version: events, runs and steps, a queue item, the Hover account."""
+    try:
+        events = store.list_events()
+        assert [(e["source"], e["status"], e["runs"]) for e in events] == [("github", "matched", 1),
+                                                                         ("hover", "matched", 1)]
+        hover = store.get_event(events[1]["id"])
+        assert hover is not None and (hover["body"], hover["headers"]) == ({"id": 7}, {"x": "y"})
+        assert store.put_events([incoming(delivery="d1")])[0].duplicate  # its delivery ids still count
+        runs = {r["event_id"]: r for r in store.list_runs()}
+        assert sorted(r["status"] for r in runs.values()) == ["active", "dead"]
+        dead = next(r for r in runs.values() if r["status"] == "dead")
+        assert store.retry_run(dead["id"]) is not None
+        tasks = store.claim_steps(10, 60)
+        assert sorted((t.index, t.outputs.get("s0")) for t in tasks) == [(0, None), (1, {"n": 1})]
+        assert store.record_steps([result(t) for t in tasks]) == []
+        assert {r["status"] for r in store.list_runs()} == {"active", "succeeded"}
+        assert [i.key for i in store.list_queue_items("techs")] == ["k1"]
+        assert store.claim_queue_item("techs", 60) is not None
+        assert store.hover_tokens() is not None and store.hover_webhooks()[0]["verify_method"] == "POST"
+        assert store.rule_text("v1") == ("r", "rules/r.yaml", "name: r")
+    finally:
+        store.close()
+
+
+def test_a_file_made_before_the_store_core_opens_and_works_on(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript((FIXTURES / "store" / "sqlite_before_core.sql").read_text())
+    db.close()
+    check_made_before_the_core(open_store(f"sqlite:///{path}", clock=MADE_AT))

@@ -138,53 +138,6 @@ class IngestStore(Protocol):
         already stored for the source (and not expired) makes that item a duplicate."""
 
 
-class WorkerStore(IngestStore, Protocol):
-    """What the worker needs: events to match, runs to create, steps to run and record (and
-    events to store: an ``emit`` step's)."""
-
-    def claim_events(self, limit: int, lease: float) -> list[Event]:
-        """Take up to ``limit`` events due for matching, hidden from other claims for
-        ``lease`` seconds (after which, unrecorded, they come back)."""
-
-    def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
-        """Store explain records and create runs (exactly once per event and rule) with
-        their first step due; up to ``claim`` first steps due now are claimed at once (for
-        ``lease`` seconds) and returned, saving a claim's round trip."""
-
-    def match_events(
-        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
-    ) -> tuple[int, list[StepTask]]:
-        """Take up to ``limit`` due events, ``match`` them and :meth:`record_matches`
-        (``claim`` and ``lease`` as there), in one transaction. Returns how many events
-        were matched and the first steps claimed. An exception from ``match`` leaves the
-        events to a later claim."""
-
-    def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
-        """Take up to ``limit`` due steps (ready, or running with an expired lease), each
-        with its rule, its event and the outputs of the steps before it."""
-
-    def record_steps(self, results: Sequence[StepResult]) -> list[Unrecorded]:
-        """Record step outcomes, advance or finish their runs; results of claims that
-        were lost to another worker are ignored. A ``deferred`` result makes its step ready
-        again ``retry_in`` seconds from now and gives back the attempt it was claimed for.
-        A result the store cannot hold fails alone: the others are recorded, and it comes
-        back, with the reason, its step left as it was (the caller records the attempt as
-        failed). Raises :class:`StoreError` when the store cannot record anything now."""
-
-    def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
-        """Keep the claims of steps that are still running for ``lease`` more seconds."""
-
-    def next_due(self) -> float | None:
-        """The earliest time an event or step becomes due, or None."""
-
-    def rule_text(self, version: str) -> tuple[str, str, str] | None:
-        """(name, file, text) of a rule version that created runs."""
-
-    def wake_steps(self, action: str, error_prefix: str) -> int:
-        """Make the ready steps of ``action`` whose last error starts with ``error_prefix``
-        due now (what they waited for has happened); how many."""
-
-
 class QueueStore(Protocol):
     """The work queues of the ``requeue`` action, and the commands and API that serve them."""
 
@@ -253,6 +206,50 @@ class HoverStore(Protocol):
         due now (what they waited for has happened); how many."""
 
 
+class WorkerStore(IngestStore, QueueStore, HoverStore, Protocol):
+    """What the worker needs: events to match, runs to create, steps to run and record; and
+    what its steps keep in the store (an ``emit`` step's events, ``requeue``'s queue items,
+    the Hover account of the ``hover`` action)."""
+
+    def claim_events(self, limit: int, lease: float) -> list[Event]:
+        """Take up to ``limit`` events due for matching, hidden from other claims for
+        ``lease`` seconds (after which, unrecorded, they come back)."""
+
+    def record_matches(self, matches: Sequence[Matched], *, claim: int = 0, lease: float = 0.0) -> list[StepTask]:
+        """Store explain records and create runs (exactly once per event and rule) with
+        their first step due; up to ``claim`` first steps due now are claimed at once (for
+        ``lease`` seconds) and returned, saving a claim's round trip."""
+
+    def match_events(
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+    ) -> tuple[int, list[StepTask]]:
+        """Take up to ``limit`` due events, ``match`` them and :meth:`record_matches`
+        (``claim`` and ``lease`` as there), in one transaction. Returns how many events
+        were matched and the first steps claimed. An exception from ``match`` leaves the
+        events to a later claim."""
+
+    def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
+        """Take up to ``limit`` due steps (ready, or running with an expired lease), each
+        with its rule, its event and the outputs of the steps before it."""
+
+    def record_steps(self, results: Sequence[StepResult]) -> list[Unrecorded]:
+        """Record step outcomes, advance or finish their runs; results of claims that
+        were lost to another worker are ignored. A ``deferred`` result makes its step ready
+        again ``retry_in`` seconds from now and gives back the attempt it was claimed for.
+        A result the store cannot hold fails alone: the others are recorded, and it comes
+        back, with the reason, its step left as it was (the caller records the attempt as
+        failed). Raises :class:`StoreError` when the store cannot record anything now."""
+
+    def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
+        """Keep the claims of steps that are still running for ``lease`` more seconds."""
+
+    def next_due(self) -> float | None:
+        """The earliest time an event or step becomes due, or None."""
+
+    def rule_text(self, version: str) -> tuple[str, str, str] | None:
+        """(name, file, text) of a rule version that created runs."""
+
+
 class InspectionStore(Protocol):
     """Reading what happened, and the repairs a person asks for (replay, retry)."""
 
@@ -306,7 +303,12 @@ class RetentionStore(Protocol):
         ``before``, and of expired delivery ids; dead and active runs are kept."""
 
 
-class Store(WorkerStore, QueueStore, HoverStore, InspectionStore, RetentionStore, Protocol):
+class OperatorStore(InspectionStore, QueueStore, HoverStore, Protocol):
+    """What a person's tools see (the API, the web UI, the commands): the records, the work
+    queues, the Hover account."""
+
+
+class Store(WorkerStore, OperatorStore, RetentionStore, Protocol):
     """The whole store: every role, and its life cycle."""
 
     def migrate(self) -> None:
@@ -334,6 +336,6 @@ def open_store(url: str, *, clock: Callable[[], float] | None = None) -> Store:
 
 
 __all__ = [
-    "HoverStore", "HoverTokens", "Incoming", "IngestStore", "InspectionStore", "Matched", "NewRun", "QueueItem",
-    "QueueStore", "RetentionStore", "Store", "Stored", "Unrecorded", "WorkerStore", "open_store",
+    "HoverStore", "HoverTokens", "Incoming", "IngestStore", "InspectionStore", "Matched", "NewRun", "OperatorStore",
+    "QueueItem", "QueueStore", "RetentionStore", "Store", "Stored", "Unrecorded", "WorkerStore", "open_store",
 ]

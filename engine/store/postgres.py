@@ -49,8 +49,7 @@ MAX_CONNECTIONS = 10
 CONNECT_TIMEOUT = 10
 #: Seconds a call waits for a connection from the pool before it fails.
 POOL_TIMEOUT = 10.0
-#: The version of the schema this code creates (``schema_version`` in the database):
-#: ``schema`` is version 1, each ``migration_N`` block brings it to N.
+#: The version of the schema this code creates (``schema_version`` in the database).
 SCHEMA_VERSION = 3
 
 Connection = psycopg.Connection[dict[str, Any]]
@@ -166,10 +165,12 @@ class PostgresBackend:
         with self.transaction() as db:
             db.all("migrate_lock", {})
             version = _version_in(db)  # another process may have migrated meanwhile
-            if version < 1:
-                db.all("schema", {})
-            for later in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-                db.all(f"migration_{later}", {})
+            if version >= SCHEMA_VERSION:
+                return
+            db.all("schema", {})  # what is missing: tables, columns of new tables, indexes
+            for later in range(version + 1, SCHEMA_VERSION + 1):
+                if f"migration_{later}" in Q:  # what "schema" cannot add to an older database
+                    db.all(f"migration_{later}", {})
                 db.all("record_schema_version", {"version": later, "now": self.now()})
 
     def close(self) -> None:

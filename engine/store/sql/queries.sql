@@ -8,6 +8,125 @@
 -- shape differs there; a block of the same name there replaces the one here.
 -- JSON is stored as text, exactly as given.
 
+-- name: schema
+-- The tables and indexes of this version, created where missing. {seq}, {without_rowid} and
+-- {indexes} are the backend's: how a row counter is declared, how a table keyed by its
+-- primary key alone is stored, and the indexes only that backend wants.
+CREATE TABLE IF NOT EXISTS events (
+    seq          {seq},
+    id           text NOT NULL UNIQUE,
+    source       text NOT NULL,
+    type         text NOT NULL,
+    delivery_id  text,
+    body         text NOT NULL,
+    headers      text NOT NULL,
+    query        text NOT NULL,
+    received_at  double precision NOT NULL,
+    depth        integer NOT NULL DEFAULT 0,
+    status       text NOT NULL DEFAULT 'pending',   -- pending | matched
+    available_at double precision NOT NULL,         -- not before (a delay, or a claim's lease)
+    explain      text,
+    replay_of    text,                              -- the event this one replays
+    only_rules   text                               -- a replay for these rules only (JSON list)
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events (available_at, seq) WHERE status = 'pending';
+-- Events per minute by source (the UI's overview) read this index alone; appended in order.
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at, source);
+
+CREATE TABLE IF NOT EXISTS deliveries (
+    source      text NOT NULL,
+    delivery_id text NOT NULL,
+    event_id    text NOT NULL,
+    expires_at  double precision NOT NULL,
+    PRIMARY KEY (source, delivery_id)
+) {without_rowid};
+
+CREATE TABLE IF NOT EXISTS rule_versions (
+    version text PRIMARY KEY,
+    name    text NOT NULL,
+    file    text NOT NULL,
+    text    text NOT NULL
+) {without_rowid};
+
+CREATE TABLE IF NOT EXISTS runs (
+    id           text PRIMARY KEY,
+    event_id     text NOT NULL,
+    rule         text NOT NULL,
+    rule_version text NOT NULL,
+    status       text NOT NULL,                     -- active | succeeded | dead
+    step         integer NOT NULL DEFAULT 0,        -- the step running or last run
+    error        text,
+    created_at   double precision NOT NULL,
+    updated_at   double precision NOT NULL,
+    UNIQUE (event_id, rule)                         -- exactly one run per (event, rule)
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, updated_at);
+
+CREATE TABLE IF NOT EXISTS steps (
+    run_id      text NOT NULL,
+    idx         integer NOT NULL,
+    step_id     text NOT NULL,
+    action      text NOT NULL,
+    status      text NOT NULL,                      -- waiting | ready | running | succeeded | skipped | failed | dead
+    attempt     integer NOT NULL DEFAULT 0,
+    due_at      double precision,                   -- ready: not before; running: lease end
+    params      text,
+    overrides   text,
+    output      text,
+    error       text,
+    started_at  double precision,
+    finished_at double precision,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE INDEX IF NOT EXISTS steps_due ON steps (due_at) WHERE status IN ('ready', 'running');
+
+CREATE TABLE IF NOT EXISTS queue_items (
+    id           text PRIMARY KEY,
+    queue        text NOT NULL,
+    key          text NOT NULL,
+    status       text NOT NULL,                     -- waiting | claimed | done | dead
+    data         text,
+    attempts     integer NOT NULL DEFAULT 1,
+    max_attempts integer NOT NULL,
+    available_at double precision NOT NULL,         -- waiting: not before; claimed: lease end
+    last_request text,                              -- idempotency key of the last requeue
+    error        text,
+    created_at   double precision NOT NULL,
+    updated_at   double precision NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS queue_items_open ON queue_items (queue, key) WHERE status IN ('waiting', 'claimed');
+CREATE INDEX IF NOT EXISTS queue_items_due ON queue_items (queue, available_at) WHERE status IN ('waiting', 'claimed');
+
+CREATE TABLE IF NOT EXISTS hover_account (
+    id            text PRIMARY KEY,
+    access_token  text,
+    refresh_token text,
+    expires_at    double precision,
+    lock_holder   text,
+    lock_until    double precision,                 -- the refresh lock's end
+    updated_at    double precision NOT NULL
+) {without_rowid};
+
+CREATE TABLE IF NOT EXISTS hover_webhooks (
+    webhook_id    text PRIMARY KEY,
+    source        text,
+    url           text,
+    verified_at   double precision,
+    last_error    text,
+    updated_at    double precision NOT NULL,
+    verify_method text                              -- PUT or POST: the verification call that worked
+) {without_rowid};
+
+CREATE TABLE IF NOT EXISTS hover_logins (
+    state      text PRIMARY KEY,                    -- the OAuth state of a login hookwise started
+    account    text NOT NULL,
+    status     text NOT NULL,                       -- pending | taken | done | failed
+    error      text,
+    expires_at double precision NOT NULL,
+    updated_at double precision NOT NULL
+) {without_rowid};
+{indexes}
+
 -- name: probe_write
 -- /readyz: a row of the deliveries table, where every event's delivery id goes, written
 -- under a source name no source can have; expired from the start, so retention prunes it.
