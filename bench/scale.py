@@ -4,10 +4,19 @@ default postgresql://postgres@127.0.0.1:5432/hookwise_test; each layout gets a f
 
 Receivers are pinned to core 0, workers to core 1 (with the sink and wrk): on two cores
 this shows what the layouts cost, not what more machines would give.
+
+Then SPEC 12's PostgreSQL targets: a PostgreSQL worker's events per second over a SQLite
+worker's (the 1r+1w rows, ≥ 0.8); and one receiver with one worker, then with two, against
+a sink answering after 100 ms (bench/sink.py, as bench/remote.py uses it), a fixed number of
+events posted at once: two workers at their default settings (32 calls in flight to one
+host each) should complete ≥ 1.7 times what one does.
+
+    python -m bench.scale [SECONDS]
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -22,6 +31,7 @@ from typing import Any
 
 from .e2e import RULES
 from .ingest import HERE, free_port, parse_wrk, pinned, stop, wait_up
+from .remote import _post_all
 
 POSTGRES = os.environ.get("HOOKWISE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/hookwise_test")
 
@@ -29,7 +39,7 @@ POSTGRES = os.environ.get("HOOKWISE_BENCH_POSTGRES", "postgresql://postgres@127.
 class Layout:
     """Receivers and workers on one store, a sink, in a temporary folder."""
 
-    def __init__(self, folder: Path, store: str, receivers: int, workers: int) -> None:
+    def __init__(self, folder: Path, store: str, receivers: int, workers: int, delay: float = 0.0) -> None:
         self.folder, self.store = folder, store
         sink_port = free_port()
         (folder / "rules.yaml").write_text(RULES.format(port=sink_port))
@@ -39,7 +49,7 @@ class Layout:
         )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.procs.append(
-            subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(sink_port), os.devnull], 1))
+            subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(sink_port), os.devnull, str(delay)], 1))
         )
         self.ports = [free_port() for _ in range(receivers)]
         for port in self.ports:
@@ -89,23 +99,46 @@ def _flood(layout: Layout, seconds: float) -> dict[str, float]:
     return {"rps": sum(r["rps"] for r in results), "p99_ms": max(r["p99_ms"] for r in results)}
 
 
+def _settle(layout: Layout, timeout: float = 120.0) -> tuple[int, int, float | None, float | None]:
+    """The layout's counts once every stored event's run succeeded (or at ``timeout``)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        events, done, _, _ = layout.counts()
+        if events and done >= events:
+            break
+        time.sleep(0.3)
+    return layout.counts()
+
+
+def _rate(done: int, first: float | None, last: float | None) -> float:
+    """Completed runs per second, from the first event's receipt to the last completion."""
+    return done / (last - first) if done and first and last and last > first else 0.0
+
+
 def measure_layout(store: str, receivers: int, workers: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         layout = Layout(Path(tmp), store.replace("{dir}", tmp), receivers, workers)
         try:
             ingest = _flood(layout, seconds)
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                events, done, first, last = layout.counts()
-                if events and done >= events:
-                    break
-                time.sleep(0.3)
-            events, done, first, last = layout.counts()
+            events, done, first, last = _settle(layout)
         finally:
             layout.close()
-    rate = done / (last - first) if done and first and last and last > first else 0.0
     return {"receivers": receivers, "workers": workers, "ingest_rps": ingest["rps"], "ingest_p99_ms": ingest["p99_ms"],
-            "events": events, "completed": done, "end_to_end_per_s": rate}
+            "events": events, "completed": done, "end_to_end_per_s": _rate(done, first, last)}
+
+
+def measure_far(store: str, workers: int, events: int, delay: float = 0.1) -> dict[str, Any]:
+    """One receiver and ``workers`` workers against a sink answering after ``delay``:
+    ``events`` posted at once (64 connections), the rate at which their runs complete."""
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = Layout(Path(tmp), store.replace("{dir}", tmp), 1, workers, delay)
+        try:
+            _, answered = asyncio.run(_post_all(layout.ports[0], events))
+            stored, done, first, last = _settle(layout)
+        finally:
+            layout.close()
+    return {"workers": workers, "answered": answered, "events": stored, "completed": done,
+            "events_per_s": _rate(done, first, last)}
 
 
 def _pg_schema() -> tuple[str, Callable[[], None]]:
@@ -122,7 +155,7 @@ def _pg_schema() -> tuple[str, Callable[[], None]]:
     return f"{POSTGRES}?options=-csearch_path%3D{schema}", drop
 
 
-def measure(seconds: float = 5.0) -> dict[str, Any]:
+def measure(seconds: float = 5.0, far_events: int = 2000) -> dict[str, Any]:
     rows = [dict(store="sqlite", **measure_layout("sqlite:///{dir}/hookwise.db", 1, 1, seconds))]
     for receivers, workers in ((1, 1), (2, 2)):
         url, drop = _pg_schema()
@@ -130,7 +163,19 @@ def measure(seconds: float = 5.0) -> dict[str, Any]:
             rows.append(dict(store="postgresql", **measure_layout(url, receivers, workers, seconds)))
         finally:
             drop()
-    return {"seconds": seconds, "layouts": rows}
+    far = []
+    for workers in (1, 2):
+        url, drop = _pg_schema()
+        try:
+            far.append(measure_far(url, workers, far_events))
+        finally:
+            drop()
+    sqlite_rate, pg_rate = rows[0]["end_to_end_per_s"], rows[1]["end_to_end_per_s"]
+    return {
+        "seconds": seconds, "layouts": rows, "far": far,
+        "pg_over_sqlite": pg_rate / sqlite_rate if sqlite_rate else 0.0,
+        "two_over_one": far[1]["events_per_s"] / far[0]["events_per_s"] if far[0]["events_per_s"] else 0.0,
+    }
 
 
 def report(result: dict[str, Any]) -> None:
@@ -139,6 +184,25 @@ def report(result: dict[str, Any]) -> None:
     for row in result["layouts"]:
         print(f"  {row['store']:11} {row['receivers']}r+{row['workers']}w   {row['ingest_rps']:>12.0f}"
               f" {row['ingest_p99_ms']:>7.1f} {row['end_to_end_per_s']:>14.0f} {row['completed']:>5}/{row['events']}")
+    sqlite, pg = result["layouts"][0], result["layouts"][1]
+    print(f"  one worker: SQLite {sqlite['end_to_end_per_s']:.0f} events/s, PostgreSQL {pg['end_to_end_per_s']:.0f}"
+          f" events/s: {result['pg_over_sqlite']:.2f} of SQLite's")
+    one, two = result["far"]
+    print(f"  PostgreSQL against a sink answering after 100 ms ({one['events']} events): 1 worker"
+          f" {one['events_per_s']:.0f} events/s, 2 workers {two['events_per_s']:.0f} events/s:"
+          f" {result['two_over_one']:.2f}x ({one['completed']}/{one['events']}, {two['completed']}/{two['events']}"
+          " completed)")
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """SPEC 12's PostgreSQL targets: (target, figure, met)."""
+    far_done = all(f["completed"] == f["events"] == f["answered"] for f in result["far"])
+    return [
+        ("PostgreSQL worker >= 0.8 of a SQLite worker", f"{result['pg_over_sqlite']:.2f}",
+         result["pg_over_sqlite"] >= 0.8),
+        ("PostgreSQL, 100 ms sink: 2 workers >= 1.7x one", f"{result['two_over_one']:.2f}x",
+         result["two_over_one"] >= 1.7 and far_done),
+    ]
 
 
 if __name__ == "__main__":

@@ -494,8 +494,8 @@ def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: s
 
     _made_before_the_core(pg_url)
     with psycopg.connect(pg_url, autocommit=True) as conn:  # back to version 1, as the first release made it
-        conn.execute("DELETE FROM schema_version WHERE version > 1; DROP INDEX events_received; DROP TABLE hover_logins;"
-                     "ALTER TABLE hover_webhooks DROP COLUMN verify_method")
+        conn.execute("DELETE FROM schema_version WHERE version > 1; DROP INDEX events_received;"
+                     "DROP TABLE hover_logins; ALTER TABLE hover_webhooks DROP COLUMN verify_method")
         conn.execute("INSERT INTO hover_webhooks (webhook_id, url, updated_at) VALUES ('1', 'https://h/1', 1)")
         conn.execute("INSERT INTO hover_webhooks (webhook_id, verified_at, updated_at) VALUES ('2', 5, 1)")
         conn.execute(

@@ -1,12 +1,9 @@
 """The store core: every method of the store contract, its state machines and its SQL, once,
 over a :class:`Backend` that holds only what differs between databases.
 
-A backend connects, runs transactions (``BEGIN IMMEDIATE`` on SQLite, row locks on
-PostgreSQL), gives the time every ``{now}`` is judged by, wakes other processes, and
-offers the few operations whose shape truly differs: storing a batch of new events fast,
-and claiming steps with their context. Statements go through a :class:`Tx`, by name
-(``sql/queries.sql``, with the backend's own file over it), with named parameters, and
-come back as rows by column name. A batch is a few statements whatever its size: a
+Statements go through a :class:`~engine.store.backend.Tx`, by name (``sql/queries.sql``,
+with the backend's own file over it), with named parameters, and come back as rows by
+column name. A batch is a few statements whatever its size: a
 statement per kind of change, run for every row at once (``many``/``each``), never a
 statement per row with a round trip each.
 """
@@ -14,9 +11,8 @@ statement per row with a round trip each.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any, Generic
 
 from ..errors import StoreError
 from ..events import Event
@@ -24,69 +20,11 @@ from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
 from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored, Unrecorded
 from . import rows as shapes
+from .backend import Backend, Tx, TxT
 from .rows import Row, dumps
 
 #: Times a requeue looks again for the open item a concurrent requeue created.
 REQUEUE_TRIES = 5
-
-Params = Mapping[str, Any]
-
-
-class Tx(Protocol):
-    """Statements by name in one connection (a transaction, or a read on its own)."""
-
-    def all(self, name: str, params: Params) -> list[Row]:
-        """Run ``name``; its rows."""
-
-    def count(self, name: str, params: Params) -> int:
-        """Run ``name``; how many rows it changed."""
-
-    def many(self, name: str, params: Sequence[Params]) -> None:
-        """Run ``name`` once for each of ``params``, in order (one round trip)."""
-
-    def each(self, name: str, params: Sequence[Params]) -> list[list[Row]]:
-        """Run ``name`` once for each of ``params``, in order; the rows of each."""
-
-    def savepoint(self) -> AbstractContextManager[None]:
-        """A nested transaction: an exception inside rolls back its statements alone."""
-
-
-TxT = TypeVar("TxT", bound=Tx)
-
-
-class Backend(Protocol[TxT]):
-    """What a database brings to the core."""
-
-    #: Whether a claim should look for due rows with a read first: where a write
-    #: transaction that finds nothing costs a lock others wait for (SQLite's one writer).
-    look_before_claim: bool
-
-    def now(self) -> float | None:
-        """The time ``{now}`` stands for, or None for the database's own clock."""
-
-    def transaction(self, *, relaxed: bool = False) -> AbstractContextManager[TxT]:
-        """A write transaction. ``relaxed`` (the worker's bookkeeping: claims, leases, runs
-        created, outcomes) may commit without waiting for the disk, as at-least-once
-        allows; everything a sender or a person was told waits for it."""
-
-    def read(self) -> AbstractContextManager[TxT]:
-        """A connection for reading, outside any transaction."""
-
-    def notify(self, db: TxT) -> None:
-        """Wake other processes waiting for events, on commit (where the backend can)."""
-
-    def put_new_events(self, db: TxT, items: Sequence[Incoming], now: float | None) -> list[Stored] | None:
-        """The fast way to store a batch whose delivery ids are all new; None (having
-        changed nothing) when there is none or it does not apply."""
-
-    def claim_steps(self, db: TxT, params: Params) -> list[tuple[Row, dict[str, str | None]]]:
-        """Claim due steps (``claim_steps``): each row with the rule and event of its run
-        (``step_contexts``' columns), and the JSON outputs of its run's succeeded steps before it."""
-
-    def migrate(self) -> None: ...
-
-    def close(self) -> None: ...
-
 
 class StoreCore(Generic[TxT]):
     """The :class:`~engine.store.Store` contract on a :class:`Backend`."""

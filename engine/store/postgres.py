@@ -37,7 +37,8 @@ except ImportError as exc:
     raise StoreError("the PostgreSQL store needs psycopg: pip install 'hookwise[postgres]'") from exc
 
 from . import Incoming, Stored
-from .core import Params, StoreCore
+from .backend import Params
+from .core import StoreCore
 from .queries import load_queries, to_pyformat
 from .rows import Row
 
@@ -56,17 +57,25 @@ Connection = psycopg.Connection[dict[str, Any]]
 
 
 class _Tx:
-    """:class:`~engine.store.core.Tx` on a psycopg connection."""
+    """:class:`~engine.store.core.Tx` on a psycopg connection. In a pipeline, a statement
+    whose results are not read (``many``) is only queued: it goes to the server with the
+    next one that is read, or with the commit."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: Connection, pipeline: psycopg.Pipeline | None = None) -> None:
+        self.conn, self.pipeline = conn, pipeline
+
+    def _run(self, name: str, params: Params) -> psycopg.Cursor[Row]:
+        cursor = self.conn.execute(Q[name], params or None)  # None: several statements may go at once
+        if self.pipeline is not None:
+            self.pipeline.sync()  # the results, now
+        return cursor
 
     def all(self, name: str, params: Params) -> list[Row]:
-        cursor = self.conn.execute(Q[name], params or None)  # None: several statements may go at once
+        cursor = self._run(name, params)
         return cursor.fetchall() if cursor.description is not None else []
 
     def count(self, name: str, params: Params) -> int:
-        return self.conn.execute(Q[name], params).rowcount
+        return self._run(name, params).rowcount
 
     def many(self, name: str, params: Sequence[Params]) -> None:
         if params:
@@ -86,6 +95,8 @@ class _Tx:
     def savepoint(self) -> Iterator[None]:
         with self.conn.transaction():
             yield
+            if self.pipeline is not None:
+                self.pipeline.sync()  # this savepoint's errors, raised inside it
 
 
 class PostgresBackend:
@@ -141,10 +152,15 @@ class PostgresBackend:
     def transaction(self, *, relaxed: bool = False) -> Iterator[_Tx]:
         """A transaction; ``relaxed`` commits without waiting for the WAL flush (a crash of
         the database server could lose work claimed and done again: at-least-once)."""
-        with self._errors("write"), self._pool.connection() as conn, conn.transaction():
-            if relaxed:
+        with self._errors("write"), self._pool.connection() as conn:
+            if not relaxed:
+                with conn.transaction():
+                    yield _Tx(conn)
+                return
+            # The worker's: pipelined, so that BEGIN and this SET go with the first statement.
+            with conn.pipeline() as pipeline, conn.transaction():
                 conn.execute(Q["relaxed_commit"])
-            yield _Tx(conn)
+                yield _Tx(conn, pipeline)
 
     @contextmanager
     def read(self) -> Iterator[_Tx]:

@@ -26,7 +26,8 @@ from typing import Any
 
 from ..errors import StoreError, Unstorable
 from . import Incoming, Stored
-from .core import Params, StoreCore
+from .backend import Params
+from .core import StoreCore
 from .queries import load_queries
 from .rows import Row, dumps
 
