@@ -270,5 +270,14 @@ class SQLiteStore(StoreCore[_Tx]):
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.sqlite = SQLiteBackend(path, clock)
         super().__init__(self.sqlite)
-        self.path, self.clock = self.sqlite.path, clock
+        self.clock = clock
         self.migrate()
+
+    @property
+    def path(self) -> Path:
+        """The file: connections opened from now on open this one."""
+        return self.sqlite.path
+
+    @path.setter
+    def path(self, path: Path) -> None:
+        self.sqlite.path = path
