@@ -20,6 +20,7 @@ trip: psycopg pipelines it. ``LISTEN``/``NOTIFY`` is offered as a wake-up for wo
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -78,12 +79,19 @@ class _Tx:
         return self._run(name, params).rowcount
 
     def many(self, name: str, params: Sequence[Params]) -> None:
-        if params:
+        if params and f"{name}_batch" in Q:
+            self.conn.execute(Q[f"{name}_batch"], _batch(params))  # in a pipeline: queued
+        elif params:
             self.conn.cursor().executemany(Q[name], params)
 
     def each(self, name: str, params: Sequence[Params]) -> list[list[Row]]:
         if not params:
             return []
+        if f"{name}_batch" in Q:
+            results: list[list[Row]] = [[] for _ in params]
+            for row in self._run(f"{name}_batch", _batch(params)).fetchall():
+                results[row.pop("n")].append(row)
+            return results
         cursor = self.conn.cursor()
         cursor.executemany(Q[name], params, returning=True)
         results = [cursor.fetchall()]
@@ -97,6 +105,18 @@ class _Tx:
             yield
             if self.pipeline is not None:
                 self.pipeline.sync()  # this savepoint's errors, raised inside it
+
+
+def _batch(params: Sequence[Params]) -> dict[str, Any]:
+    """The parameters of a ``NAME_batch`` query: the rows as one JSON array, each with its
+    place ``n``, and the time ``{now}`` stands for (the same for all)."""
+    rows = [{"n": n, **{k: _text(v) for k, v in p.items() if k != "now"}} for n, p in enumerate(params)]
+    return {"rows": json.dumps(rows, ensure_ascii=False), "now": params[0].get("now")}
+
+
+def _text(value: Any) -> Any:
+    """A NUL in a string as PostgreSQL text can hold it (as :class:`_NulSafeStrDumper` does)."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 class PostgresBackend:
