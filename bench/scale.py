@@ -54,11 +54,14 @@ class Layout:
         self.ports = [free_port() for _ in range(receivers)]
         for port in self.ports:
             self._serve(port, "receiver", 0)
-        for _ in range(workers):
-            self._serve(free_port(), "worker", 1)
+        self.start_workers(workers)
         wait_up(sink_port, "/")
         for port in self.ports:
             wait_up(port, "/livez")
+
+    def start_workers(self, count: int) -> None:
+        for _ in range(count):
+            self._serve(free_port(), "worker", 1)
 
     def _serve(self, port: int, role: str, core: int) -> None:
         cmd = [
@@ -73,10 +76,10 @@ class Layout:
         for proc in reversed(self.procs):
             stop(proc)
 
-    def counts(self) -> tuple[int, int, float | None, float | None]:
-        """(events, succeeded runs, first receipt, last completion)."""
-        query = ("SELECT (SELECT COUNT(*) FROM events), COUNT(*), (SELECT MIN(received_at) FROM events), "
-                 "MAX(updated_at) FROM runs WHERE status = 'succeeded'")
+    def counts(self, since: str = "(SELECT MIN(received_at) FROM events)") -> tuple[int, int, Any, Any]:
+        """(events, succeeded runs, ``since`` (by default the first receipt), last completion)."""
+        query = (f"SELECT (SELECT COUNT(*) FROM events), COUNT(*), {since}, MAX(updated_at) FROM runs"
+                 " WHERE status = 'succeeded'")
         if self.store.startswith("sqlite:///"):
             db = sqlite3.connect(self.store[len("sqlite:///"):])
             try:
@@ -96,10 +99,11 @@ def _flood(layout: Layout, seconds: float) -> dict[str, float]:
     runs = [subprocess.Popen(pinned([*wrk, f"http://127.0.0.1:{port}/hooks/bench"], 1), stdout=subprocess.PIPE,
                              text=True) for port in layout.ports]
     results = [parse_wrk(proc.communicate(timeout=seconds + 30)[0]) for proc in runs]
-    return {"rps": sum(r["rps"] for r in results), "p99_ms": max(r["p99_ms"] for r in results)}
+    return {"rps": sum(r["rps"] for r in results), "p99_ms": max(r["p99_ms"] for r in results),
+            "requests": sum(r["requests"] for r in results)}
 
 
-def _settle(layout: Layout, timeout: float = 120.0) -> tuple[int, int, float | None, float | None]:
+def _settle(layout: Layout, timeout: float = 120.0, since: str | None = None) -> tuple[int, int, Any, Any]:
     """The layout's counts once every stored event's run succeeded (or at ``timeout``)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -107,7 +111,11 @@ def _settle(layout: Layout, timeout: float = 120.0) -> tuple[int, int, float | N
         if events and done >= events:
             break
         time.sleep(0.3)
-    return layout.counts()
+    return layout.counts(since) if since else layout.counts()
+
+
+#: The start of the workers' work: the first run they created.
+FIRST_RUN = "MIN(created_at)"
 
 
 def _rate(done: int, first: float | None, last: float | None) -> float:
@@ -127,14 +135,22 @@ def measure_layout(store: str, receivers: int, workers: int, seconds: float) -> 
             "events": events, "completed": done, "end_to_end_per_s": _rate(done, first, last)}
 
 
-def measure_far(store: str, workers: int, events: int, delay: float = 0.1) -> dict[str, Any]:
-    """One receiver and ``workers`` workers against a sink answering after ``delay``:
-    ``events`` posted at once (64 connections), the rate at which their runs complete."""
+def measure_workers(
+    store: str, workers: int, seconds: float = 0.0, events: int = 0, delay: float = 0.0
+) -> dict[str, Any]:
+    """``workers`` workers working off a backlog: one receiver stores events first (wrk for
+    ``seconds``, or ``events`` posted at once), then the workers start against a sink that
+    answers after ``delay``. Their rate: runs completed per second, from the first run they
+    created to the last completion."""
     with tempfile.TemporaryDirectory() as tmp:
-        layout = Layout(Path(tmp), store.replace("{dir}", tmp), 1, workers, delay)
+        layout = Layout(Path(tmp), store.replace("{dir}", tmp), 1, 0, delay)
         try:
-            _, answered = asyncio.run(_post_all(layout.ports[0], events))
-            stored, done, first, last = _settle(layout)
+            if seconds:
+                answered = int(_flood(layout, seconds)["requests"])
+            else:
+                answered = asyncio.run(_post_all(layout.ports[0], events))[1]
+            layout.start_workers(workers)
+            stored, done, first, last = _settle(layout, since=FIRST_RUN)
         finally:
             layout.close()
     return {"workers": workers, "answered": answered, "events": stored, "completed": done,
@@ -163,16 +179,23 @@ def measure(seconds: float = 5.0, far_events: int = 2000) -> dict[str, Any]:
             rows.append(dict(store="postgresql", **measure_layout(url, receivers, workers, seconds)))
         finally:
             drop()
+    one_worker = []
+    for store in ("sqlite:///{dir}/hookwise.db", None):
+        url, drop = _pg_schema() if store is None else (store, lambda: None)
+        try:
+            one_worker.append(measure_workers(url, 1, seconds=seconds))
+        finally:
+            drop()
     far = []
     for workers in (1, 2):
         url, drop = _pg_schema()
         try:
-            far.append(measure_far(url, workers, far_events))
+            far.append(measure_workers(url, workers, events=far_events, delay=0.1))
         finally:
             drop()
-    sqlite_rate, pg_rate = rows[0]["end_to_end_per_s"], rows[1]["end_to_end_per_s"]
+    sqlite_rate, pg_rate = (w["events_per_s"] for w in one_worker)
     return {
-        "seconds": seconds, "layouts": rows, "far": far,
+        "seconds": seconds, "layouts": rows, "one_worker": one_worker, "far": far,
         "pg_over_sqlite": pg_rate / sqlite_rate if sqlite_rate else 0.0,
         "two_over_one": far[1]["events_per_s"] / far[0]["events_per_s"] if far[0]["events_per_s"] else 0.0,
     }
@@ -184,9 +207,10 @@ def report(result: dict[str, Any]) -> None:
     for row in result["layouts"]:
         print(f"  {row['store']:11} {row['receivers']}r+{row['workers']}w   {row['ingest_rps']:>12.0f}"
               f" {row['ingest_p99_ms']:>7.1f} {row['end_to_end_per_s']:>14.0f} {row['completed']:>5}/{row['events']}")
-    sqlite, pg = result["layouts"][0], result["layouts"][1]
-    print(f"  one worker: SQLite {sqlite['end_to_end_per_s']:.0f} events/s, PostgreSQL {pg['end_to_end_per_s']:.0f}"
-          f" events/s: {result['pg_over_sqlite']:.2f} of SQLite's")
+    sqlite, pg = result["one_worker"]
+    print(f"  one worker working off a backlog ({sqlite['events']} and {pg['events']} events): SQLite"
+          f" {sqlite['events_per_s']:.0f} events/s, PostgreSQL {pg['events_per_s']:.0f} events/s:"
+          f" {result['pg_over_sqlite']:.2f} of SQLite's")
     one, two = result["far"]
     print(f"  PostgreSQL against a sink answering after 100 ms ({one['events']} events): 1 worker"
           f" {one['events_per_s']:.0f} events/s, 2 workers {two['events_per_s']:.0f} events/s:"

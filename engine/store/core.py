@@ -90,13 +90,13 @@ class StoreCore(Generic[TxT]):
         events, then (for duplicates) the events that hold the ids. Each runs in order, so
         a delivery id twice in one batch is a duplicate the second time."""
         keyed = [n for n, item in enumerate(items) if item.delivery_id is not None]
-        took = db.each("put_delivery", [self._p(**_delivery_row(items[n])) for n in keyed])
+        took = db.each("put_delivery", [self._p(**delivery_row(items[n])) for n in keyed])
         dups = {n for n, rows in zip(keyed, took, strict=True) if not rows}
         new = [n for n in range(len(items)) if n not in dups]
-        put = db.each("put_event", [_event_row(items[n]) for n in new])
+        put = db.each("put_event", [event_row(items[n]) for n in new])
         inserted = {n for n, rows in zip(new, put, strict=True) if rows}
         held = sorted(dups)
-        found = db.each("find_delivery", [_delivery_row(items[n]) for n in held])
+        found = db.each("find_delivery", [delivery_row(items[n]) for n in held])
         holders = {n: _first(rows)["event_id"] for n, rows in zip(held, found, strict=True)}
         return [
             Stored(holders[n], True) if n in holders else Stored(item.id, n not in inserted)
@@ -468,14 +468,15 @@ def _queue_item(db: Tx, item_id: str) -> QueueItem:
     return shapes.queue_item(_first(db.all("get_queue_item", {"id": item_id})))
 
 
-def _delivery_row(item: Incoming) -> dict[str, Any]:
+def delivery_row(item: Incoming) -> dict[str, Any]:
+    """The columns of an event's delivery id, in the table's order (as :func:`event_row`)."""
     return {
         "source": item.source, "delivery_id": item.delivery_id, "event_id": item.id,
         "expires_at": item.received_at + item.dedupe_window,
     }
 
 
-def _event_row(item: Incoming) -> dict[str, Any]:
+def event_row(item: Incoming) -> dict[str, Any]:
     return {
         "id": item.id, "source": item.source, "type": item.type, "delivery_id": item.delivery_id, "body": item.body,
         "headers": dumps(item.headers), "query": dumps(item.query) if item.query else "{}",

@@ -27,9 +27,9 @@ from typing import Any
 from ..errors import StoreError, Unstorable
 from . import Incoming, Stored
 from .backend import Params
-from .core import StoreCore
+from .core import StoreCore, delivery_row, event_row
 from .queries import load_queries
-from .rows import Row, dumps
+from .rows import Row
 
 Q = load_queries("sqlite")
 
@@ -210,12 +210,11 @@ class SQLiteBackend:
         keyed = [i for i in items if i.delivery_id is not None]
         conn = db.conn
         conn.execute("SAVEPOINT batch")
-        taken = _insert_rows(conn, "put_deliveries_rows", [
-            (i.source, i.delivery_id, i.id, i.received_at + i.dedupe_window) for i in keyed
-        ], now)
+        taken = _insert_rows(conn, "put_deliveries_rows", [tuple(delivery_row(i).values()) for i in keyed], now)
         new = taken == len(keyed) and len({(i.source, i.delivery_id) for i in keyed}) == len(keyed)
         if new:  # an emitted event's id may be stored already: then it is no fast case either
-            new = _insert_rows(conn, "put_events_rows", [_event_values(i) for i in items], now) == len(items)
+            events = [tuple(event_row(i).values()) for i in items]
+            new = _insert_rows(conn, "put_events_rows", events, now) == len(items)
         if not new:
             conn.execute("ROLLBACK TO batch")
         conn.execute("RELEASE batch")
@@ -254,14 +253,6 @@ def _insert_rows(conn: sqlite3.Connection, name: str, rows: list[tuple[Any, ...]
 def _multi_row(name: str, size: int, width: int) -> str:
     rows = ", ".join("(" + ", ".join(f":v{r * width + c}" for c in range(width)) + ")" for r in range(size))
     return Q[name].replace("{rows}", rows)
-
-
-def _event_values(item: Incoming) -> tuple[Any, ...]:
-    return (
-        item.id, item.source, item.type, item.delivery_id, item.body, dumps(item.headers),
-        dumps(item.query) if item.query else "{}", item.received_at, item.depth,
-        item.available_at if item.available_at is not None else item.received_at,
-    )
 
 
 class SQLiteStore(StoreCore[_Tx]):
