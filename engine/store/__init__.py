@@ -119,7 +119,7 @@ Matcher = Callable[[list[Event]], list[Matched]]
 
 
 # The store contract, by role: each caller types its store as the role it uses (the receiver
-# an IngestStore, the API and the UI an InspectionStore, ...). Every backend is all of them
+# an IngestStore, the API and the UI an OperatorStore, ...). Every backend is all of them
 # (Store), and every method is one transaction, safe to call from several threads.
 
 
