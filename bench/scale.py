@@ -8,8 +8,9 @@ this shows what the layouts cost, not what more machines would give.
 Then SPEC 12's PostgreSQL targets: a PostgreSQL worker's events per second over a SQLite
 worker's (the 1r+1w rows, ≥ 0.8); and one receiver with one worker, then with two, against
 a sink answering after 100 ms (bench/sink.py, as bench/remote.py uses it), a fixed number of
-events posted at once: two workers at their default settings (32 calls in flight to one
-host each) should complete ≥ 1.7 times what one does.
+events stored first, then the workers started (the second on the other core): two workers
+at their default settings (32 calls in flight to one host each) should complete ≥ 1.7
+times what one does.
 
     python -m bench.scale [SECONDS]
 """
@@ -59,9 +60,10 @@ class Layout:
         for port in self.ports:
             wait_up(port, "/livez")
 
-    def start_workers(self, count: int) -> None:
-        for _ in range(count):
-            self._serve(free_port(), "worker", 1)
+    def start_workers(self, count: int, spread: bool = False) -> None:
+        """``count`` workers on core 1, or (``spread``) the second on core 0, the third on 1, ..."""
+        for n in range(count):
+            self._serve(free_port(), "worker", (1 + n) % 2 if spread else 1)
 
     def _serve(self, port: int, role: str, core: int) -> None:
         cmd = [
@@ -140,8 +142,9 @@ def measure_workers(
 ) -> dict[str, Any]:
     """``workers`` workers working off a backlog: one receiver stores events first (wrk for
     ``seconds``, or ``events`` posted at once), then the workers start against a sink that
-    answers after ``delay``. Their rate: runs completed per second, from the first run they
-    created to the last completion."""
+    answers after ``delay`` (with a delay, on both cores: the receiver is idle by then).
+    Their rate: runs completed per second, from the first run they created to the last
+    completion."""
     with tempfile.TemporaryDirectory() as tmp:
         layout = Layout(Path(tmp), store.replace("{dir}", tmp), 1, 0, delay)
         try:
@@ -149,7 +152,7 @@ def measure_workers(
                 answered = int(_flood(layout, seconds)["requests"])
             else:
                 answered = asyncio.run(_post_all(layout.ports[0], events))[1]
-            layout.start_workers(workers)
+            layout.start_workers(workers, spread=delay > 0)
             stored, done, first, last = _settle(layout, since=FIRST_RUN)
         finally:
             layout.close()
