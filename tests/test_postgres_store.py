@@ -56,6 +56,7 @@ from tests.test_store import (  # noqa: F401
     test_delivery_ids_deduplicate_within_the_window_per_source,
     test_events_come_back_as_events,
     test_events_per_minute_counts_the_window_by_source,
+    test_one_batch_of_results_takes_every_path_of_the_step_state_machine,
     test_one_run_per_event_and_rule_even_when_matched_twice,
     test_put_and_read_back,
     test_run_status_counts_and_retrying_steps,

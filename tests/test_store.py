@@ -313,3 +313,46 @@ def test_a_file_made_before_the_store_core_opens_and_works_on(tmp_path: Path) ->
     db.executescript((FIXTURES / "store" / "sqlite_before_core.sql").read_text())
     db.close()
     check_made_before_the_core(open_store(f"sqlite:///{path}", clock=MADE_AT))
+
+
+def test_one_batch_of_results_takes_every_path_of_the_step_state_machine(store: Store, clock: Clock) -> None:
+    """Every outcome in one record_steps call (one statement per kind on PostgreSQL): each
+    step and run ends as it would alone, and a stale claim in the batch changes nothing."""
+    stale_run = matched_run(store)
+    (lost,) = store.claim_steps(10, lease=15)
+    clock.advance(15)
+    (current,) = store.claim_steps(10, 600)  # the lost claim's step, claimed again
+    names = ("next", "last", "retry", "deferred", "onward", "dead")
+    runs = {name: matched_run(store, steps=1 if name == "last" else 2) for name in names}
+    tasks = {t.run_id: t for t in store.claim_steps(10, 600)}
+    assert set(tasks) == set(runs.values())
+    store.record_steps([
+        result(tasks[runs["next"]], output={"n": 1}, next_delay=30.0),
+        result(tasks[runs["last"]], output={"n": 2}, step_count=1),
+        result(tasks[runs["retry"]], "failed", error="503", retry_in=60.0),
+        result(tasks[runs["deferred"]], "deferred", retry_in=90.0),
+        result(tasks[runs["onward"]], "failed", error="ignored", continue_on_error=True),
+        result(tasks[runs["dead"]], "failed", error="gone"),
+        result(lost, output={"from": "the lost claim"}),
+    ])
+    runs["stale"] = stale_run
+    got = {name: store.get_run(run) for name, run in runs.items()}
+    assert {name: (r["status"], r["step"], r["error"]) for name, r in got.items() if r} == {
+        "next": ("active", 1, None), "last": ("succeeded", 0, None), "retry": ("active", 0, None),
+        "deferred": ("active", 0, None), "onward": ("active", 1, None), "dead": ("dead", 0, "gone"),
+        "stale": ("active", 0, None),
+    }
+    steps = {name: [(s["status"], s["attempt"]) for s in store.steps_of_run(run)] for name, run in runs.items()}
+    assert steps == {
+        "next": [("succeeded", 1), ("ready", 0)], "last": [("succeeded", 1)], "retry": [("ready", 1), ("waiting", 0)],
+        "deferred": [("ready", 0), ("waiting", 0)], "onward": [("failed", 1), ("ready", 0)],
+        "dead": [("dead", 1), ("waiting", 0)], "stale": [("running", 2), ("waiting", 0)],
+    }
+    assert store.steps_of_run(stale_run)[0]["output"] is None  # the lost claim's result was dropped
+    assert {t.run_id for t in store.claim_steps(10, 600)} == {runs["onward"]}  # the others wait for their delays
+    clock.advance(90)
+    due = {t.run_id: t for t in store.claim_steps(10, 60)}
+    assert set(due) == {runs["next"], runs["retry"], runs["deferred"]}
+    assert due[runs["next"]].outputs == {"s0": {"n": 1}} and due[runs["deferred"]].attempt == 1
+    assert store.record_steps([result(current)]) == []  # the live claim's result counts
+    assert store.steps_of_run(stale_run)[0]["status"] == "succeeded"
