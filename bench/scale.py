@@ -227,7 +227,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     return [
         ("PostgreSQL worker >= 0.8 of a SQLite worker", f"{result['pg_over_sqlite']:.2f}",
          result["pg_over_sqlite"] >= 0.8),
-        ("PostgreSQL, 100 ms sink: 2 workers >= 1.7x one", f"{result['two_over_one']:.2f}x",
+        ("PostgreSQL 100 ms sink: 2 workers >= 1.7x one", f"{result['two_over_one']:.2f}x",
          result["two_over_one"] >= 1.7 and far_done),
     ]
 
