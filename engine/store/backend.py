@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
-from . import Incoming, Stored
+from .contract import Incoming, Stored
 from .rows import Row
 
 Params = Mapping[str, Any]

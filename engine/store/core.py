@@ -18,9 +18,9 @@ from ..errors import StoreError
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
-from . import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored, Unrecorded
 from . import rows as shapes
 from .backend import Backend, Tx, TxT
+from .contract import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored, Unrecorded
 from .rows import Row, dumps
 
 #: Times a requeue looks again for the open item a concurrent requeue created.

@@ -37,8 +37,8 @@ try:
 except ImportError as exc:
     raise StoreError("the PostgreSQL store needs psycopg: pip install 'hookwise[postgres]'") from exc
 
-from . import Incoming, Stored
 from .backend import Params
+from .contract import Incoming, Stored
 from .core import StoreCore
 from .queries import load_queries, to_pyformat
 from .rows import Row

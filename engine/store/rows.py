@@ -11,7 +11,7 @@ from typing import Any
 from ..bodies import readable
 from ..events import Event
 from ..runs import StepTask
-from . import QueueItem
+from .contract import QueueItem
 
 #: A row of a query, by column name.
 Row = dict[str, Any]

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError, Unstorable
-from . import Incoming, Stored
 from .backend import Params
+from .contract import Incoming, Stored
 from .core import StoreCore, delivery_row, event_row
 from .queries import load_queries
 from .rows import Row
