@@ -3,7 +3,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The example plugin (examples/hookwise-jsonl) is installed with the project: its tests run with the suite.
+EXAMPLE := examples/hookwise-jsonl
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(EXAMPLE)/pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint bench check clean
 
@@ -11,8 +13,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+$(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]' -e $(EXAMPLE)
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: $(STAMP)
@@ -24,7 +26,7 @@ test: $(STAMP)
 # The static checks CI runs: ruff with the rules and line length of pyproject.toml, and mypy --strict
 # (strict = true there) over the code that ships.
 lint: $(STAMP)
-	$(BIN)/ruff check engine actions tests bench
+	$(BIN)/ruff check engine actions tests bench examples
 	$(BIN)/mypy engine actions
 
 bench: $(STAMP)

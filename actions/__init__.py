@@ -1,4 +1,5 @@
-"""The built-in actions, one module each; :class:`engine.action.Registry` loads them."""
+"""The built-in actions, one module each; :class:`engine.registry.Registry` loads them
+(nothing here imports it back)."""
 
 from __future__ import annotations
 

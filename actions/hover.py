@@ -20,7 +20,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from engine.action import Action, Context
 from engine.errors import Fail, Retry
-from engine.hover import HANDSHAKE_WAITS, LOGIN_WAIT, VERIFY_PATH, NotLoggedIn, record_verification
+from engine.hover import VERIFY_PATH, record_verification
+from engine.hover_tokens import HANDSHAKE_WAITS, LOGIN_WAIT, NotLoggedIn
 
 from ._params import QueryParams, at_most_one, upper
 

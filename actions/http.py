@@ -37,8 +37,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from engine.action import Action, Context
 from engine.config import Http
 from engine.errors import Fail, Retry
-from engine.outbound import USER_AGENT, Client, InvalidRequest, OutboundError, Reply, safe_url
+from engine.outbound import USER_AGENT, Client, InvalidRequest, OutboundError, Reply
 from engine.runs import retry_after
+from engine.secrets import safe_url
 from engine.units import Duration
 from engine.validation import key_error
 
@@ -402,5 +403,5 @@ def _excerpt(text: str) -> str:
 
 __all__ = [
     "MAX_BODY", "MAX_REDIRECTS", "Guard", "HttpAction", "HttpParams", "USER_AGENT",
-    "refusal_reason", "retry_after", "safe_url",
+    "refusal_reason", "retry_after",
 ]

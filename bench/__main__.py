@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import e2e, httpclient, ingest, matching, memory, peer, remote, scale, ui
+from . import backtest, e2e, httpclient, ingest, matching, memory, peer, remote, scale, ui
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,11 +53,17 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         ("end to end >= 2,000 events/s", f"{top['events_per_s']:.0f}/s", top["events_per_s"] >= 2000),
         ("p99 < 100 ms at half that rate", f"{half['p99_ms']:.1f} ms", half["p99_ms"] < 100),
         ("matching < 20 us at 10,000 rules", f"{at_10k:.1f} us", at_10k < 20),
+        *(_backtest_targets(results["backtest"]) if "backtest" in results else []),
         *(_remote_targets(far) if far else []),
         *(scale.targets(results["scale"]) if "scale" in results else []),
         ("memory < 200 MiB after 100,000 events, flat", f"{mem['rss_mib']:.1f} MiB at {mem['stored']:,}",
          judged["ok"] if judged["conclusive"] else None),
     ]
+
+
+def _backtest_targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    rate = result["match_events_per_s"]
+    return [("backtest >= 20,000 events/s at 1,000 rules", f"{rate:,}/s", rate >= backtest.TARGET)]
 
 
 def _remote_targets(far: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
@@ -104,6 +110,8 @@ def main() -> None:
     remote.report(results["remote"])
     print("matching (rules over 50 event types, two field conditions each)")
     results["matching"] = matching.main((10, 1000, 10000) if quick else (10, 100, 1000, 10000))
+    results["backtest"] = backtest.measure(20_000, 1000, 1) if quick else backtest.measure(50_000, 1000, 3)
+    backtest.report(results["backtest"])
     results["memory"] = memory.measure(10_000, time_limit=20.0, catch_up_limit=5.0) if quick else memory.measure()
     memory.report(results["memory"])
     results["ui"] = ui.measure(20_000, 10) if quick else ui.measure()

@@ -23,13 +23,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import api_models as m
+from . import api_trials as trials
 from . import operations as ops
 from .bodies import Malformed, finite, parse_object
-from .errors import ParamsError, UsageError
+from .errors import ConfigError, ParamsError, UsageError
 from .loader import Loaded
 from .openapi import Answer, Described, Operation, document
 from .proxies import from_loopback
-from .store import OperatorStore, QueueItem
+from .store import BacktestStore, OperatorStore, QueueItem
 from .validation import pydantic_problems
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -202,7 +203,7 @@ class InspectApi:
     async def runs(self, request: Request) -> Response:
         q = _query(request, m.RunsQuery)
         found = await run_in_threadpool(
-            ops.list_runs, self.current(), self.store, status=q.status, rule=q.rule, limit=q.limit,
+            ops.list_runs, self.current(), self.store, status=q.status, rule=q.rule, limit=q.limit, shadow=q.shadow,
         )
         return JSONResponse(found)
 
@@ -235,11 +236,42 @@ class InspectApi:
     async def dry_run(self, request: Request) -> Response:
         from .dryrun import dry_run, event_source
 
-        body = await _body(request, m.DryRunRequest, self.current)
+        body = await _body(request, trials.DryRunRequest, self.current)
         loaded = self.current()
         event_source(loaded, body.source)  # a source that does not exist: 400 naming the ones that do
         headers = {k.lower(): v for k, v in body.headers.items()}
         return _detail(await run_in_threadpool(dry_run, loaded, body.event, body.source, headers))
+
+
+    async def backtest(self, request: Request) -> Response:
+        body = await _body(request, trials.BacktestRequest, self.current)
+        return _detail(await run_in_threadpool(_backtest, self.current(), self.store, body))
+
+
+#: Events a backtest through the API reads at most (it holds one of the server's threads).
+BACKTEST_LIMIT = 500_000
+
+
+def _backtest(loaded: Loaded, store: BacktestStore, body: trials.BacktestRequest) -> dict[str, Any]:
+    import time
+
+    from .backtest import Backtest, rules_from_text, window_start
+
+    rules, masker = loaded.rules, loaded.masker
+    if body.rules is not None:
+        try:
+            rules, masker = rules_from_text(loaded, body.rules)
+        except ConfigError as exc:
+            problems = (p.masked(loaded.masker.mask) for p in exc.problems)
+            raise ApiError(400, "bad_request", "; ".join(map(str, problems))) from None
+    now = time.time()
+    since = window_start(body.since, now)
+    until = ops.parse_time(body.until, "until")
+    report = Backtest(loaded, rules, store, since=since, until=until, source=body.source, type=body.type,
+                      max_events=BACKTEST_LIMIT, masker=masker).run().json()
+    if body.rule is not None:
+        report["rules"] = [r for r in report["rules"] if r["rule"] == body.rule]
+    return masker.mask_value(report)
 
 
 def _hosts_endpoint(hosts: Callable[[], list[dict[str, Any]]] | None) -> Handler:
@@ -323,8 +355,15 @@ def api_routes(
             "GET", "The sources, with Hover's verification state", _found(m.Sources, "the sources"),
         )),
         route("/api/dry-run", inspect.dry_run, Operation(
-            "POST", "Match and render an event with no side effects", _found(m.DryRunResult, "what the event would do"),
-            body=m.DryRunRequest,
+            "POST", "Match and render an event with no side effects",
+            _found(trials.DryRunResult, "what the event would do"),
+            body=trials.DryRunRequest,
+        )),
+        route("/api/backtest", inspect.backtest, Operation(
+            "POST", "Run the rules (or a changed rule file) over stored events with no side effects",
+            {200: Answer("per rule: what it would match against what it did", trials.BacktestResult),
+             400: Answer("a bad window, or problems in the rule file given", m.Error)},
+            body=trials.BacktestRequest,
         )),
         route("/api/hosts", _hosts_endpoint(hosts), Operation(
             "GET", "Destination hosts of the http action: limits, calls in flight, circuit breaker",

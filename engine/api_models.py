@@ -73,7 +73,7 @@ Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 Limit = Annotated[int, Field(ge=1, le=1000)]
 
 
-class _Closed(BaseModel):
+class Closed(BaseModel):
     """A shape whose keys are all named: an unknown one is an error."""
 
     model_config = ConfigDict(extra="forbid")
@@ -101,6 +101,9 @@ class EventsQuery(_Query):
 class RunsQuery(_Query):
     status: RunStatus | None = Field(None, description="Only runs with this status.")
     rule: str | None = Field(None, description="Only runs of this rule.")
+    shadow: bool | None = Field(
+        None, description="true: only the runs of shadow rules (rendered, no action run); false: only live ones."
+    )
     limit: Limit = Field(DEFAULT_LIMIT, description="Runs at most, the latest changed first.")
 
 
@@ -121,7 +124,7 @@ class WebhookQuery(_Query):
     token: str | None = Field(None, description="The source's token, for a source that takes it in the URL.")
 
 
-class ReplayRequest(_Closed):
+class ReplayRequest(Closed):
     """An event to store again, to go through the rules once more."""
 
     rules: list[str] = Field(
@@ -129,7 +132,7 @@ class ReplayRequest(_Closed):
     )
 
 
-class RetryRequest(_Closed):
+class RetryRequest(Closed):
     """A dead run to resume from its dead step, perhaps with edits to that step's params."""
 
     edits: dict[str, JsonValue] = Field(
@@ -152,17 +155,7 @@ class RetryRequest(_Closed):
         return [(key.partition(".")[0], key.partition(".")[2], value) for key, value in self.edits.items()]
 
 
-class DryRunRequest(_Closed):
-    """An event to match and render with no side effects."""
-
-    source: str = Field(
-        min_length=1, description="The source the event arrives on (hookwise: the events hookwise emits itself).",
-    )
-    event: dict[str, JsonValue] | list[JsonValue] = Field(description="The event body, a JSON object or array.")
-    headers: dict[str, str] = Field(default_factory=dict, description="The request's headers (names in any case).")
-
-
-class ClaimRequest(_Closed):
+class ClaimRequest(Closed):
     """The next item of a queue to take, leased."""
 
     lease: Duration = Field(
@@ -170,7 +163,7 @@ class ClaimRequest(_Closed):
     )
 
 
-class FailRequest(_Closed):
+class FailRequest(Closed):
     """A claimed item given back, to be tried again later (or dead when its attempts are used up)."""
 
     retry_in: Duration = Field(0.0, description="When the item is due again: a duration (1h) or seconds.")
@@ -185,14 +178,14 @@ class WebhookBody(RootModel[dict[str, JsonValue] | list[JsonValue]]):
 # --- answers -------------------------------------------------------------------------------
 
 
-class Error(_Closed):
+class Error(Closed):
     """What went wrong, in a sentence: nothing secret is in it."""
 
     error: str = Field(description="A word for the kind of error: bad_request, not_found, unauthorized, ...")
     message: str = Field(description="What is wrong; a field in a request is named first (PATH: ...).")
 
 
-class EventSummary(_Closed):
+class EventSummary(Closed):
     id: str = Field(description="The event's id.")
     source: str = Field(description="The source it was received on (hookwise: emitted by a step).")
     type: str = Field(description="Its type, as the source reads it (unknown when it cannot be read).")
@@ -204,14 +197,14 @@ class EventSummary(_Closed):
     outcome: str = Field(description="The same in words: pending, no rule matched, 1 run, 3 runs.")
 
 
-class EventsPage(_Closed):
+class EventsPage(Closed):
     """A page of events, newest first."""
 
     events: list[EventSummary] = Field(description="The events of this page.")
     next_cursor: str | None = Field(description="The cursor of the next page; null on the last.")
 
 
-class Verdict(_Closed):
+class Verdict(Closed):
     """Whether a rule matched an event, and why not."""
 
     rule: str = Field(description="The rule's name.")
@@ -220,13 +213,13 @@ class Verdict(_Closed):
     reason: str = Field(description="yes, or the first condition that failed and the value it saw.")
 
 
-class MatchFailed(_Closed):
+class MatchFailed(Closed):
     """Matching itself failed for this event (no rule was judged)."""
 
     error: str = Field(description="What failed.")
 
 
-class StoredEvent(_Closed):
+class StoredEvent(Closed):
     id: str = Field(description="The event's id.")
     source: str = Field(description="The source it was received on.")
     type: str = Field(description="Its type.")
@@ -243,7 +236,7 @@ class StoredEvent(_Closed):
     only_rules: list[str] | None = Field(description="The rules a replay goes through; null for all.")
 
 
-class Step(_Closed):
+class Step(Closed):
     run_id: str = Field(description="The run the step belongs to.")
     index: int = Field(description="Its place in the rule's actions, from 0.")
     id: str = Field(description="Its id (the action's name unless the rule names it).")
@@ -258,7 +251,7 @@ class Step(_Closed):
     finished_at: Time | None = Field(description="When its last attempt finished.")
 
 
-class Run(_Closed):
+class Run(Closed):
     id: str = Field(description="The run's id.")
     event_id: str = Field(description="The event that started it.")
     rule: str = Field(description="The rule it runs.")
@@ -268,41 +261,42 @@ class Run(_Closed):
     error: str | None = Field(description="Why it died.")
     created_at: Time = Field(description="When it was created.")
     updated_at: Time = Field(description="When it last changed.")
+    shadow: bool = Field(description="Whether a shadow rule made it: its steps were rendered, no action ran.")
 
 
 class RunDetail(Run):
     steps: list[Step] = Field(description="Its steps, in order.")
 
 
-class EventDetail(_Closed):
+class EventDetail(Closed):
     """An event with its explain record and the runs it produced."""
 
     event: StoredEvent = Field(description="The event.")
     runs: list[RunDetail] = Field(description="Its runs with their steps.")
 
 
-class ReplayAccepted(_Closed):
+class ReplayAccepted(Closed):
     event_id: str = Field(description="The id of the stored copy.")
     replay_of: str = Field(description="The event replayed.")
 
 
-class Runs(_Closed):
+class Runs(Closed):
     runs: list[Run] = Field(description="The runs, the latest changed first.")
 
 
-class RuleStep(_Closed):
+class RuleStep(Closed):
     id: str = Field(description="The step's id.")
     action: str = Field(description="The action it runs.")
 
 
-class RunCounts(_Closed):
+class RunCounts(Closed):
     runs: int = Field(description="Runs of the rule in the store.")
     succeeded: int = Field(description="Of those, succeeded.")
     dead: int = Field(description="Of those, dead.")
     active: int = Field(description="Of those, active.")
 
 
-class RuleInfo(_Closed):
+class RuleInfo(Closed):
     name: str = Field(description="The rule's name.")
     description: str = Field(description="Its description (may be empty).")
     version: str = Field(description="Its version (a hash of its text).")
@@ -310,6 +304,7 @@ class RuleInfo(_Closed):
     line: int = Field(description="The line it starts on.")
     builtin: bool = Field(description="Whether hookwise made it (Hover's handshake).")
     enabled: bool = Field(description="Whether it is enabled.")
+    mode: Literal["live", "shadow"] = Field(description="shadow: its runs are rendered and recorded, no action runs.")
     priority: int = Field(description="Rules with a higher priority are matched first.")
     source: list[str] | None = Field(description="The sources it takes events from; null for any.")
     event: list[str] | None = Field(description="The event types (or globs) it matches; null for any.")
@@ -317,11 +312,11 @@ class RuleInfo(_Closed):
     counts: RunCounts = Field(description="Its runs, by status.")
 
 
-class Rules(_Closed):
+class Rules(Closed):
     rules: list[RuleInfo] = Field(description="The rules loaded, in matching order.")
 
 
-class HoverWebhook(_Closed):
+class HoverWebhook(Closed):
     webhook_id: str = Field(description="Hover's id of the webhook.")
     source: str | None = Field(description="The source it sends to, when known.")
     url: str | None = Field(description="The URL registered (token masked), when registered here.")
@@ -331,11 +326,11 @@ class HoverWebhook(_Closed):
     verify_method: str | None = Field(description="How the handshake went through.")
 
 
-class HoverState(_Closed):
+class HoverState(Closed):
     webhooks: list[HoverWebhook] = Field(description="The Hover webhooks recorded for the source.")
 
 
-class SourceInfo(_Closed):
+class SourceInfo(Closed):
     name: str = Field(description="The source's name.")
     preset: str | None = Field(description="Its preset (hover, github, stripe, standard, slack), if any.")
     path: str = Field(description="Where it receives: /hooks/NAME.")
@@ -344,17 +339,17 @@ class SourceInfo(_Closed):
     hover: HoverState | None = Field(None, description="For a hover source: its webhooks' verification state.")
 
 
-class Sources(_Closed):
+class Sources(Closed):
     sources: list[SourceInfo] = Field(description="The configured sources, by name.")
 
 
-class DeferredCounts(_Closed):
+class DeferredCounts(Closed):
     concurrency: int = Field(description="Steps deferred because the host's calls in flight were at its limit.")
     rate: int = Field(description="Steps deferred by the host's rate limit.")
     breaker: int = Field(description="Steps deferred while the host's circuit breaker was open.")
 
 
-class HostInfo(_Closed):
+class HostInfo(Closed):
     host: str = Field(description="The destination host.")
     concurrency: int = Field(description="Calls in flight allowed at once.")
     rate_per_s: float | None = Field(description="Calls a second allowed; null without a limit.")
@@ -368,38 +363,15 @@ class HostInfo(_Closed):
     call_time_s: float = Field(description="Seconds spent in calls, in all.")
 
 
-class Hosts(_Closed):
+class Hosts(Closed):
     hosts: list[HostInfo] = Field(description="The hosts this process's worker has called (none without a worker).")
 
 
-class DryRunEvent(_Closed):
-    source: str = Field(description="The source the event arrived on.")
-    type: str = Field(description="Its type, as the source reads it.")
-
-
-class PlannedStep(_Closed):
-    rule: str = Field(description="The rule the step belongs to.")
-    step: int = Field(description="Its index in the rule.")
-    id: str = Field(description="Its id.")
-    action: str = Field(description="The action it would run.")
-    skipped: Literal[True] | None = Field(None, description="Present when its if is false: it would not run.")
-    error: str | None = Field(None, description="Present when its params cannot be rendered: why.")
-    params: JsonValue = Field(None, description="Present when rendered: the params it would run with (masked).")
-
-
-class DryRunResult(_Closed):
-    """What an event would do: every rule explained, the steps of those that match rendered."""
-
-    event: DryRunEvent = Field(description="The event as read.")
-    explain: list[Verdict] = Field(description="Every rule, matched or not, and why.")
-    actions: list[PlannedStep] = Field(description="The steps of the matching rules, in order.")
-
-
-class Queues(_Closed):
+class Queues(Closed):
     queues: dict[str, dict[QueueStatus, int]] = Field(description="Each queue's items counted by status.")
 
 
-class QueueItem(_Closed):
+class QueueItem(Closed):
     id: str = Field(description="The item's id.")
     queue: str = Field(description="Its queue.")
     key: str = Field(description="Its key: one open item per key and queue.")
@@ -416,38 +388,38 @@ class QueueItem(_Closed):
     )
 
 
-class QueueItems(_Closed):
+class QueueItems(Closed):
     items: list[QueueItem] = Field(description="The items, oldest first.")
 
 
-class QueueItemAnswer(_Closed):
+class QueueItemAnswer(Closed):
     item: QueueItem = Field(description="The item as it is now.")
 
 
-class Accepted(_Closed):
+class Accepted(Closed):
     """The event is committed to the store."""
 
     event_id: str = Field(description="The stored event's id.")
 
 
-class Duplicate(_Closed):
+class Duplicate(Closed):
     """The delivery was received before: nothing new is stored."""
 
     event_id: str = Field(description="The id of the event stored for it the first time.")
     duplicate: Literal[True] = Field(description="Always true.")
 
 
-class Alive(_Closed):
+class Alive(Closed):
     status: Literal["ok"] = Field(description="Always ok: the process answers.")
 
 
-class ReadinessChecks(_Closed):
+class ReadinessChecks(Closed):
     rules: str = Field(description="How many rules are loaded.")
     draining: Literal["yes", "no"] = Field(description="Whether the process is draining (SIGTERM).")
     store: str = Field(description="writable, or why an event cannot be committed now.")
 
 
-class Readiness(_Closed):
+class Readiness(Closed):
     status: Literal["ok", "unavailable"] = Field(description="ok when ready for events.")
     checks: ReadinessChecks = Field(description="Each check's state.")
 

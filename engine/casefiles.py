@@ -23,7 +23,7 @@ from .errors import ConfigError, ParamsError, Problem
 from .events import Event
 from .loader import Loaded
 from .plan import PlannedStep, plan
-from .rules import display_path
+from .rule_loader import display_path
 from .sources import Reader
 from .validation import pydantic_problems
 

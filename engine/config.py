@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -205,13 +205,20 @@ class Response(Model):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-PRESETS = ("hover", "github", "stripe", "standard", "slack")
-_NEEDS_SECRET = {"github", "stripe", "standard", "slack"}
+#: What one daemon process runs (``hookwise serve --role``).
+Role = Literal["all", "receiver", "worker"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+#: The source presets: the one list of their names (sources.py and verify.py key their tables by it).
+Preset = Literal["hover", "github", "stripe", "standard", "slack"]
+PRESETS: tuple[Preset, ...] = get_args(Preset)
+#: Presets signed with ``secret``; hover signs with ``hmac_secret`` instead.
+_NEEDS_SECRET = frozenset(PRESETS) - {"hover"}
 _LOCATOR = re.compile(r"^(body|header):(.+)$")
 
 
 class Source(Model):
-    preset: Literal["hover", "github", "stripe", "standard", "slack"] | None = None
+    preset: Preset | None = None
     type: str | None = Field(
         None, description="Where the event type comes from: body:PATH, header:NAME, or a fixed type."
     )

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from . import tokenfile
-from .config import Config, missing_token_files, read_config
+from .config import Config, Role, missing_token_files, read_config
 from .connections import deepen_queues, open_files_for, quiet_accept_errors, uvicorn_options
 from .delivery import Delivery
 from .errors import ConfigError, Problem
@@ -39,22 +39,19 @@ from .loader import Current, Loaded, load, rule_count
 from .logs import mask_with
 from .metrics import Metrics
 from .retention import Retention
-from .rules import rule_files
+from .rule_loader import rule_files
 from .server import Health, create_app
 from .store import Store, open_store
 from .worker import Worker
 
 log = logging.getLogger("hookwise.daemon")
 
-ROLES = ("all", "receiver", "worker")
-
-
 @dataclass
 class Options:
     config_path: Path
     host: str | None = None
     port: int | None = None
-    role: str = "all"
+    role: Role = "all"
     drain_timeout: float = 30.0
     #: reload when the config or a rule file changes (``serve --watch``)
     watch: bool = False

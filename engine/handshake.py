@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 
 from .config import Config
-from .rules import Rule, RuleLoader
+from .rule_loader import RuleLoader
+from .rules import Rule
 
 BUILTIN_FILE = "<built-in>"
 

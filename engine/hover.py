@@ -1,4 +1,5 @@
-"""The Hover account: OAuth tokens kept in the store, the process's rate limit, the API client.
+"""The Hover API client of one process: requests as the account, the webhooks, and the one
+client the process shares.
 
 Outcomes of one :meth:`HoverClient.request`:
 
@@ -9,12 +10,9 @@ Outcomes of one :meth:`HoverClient.request`:
     any other 4xx (also a 401 after the refresh)    -> Refused (a Fail), with the status and a body excerpt
     no tokens in the store                          -> NotLoggedIn (a Fail): run `hookwise hover login`
 
-Tokens live in the store, not in memory, so every thread and every process sees the latest
-pair. Hover rotates refresh tokens and a used one dies, so refreshes happen one at a time:
-threads of a process queue on a lock; processes take the store's account lock, re-read the
-tokens (another process may have refreshed meanwhile: then those are used), refresh, save
-the new pair before releasing the lock. Hover allows 120 requests per minute per
-integration; :class:`RateLimiter` keeps the whole process under it.
+The account's OAuth tokens (login, refresh one at a time across processes) are
+:mod:`engine.hover_tokens`, reached as ``client.tokens``; the process's rate limit (120
+requests per minute) is :mod:`engine.hover_limits`, ``client.limiter``.
 
 Tokens and the client secret never appear in logs or error messages. Hover is called
 through :class:`engine.outbound.Client` (requests), which follows no redirect: Hover
@@ -26,65 +24,29 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from .config import Hover
 from .errors import Fail, Retry
+from .hover_limits import RATE_LIMIT, Clock, RateLimiter, Sleep
+from .hover_tokens import TokenKeeper, iso
 from .outbound import Client, InvalidRequest, OutboundError
 from .runs import retry_after
-from .store import HoverStore, HoverTokens
+from .store import HoverStore
 
 log = logging.getLogger("hookwise.hover")
 
-#: Hover's documented limit: 120 requests per minute (developers.hover.to, "Rate Limits").
-RATE_LIMIT = 120
-#: The access token is refreshed when it expires within this many seconds.
-REFRESH_MARGIN = 300.0
-#: How long the store's refresh lock is held at most (a crashed holder frees it then).
-LOCK_TTL = 30.0
-#: How long to wait for another process's refresh before giving up with Retry.
-LOCK_WAIT = 30.0
-POLL = 0.1
-#: Time limit of a token request; below LOCK_TTL so a refresh ends while the lock is held.
-TOKEN_TIMEOUT = 20.0
-#: Hover's access tokens live 2 h; used when a token response has no ``expires_in``.
-DEFAULT_EXPIRES_IN = 7200.0
 MAX_BODY = 8 * 1024 * 1024
 MAX_PAGES = 100
 _EXCERPT = 200
-_OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
 #: ``PUT /api/v2/webhooks/<code>/verify``: the verification handshake (SPEC 9).
 VERIFY_PATH = re.compile(r"/api/v2/webhooks/([^/?#]+)/verify")
-
-NOT_LOGGED_IN = "hover: not logged in: run `hookwise hover login`"
-#: What the verification handshake says while it waits for the account to be connected; a
-#: login makes the steps whose last error starts with NOT_LOGGED_IN due at once.
-HANDSHAKE_WAITS = NOT_LOGGED_IN + "; the handshake runs as soon as the account is connected"
-#: How long a handshake waits before it looks again, unless a login wakes it first.
-LOGIN_WAIT = 600.0
-#: How long a login that `hookwise hover login` started may take: its OAuth state is
-#: refused after that (by /hover/callback) and the command gives up.
-LOGIN_TTL = 600.0
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
-
-
-class NotLoggedIn(Fail):
-    """hover: not logged in: run `hookwise hover login`"""
-
-    def __init__(self) -> None:
-        super().__init__(NOT_LOGGED_IN)
 
 
 class Refused(Fail):
@@ -102,175 +64,21 @@ class _Response:
     headers: dict[str, str]
 
 
-class RateLimiter:
-    """At most ``limit`` acquisitions in any ``period`` seconds (a sliding window), shared
-    by every thread of the process."""
-
-    def __init__(
-        self, limit: int, period: float = 60.0, *, clock: Clock = time.time, sleep: Sleep = time.sleep
-    ) -> None:
-        if limit < 1:
-            raise ValueError("the rate limit must be at least 1 request per period")
-        self.limit, self.period = limit, period
-        self._clock, self._sleep = clock, sleep
-        self._times: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    def acquire(self, timeout: float) -> None:
-        """Take a slot, waiting for one to free; raise :class:`Retry` (after the wait that
-        would be needed) when that wait would pass ``timeout`` seconds."""
-        waited = 0.0
-        while (wait := self._take()) is not None:
-            if waited + wait > timeout:
-                raise Retry(
-                    f"hover: {self.limit} requests per {self.period:g}s reached; waiting would pass the step's timeout",
-                    after=wait
-                )
-            self._sleep(wait)
-            waited += wait
-
-    def _take(self) -> float | None:
-        """None when a slot was taken, else the seconds until one frees."""
-        with self._lock:
-            now = self._clock()
-            while self._times and self._times[0] <= now - self.period:
-                self._times.popleft()
-            if len(self._times) < self.limit:
-                self._times.append(now)
-                return None
-            return max(self._times[0] + self.period - now, 0.001)
-
-
 class HoverClient:
     """The Hover account and API of one process: create one and share it (its rate limit
-    is the process's). ``clock`` and ``sleep`` drive token expiry and the rate limit;
-    ``rate_limit`` is requests per minute."""
+    is the process's). ``tokens`` keeps the account's OAuth tokens (login, refresh);
+    ``clock`` and ``sleep`` drive token expiry and the rate limit; ``rate_limit`` is
+    requests per minute."""
 
     def __init__(
         self, settings: Hover, store: HoverStore, *, clock: Clock = time.time, sleep: Sleep = time.sleep,
         rate_limit: int = RATE_LIMIT, account: str = "default",
     ) -> None:
         self.settings, self.store, self.account = settings, store, account
-        self.base_url = settings.base_url.rstrip("/")
-        self._clock, self._sleep = clock, sleep
+        self.tokens = TokenKeeper(settings, store, self._post_form, clock=clock, sleep=sleep, account=account)
+        self.base_url = self.tokens.base_url
         self.limiter = RateLimiter(rate_limit, 60.0, clock=clock, sleep=sleep)
-        self._refreshing = threading.Lock()
         self._client = Client(max_body=MAX_BODY, pool_size=4)
-
-    # --- OAuth ----------------------------------------------------------------------------
-
-    def authorize_url(self, state: str | None = None) -> str:
-        """Where the user allows access: ``GET {base_url}/oauth/authorize``."""
-        self._require("client_id", "redirect_uri")
-        query = {
-            "client_id": self.settings.client_id, "redirect_uri": self.settings.redirect_uri, "response_type": "code"
-        }
-        if state:
-            query["state"] = state
-        return f"{self.base_url}/oauth/authorize?{urlencode(query)}"
-
-    def start_login(self, ttl: float = LOGIN_TTL) -> tuple[str, str]:
-        """Start a login (``hookwise hover login``, the web UI's "Connect to Hover"): a new
-        OAuth state, kept in the store for ``ttl`` seconds for ``GET /hover/callback`` (or a
-        pasted code) to take once, and the authorize URL that carries it: ``(state, url)``."""
-        state = secrets.token_urlsafe(24)
-        url = self.authorize_url(state)  # first: settings that are missing record nothing
-        self.store.begin_hover_login(state, ttl, self.account)
-        return state, url
-
-    def exchange_code(self, code: str) -> HoverTokens:
-        """Trade an authorization code for tokens and save them in the store at once."""
-        self._require("client_id", "client_secret", "redirect_uri")
-        tokens = self._grant("exchanging the authorization code", {
-            "grant_type": "authorization_code", "code": code, "redirect_uri": self.settings.redirect_uri or "",
-        })
-        self.store.save_hover_tokens(tokens, self.account)
-        log.info("hover: logged in; the access token expires at %s", iso(tokens.expires_at))
-        woken = self.store.wake_steps("hover", NOT_LOGGED_IN)  # handshakes waiting for this login
-        if woken:
-            log.info("hover: %d waiting step%s run now", woken, "" if woken == 1 else "s")
-        return tokens
-
-    def access_token(self) -> str:
-        """A usable access token, refreshed first when it expires within 5 minutes."""
-        return self._current().access_token
-
-    def _current(self) -> HoverTokens:
-        tokens = self._stored()
-        if tokens.expires_at - self._clock() > REFRESH_MARGIN:
-            return tokens
-        return self._refresh(tokens)
-
-    def _stored(self) -> HoverTokens:
-        tokens = self.store.hover_tokens(self.account)
-        if tokens is None:
-            raise NotLoggedIn()
-        return tokens
-
-    def _refresh(self, seen: HoverTokens) -> HoverTokens:
-        """Replace ``seen`` with a new pair, unless another thread or process already has:
-        then the pair in the store is used (``seen``'s refresh token is dead by then)."""
-        with self._refreshing:
-            holder = self._lock_account(seen)
-            if isinstance(holder, HoverTokens):
-                return holder
-            try:
-                current = self._stored()  # re-read under the lock: the last holder may have refreshed
-                if current != seen:
-                    return current
-                fresh = self._grant(
-                    "refreshing the access token",
-                    {"grant_type": "refresh_token", "refresh_token": current.refresh_token}
-                )
-                self.store.save_hover_tokens(fresh, self.account)  # at once: the old refresh token is dead
-                log.info("hover: refreshed the access token; it expires at %s", iso(fresh.expires_at))
-                return fresh
-            finally:
-                self.store.unlock_hover_account(holder, self.account)
-
-    def _lock_account(self, seen: HoverTokens) -> str | HoverTokens:
-        """Take the store's refresh lock (returns its holder id), or return the tokens
-        another holder saved while this one waited."""
-        holder = uuid.uuid4().hex
-        waited = 0.0
-        while not self.store.lock_hover_account(holder, LOCK_TTL, self.account):
-            current = self._stored()
-            if current != seen:
-                return current
-            if waited >= LOCK_WAIT:
-                raise Retry("hover: another process has been refreshing the access token for too long", after=LOCK_TTL)
-            self._sleep(POLL)
-            waited += POLL
-        return holder
-
-    def _grant(self, doing: str, fields: dict[str, str]) -> HoverTokens:
-        """POST /oauth/token with the client's credentials; the pair it answers."""
-        self._require("client_id", "client_secret")
-        body = {
-            **fields, "client_id": self.settings.client_id or "", "client_secret": self.settings.client_secret or ""
-        }
-        started = self._clock()
-        response = self._open(
-            "POST", f"{self.base_url}/oauth/token",
-            {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            urlencode(body).encode(), TOKEN_TIMEOUT, f"hover: {doing}",
-        )
-        answer = _parse(response.body)
-        if response.status == 429 or response.status >= 500:
-            raise Retry(
-                f"hover: {doing}: {response.status} from {self.base_url}/oauth/token",
-                after=retry_after(response.headers.get("retry-after"))
-            )
-        if response.status != 200:
-            raise Fail(
-                f"hover: {doing}: refused ({response.status}{_oauth_error(answer)}): run `hookwise hover login` again"
-            )
-        return _tokens(answer, started, doing)
-
-    def _require(self, *keys: str) -> None:
-        missing = missing_settings(self.settings, *keys)
-        if missing:
-            raise Fail(f"hover: set {', '.join('hover.' + k for k in missing)} in the config")
 
     # --- the API --------------------------------------------------------------------------
 
@@ -282,11 +90,11 @@ class HoverClient:
         outcomes. Each wait (rate limit, connection, response) is bounded by ``timeout``."""
         url = self.base_url + path + _query(params)
         data, content_type = _body(json, form)
-        tokens = self._current()
+        tokens = self.tokens.current()
         response = self._send(method, url, path, tokens.access_token, data, content_type, timeout)
         if response.status == 401:
             # Expired early or revoked; one refresh (or the pair another process just saved).
-            tokens = self._refresh(tokens)
+            tokens = self.tokens.refresh(tokens)
             response = self._send(method, url, path, tokens.access_token, data, content_type, timeout)
         return self._outcome(method, path, response)
 
@@ -309,6 +117,14 @@ class HoverClient:
         except InvalidRequest as exc:
             raise Fail(f"{what}: {exc}") from None
         return _Response(reply.status, reply.body, reply.headers)
+
+    def _post_form(self, url: str, data: bytes, timeout: float, what: str) -> tuple[int, Any, dict[str, str]]:
+        """The token requests' way out (a :class:`engine.hover_tokens.PostForm`): not rate limited."""
+        response = self._open(
+            "POST", url, {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            data, timeout, what,
+        )
+        return response.status, _parse(response.body), response.headers
 
     def close(self) -> None:
         """Close the client's connections."""
@@ -488,28 +304,8 @@ def merge_webhooks(remote: Iterable[Mapping[str, Any]], recorded: Iterable[Mappi
     return rows
 
 
-def missing_settings(settings: Hover, *keys: str) -> list[str]:
-    """Which of ``keys`` (``client_id``, ``client_secret``, ``redirect_uri``) are unset."""
-    return [k for k in keys if not getattr(settings, k)]
-
-
-def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _iso_or_none(value: Any) -> str | None:
     return iso(value) if isinstance(value, (int, float)) else value
-
-
-def _tokens(answer: Any, started: float, doing: str) -> HoverTokens:
-    if not isinstance(answer, dict) or not answer.get("access_token") or not answer.get("refresh_token"):
-        raise Fail(f"hover: {doing}: the answer has no access_token and refresh_token")
-    try:
-        expires_in = float(answer.get("expires_in") or DEFAULT_EXPIRES_IN)
-    except (TypeError, ValueError):
-        expires_in = DEFAULT_EXPIRES_IN
-    # Counted from when the request was sent, so a slow answer errs towards refreshing early.
-    return HoverTokens(str(answer["access_token"]), str(answer["refresh_token"]), started + expires_in)
 
 
 def _page(body: Any, page: int) -> tuple[list[dict[str, Any]], bool]:
@@ -565,14 +361,4 @@ def _excerpt(raw: bytes) -> str:
     return f": {flat[:_EXCERPT]}{'…' if len(flat) > _EXCERPT else ''}"
 
 
-def _oauth_error(answer: Any) -> str:
-    # Only the error code (e.g. invalid_grant): descriptions are free text from the server.
-    code = answer.get("error") if isinstance(answer, dict) else None
-    return f" {code}" if isinstance(code, str) and _OAUTH_ERROR.fullmatch(code) else ""
-
-
-__all__ = [
-    "HANDSHAKE_WAITS", "HoverClient", "LOGIN_TTL", "LOGIN_WAIT", "NOT_LOGGED_IN", "NotLoggedIn", "RATE_LIMIT",
-    "RateLimiter", "Refused", "SharedClient", "VERIFY_PATH", "merge_webhooks", "missing_settings",
-    "record_verification",
-]
+__all__ = ["HoverClient", "Refused", "SharedClient", "VERIFY_PATH", "merge_webhooks", "record_verification"]

@@ -1,7 +1,7 @@
 """``GET /hover/callback``: where Hover's authorize page sends the browser back (SPEC 9, 13).
 
 The OAuth ``state`` must be one that hookwise issued (``hookwise hover login`` keeps it in
-the store), recently (:data:`~engine.hover.LOGIN_TTL`), and it is used once: a link that
+the store), recently (:data:`~engine.hover_tokens.LOGIN_TTL`), and it is used once: a link that
 someone else made — login CSRF, which would connect their Hover account to this hookwise —
 is refused. The code is exchanged for tokens, which go to the store; the page says that the
 account is connected, or what went wrong: 400 for a state or a code that is no good (or
@@ -127,7 +127,7 @@ class Callback:
         loaded = self.current()
         client = HoverClient(loaded.config.settings.hover, self.store, account=account)
         try:
-            client.exchange_code(query["code"])
+            client.tokens.exchange_code(query["code"])
         except Fail as exc:
             error = loaded.masker.mask(str(exc))
             log.warning("%s (through %s)", error, PATH)

@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .conditions import MISSING, required_equalities, resolve
-
-if TYPE_CHECKING:
-    from .rules import Rule
+from .condition_paths import MISSING, resolve
+from .conditions import required_equalities
+from .rules import Rule
 
 #: Below this many rules a node keeps a plain list: evaluating them costs less than a lookup.
 LEAF_SIZE = 8

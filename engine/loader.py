@@ -11,11 +11,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .action import Actions, Registry
+from .action import Actions
 from .config import Config, read_config
 from .errors import ConfigError, Problem
 from .handshake import BUILTIN_FILE
-from .rules import Rule, RuleLoader, RuleSet, no_rules_warning
+from .registry import Registry
+from .rule_loader import RuleLoader, no_rules_warning
+from .rules import Rule
+from .ruleset import RuleSet
 from .secrets import Masker
 from .templates import Templates
 

@@ -53,6 +53,9 @@ class Metrics:
             "hookwise_events_received", "Webhook requests answered, by source and HTTP status.", ["source", "status"],
             registry=r)
         self.rule_matches = Counter("hookwise_rule_matches", "Runs created, by rule.", ["rule"], registry=r)
+        self.shadow_matches = Counter(
+            "hookwise_shadow_matches", "Shadow runs created (rendered, no action run), by rule.", ["rule"], registry=r
+        )
         self.steps = Counter(
             "hookwise_steps", "Step attempts recorded, by action and outcome "
             "(succeeded, skipped, retried, failed: attempts used up with continue_on_error, dead).",
@@ -78,8 +81,8 @@ class Metrics:
     def received(self, source: str, status: int) -> None:
         self._child(self.events_received, source, status).inc()
 
-    def matched(self, rule: str) -> None:
-        self._child(self.rule_matches, rule).inc()
+    def matched(self, rule: str, *, shadow: bool = False) -> None:
+        self._child(self.shadow_matches if shadow else self.rule_matches, rule).inc()
 
     def recorded(self, results: Iterable[StepResult]) -> None:
         """Count step results as they are handed to the store."""

@@ -16,10 +16,11 @@ from .errors import Loc, ParamsError, UsageError, format_loc
 from .handshake import BUILTIN_FILE
 from .loader import Loaded
 from .plan import apply_overrides
+from .runs import RunStatus
 from .store import HoverStore, InspectionStore, OperatorStore
 
 EVENT_STATUSES = ("pending", "matched")
-RUN_STATUSES = ("active", "succeeded", "dead")
+RUN_STATUSES = tuple(status.value for status in RunStatus)
 
 
 def iso(ts: float | None) -> str | None:
@@ -94,11 +95,14 @@ def run_detail(loaded: Loaded, store: InspectionStore, run_id: str) -> dict[str,
 
 
 def list_runs(
-    loaded: Loaded, store: InspectionStore, *, status: str | None = None, rule: str | None = None, limit: int = 50
+    loaded: Loaded, store: InspectionStore, *, status: str | None = None, rule: str | None = None, limit: int = 50,
+    shadow: bool | None = None,
 ) -> dict[str, Any]:
+    """Runs, the latest changed first; ``shadow`` true or false keeps only the runs of
+    shadow rules (rendered, no action run) or only live ones."""
     if status is not None and status not in RUN_STATUSES:
         raise UsageError(f"status: expected one of {', '.join(RUN_STATUSES)}")
-    runs = store.list_runs(status, limit, rule)
+    runs = store.list_runs(status, limit, rule, shadow)
     for run in runs:
         run["created_at"], run["updated_at"] = iso(run["created_at"]), iso(run["updated_at"])
     return loaded.masker.mask_value({"runs": runs})
@@ -187,6 +191,7 @@ def rules_info(loaded: Loaded, store: InspectionStore) -> dict[str, Any]:
         rules.append({
             "name": rule.name, "description": rule.description, "version": rule.version, "file": rule.file,
             "line": rule.line, "builtin": rule.file == BUILTIN_FILE, "enabled": rule.enabled, "priority": rule.priority,
+            "mode": "shadow" if rule.shadow else "live",
             "source": sorted(rule.sources) if rule.sources is not None else None,
             "event": list(rule.event_text) or None,
             "steps": [{"id": s.id, "action": s.action} for s in rule.steps],
@@ -267,7 +272,8 @@ def hover_account(loaded: Loaded, store: HoverStore) -> dict[str, Any]:
     """The Hover account as the store knows it: connected or not, when the access token
     expires, which settings a login still needs, and the webhooks recorded (registered here
     or verified by a handshake). No token appears."""
-    from .hover import merge_webhooks, missing_settings
+    from .hover import merge_webhooks
+    from .hover_tokens import missing_settings
 
     settings = loaded.config.settings.hover
     tokens = store.hover_tokens()

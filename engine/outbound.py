@@ -35,7 +35,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -217,16 +216,6 @@ class _Session(requests.Session):
         return None
 
 
-def safe_url(url: str) -> str:
-    """``url`` fit for a message: userinfo and query string masked
-    (``https://****@host/path?****``), the fragment dropped."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "****@" + netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "****" if parts.query else "", ""))
-
-
 def _headers(raw: Any) -> dict[str, str]:
     """Lower-case names; a repeated field's values joined with ", "."""
     out: dict[str, str] = {}
@@ -370,4 +359,4 @@ class _Adapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = self._pools
 
 
-__all__ = ["Client", "Connect", "InvalidRequest", "MAX_BODY", "OutboundError", "Reply", "USER_AGENT", "safe_url"]
+__all__ = ["Client", "Connect", "InvalidRequest", "MAX_BODY", "OutboundError", "Reply", "USER_AGENT"]

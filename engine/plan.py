@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .action import Registry
 from .errors import ParamsError, RenderError
 from .events import Event
+from .registry import Registry
 from .rules import Rule, Step
 
 

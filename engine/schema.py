@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .action import Registry
 from .casefiles import CaseFile
 from .config import Settings
+from .registry import Registry
 from .rules import RuleFile, StepKeys
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -40,6 +40,10 @@ def rules_schema(registry: Registry) -> dict[str, Any]:
 
 def cases_schema() -> dict[str, Any]:
     return {**CaseFile.model_json_schema(by_alias=True), "$schema": DIALECT, "title": "hookwise rule test cases"}
+
+
+#: The files ``hookwise schema KIND`` describes.
+SCHEMA_KINDS = ("config", "rules", "cases")
 
 
 def schemas(registry: Registry) -> dict[str, dict[str, Any]]:

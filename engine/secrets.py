@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any, overload
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 MASK = "****"
 
@@ -84,3 +84,14 @@ class Masker:
         if isinstance(value, (list, tuple)):
             return [self.mask_value(v) for v in value]
         return value
+
+
+def safe_url(url: str) -> str:
+    """``url`` fit for a message: userinfo and query string masked
+    (``https://****@host/path?****``), the fragment dropped. The one URL masker: the http
+    action, ``hookwise send`` and ``hookwise store migrate`` use it."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, MASK if parts.query else "", ""))

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .config import Config
 from .errors import UsageError
-from .outbound import Client, InvalidRequest, OutboundError, safe_url
+from .outbound import Client, InvalidRequest, OutboundError
+from .secrets import safe_url
 from .verify import sign
 
 

@@ -37,8 +37,9 @@ from .readiness import WriteProbe, readiness
 from .secrets import MASK
 from .sources import Reader
 from .store import Incoming, Store
-from .verify import AcceptAll, Rejected, Verifier, verifier_for
-from .verify import Request as Signed
+from .verify import AcceptAll, verifier_for
+from .verify_base import Rejected, Verifier
+from .verify_base import Request as Signed
 
 log = logging.getLogger("hookwise.server")
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Source
+from .config import Preset, Source
 
 UNKNOWN = "unknown"
 
@@ -42,8 +42,9 @@ class Locator:
         return None
 
 
-_PRESETS: dict[str, tuple[str, str | None]] = {
-    # preset: (type locator, delivery id locator; None means a hash of the body)
+#: For each preset of config.PRESETS (tests/test_sources.py checks that every one is here):
+#: (type locator, delivery id locator; None means a hash of the body).
+PRESET_LOCATORS: dict[Preset, tuple[str, str | None]] = {
     "hover": ("body:event", None),
     "github": ("header:X-GitHub-Event", "header:X-GitHub-Delivery"),
     "stripe": ("body:type", "body:id"),
@@ -61,7 +62,7 @@ class Reader:
 
     @classmethod
     def for_source(cls, source: Source | None) -> Reader:
-        preset = _PRESETS.get(source.preset or "") if source is not None else None
+        preset = PRESET_LOCATORS[source.preset] if source is not None and source.preset is not None else None
         type_text = (source.type if source is not None else None) or (preset[0] if preset else "body:type")
         id_text = (source.id if source is not None else None) or (preset[1] if preset else None)
         return cls(Locator.parse(type_text), Locator.parse(id_text) if id_text else None)

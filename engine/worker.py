@@ -31,7 +31,9 @@ from .loader import Loaded
 from .logs import step_fields
 from .metrics import Metrics
 from .plan import apply_overrides, should_run, step_context
-from .rules import Match, Rule, RuleLoader
+from .rule_loader import RuleLoader
+from .rules import Rule
+from .ruleset import Match
 from .runs import StepResult, StepTask, retry_delay
 from .store import Incoming, Matched, NewRun, Unrecorded, WorkerStore
 
@@ -255,7 +257,7 @@ class Worker:
             NewRun(
                 id=derived_id(event.id, rule.name), rule=rule.name, version=rule.version, rule_file=rule.file,
                 rule_text=rule.text, steps=[(s.index, s.id, s.action) for s in rule.steps],
-                first_delay=rule.steps[0].delay if rule.steps else 0.0,
+                first_delay=rule.steps[0].delay if rule.steps else 0.0, shadow=rule.shadow,
             )
             for rule in match.rules
         ]
@@ -266,7 +268,7 @@ class Worker:
                     extra={"event": event.id, "rule": run.rule, "run": run.id}
                 )
             if self.metrics is not None:
-                self.metrics.matched(run.rule)
+                self.metrics.matched(run.rule, shadow=run.shadow)
         return Matched(event.id, loaded.masker.mask_value(match.explain()), runs, event)
 
     # --- steps ----------------------------------------------------------------------------
@@ -436,6 +438,8 @@ class Worker:
                 return self._success(task, rule, "skipped", None, None, started)
             params = apply_overrides(step.params.render(context), task.overrides)
             model = loaded.registry.validate(step.action, params)
+            if rule.shadow:  # rendered and recorded as it would be sent; the action never runs
+                return self._success(task, rule, "succeeded", None, params, started)
             with loaded.actions.use(step.action) as action, self._hover_for(loaded, step.action) as hover:
                 output = action.run(model, self._context(task, rule, step.timeout, hover))
             output = _checked_output(output)

@@ -18,10 +18,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from actions import BUILTINS
 from actions.http import HttpAction, HttpParams
 from actions.log import LogAction, LogParams
-from engine.action import Action, Actions, Context, Registry
+from engine.action import Action, Actions, Context
 from engine.errors import ConfigError, ParamsError
 from engine.events import Event
 from engine.loader import load
+from engine.registry import Registry
 from engine.units import DURATION_PATTERN
 
 BUILTIN_NAMES = ["email", "emit", "exec", "hover", "http", "log", "requeue"]

@@ -14,6 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from engine import api_models as m
+from engine import api_trials as trials
 from engine.store import Incoming, Store, open_store
 
 from .support import DaemonProcess, Hit, Sink, free_port, post
@@ -140,10 +141,27 @@ def test_every_answer_reads_through_its_model(daemon: Daemon) -> None:
     assert [w.webhook_id for s in sources if s.hover for w in s.hover.webhooks] == ["230293"]
     assert read(m.Hosts, d.api("GET", "/api/hosts")[1]).hosts[0].host == "127.0.0.1"
     tried = d.api("POST", "/api/dry-run", {"source": "shop", "event": {"type": "order.paid", "id": "o-3"}})[1]
-    result = read(m.DryRunResult, tried)
+    result = read(trials.DryRunResult, tried)
     assert [(a.id, a.skipped, a.error is not None) for a in result.actions] == [
         ("requeue", None, False), ("never", True, False), ("broken", None, True),
     ]
+
+
+def test_a_backtest_reads_through_its_model(daemon: Daemon) -> None:
+    d = daemon
+    event_id = d.send({"type": "order.created", "id": "o-9"})[1]["event_id"]
+    d.wait(lambda: (d.store.get_event(event_id) or {}).get("status") == "matched")
+    live = read(trials.BacktestResult, d.api("POST", "/api/backtest", {"since": "1h", "rule": "push"})[1])
+    (push,) = live.rules
+    assert push.rule == "push" and push.would == push.did >= 1 and push.would_not_did.count == 0
+    changed = RULES.replace("event: order.created", "event: order.never").replace("{SINK}", d.sink.url)
+    status, answer = d.api("POST", "/api/backtest", {"since": "1h", "rules": changed, "type": "order.created"})
+    assert status == 200, answer
+    rules = {r.rule: r for r in read(trials.BacktestResult, answer).rules}
+    assert rules["push"].would == 0 and event_id in rules["push"].did_not_would.examples
+    assert rules["dispatch"].render_errors.count >= 1  # its broken step reads event.missing.field
+    status, refused = d.api("POST", "/api/backtest", {"rules": "rules: [{name: x, event: a, actions: [{lg: {}}]}]"})
+    assert status == 400 and "rules[0].actions[0].lg: unknown key (did you mean 'log'?)" in refused["message"]
 
 
 def test_queue_answers_read_through_their_models(daemon: Daemon) -> None:
@@ -167,7 +185,7 @@ def test_a_value_json_cannot_carry_is_answered_as_text(daemon: Daemon) -> None:
     status, retried = d.api("POST", f"/api/runs/{run['id']}/retry")
     assert status == 200 and read(m.RunDetail, retried).steps[0].output["json"] == {"x": "NaN"}
     status, tried = d.api("POST", "/api/dry-run", {"source": "shop", "event": {"type": "order.overflow", "n": 10}})
-    overflow = next(a for a in read(m.DryRunResult, tried).actions if a.rule == "overflow")
+    overflow = next(a for a in read(trials.DryRunResult, tried).actions if a.rule == "overflow")
     assert status == 200 and overflow.params == {"queue": "big", "key": "1", "data": "Infinity"}
 
 
@@ -197,6 +215,8 @@ CLAIM, FAIL = "/api/queues/field-techs/claim", "/api/queues/field-techs/items/no
          "event: Input should be a valid dictionary, or input should be a valid list"),
         (DRY_RUN, {"source": "shop", "event": {}, "headers": {"n": 1}}, "headers.n: Input should be a valid string"),
         (DRY_RUN, {"source": "nope", "event": {}}, "no source named 'nope' in config.yaml"),
+        ("/api/backtest", {"since": "soon"}, "--since: expected a duration (7d, 12h) or an ISO-8601 time"),
+        ("/api/backtest", {"rule": 1}, "rule: Input should be a valid string"),
         (CLAIM, {"lease": "soon"}, "lease: invalid duration 'soon'"),
         (CLAIM, {"lease": True}, "lease: a duration must be a number or a string, got bool"),
         (CLAIM, {"leese": "1m"}, "leese: unknown key (did you mean 'lease'?)"),

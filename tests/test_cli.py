@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -349,3 +350,35 @@ def test_check_strict_fails_on_a_url_the_ssrf_guard_will_refuse(tmp_path: Path) 
     assert strict.returncode == 1
     warning = "r.yaml:4:28: rules[0].actions[0].http.url: warning: the SSRF guard will refuse 169.254.169.254"
     assert warning in strict.stderr
+
+
+def _open_store_files(folder: Path) -> list[str]:
+    """The files under ``folder`` this process holds open (the SQLite store and its -wal/-shm)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["events", "list"],
+        ["runs", "list"],
+        ["queue", "list"],
+        ["queue", "claim", "q"],
+        ["explain", "no-such-event"],
+        ["store", "migrate"],
+    ],
+)
+def test_a_command_closes_the_store_it_opens(project: Callable[..., Path], tmp_path: Path, args: list[str]) -> None:
+    from engine.cli import run
+
+    config = project("rules: []\n")
+    assert run([*args, "-c", str(config)]) in (0, 2)
+    assert _open_store_files(tmp_path / "data") == []

@@ -16,17 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.conditions import (
-    MATCHED,
-    MISSING,
-    OPERATORS,
-    Outcome,
-    compile_when,
-    required_equalities,
-    resolve,
-)
+from engine.condition_paths import MISSING, resolve
+from engine.conditions import MATCHED, Outcome, compile_when, required_equalities
 from engine.errors import ConfigError
 from engine.events import Event
+from engine.operators import OPERATORS
 
 ENV: dict[str, Any] = {
     "headers": {"x-github-event": "push", "content-type": "application/json"},

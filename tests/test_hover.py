@@ -1,5 +1,6 @@
-"""engine/hover.py, actions/hover.py and engine/hover_commands.py against a fake Hover API on
-loopback (tests/fakehover.py) and a real SQLite store."""
+"""engine/hover.py (with hover_tokens.py and hover_limits.py), actions/hover.py and
+engine/cli/hover.py against a fake Hover API on loopback (tests/fakehover.py) and a real
+SQLite store."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from click.testing import CliRunner
 
 from actions.hover import HoverAction, HoverParams
 from engine.action import Context
+from engine.cli.hover import hover_group
 from engine.config import Hover
 from engine.errors import Fail, HookwiseError, Retry, UsageError
 from engine.events import Event
-from engine.hover import NOT_LOGGED_IN, HoverClient, RateLimiter, SharedClient
-from engine.hover_commands import hover_group
+from engine.hover import HoverClient, SharedClient
+from engine.hover_limits import RateLimiter
+from engine.hover_tokens import NOT_LOGGED_IN
 from engine.store import HoverTokens, Store, open_store
 
 from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover
@@ -73,7 +76,7 @@ def settings(fake: FakeHover, **changes: Any) -> Hover:
 
 def logged_in(fake: FakeHover, store: Store, **options: Any) -> HoverClient:
     client = HoverClient(settings(fake), store, **options)
-    client.exchange_code(fake.authorize())
+    client.tokens.exchange_code(fake.authorize())
     return client
 
 
@@ -86,7 +89,7 @@ def job_calls(fake: FakeHover, job_id: int = 42) -> list[int]:
 
 def test_login_follows_the_authorization_code_flow(fake: FakeHover, store: Store) -> None:
     client = HoverClient(settings(fake), store)
-    url = client.authorize_url(state="s-123")
+    url = client.tokens.authorize_url(state="s-123")
     parts = urlsplit(url)
     assert url.startswith(fake.url + "/oauth/authorize?")
     assert parse_qs(parts.query) == {
@@ -98,33 +101,33 @@ def test_login_follows_the_authorization_code_flow(fake: FakeHover, store: Store
     code = parse_qs(urlsplit(location).query)["code"][0]
 
     before = time.time()
-    tokens = client.exchange_code(code)
+    tokens = client.tokens.exchange_code(code)
 
     assert store.hover_tokens() == tokens
     assert fake.access_token_valid(tokens.access_token) and fake.refresh_token_alive(tokens.refresh_token)
     assert before + 7200 - 5 <= tokens.expires_at <= time.time() + 7200
-    assert client.access_token() == tokens.access_token
+    assert client.tokens.access_token() == tokens.access_token
 
 
 def test_a_started_login_keeps_its_state_in_the_store_for_the_callback(fake: FakeHover, store: Store) -> None:
     client = HoverClient(settings(fake), store)
-    state, url = client.start_login(60)
+    state, url = client.tokens.start_login(60)
     assert parse_qs(urlsplit(url).query)["state"] == [state] and len(state) >= 32
     assert store.hover_login(state) == {"status": "pending", "error": None, "expired": False}
-    assert client.start_login()[0] != state  # a new state for every login
+    assert client.tokens.start_login()[0] != state  # a new state for every login
     assert store.take_hover_login(state) == "default" and store.take_hover_login(state) is None
 
     unset = HoverClient(settings(fake, redirect_uri=None), store)
     with pytest.raises(Fail, match="redirect_uri"):
-        unset.start_login()
+        unset.tokens.start_login()
 
 
 def test_an_authorization_code_works_once(fake: FakeHover, store: Store) -> None:
     client = HoverClient(settings(fake), store)
     code = fake.authorize()
-    first = client.exchange_code(code)
+    first = client.tokens.exchange_code(code)
     with pytest.raises(Fail, match=r"invalid_grant.*hookwise hover login") as caught:
-        client.exchange_code(code)
+        client.tokens.exchange_code(code)
     assert code not in str(caught.value)
     assert store.hover_tokens() == first
 
@@ -184,7 +187,7 @@ def test_a_client_holding_a_stale_pair_re_reads_instead_of_reusing_a_dead_refres
         clock_a.now += 7200  # a finds the token expiring...
         # ...and refreshes while b's call with the old token is on its way: that token and
         # its refresh token die; b gets a 401 and must use a's new pair, not refresh again.
-        fake.on_next_request(a.access_token)
+        fake.on_next_request(a.tokens.access_token)
 
         status, _, _ = b.request("GET", "/api/v3/jobs/42", timeout=5)
 
@@ -206,7 +209,7 @@ def _race(clients: list[HoverClient]) -> list[str]:
     def ask(client: HoverClient) -> None:
         barrier.wait()
         try:
-            got.append(client.access_token())
+            got.append(client.tokens.access_token())
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 

@@ -277,7 +277,7 @@ def test_a_login_through_the_client_works_with_the_state_it_was_given(
     callback, store = world
     client = HoverClient(callback.current().config.settings.hover, store)
     store.begin_hover_login("s-2", 600)
-    _, headers, _ = get(client.authorize_url("s-2"))
+    _, headers, _ = get(client.tokens.authorize_url("s-2"))
     query = {k: v[0] for k, v in parse_qs(urlsplit(headers["location"]).query).items()}
     assert callback.finish(query).status == 200
     assert store.hover_login("s-2") == {"status": "done", "error": None, "expired": False}

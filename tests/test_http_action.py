@@ -31,12 +31,12 @@ from actions.http import (
     _redirected,
     refusal_reason,
     retry_after,
-    safe_url,
 )
 from engine.action import Context
 from engine.config import Settings
 from engine.errors import ConfigError, Fail, Retry
 from engine.events import Event
+from engine.secrets import safe_url
 
 from .malicious import RawServer, reply
 

@@ -60,6 +60,8 @@ from tests.test_store import (  # noqa: F401
     test_one_run_per_event_and_rule_even_when_matched_twice,
     test_put_and_read_back,
     test_run_status_counts_and_retrying_steps,
+    test_scan_events_pages_a_window_in_order_and_samples_bodies,
+    test_shadow_runs_are_marked_and_listed_apart,
     test_steps_run_in_order_and_outputs_reach_later_steps,
     test_the_step_delay_is_honoured,
 )
@@ -325,7 +327,7 @@ def test_record_shapes_are_the_same(store: Store) -> None:
     run_id = matched_run(store, steps=1)
     run = store.get_run(run_id)
     assert run is not None and set(run) == {
-        "id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at"
+        "id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at", "shadow"
     }
     (step,) = store.steps_of_run(run_id)
     assert set(step) == {
@@ -511,7 +513,7 @@ def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: s
     finally:
         store.close()
     with psycopg.connect(pg_url) as conn:
-        assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3]
+        assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4]
         assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
 
 
@@ -534,8 +536,11 @@ def test_a_version_2_schema_gets_the_events_index_and_keeps_its_hover_logins(pg_
         assert conn.execute("SELECT version, applied_at FROM schema_version WHERE version = 3").fetchone() == (
             3, clock()
         )
-        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (3,)
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (4,)
         assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
+        # version 4: runs know whether a shadow rule made them
+        assert conn.execute("SELECT COUNT(*) FROM information_schema.columns "
+                            "WHERE table_name = 'runs' AND column_name = 'shadow'").fetchone() == (1,)
 
 
 def test_processes_starting_together_create_the_schema_once(pg_url: str) -> None:
@@ -553,7 +558,7 @@ def test_processes_starting_together_create_the_schema_once(pg_url: str) -> None
 def test_an_unreachable_server_is_a_store_error() -> None:
     with pytest.raises(
         StoreError,
-        match=r"cannot connect to the PostgreSQL store postgresql://nobody@127\.0\.0\.1:1/nowhere: .*refused"
+        match=r"cannot connect to the PostgreSQL store postgresql://\*\*\*\*@127\.0\.0\.1:1/nowhere: .*refused"
     ):
         open_store("postgresql://nobody:s3cret@127.0.0.1:1/nowhere")
     try:

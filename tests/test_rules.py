@@ -11,7 +11,8 @@ import pytest
 from engine.errors import ConfigError
 from engine.events import Event
 from engine.loader import load
-from engine.rules import RuleSet
+from engine.registry import Registry
+from engine.ruleset import RuleSet
 
 from .conftest import FIXTURES
 
@@ -280,7 +281,7 @@ rules:
         "rules/rules.yaml:11:15: rules[2].priority: Input should be a valid integer, "
         "unable to parse string as an integer",
         "rules/rules.yaml:13:9: rules[2].actions[0]: a step is a mapping with one action key "
-        "(email, emit, exec, hover, http, log, requeue)",
+        f"({', '.join(Registry.load().names())})",  # the built-ins, and installed plugins (examples/)
         "rules/rules.yaml:14:24: rules[2].actions[1].log.message: template syntax error: unexpected end of template, "
         "expected 'end of print statement'. (line 1)",
         "rules/rules.yaml:15:27: rules[2].actions[1].retry.attempts: Input should be greater than or equal to 1",

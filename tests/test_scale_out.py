@@ -124,13 +124,13 @@ def test_a_hover_token_refresh_raced_by_two_workers(pg_url: str) -> None:
             base_url=hover.url, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uri=REDIRECT_URI
         )
         clients = [HoverClient(settings, s) for s in stores]
-        first = clients[0].exchange_code(hover.authorize())
+        first = clients[0].tokens.exchange_code(hover.authorize())
         hover.expire_access_tokens()
         from dataclasses import replace
 
         stores[0].save_hover_tokens(replace(first, expires_at=time.time() - 1))  # both clients see it expired
         results: list[str] = []
-        threads = [threading.Thread(target=lambda c=c: results.append(c.access_token())) for c in clients]
+        threads = [threading.Thread(target=lambda c=c: results.append(c.tokens.access_token())) for c in clients]
         for t in threads:
             t.start()
         for t in threads:

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from engine.config import Source
-from engine.sources import UNKNOWN, Reader
+from engine.config import PRESETS, Source
+from engine.sources import PRESET_LOCATORS, UNKNOWN, Reader
 
 HOVER = {"event": "job-state-changed", "job_id": 1}
 
@@ -69,3 +69,7 @@ def test_identical_bodies_share_a_delivery_id_others_do_not() -> None:
     one = reader.delivery_id(b'{"a":1}', {"a": 1}, {})
     assert one == reader.delivery_id(b'{"a":1}', {"a": 1}, {})
     assert one != reader.delivery_id(b'{"a":2}', {"a": 2}, {})
+
+
+def test_every_preset_says_where_its_type_and_delivery_id_come_from() -> None:
+    assert set(PRESET_LOCATORS) == set(PRESETS)

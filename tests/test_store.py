@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -110,6 +111,38 @@ def test_one_run_per_event_and_rule_even_when_matched_twice(store: Store) -> Non
         {"rule": "r", "matched": True}
     ]
     assert store.rule_text("v1") == ("r", "f.yaml", "name: r")
+
+
+def test_shadow_runs_are_marked_and_listed_apart(store: Store) -> None:
+    store.put_events([incoming()])
+    (event,) = store.claim_events(10, 60)
+    shadow = dataclasses.replace(new_run(event.id, "s"), shadow=True)
+    store.record_matches([Matched(event.id, [], [new_run(event.id, "live"), shadow])])
+    assert {r["rule"]: r["shadow"] for r in store.runs_of_event(event.id)} == {"live": False, "s": True}
+    assert [r["rule"] for r in store.list_runs(shadow=True)] == ["s"]
+    assert [r["rule"] for r in store.list_runs(shadow=False)] == ["live"]
+    assert len(store.list_runs()) == 2
+    run = store.get_run(f"{event.id}-s")
+    assert run is not None and run["shadow"] is True
+
+
+def test_scan_events_pages_a_window_in_order_and_samples_bodies(store: Store) -> None:
+    now = time.time()
+    store.put_events([
+        dataclasses.replace(incoming({"n": n}), received_at=now + n, source="github" if n == 2 else "hover")
+        for n in range(5)
+    ])
+    (first, *_) = store.claim_events(1, 60)
+    store.record_matches([Matched(first.id, [{"rule": "r", "matched": False}])])
+    page = store.scan_events(since=now + 1, until=now + 4, limit=2)
+    assert [event.body for _, event, _ in page] == [{"n": 1}, {"n": 2}]
+    rest = store.scan_events(since=now + 1, until=now + 4, after=page[-1][0])
+    assert [(event.body, explain) for _, event, explain in rest] == [({"n": 3}, None)]
+    scanned = store.scan_events(since=now, source="hover", type="t")
+    assert [(e.body, x) for _, e, x in scanned[:2]] == [({"n": 0}, [{"rule": "r", "matched": False}]), ({"n": 1}, None)]
+    assert len(scanned) == 4 and all(isinstance(e, Event) for _, e, _ in scanned)
+    assert store.sample_bodies("hover", "t", 2) == [{"n": 4}, {"n": 3}]
+    assert store.sample_bodies("github", "t") == [{"n": 2}] and store.sample_bodies("github", "x") == []
 
 
 def matched_run(store: Store, steps: int = 2) -> str:
@@ -291,6 +324,7 @@ def check_made_before_the_core(store: Store) -> None:
         assert store.put_events([incoming(delivery="d1")])[0].duplicate  # its delivery ids still count
         runs = {r["event_id"]: r for r in store.list_runs()}
         assert sorted(r["status"] for r in runs.values()) == ["active", "dead"]
+        assert not any(r["shadow"] for r in runs.values()) and store.list_runs(shadow=True) == []
         dead = next(r for r in runs.values() if r["status"] == "dead")
         assert store.retry_run(dead["id"]) is not None
         tasks = store.claim_steps(10, 60)

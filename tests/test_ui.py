@@ -409,6 +409,21 @@ def test_rules_show_where_they_are_and_the_playground_renders_a_pasted_event(pag
     assert "the event is not valid JSON" in result.inner_text()
 
 
+def test_a_rules_page_backtests_it_over_stored_events(page: Any, world: World) -> None:
+    world.matched(world.send({"type": "order.created", "id": "o-bt", "total": 5, "customer": {"tier": "vip"}}))
+    page.goto(world.url + "/ui/rules/vip-alert")
+    page.select_option("select[name=backtest]", "24h")
+    page.click("button:has-text('Backtest')")
+    result = page.locator("dl.backtest-result")
+    result.wait_for()
+    names = [name.lower() for name in result.locator("dt").all_inner_texts()]  # the style capitalises them
+    numbers = dict(zip(names, result.locator("dd").all_inner_texts(), strict=True))
+    assert int(numbers["would match"]) >= 1 and numbers["would match"] == numbers["did match"]
+    assert numbers["would, did not"] == numbers["did, would not"] == "0"
+    assert "backtest=24h" in page.url
+    screenshot(page, "rule-backtest")
+
+
 def test_the_playground_works_without_javascript(browser: Any, world: World) -> None:
     context = browser.new_context(viewport=VIEWPORT, java_script_enabled=False)
     page = context.new_page()

@@ -23,7 +23,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from engine.config import Source
 from engine.errors import ConfigError
-from engine.verify import AcceptAll, Rejected, Request, sign, verifier_for
+from engine.verify import AcceptAll, sign, verifier_for
+from engine.verify_base import Rejected, Request
 
 
 def source(**fields: Any) -> Source:

@@ -508,7 +508,7 @@ def test_the_hover_client_is_closed_when_a_reload_replaces_it_and_when_the_worke
                  f"redirect_uri: '{REDIRECT_URI}'}}\n")
         h = harness("rules:\n  - {name: r, event: go, actions: [{hover: {path: /api/v3/jobs/42}}]}\n", config=hover)
         login = HoverClient(h.current().config.settings.hover, h.store)
-        login.exchange_code(fake.authorize())
+        login.tokens.exchange_code(fake.authorize())
         login.close()
         assert h.finished_run(h.put("go", {}))["status"] == "succeeded"
         with h.worker.hover.use(h.current().config.settings.hover) as first:  # the client that step used

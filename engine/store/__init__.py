@@ -2,11 +2,12 @@
 
 :class:`Store` is the contract, split into the roles its callers need (:class:`IngestStore`,
 :class:`WorkerStore`, :class:`QueueStore`, :class:`HoverStore`, :class:`InspectionStore`,
-:class:`RetentionStore`). One core implements it (:mod:`engine.store.core`: every method,
-state machine and SQL statement once) over a backend holding what differs between SQLite
-(:mod:`.sqlite`) and PostgreSQL (:mod:`.postgres`). All methods are synchronous and safe
-to call from several threads; each write method is one transaction. Backends translate
-their driver's errors into :class:`~engine.errors.StoreError` at this boundary.
+:class:`BacktestStore`, :class:`RetentionStore`). One core implements it
+(:mod:`engine.store.core`: every method, state machine and SQL statement once) over a
+backend holding what differs between SQLite (:mod:`.sqlite`) and PostgreSQL
+(:mod:`.postgres`). All methods are synchronous and safe to call from several threads; each
+write method is one transaction. Backends translate their driver's errors into
+:class:`~engine.errors.StoreError` at this boundary.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from ..errors import StoreError
 from .contract import (
     QUEUE_STATUSES,
+    BacktestStore,
     HoverStore,
     HoverTokens,
     Incoming,
@@ -29,6 +31,7 @@ from .contract import (
     QueueItem,
     QueueStore,
     RetentionStore,
+    Scanned,
     Store,
     Stored,
     Unrecorded,
@@ -55,7 +58,7 @@ def open_store(url: str, *, clock: Callable[[], float] | None = None) -> Store:
 
 
 __all__ = [
-    "QUEUE_STATUSES", "HoverStore", "HoverTokens", "Incoming", "IngestStore", "InspectionStore", "Matched", "Matcher",
-    "NewRun", "OperatorStore", "QueueItem", "QueueStore", "RetentionStore", "Store", "Stored", "Unrecorded",
-    "WorkerStore", "open_store",
+    "QUEUE_STATUSES", "BacktestStore", "HoverStore", "HoverTokens", "Incoming", "IngestStore", "InspectionStore",
+    "Matched", "Matcher", "NewRun", "OperatorStore", "QueueItem", "QueueStore", "RetentionStore", "Scanned", "Store",
+    "Stored", "Unrecorded", "WorkerStore", "open_store",
 ]

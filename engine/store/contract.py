@@ -51,6 +51,8 @@ class NewRun:
     #: (index, step id, action) of every step
     steps: Sequence[tuple[int, str, str]]
     first_delay: float = 0.0
+    #: a shadow rule's run: its steps are rendered and recorded, no action runs
+    shadow: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,9 @@ class HoverTokens:
     refresh_token: str
     expires_at: float
 
+
+#: A stored event as a backtest reads it: (seq, event, explain record or None while pending).
+Scanned = tuple[int, Event, Any]
 
 #: Matches claimed events to rules (the worker's, called by :meth:`WorkerStore.match_events`).
 Matcher = Callable[[list[Event]], list[Matched]]
@@ -269,8 +274,10 @@ class InspectionStore(Protocol):
     def get_run(self, run_id: str) -> dict[str, Any] | None: ...
 
     def list_runs(
-        self, status: str | None = None, limit: int = 50, rule: str | None = None
-    ) -> list[dict[str, Any]]: ...
+        self, status: str | None = None, limit: int = 50, rule: str | None = None, shadow: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Runs, the latest changed first; ``shadow`` true or false keeps only shadow runs
+        or only live ones."""
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]: ...
 
@@ -286,6 +293,22 @@ class InspectionStore(Protocol):
         event and the last error, soonest due first."""
 
 
+class BacktestStore(Protocol):
+    """What trying rules against stored events needs: a backtest's pages of events, and the
+    bodies lint learns the paths of events from."""
+
+    def scan_events(
+        self, *, since: float, until: float | None = None, source: str | None = None, type: str | None = None,
+        after: int = 0, limit: int = 1000,
+    ) -> list[Scanned]:
+        """Events received in [since, until) in the order they were stored, up to
+        ``limit`` after the one whose ``seq`` is ``after``: (seq, event, explain record or
+        None while pending) each. Pages for a backtest."""
+
+    def sample_bodies(self, source: str, type: str, limit: int = 100) -> list[Any]:
+        """The bodies of the latest ``limit`` events of ``source`` and ``type``."""
+
+
 class RetentionStore(Protocol):
     """What retention needs: old records deleted, a batch at a time."""
 
@@ -294,9 +317,9 @@ class RetentionStore(Protocol):
         ``before``, and of expired delivery ids; dead and active runs are kept."""
 
 
-class OperatorStore(InspectionStore, QueueStore, HoverStore, Protocol):
-    """What a person's tools see (the API, the web UI, the commands): the records, the work
-    queues, the Hover account."""
+class OperatorStore(InspectionStore, BacktestStore, QueueStore, HoverStore, Protocol):
+    """What a person's tools see (the API, the web UI, the commands): the records, backtests,
+    the work queues, the Hover account."""
 
 
 class Store(WorkerStore, OperatorStore, RetentionStore, Protocol):

@@ -20,7 +20,7 @@ from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
 from . import rows as shapes
 from .backend import Backend, Tx, TxT
-from .contract import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Stored, Unrecorded
+from .contract import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Scanned, Stored, Unrecorded
 from .rows import Row, dumps
 
 #: Times a requeue looks again for the open item a concurrent requeue created.
@@ -147,7 +147,10 @@ class StoreCore(Generic[TxT]):
             {"version": r.version, "name": r.rule, "file": r.rule_file, "text": r.rule_text} for r in fresh.values()
         ])
         versions.update(fresh)
-        runs = [self._p(id=run.id, event_id=match.event_id, rule=run.rule, version=run.version) for match, run in pairs]
+        runs = [
+            self._p(id=run.id, event_id=match.event_id, rule=run.rule, version=run.version, shadow=run.shadow)
+            for match, run in pairs
+        ]
         created = [(match, run) for (match, run), rows in zip(pairs, db.each("put_run", runs), strict=True) if rows]
         claimed: list[StepTask] = []
         steps: list[dict[str, Any]] = []
@@ -421,14 +424,27 @@ class StoreCore(Generic[TxT]):
         return {"runs": len(runs), "events": events, "deliveries": deliveries}
 
     def runs_of_event(self, event_id: str) -> list[dict[str, Any]]:
-        return [dict(row) for row in self._all("runs_of_event", event_id=event_id)]
+        return [shapes.run(row) for row in self._all("runs_of_event", event_id=event_id)]
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self._one("get_run", id=run_id)
-        return None if row is None else dict(row)
+        return None if row is None else shapes.run(row)
 
-    def list_runs(self, status: str | None = None, limit: int = 50, rule: str | None = None) -> list[dict[str, Any]]:
-        return [dict(row) for row in self._all("list_runs", status=status, limit=limit, rule=rule)]
+    def list_runs(
+        self, status: str | None = None, limit: int = 50, rule: str | None = None, shadow: bool | None = None
+    ) -> list[dict[str, Any]]:
+        rows = self._all("list_runs", status=status, limit=limit, rule=rule, shadow=shadow)
+        return [shapes.run(row) for row in rows]
+
+    def scan_events(
+        self, *, since: float, until: float | None = None, source: str | None = None, type: str | None = None,
+        after: int = 0, limit: int = 1000,
+    ) -> list[Scanned]:
+        rows = self._all("scan_events", since=since, until=until, source=source, type=type, after=after, limit=limit)
+        return [(row["seq"], shapes.event(row), shapes.loads(row["explain"])) for row in rows]
+
+    def sample_bodies(self, source: str, type: str, limit: int = 100) -> list[Any]:
+        return [shapes.loads(row["body"]) for row in self._all("sample_bodies", source=source, type=type, limit=limit)]
 
     def steps_of_run(self, run_id: str) -> list[dict[str, Any]]:
         return [shapes.step(row) for row in self._all("steps_of_run", run_id=run_id)]

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import StoreError, Unstorable
+from ..secrets import safe_url
 
 try:
     import psycopg
@@ -52,7 +53,7 @@ CONNECT_TIMEOUT = 10
 #: Seconds a call waits for a connection from the pool before it fails.
 POOL_TIMEOUT = 10.0
 #: The version of the schema this code creates (``schema_version`` in the database).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Connection = psycopg.Connection[dict[str, Any]]
 
@@ -302,18 +303,14 @@ def _configure(conn: Connection) -> None:
 
 
 def _conninfo(url: str) -> tuple[str, str]:
-    """The connection string (with hookwise's defaults), and the URL without its password,
-    for messages."""
+    """The connection string (with hookwise's defaults), and the URL masked for messages."""
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error as exc:
         raise StoreError(f"invalid PostgreSQL store URL: {_reason(exc)}") from None
     params.setdefault("connect_timeout", CONNECT_TIMEOUT)
     params.setdefault("application_name", "hookwise")
-    user = f"{params['user']}@" if params.get("user") else ""
-    port = f":{params['port']}" if params.get("port") else ""
-    where = f"postgresql://{user}{params.get('host') or ''}{port}/{params.get('dbname') or ''}"
-    return make_conninfo("", **params), where
+    return make_conninfo("", **params), safe_url(url)
 
 
 def _reason(exc: BaseException) -> str:

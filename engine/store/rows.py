@@ -53,6 +53,10 @@ def event_detail(row: Row) -> dict[str, Any]:
     return {**row, "body": body, **decoded, **({"body_note": note} if note is not None else {})}
 
 
+def run(row: Row) -> dict[str, Any]:
+    return {**row, "shadow": bool(row["shadow"])}  # SQLite keeps it as 0 or 1
+
+
 def step(row: Row) -> dict[str, Any]:
     return {**row, "params": loads(row["params"]), "output": loads(row["output"])}
 

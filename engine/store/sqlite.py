@@ -36,6 +36,7 @@ Q = load_queries("sqlite")
 #: Columns added after a table was first released: (name, type) by table.
 _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "events": [("replay_of", "TEXT"), ("only_rules", "TEXT")],
+    "runs": [("shadow", "BOOLEAN NOT NULL DEFAULT false")],
     "hover_webhooks": [("verify_method", "TEXT")],
 }
 #: Queries run once, right after the column they come with was added to an older file.

@@ -7,7 +7,6 @@ read the request, call those in a worker thread and render a template.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,7 +18,6 @@ from starlette.routing import BaseRoute, Route
 
 from .. import operations as ops
 from ..api import item_json
-from ..dryrun import dry_run
 from ..errors import Fail, ParamsError, Retry, UsageError
 from ..hover import HoverClient, SharedClient
 from ..loader import Loaded
@@ -27,6 +25,7 @@ from ..store import QUEUE_STATUSES, OperatorStore, QueueItem
 from ..units import parse_duration
 from . import charts, forms
 from .auth import Sessions, content_policy
+from .rule_pages import RulePages
 from .site import Page, Refused, Site, path, redirect
 
 #: A claimed queue item's lease unless the form says otherwise.
@@ -49,6 +48,7 @@ class Ui:
         self.sessions = Sessions(lambda: current().config.settings.api.token, clock)
         self.site = Site(current, self.sessions)
         self._hover = SharedClient(store)  # one Hover client while the ``hover:`` settings stay the same
+        self.rule_pages = RulePages(self.site, store, clock)
 
     def routes(self) -> list[BaseRoute]:
         page = self.site.page
@@ -62,9 +62,9 @@ class Ui:
             page("/ui/runs", self.runs),
             page("/ui/runs/{id}", self.run),
             page("/ui/runs/{id}/retry", post=self.retry),
-            page("/ui/rules", self.rules),
-            page("/ui/rules/{name}", self.rule),
-            page("/ui/playground", self.playground, self.try_event),
+            page("/ui/rules", self.rule_pages.rules),
+            page("/ui/rules/{name}", self.rule_pages.rule),
+            page("/ui/playground", self.rule_pages.playground, self.rule_pages.try_event),
             page("/ui/queues", self.queues),
             page("/ui/queues/{name}", self.queue),
             page("/ui/queues/{name}/claim", post=self.claim),
@@ -139,7 +139,7 @@ class Ui:
             filters=filters,
             limit=limit,
             error=error,
-            sources=_source_names(page.loaded),
+            sources=sorted(page.loaded.config.settings.sources),
             paged=page.query("cursor") is not None,
         )
 
@@ -168,9 +168,12 @@ class Ui:
     # --- runs -----------------------------------------------------------------------------
 
     async def runs(self, page: Page) -> Response:
-        status, rule = page.query("status"), page.query("rule")
+        status, rule, mode = page.query("status"), page.query("rule"), page.query("mode")
+        shadow = {"shadow": True, "live": False}.get(mode or "")
         found = await run_in_threadpool(
-            lambda: ops.list_runs(page.loaded, self.store, status=status, rule=rule, limit=_limit(page.query("limit")))
+            lambda: ops.list_runs(
+                page.loaded, self.store, status=status, rule=rule, limit=_limit(page.query("limit")), shadow=shadow
+            )
         )
         return self.site.render(
             page,
@@ -179,6 +182,7 @@ class Ui:
             runs=found["runs"],
             status=status,
             rule=rule,
+            mode=mode if shadow is not None else None,
             statuses=ops.RUN_STATUSES,
             rule_names=[r.name for r in page.loaded.rules],
         )
@@ -228,69 +232,6 @@ class Ui:
         except LookupError as exc:
             raise Refused(404, "No such run", str(exc.args[0])) from None
         return redirect(path("runs", run_id) + "?retried=1")
-
-    # --- rules and the playground -----------------------------------------------------------
-
-    async def rules(self, page: Page) -> Response:
-        info = await run_in_threadpool(ops.rules_info, page.loaded, self.store)
-        return self.site.render(page, "rules.html", nav="rules", rules=info["rules"])
-
-    async def rule(self, page: Page) -> Response:
-        name = page.request.path_params["name"]
-        info = await run_in_threadpool(ops.rules_info, page.loaded, self.store)
-        found = next((r for r in info["rules"] if r["name"] == name), None)
-        compiled = page.loaded.rules.get(name)
-        if found is None or compiled is None:
-            raise Refused(404, "No such rule", f"There is no rule named {name!r} in the rules loaded now.")
-        return self.site.render(page, "rule.html", nav="rules", rule=found, text=page.loaded.masker.mask(compiled.text))
-
-    async def playground(self, page: Page) -> Response:
-        sources = _source_names(page.loaded)
-        source, body = (sources[0] if sources else ""), ""
-        event_id = page.query("event")
-        if event_id:
-            stored = await run_in_threadpool(ops.event_detail, page.loaded, self.store, event_id)
-            if stored is None:
-                raise Refused(404, "No such event", f"There is no event {event_id!r} to try.")
-            event = stored["event"]
-            # A body with body_note is its stored text already (JSON cannot show it as a value).
-            body = event["body"] if "body_note" in event else json.dumps(event["body"], indent=2, ensure_ascii=False)
-            source = event["source"]
-        return self.site.render(
-            page,
-            "playground.html",
-            nav="rules",
-            sources=sources,
-            source=source,
-            body=body,
-            headers="",
-            result=None,
-            error=None,
-        )
-
-    async def try_event(self, page: Page) -> Response:
-        sources = _source_names(page.loaded)
-        source, body, headers = page.form.text("source"), page.form.get("event") or "", page.form.get("headers") or ""
-        result, error = None, None
-        try:
-            event, parsed_headers = _playground_input(source, body, headers, sources)
-            result = await run_in_threadpool(dry_run, page.loaded, event, source, parsed_headers)
-        except UsageError as exc:
-            error = exc.message
-        if page.request.headers.get("x-hookwise-fragment"):  # the page's script asks for the result only
-            return self.site.render(page, "playground_result.html", result=result, error=error)
-        return self.site.render(
-            page,
-            "playground.html",
-            200 if error is None else 400,
-            nav="rules",
-            sources=sources,
-            source=source,
-            body=body,
-            headers=headers,
-            result=result,
-            error=error,
-        )
 
     # --- queues ---------------------------------------------------------------------------
 
@@ -407,7 +348,7 @@ class Ui:
             )
         # The login `hookwise hover login` starts: its state kept in the store, for
         # GET /hover/callback (engine/hover_callback.py) to take when Hover sends the browser back.
-        _, url = await run_in_threadpool(self._hover_call, page.loaded, lambda c: c.start_login())
+        _, url = await run_in_threadpool(self._hover_call, page.loaded, lambda c: c.tokens.start_login())
         return RedirectResponse(url, status_code=303)
 
     async def register(self, page: Page) -> Response:
@@ -459,27 +400,3 @@ def _duration(text: str, name: str) -> float:
 def _item(item: QueueItem, now: float) -> dict[str, Any]:
     """A queue item as the API shows it (times as ISO-8601), and ``later`` when it waits to be due."""
     return {**item_json(item), "later": item.available_at > now}
-
-
-def _source_names(loaded: Loaded) -> list[str]:
-    return sorted(loaded.config.settings.sources)
-
-
-def _playground_input(source: str, body: str, headers: str, sources: list[str]) -> tuple[Any, dict[str, str]]:
-    if source not in sources:
-        raise UsageError(f"source: one of {', '.join(sources)}" if sources else "no sources are configured")
-    try:
-        event = json.loads(body)
-    except ValueError as exc:
-        raise UsageError(f"the event is not valid JSON: {exc}") from None
-    if not isinstance(event, (dict, list)):
-        raise UsageError("the event must be a JSON object or array")
-    parsed: dict[str, str] = {}
-    for line in headers.splitlines():
-        if not line.strip():
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name.strip():
-            raise UsageError(f"headers: {line.strip()!r} is not 'Name: value'")
-        parsed[name.strip().lower()] = value.strip()
-    return event, parsed

@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS schema_version (
 ALTER TABLE hover_webhooks ADD COLUMN IF NOT EXISTS verify_method text;
 {forget_phantom_webhooks}
 
+-- name: migration_4
+-- Shadow rules: their runs are recorded and rendered, and never run an action.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS shadow boolean NOT NULL DEFAULT false;
+
 -- name: record_schema_version
 INSERT INTO schema_version (version, applied_at) VALUES (:version, {now}) ON CONFLICT (version) DO NOTHING;
 
@@ -107,10 +111,11 @@ ORDER BY c.run_id, c.idx;
 
 -- name: put_run_batch
 WITH input AS (
-    SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS r(n int, id text, event_id text, rule text, version text)
+    SELECT * FROM json_to_recordset(CAST(:rows AS json))
+        AS r(n int, id text, event_id text, rule text, version text, shadow boolean)
 ), made AS (
-    INSERT INTO runs (id, event_id, rule, rule_version, status, created_at, updated_at)
-    SELECT id, event_id, rule, version, 'active', {now}, {now} FROM input ORDER BY n
+    INSERT INTO runs (id, event_id, rule, rule_version, status, created_at, updated_at, shadow)
+    SELECT id, event_id, rule, version, 'active', {now}, {now}, shadow FROM input ORDER BY n
     ON CONFLICT DO NOTHING
     RETURNING id
 )

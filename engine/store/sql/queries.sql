@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS runs (
     error        text,
     created_at   double precision NOT NULL,
     updated_at   double precision NOT NULL,
+    shadow       boolean NOT NULL DEFAULT false,    -- a shadow rule's run: rendered, no action runs
     UNIQUE (event_id, rule)                         -- exactly one run per (event, rule)
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, updated_at);
@@ -167,6 +168,18 @@ id, source, type, delivery_id, body, headers, query, received_at, depth, replay_
 SELECT {event_columns} FROM events WHERE status = 'pending' AND available_at <= {now}
 ORDER BY available_at, seq LIMIT :limit {skip_locked};
 
+-- name: scan_events
+-- Backtest: stored events of a window in the order they arrived, a page after the seq
+-- :after, with the explain record of their matching (null while pending).
+SELECT seq, {event_columns}, explain FROM events
+WHERE received_at >= :since AND (CAST(:until AS DOUBLE PRECISION) IS NULL OR received_at < :until) AND seq > :after
+    AND (CAST(:source AS TEXT) IS NULL OR source = :source) AND (CAST(:type AS TEXT) IS NULL OR type = :type)
+ORDER BY seq LIMIT :limit;
+
+-- name: sample_bodies
+-- Lint: the bodies of the latest events of one source and type.
+SELECT body FROM events WHERE source = :source AND type = :type ORDER BY seq DESC LIMIT :limit;
+
 -- name: next_event_due
 SELECT MIN(available_at) AS due FROM events WHERE status = 'pending';
 
@@ -189,8 +202,8 @@ SELECT name, file, text FROM rule_versions WHERE version = :version;
 -- name: put_run
 -- No row when the (event, rule) pair has its run already (matched before by a worker whose
 -- claim ran out): exactly one run per pair, from the unique key.
-INSERT INTO runs (id, event_id, rule, rule_version, status, created_at, updated_at)
-VALUES (:id, :event_id, :rule, :version, 'active', {now}, {now})
+INSERT INTO runs (id, event_id, rule, rule_version, status, created_at, updated_at, shadow)
+VALUES (:id, :event_id, :rule, :version, 'active', {now}, {now}, :shadow)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -248,7 +261,7 @@ WHERE (CAST(:source AS TEXT) IS NULL OR source = :source) AND (CAST(:type AS TEX
 ORDER BY seq DESC LIMIT :limit;
 
 -- name: run_columns
-id, event_id, rule, rule_version, status, step, error, created_at, updated_at
+id, event_id, rule, rule_version, status, step, error, created_at, updated_at, shadow
 
 -- name: runs_of_event
 SELECT {run_columns} FROM runs WHERE event_id = :event_id ORDER BY created_at, rule;
@@ -259,6 +272,7 @@ SELECT {run_columns} FROM runs WHERE id = :id;
 -- name: list_runs
 SELECT {run_columns} FROM runs
 WHERE (CAST(:status AS TEXT) IS NULL OR status = :status) AND (CAST(:rule AS TEXT) IS NULL OR rule = :rule)
+    AND (CAST(:shadow AS BOOLEAN) IS NULL OR shadow = :shadow)
 ORDER BY updated_at DESC LIMIT :limit;
 
 -- name: steps_of_run

@@ -22,7 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import click
 
-from .errors import Fail, HookwiseError, Retry, UsageError
+from ..errors import Fail, HookwiseError, Retry, UsageError
+from .base import config_option
 
 #: How long each Hover call of a command may take.
 TIMEOUT = 30.0
@@ -31,35 +32,26 @@ POLL = 0.25
 _COLUMNS = ("id", "url", "verified_at", "verify_method", "last_error")
 
 
-def _config_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    # The same option as engine.cli's config_option; not imported from there because
-    # engine.cli imports this module to register the group.
-    return click.option(
-        "-c", "--config", "config_path", metavar="FILE",
-        help="Config file (default: $HOOKWISE_CONFIG, ./hookwise.yaml, /etc/hookwise/config.yaml).",
-    )(func)
-
-
 @click.group("hover")
 def hover_group() -> None:
     """Hover account and webhook setup."""
 
 
 @hover_group.command()
-@_config_option
+@config_option
 @click.option(
     "--code", metavar="CODE", help="The authorization code (or the whole redirect URL); asked for when not given."
 )
 def login(config_path: str | None, code: str | None) -> None:
     """Log in to Hover (OAuth2): open the printed URL and allow access. With hookwise
     serving hover.redirect_uri that is all; else paste the code (or the redirect URL)."""
-    from .hover import LOGIN_TTL, iso, missing_settings
+    from ..hover_tokens import LOGIN_TTL, iso, missing_settings
 
     with _client(config_path) as client:
         missing = missing_settings(client.settings, "client_id", "client_secret", "redirect_uri")
         if missing:
             raise UsageError(f"hover login needs {', '.join('hover.' + k for k in missing)} in the config")
-        state, url = client.start_login(LOGIN_TTL)
+        state, url = client.tokens.start_login(LOGIN_TTL)
         attempt = _Login(client, state, time.monotonic() + LOGIN_TTL + 2 * TIMEOUT)
         click.echo(f"Open this URL, log in to Hover and allow access:\n\n  {url}\n")
         if code is None:
@@ -105,7 +97,7 @@ class _Login:
                 time.sleep(POLL)
             return tokens
         try:
-            tokens = _hover(lambda: self.client.exchange_code(code))
+            tokens = _hover(lambda: self.client.tokens.exchange_code(code))
         except HookwiseError as exc:
             store.finish_hover_login(self.state, str(exc))
             raise
@@ -158,7 +150,7 @@ def _read_line(lines: queue.Queue[str | None]) -> None:
 
 
 @hover_group.command()
-@_config_option
+@config_option
 @click.argument("url")
 @click.option("--source", metavar="S", help="The hookwise source URL belongs to (recorded with the webhook).")
 def register(config_path: str | None, url: str, source: str | None) -> None:
@@ -181,7 +173,7 @@ def register(config_path: str | None, url: str, source: str | None) -> None:
 
 
 @hover_group.command()
-@_config_option
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def webhooks(config_path: str | None, as_json: bool) -> None:
     """List the account's webhooks with verified_at and last_error."""
@@ -196,7 +188,7 @@ def webhooks(config_path: str | None, as_json: bool) -> None:
 
 
 @hover_group.command()
-@_config_option
+@config_option
 @click.argument("code")
 @click.option("--webhook-id", metavar="ID", help="The webhook the code belongs to, to record it as verified.")
 def verify(config_path: str | None, code: str, webhook_id: str | None) -> None:
@@ -208,9 +200,9 @@ def verify(config_path: str | None, code: str, webhook_id: str | None) -> None:
 
 @contextmanager
 def _client(config_path: str | None) -> Iterator[Any]:
-    from .config import find_config, load_config
-    from .hover import HoverClient
-    from .store import open_store
+    from ..config import find_config, load_config
+    from ..hover import HoverClient
+    from ..store import open_store
 
     config = load_config(find_config(config_path))
     store = open_store(config.store_url())
