@@ -16,10 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import backtest, e2e, httpclient, ingest, matching, memory, peer, remote, scale, ui
+from . import backtest, e2e, httpclient, ingest, matching, memory, peer, remote, scale, stateful, ui
 
 HERE = Path(__file__).resolve().parent
-
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
@@ -37,7 +36,6 @@ def versions() -> dict[str, str]:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             pass
     return found
-
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """SPEC 12's targets against ``results``: (target, figure, met); met is None when the
@@ -60,11 +58,9 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
          judged["ok"] if judged["conclusive"] else None),
     ]
 
-
 def _backtest_targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     rate = result["match_events_per_s"]
     return [("backtest >= 20,000 events/s at 1,000 rules", f"{rate:,}/s", rate >= backtest.TARGET)]
-
 
 def _remote_targets(far: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     own = far["hookwise"]
@@ -75,14 +71,12 @@ def _remote_targets(far: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
          own["lost"] == 0 and own["delivered"] == own["events"]),
     ]
 
-
 def report_targets(rows: list[tuple[str, str, bool | None]]) -> None:
     print("targets (SPEC 12)")
     for target, figure, met in rows:
         print(
             f"  {target:<46} {figure:<28} {'met' if met else 'not met' if met is False else 'not decided (quick run)'}"
         )
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
@@ -110,6 +104,8 @@ def main() -> None:
     remote.report(results["remote"])
     print("matching (rules over 50 event types, two field conditions each)")
     results["matching"] = matching.main((10, 1000, 10000) if quick else (10, 100, 1000, 10000))
+    results["stateful"] = stateful.measure(quick)
+    stateful.report(results["stateful"])
     results["backtest"] = backtest.measure(20_000, 1000, 1) if quick else backtest.measure(50_000, 1000, 3)
     backtest.report(results["backtest"])
     results["memory"] = memory.measure(10_000, time_limit=20.0, catch_up_limit=5.0) if quick else memory.measure()
@@ -127,7 +123,6 @@ def main() -> None:
     out = HERE / "results.json"
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"wrote {out} ({results['seconds']} s)")
-
 
 if __name__ == "__main__":
     main()

@@ -227,6 +227,15 @@ class InspectApi:
             raise ApiError(409, "conflict", exc.message) from None
         return _detail(detail)
 
+    async def skip(self, request: Request) -> Response:
+        try:
+            detail = await run_in_threadpool(ops.skip, self.current(), self.store, request.path_params["id"])
+        except LookupError as exc:
+            raise ApiError(404, "not_found", str(exc.args[0])) from None
+        except UsageError as exc:
+            raise ApiError(409, "conflict", exc.message) from None
+        return _detail(detail)
+
     async def rules(self, request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(ops.rules_info, self.current(), self.store))
 
@@ -347,6 +356,12 @@ def api_routes(
             {**_found(m.RunDetail, "the run, active again", "no such run"),
              409: Answer("the run is not dead", m.Error)},
             path=_RUN, body=m.RetryRequest,
+        )),
+        route("/api/runs/{id}/skip", inspect.skip, Operation(
+            "POST", "Put a dead or waiting run aside, so that the next run of its order_by key starts",
+            {**_found(m.RunDetail, "the run, skipped", "no such run"),
+             409: Answer("the run is neither dead nor waiting", m.Error)},
+            path=_RUN,
         )),
         route("/api/rules", inspect.rules, Operation(
             "GET", "The rules with their version, file, line and run counts", _found(m.Rules, "the rules"),

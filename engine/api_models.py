@@ -256,7 +256,10 @@ class Run(Closed):
     event_id: str = Field(description="The event that started it.")
     rule: str = Field(description="The rule it runs.")
     rule_version: str = Field(description="The version of the rule it runs, kept while it lasts.")
-    status: RunStatus = Field(description="active, succeeded, or dead (a step used up its attempts).")
+    status: RunStatus = Field(description=(
+        "active, succeeded, dead (a step used up its attempts), waiting (an earlier run of its order_by key "
+        "has not finished) or skipped."
+    ))
     step: int = Field(description="The index of its current (or dead, or last) step.")
     error: str | None = Field(description="Why it died.")
     created_at: Time = Field(description="When it was created.")
@@ -264,8 +267,16 @@ class Run(Closed):
     shadow: bool = Field(description="Whether a shadow rule made it: its steps were rendered, no action ran.")
 
 
+class WaitingFor(Closed):
+    key: str = Field(description="The run's order_by key.")
+    run_id: str | None = Field(description="The run at the head of the key, which this one waits for; null if none.")
+    status: str | None = Field(description="That run's status: dead means it holds the key until retried or skipped.")
+    reason: str = Field(description="Why this run waits, in words.")
+
+
 class RunDetail(Run):
     steps: list[Step] = Field(description="Its steps, in order.")
+    waiting_for: WaitingFor | None = Field(None, description="For a waiting run: the run it waits for.")
 
 
 class EventDetail(Closed):
@@ -273,6 +284,9 @@ class EventDetail(Closed):
 
     event: StoredEvent = Field(description="The event.")
     runs: list[RunDetail] = Field(description="Its runs with their steps.")
+    timers: list[dict[str, Any]] = Field(
+        default_factory=list, description="Absence timers the event started or ended (stateful rules)."
+    )
 
 
 class ReplayAccepted(Closed):
@@ -310,6 +324,10 @@ class RuleInfo(Closed):
     event: list[str] | None = Field(description="The event types (or globs) it matches; null for any.")
     steps: list[RuleStep] = Field(description="Its steps.")
     counts: RunCounts = Field(description="Its runs, by status.")
+    stateful: list[str] = Field(default_factory=list, description="What the rule keeps (throttle, threshold, ...).")
+    state: dict[str, Any] | None = Field(
+        None, description="Its state: throttled keys, counters, timers, runs in order (stateful rules)."
+    )
 
 
 class Rules(Closed):

@@ -62,6 +62,9 @@ class DryRunResult(Closed):
     event: DryRunEvent = Field(description="The event as read.")
     explain: list[Verdict] = Field(description="Every rule, matched or not, and why.")
     actions: list[PlannedStep] = Field(description="The steps of the matching rules, in order.")
+    state: list[dict[str, str]] = Field(
+        default_factory=list, description="What state each stateful rule would consult ({rule, consults}); none read."
+    )
 
 
 class Examples(Closed):

@@ -25,6 +25,7 @@ from .loader import Loaded
 from .plan import PlannedStep, plan
 from .rule_loader import display_path
 from .sources import Reader
+from .timeline import Step, parse_at, play
 from .validation import pydantic_problems
 
 
@@ -39,11 +40,24 @@ class Expect(_Model):
     )
 
 
+class Earlier(_Model):
+    """An event before the case's own, at its time (stateful rules: throttles, thresholds, absences)."""
+
+    event: Any = Field(description="The event body, or {file: PATH} relative to this file.")
+    type: str | None = None
+    source: str | None = Field(None, description="Default: the case's source.")
+    at: str | float | None = Field(None, description="+DURATION after the case's start, or an ISO time.")
+
+
 class Case(_Model):
     name: str
     source: str
-    event: Any = Field(description="The event body, or {file: PATH} relative to this file.")
+    event: Any = Field(None, description="The event body, or {file: PATH} relative to this file; leave it out "
+                                         "(with at) to test what fires when only time passes.")
     type: str | None = Field(None, description="The event type; default: read as the source reads it.")
+    at: str | float | None = Field(None, description="When the event arrives: +2h (after the case's start) or an "
+                                                      "ISO time.")
+    before: list[Earlier] = Field(default_factory=list, description="Events that came earlier, each at its time.")
     headers: dict[str, str] = Field(default_factory=dict)
     query: dict[str, str] = Field(default_factory=dict)
     steps: dict[str, Any] = Field(
@@ -109,46 +123,90 @@ def run_file(loaded: Loaded, path: Path) -> list[Result]:
     except ValidationError as exc:
         raise ConfigError(locate_all(doc, pydantic_problems(exc, CaseFile))) from None
     problems: list[Problem] = []
-    events = [_event(case, i, path, doc, loaded, problems) for i, case in enumerate(parsed.cases)]
+    timelines = [_timeline(case, i, path, doc, loaded, problems) for i, case in enumerate(parsed.cases)]
     if problems:
         raise ConfigError(problems)
-    cases = zip(parsed.cases, events, strict=True)
-    return [Result(doc.file, case.name, tuple(run_case(loaded, case, event))) for case, event in cases]
+    cases = zip(parsed.cases, timelines, strict=True)
+    return [Result(doc.file, case.name, tuple(run_case(loaded, case, steps))) for case, steps in cases]
+
+
+def _timeline(
+    case: Case, index: int, path: Path, doc: yamlfile.Document, loaded: Loaded, problems: list[Problem]
+) -> list[Step]:
+    """The case's events, the earlier ones first, each at its time."""
+    steps = []
+    where: tuple[str | int, ...] = ("cases", index)
+    for n, earlier in enumerate(case.before):
+        loc = where + ("before", n)
+        event = _event(earlier.event, earlier.source or case.source, earlier.type, {}, {}, f"case-{index}-{n}",
+                       path, doc, loaded, problems, loc + ("event",))
+        steps.append(Step(_at(earlier.at, doc, loc + ("at",), problems), event))
+    if case.event is None and case.at is None:
+        problems.append(doc.locate(Problem("a case needs an event (or at: the time to look at)", where)))
+    own = None if case.event is None else _event(
+        case.event, case.source, case.type, case.headers, case.query, f"case-{index}", path, doc, loaded, problems,
+        where + ("event",),
+    )
+    steps.append(Step(_at(case.at, doc, where + ("at",), problems), own))
+    return steps
+
+
+def _at(
+    value: str | float | None, doc: yamlfile.Document, loc: tuple[str | int, ...], problems: list[Problem]
+) -> float:
+    try:
+        return parse_at(value)
+    except ValueError as exc:
+        problems.append(doc.locate(Problem(str(exc), loc)))
+        return 0.0
 
 
 def _event(
-    case: Case, index: int, path: Path, doc: yamlfile.Document, loaded: Loaded, problems: list[Problem]
+    body: Any, source_name: str, type_: str | None, headers: dict[str, str], query: dict[str, str], event_id: str,
+    path: Path, doc: yamlfile.Document, loaded: Loaded, problems: list[Problem], loc: tuple[str | int, ...],
 ) -> Event | None:
-    body = case.event
     if isinstance(body, dict) and set(body) == {"file"} and isinstance(body["file"], str):
         try:
             body = json.loads((path.parent / body["file"]).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            problems.append(doc.locate(Problem(f"cannot read event file: {exc}", ("cases", index, "event", "file"))))
+            problems.append(doc.locate(Problem(f"cannot read event file: {exc}", loc + ("file",))))
             return None
-    headers = {k.lower(): v for k, v in case.headers.items()}
-    source = loaded.config.settings.sources.get(case.source)
-    type_ = case.type or Reader.for_source(source).event_type(body, headers)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    source = loaded.config.settings.sources.get(source_name)
     return Event(
-        source=case.source, type=type_, body=body, headers=headers, query=case.query,
-        id=f"case-{index}", received_at=datetime(2026, 1, 1, tzinfo=UTC),
+        source=source_name, type=type_ or Reader.for_source(source).event_type(body, lowered), body=body,
+        headers=lowered, query=query, id=event_id, received_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
 
-def run_case(loaded: Loaded, case: Case, event: Event | None) -> list[str]:
+def _fired(loaded: Loaded, steps: list[Step]) -> list[tuple[str, Event]]:
+    """(rule, the event it fired on) at the case's time. Stateless rule sets match the
+    one event directly; with stateful rules the case plays out through a store."""
+    if not loaded.rules.stateful and len(steps) == 1 and steps[0].event is not None:
+        event = steps[0].event
+        return [(r.name, event) for r in loaded.rules.match(event).rules]
+    return play(loaded, steps).fired()
+
+
+def run_case(loaded: Loaded, case: Case, steps: list[Step]) -> list[str]:
     """The ways ``case`` fails (empty when it passes)."""
-    assert event is not None
-    match = loaded.rules.match(event)
-    matched = [r.name for r in match.rules]
+    fired = _fired(loaded, steps)
+    matched = [name for name, _ in fired]
+    event = steps[-1].event
     failures = []
     if case.expect.rules is not None and sorted(case.expect.rules) != sorted(matched):
         failures.append(f"rules: expected {sorted(case.expect.rules)}, got {sorted(matched)}")
-        every = loaded.rules.match(event, every_rule=True)  # to say why an expected rule did not match
-        failures.extend(f"  {v.rule.name}: {v.reason()}" for v in every.verdicts
-                        if v.rule.name in case.expect.rules and not v.matched)
+        if event is not None:  # to say why an expected rule did not match
+            every = loaded.rules.match(event, every_rule=True)
+            failures.extend(f"  {v.rule.name}: {v.reason()}" for v in every.verdicts
+                            if v.rule.name in case.expect.rules and not v.matched and v.rule.name not in matched)
         unknown = sorted(set(case.expect.rules) - {r.name for r in loaded.rules})
         failures.extend(f"  {name}: no such rule" for name in unknown)
-    planned = {r.name: plan(r, event, loaded.registry, case.steps) for r in match.rules}
+    planned = {}
+    for name, on in fired:
+        rule = loaded.rules.get(name)
+        if rule is not None:
+            planned[name] = plan(rule, on, loaded.registry, case.steps)
     for i, expected in enumerate(case.expect.actions):
         failures.extend(_check_action(loaded, i, expected, planned))
     return failures

@@ -17,7 +17,9 @@ from .handshake import BUILTIN_FILE
 from .loader import Loaded
 from .plan import apply_overrides
 from .runs import RunStatus
+from .stateful import describe
 from .store import HoverStore, InspectionStore, OperatorStore
+from .store.state import reason_for
 
 EVENT_STATUSES = ("pending", "matched")
 RUN_STATUSES = tuple(status.value for status in RunStatus)
@@ -79,7 +81,10 @@ def event_detail(loaded: Loaded, store: InspectionStore, event_id: str) -> dict[
         return None
     event["received_at"] = iso(event["received_at"])
     runs = [run_detail(loaded, store, run["id"]) for run in store.runs_of_event(event_id)]
-    return loaded.masker.mask_value({"event": event, "runs": runs})
+    timers = store.event_timers(event_id)
+    for timer in timers:
+        timer["due_at"] = iso(timer["due_at"])
+    return loaded.masker.mask_value({"event": event, "runs": runs, "timers": timers})
 
 
 def run_detail(loaded: Loaded, store: InspectionStore, run_id: str) -> dict[str, Any] | None:
@@ -91,7 +96,39 @@ def run_detail(loaded: Loaded, store: InspectionStore, run_id: str) -> dict[str,
     for step in steps:
         step["started_at"], step["finished_at"] = iso(step["started_at"]), iso(step["finished_at"])
         step["due_at"] = iso(step["due_at"]) if step["status"] in ("ready", "running") else None
-    return loaded.masker.mask_value({**run, "steps": steps})
+    extra: dict[str, Any] = {}
+    if run["status"] == "waiting" and (waiting := store.run_waiting_for(run_id)) is not None:
+        extra["waiting_for"] = {**waiting, "reason": reason_for(waiting)}
+        run["error"] = reason_for(waiting)  # said now: the run it waits for may have died since
+    return loaded.masker.mask_value({**run, "steps": steps, **extra})
+
+
+def skip(loaded: Loaded, store: InspectionStore, run_id: str) -> dict[str, Any]:
+    """Put a dead or waiting run aside, so that the next run of its order_by key starts."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise LookupError(f"no run {run_id!r}")
+    if run["status"] not in ("dead", "waiting"):
+        raise UsageError(f"run {run_id} is {run['status']}: only a dead or waiting run can be skipped")
+    if store.skip_run(run_id) is None:
+        raise UsageError(f"run {run_id} is no longer dead or waiting")
+    detail = run_detail(loaded, store, run_id)
+    assert detail is not None
+    return detail
+
+
+def rule_state(loaded: Loaded, store: InspectionStore, rule: Any) -> dict[str, Any] | None:
+    """What a stateful rule keeps, times as ISO text; None for a stateless rule."""
+    if rule.state is None:
+        return None
+    found = store.rule_state(rule.name)
+    for entry in found["throttled"]:
+        entry["until"] = iso(entry["until"])
+    for entry in found["counters"]:
+        entry["first_at"], entry["last_at"] = iso(entry["first_at"]), iso(entry["last_at"])
+    for entry in found["timers"]:
+        entry["due_at"], entry["created_at"] = iso(entry["due_at"]), iso(entry["created_at"])
+    return found
 
 
 def list_runs(
@@ -195,6 +232,8 @@ def rules_info(loaded: Loaded, store: InspectionStore) -> dict[str, Any]:
             "source": sorted(rule.sources) if rule.sources is not None else None,
             "event": list(rule.event_text) or None,
             "steps": [{"id": s.id, "action": s.action} for s in rule.steps],
+            "stateful": describe(rule.state) if rule.state is not None else [],
+            "state": rule_state(loaded, store, rule),
             "counts": {"runs": sum(by_status.values()), "succeeded": by_status.get("succeeded", 0),
                        "dead": by_status.get("dead", 0), "active": by_status.get("active", 0)},
         })

@@ -1,5 +1,8 @@
 """Retention: prune events and finished runs older than ``retention.events``.
 
+Ended rule state (throttles past their window, counted events past theirs, fired and
+cancelled timers and finished order entries older than the events) goes with them.
+
 A thread in the worker process deletes in small batches (each its own short transaction)
 with a pause between them, so ingest never waits on it for long. Dead and active runs are
 kept, and so are the events they belong to.
@@ -51,14 +54,15 @@ class Retention:
     def prune_once(self) -> dict[str, int]:
         """Prune everything now due, batch by batch; the totals deleted."""
         before = time.time() - self.loaded().config.settings.retention.events
-        totals = {"runs": 0, "events": 0, "deliveries": 0}
+        totals = {"runs": 0, "events": 0, "deliveries": 0, "state": 0}
         while not self._stop.is_set():
             counts = self.store.prune(before, BATCH)
             for key, n in counts.items():
-                totals[key] += n
+                totals[key] = totals.get(key, 0) + n
             if not any(counts.values()):
                 break
             time.sleep(PAUSE)
         if any(totals.values()):
-            log.info("pruned %(runs)d runs, %(events)d events and %(deliveries)d delivery ids", totals)
+            log.info("pruned %(runs)d runs, %(events)d events, %(deliveries)d delivery ids and %(state)d rows of rule "
+                     "state (ended throttles, counted events, finished timers)", totals)
         return totals

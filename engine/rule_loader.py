@@ -24,6 +24,7 @@ from .errors import ConfigError, Loc, Problem
 from .lint import step_warnings
 from .registry import Registry
 from .rules import INTERNAL_SOURCE, STEP_KEYS, OneOrMany, Rule, RuleEntries, RuleModel, Step, StepKeys, StepRetry
+from .stateful import compile_state
 from .templates import Compiled, Expression, Templates, is_template
 from .validation import pydantic_problems, validate_rest
 
@@ -160,6 +161,9 @@ class RuleLoader:
         # A refused unknown key may be a misspelling of any of them.
         doubt = bool(refused - {field.alias or name for name, field in RuleModel.model_fields.items()})
         selectors = model.source is None and model.event is None and model.when is None and model.if_ is None
+        self._check_state_keys(model, loc, problems)
+        if model.absence is not None or "absence" in refused:
+            selectors = False  # an absence rule's events are its after and expect
         if selectors and not doubt and not refused & {"source", "event", "when", "if"}:
             problems.append(
                 Problem('a rule needs at least one of source, event, when or if (event: "*" matches everything)', loc)
@@ -168,6 +172,7 @@ class RuleLoader:
         condition = self._compile_expression(model.if_, loc + ("if",), problems)
         steps = self._compile_steps(model, loc, problems, check_count=not doubt and not refused & {"actions", "stop"})
         events, glob = _event_selector(model.event)
+        state = compile_state(self.templates, dict(model), loc, problems)
         self._warn_unknown_sources(model, loc, doc)
         self._report(doc, problems)
         if any(not p.warning for p in problems):
@@ -182,6 +187,7 @@ class RuleLoader:
             sources=_as_set(model.source), events=events, event_glob=glob,
             event_text=tuple(_as_list(model.event)), when=when, condition=condition,
             condition_text=model.if_ or "", priority=model.priority, stop=model.stop, enabled=model.enabled,
+            state=state,
             shadow=model.mode == "shadow",
         )
 
@@ -198,6 +204,19 @@ class RuleLoader:
         if rule is None:
             raise ConfigError(self.problems)
         return replace(rule, version=version)
+
+    @staticmethod
+    def _check_state_keys(model: RuleModel, loc: Loc, problems: list[Problem]) -> None:
+        """throttle and threshold exclude each other; absence stands for the event selectors."""
+        if model.throttle is not None and model.threshold is not None:
+            problems.append(Problem("a rule takes throttle or threshold, not both", loc + ("threshold",)))
+        if model.absence is not None:
+            for key in ("source", "event", "when", "if", "throttle", "threshold"):
+                if getattr(model, key if key != "if" else "if_") is not None:
+                    problems.append(Problem(
+                        f"an absence rule takes no {key}: its events are absence.after and absence.expect",
+                        loc + (key,),
+                    ))
 
     def _check_unique(self, name: str, doc: yamlfile.Document, loc: Loc, problems: list[Problem]) -> None:
         here = doc.locate(Problem("", loc + ("name",)))

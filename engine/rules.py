@@ -15,6 +15,7 @@ from .conditions import MATCHED, Condition, Outcome
 from .config import NAME_PATTERN, RetryPolicy
 from .errors import RenderError
 from .events import Event
+from .stateful import AbsenceModel, State, ThresholdModel, ThrottleModel, absence_outcome
 from .templates import Compiled, Expression
 from .units import Duration
 
@@ -64,6 +65,10 @@ class RuleModel(_Model):
     priority: int = Field(0, description="Higher first; ties in file order.")
     stop: bool = Field(False, description="When matched, lower rules are skipped.")
     enabled: bool = True
+    throttle: ThrottleModel | None = Field(None, description="Skip later matches with the same key within a window.")
+    threshold: ThresholdModel | None = Field(None, description="Fire on the count-th event per key within a window.")
+    absence: AbsenceModel | None = Field(None, description="Fire when `expect` does not follow `after` in time.")
+    order_by: str | None = Field(None, description="Runs of one key start in arrival order, one at a time.")
     mode: Literal["live", "shadow"] = Field(
         "live", description="shadow: matched, rendered and recorded as a shadow run, but no action runs."
     )
@@ -118,6 +123,8 @@ class Rule:
     priority: int = 0
     stop: bool = False
     enabled: bool = True
+    #: throttle, threshold, absence and order_by (SPEC 14), compiled; None for a stateless rule
+    state: State | None = None
     #: matched, rendered and recorded, but its actions never run (``mode: shadow``)
     shadow: bool = False
     #: the rule as written (indented as in its file), kept with the runs it creates
@@ -132,6 +139,8 @@ class Rule:
         ``envelope`` is ``event.envelope()``, passed in when the caller already has it."""
         if not self.enabled:
             return Outcome(False, "enabled", "expected the rule to be enabled", False)
+        if self.state is not None and self.state.absence is not None:
+            return absence_outcome(self.name, event)
         if self.sources is not None and event.source not in self.sources:
             return Outcome(False, "source", f"expected {_one_of(self.sources)}", event.source)
         if not self._event_matches(event.type):

@@ -70,6 +70,9 @@ class RuleSet:
             for key in _index_keys(rule):
                 self._buckets.setdefault(key, []).append(rule)
         self._dispatch: dict[tuple[str, str], Dispatch] = {}
+        #: whether any rule keeps state (SPEC 14): then matching is serialised across workers
+        self.stateful = any(r.state is not None for r in self.rules)
+        self.absences = [r for r in self.rules if r.state is not None and r.state.absence is not None]
 
     def __len__(self) -> int:
         return len(self.rules)

@@ -21,6 +21,10 @@ class RunStatus(str, enum.Enum):
     SUCCEEDED = "succeeded"
     #: a step used up its attempts; `runs retry` resumes it from that step
     DEAD = "dead"
+    #: an earlier run of its order_by key has not finished (SPEC 14)
+    WAITING = "waiting"
+    #: put aside by `runs skip` (it was dead or waiting): the next run of its key may start
+    SKIPPED = "skipped"
 
 
 class StepStatus(str, enum.Enum):
@@ -122,6 +126,8 @@ class StepResult:
     step_count: int = 0
     #: deferred for a free slot of this host: the worker may keep the step until one frees
     waits_for: str | None = None
+    #: the run's rule has order_by: when the run ends, the next run of its key starts
+    ordered: bool = False
 
     @property
     def last_step(self) -> bool:

@@ -24,18 +24,17 @@ from typing import Any
 from .action import Context
 from .delivery import Delivery
 from .errors import ConfigError, Defer, Fail, ParamsError, RenderError, Retry, StoreError
-from .events import Event
 from .hover import HoverClient, SharedClient
 from .ids import derived_id
 from .loader import Loaded
 from .logs import step_fields
+from .matching import match_or_note
 from .metrics import Metrics
 from .plan import apply_overrides, should_run, step_context
 from .rule_loader import RuleLoader
 from .rules import Rule
-from .ruleset import Match
 from .runs import StepResult, StepTask, retry_delay
-from .store import Incoming, Matched, NewRun, Unrecorded, WorkerStore
+from .store import Incoming, Unrecorded, WorkerStore
 
 log = logging.getLogger("hookwise.worker")
 
@@ -46,6 +45,8 @@ EVENT_BATCH = 256
 STEP_LEASE = 15.0
 #: Lease of a claimed event (matching takes milliseconds).
 EVENT_LEASE = 10.0
+#: Largest number of due absence timers fired in one transaction.
+TIMER_BATCH = 256
 #: Largest output a step may return, as JSON text.
 MAX_OUTPUT = 1024 * 1024
 #: Seconds between looks over the running steps for one past its time limit, while the
@@ -106,6 +107,7 @@ class Worker:
         self._finished: queue.SimpleQueue[tuple[_InFlight, StepResult]] = queue.SimpleQueue()
         self._events_stored = True  # a new event may be waiting: claim before the next poll
         self._claimed_at = 0.0  # when events were last claimed (or looked for)
+        self._timers_at = 0.0  # when due timers were last looked for
         self._timeouts_at = 0.0  # when running steps are next looked over for their time limit
         self._in_flight: set[_InFlight] = set()  # queued or running, and not yet recorded
         self._unwritten: list[StepResult] = []  # finished, kept while the store cannot record them
@@ -184,6 +186,7 @@ class Worker:
     def _tick(self) -> bool:
         self._renew_leases()
         recorded = self._record_results()
+        self._fire_timers()
         matched = self._match_events()
         started = self._start_steps()
         return bool(recorded or matched or started)
@@ -213,6 +216,15 @@ class Worker:
 
     # --- matching -------------------------------------------------------------------------
 
+    def _fire_timers(self) -> None:
+        """Fire the due absence timers, once a poll interval, while any rule has them."""
+        now = time.monotonic()
+        if now - self._timers_at < self.poll or not self.loaded().rules.absences:
+            return
+        self._timers_at = now
+        if self.store.fire_timers(TIMER_BATCH):
+            self.wake()  # their rule.absence events wait to be matched
+
     def _match_events(self) -> int:
         """Claim and match events: when told of a new one, or a poll interval after the
         last look (delayed events, events stored by other processes, expired claims)."""
@@ -223,8 +235,8 @@ class Worker:
         loaded = self.loaded()
         # First steps are claimed as their runs are created: no second round trip for them.
         count, tasks = self.store.match_events(
-            EVENT_BATCH, lambda events: [self._match_or_note(loaded, event) for event in events],
-            event_lease=EVENT_LEASE, claim=self._free(), lease=STEP_LEASE,
+            EVENT_BATCH, lambda events: [match_or_note(loaded, event, self.metrics) for event in events],
+            event_lease=EVENT_LEASE, claim=self._free(), lease=STEP_LEASE, serial=loaded.rules.stateful,
         )
         if count == EVENT_BATCH:  # more may be waiting
             self._events_stored = True
@@ -238,38 +250,6 @@ class Worker:
             return 0
         with self._busy_lock:
             return max(0, self.concurrency * PREFETCH - self._busy)
-
-    def _match_or_note(self, loaded: Loaded, event: Event) -> Matched:
-        """Match ``event``; if matching itself fails (a bug), the event is recorded with
-        the error as its explain and no run, rather than holding back every event claimed
-        with it, again and again. It stays stored: ``hookwise replay`` runs it after a fix."""
-        try:
-            return self._match(loaded, event)
-        except Exception as exc:
-            log.exception("matching event %s failed", event.id, extra={"event": event.id})
-            return Matched(event.id, [{"error": f"matching failed: {type(exc).__name__}: {exc}"}], [], event)
-
-    def _match(self, loaded: Loaded, event: Event) -> Matched:
-        match = loaded.rules.match(event)
-        if event.only_rules is not None:  # a replay for some rules
-            match = Match(tuple(v for v in match.verdicts if v.rule.name in event.only_rules))
-        runs = [
-            NewRun(
-                id=derived_id(event.id, rule.name), rule=rule.name, version=rule.version, rule_file=rule.file,
-                rule_text=rule.text, steps=[(s.index, s.id, s.action) for s in rule.steps],
-                first_delay=rule.steps[0].delay if rule.steps else 0.0, shadow=rule.shadow,
-            )
-            for rule in match.rules
-        ]
-        for run in runs:
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "event %s matched rule %s: run %s", event.id, run.rule, run.id,
-                    extra={"event": event.id, "rule": run.rule, "run": run.id}
-                )
-            if self.metrics is not None:
-                self.metrics.matched(run.rule, shadow=run.shadow)
-        return Matched(event.id, loaded.masker.mask_value(match.explain()), runs, event)
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -471,7 +451,7 @@ class Worker:
             # a later step sees "****" where a target echoed a secret back (SPEC 3).
             task=task, outcome=outcome, output=masker.mask_value(output), params=masker.mask_value(params),
             started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index),
-            step_count=len(rule.steps),
+            step_count=len(rule.steps), ordered=_ordered(rule),
         )
 
     def _failure(
@@ -492,6 +472,7 @@ class Worker:
             task=task, outcome="failed", error=error, retry_in=retry_in, params=masker.mask_value(params),
             started_at=started, finished_at=self.clock(), next_delay=_next_delay(rule, task.index) if rule else 0.0,
             continue_on_error=bool(step and step.continue_on_error), step_count=len(rule.steps) if rule else 0,
+            ordered=_ordered(rule),
         )
 
     def _context(self, task: StepTask, rule: Rule, timeout: float, hover: HoverClient | None) -> Context:
@@ -549,6 +530,10 @@ class Worker:
             return None
         self._rules_by_version[version] = rule
         return rule
+
+
+def _ordered(rule: Rule | None) -> bool:
+    return rule is not None and rule.state is not None and rule.state.order_by is not None
 
 
 def _next_delay(rule: Rule | None, index: int) -> float:

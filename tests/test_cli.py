@@ -36,7 +36,7 @@ def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 def test_check_passes_on_the_example_config() -> None:
     result = hookwise("check", "-c", EXAMPLE)
     assert result.returncode == 0, result.stderr
-    assert "config.example.yaml: ok: 1 source, 5 rules + 1 built-in, 9 steps\n" in result.stdout
+    assert "config.example.yaml: ok: 1 source, 7 rules + 1 built-in, 11 steps\n" in result.stdout
 
 
 def test_check_passes_on_a_fresh_copy_without_warnings(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_check_passes_on_a_fresh_copy_without_warnings(tmp_path: Path) -> None:
     shutil.copy(EXAMPLE, tmp_path / "config.example.yaml")
     result = hookwise("check", "-c", "config.example.yaml", "--strict", cwd=tmp_path)  # nothing in the environment
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "config.example.yaml: ok: 1 source, 5 rules + 1 built-in, 9 steps"
+    assert result.stdout.strip() == "config.example.yaml: ok: 1 source, 7 rules + 1 built-in, 11 steps"
     token_file = tmp_path / "data" / "hover-url-token"
     assert result.stderr.strip() == (
         f"note: sources.hover.token_file: {token_file} does not exist yet: "
@@ -112,7 +112,7 @@ def test_every_problem_is_printed(copy: Path) -> None:
     result = hookwise("check", "-c", "config.yaml", cwd=copy)
     assert result.returncode == 78
     lines = result.stderr.splitlines()
-    assert len(lines) == 2 and all("did you mean 'regex'" in line for line in lines)
+    assert len(lines) == 3 and all("did you mean 'regex'" in line for line in lines)
 
 
 def test_an_unset_variable_is_named(copy: Path) -> None:
@@ -203,7 +203,7 @@ def test_dry_run_of_invalid_json_is_a_usage_error(tmp_path: Path) -> None:
 def test_test_passes_on_the_shipped_cases() -> None:
     result = hookwise("test", "-c", EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("11 passed, 0 failed")
+    assert result.stdout.strip().endswith("17 passed, 0 failed")
 
 
 def test_test_fails_with_a_diff(tmp_path: Path) -> None:

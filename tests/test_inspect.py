@@ -250,7 +250,7 @@ def test_retention_prunes_finished_work_and_keeps_dead_runs(tmp_path: Path) -> N
     db.commit()
     db.close()
     totals = Retention(store, current).prune_once()
-    assert totals == {"runs": 1, "events": 2, "deliveries": 3}
+    assert totals == {"runs": 1, "events": 2, "deliveries": 3, "state": 0}
     assert store.get_event(ids[0]) is None and store.get_event(ids[2]) is None
     assert store.get_event(ids[1]) is not None and store.get_run("r1")["status"] == "dead"  # type: ignore[index]
     assert store.get_event(pending) is not None  # not matched yet: never pruned

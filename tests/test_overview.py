@@ -64,7 +64,7 @@ def test_overview_and_last_errors(project: Callable[..., Path]) -> None:
         found = ops.overview(loaded, store)
     finally:
         store.close()
-    assert found["runs"] == {"active": 2, "succeeded": 0, "dead": 1}
+    assert found["runs"] == {"active": 2, "succeeded": 0, "dead": 1, "waiting": 0, "skipped": 0}
     assert [r["id"] for r in found["dead_runs"]] == [runs[0]]
     assert [(e["state"], e["run_id"], e["error"]) for e in found["errors"]] == [
         ("retrying", runs[1], "busy"),

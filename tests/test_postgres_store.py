@@ -295,12 +295,12 @@ def test_prune_keeps_dead_and_active_runs(store: Store, clock: Clock) -> None:
     clock.advance(0.01)
     counts = store.prune(clock() + 1)
     # the events: the one without runs, and the one whose run was just pruned
-    assert counts == {"runs": 1, "events": 2, "deliveries": 1}
+    assert counts == {"runs": 1, "events": 2, "deliveries": 1, "state": 0}
     assert store.get_run(done) is None and store.steps_of_run(done) == []
     assert store.get_run(dead) is not None and store.get_run(active) is not None
     assert store.get_event(no_runs.event_id) is None
     assert store.put_events([incoming(delivery="kept")])[0].duplicate
-    assert store.prune(clock() + 1) == {"runs": 0, "events": 0, "deliveries": 0}
+    assert store.prune(clock() + 1) == {"runs": 0, "events": 0, "deliveries": 0, "state": 0}
 
 
 def test_list_events_filters_and_pages(store: Store) -> None:
@@ -513,8 +513,9 @@ def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: s
     finally:
         store.close()
     with psycopg.connect(pg_url) as conn:
-        assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4]
+        assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")] == [1, 2, 3, 4, 5]
         assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
+        assert conn.execute("SELECT to_regclass('rule_timers') IS NOT NULL").fetchone() == (True,)
 
 
 def test_a_version_2_schema_gets_the_events_index_and_keeps_its_hover_logins(pg_url: str, clock: Clock) -> None:
@@ -536,11 +537,13 @@ def test_a_version_2_schema_gets_the_events_index_and_keeps_its_hover_logins(pg_
         assert conn.execute("SELECT version, applied_at FROM schema_version WHERE version = 3").fetchone() == (
             3, clock()
         )
-        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (4,)
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (5,)
         assert conn.execute("SELECT to_regclass('events_received') IS NOT NULL").fetchone() == (True,)
         # version 4: runs know whether a shadow rule made them
         assert conn.execute("SELECT COUNT(*) FROM information_schema.columns "
                             "WHERE table_name = 'runs' AND column_name = 'shadow'").fetchone() == (1,)
+        # version 5: the tables of stateful rules
+        assert conn.execute("SELECT to_regclass('rule_timers') IS NOT NULL").fetchone() == (True,)
 
 
 def test_processes_starting_together_create_the_schema_once(pg_url: str) -> None:

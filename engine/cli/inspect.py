@@ -80,6 +80,8 @@ def events_show(config_path: str | None, event_id: str, as_json: bool) -> None:
         shown = json.dumps(event["body"], indent=2, ensure_ascii=False)
         click.echo("\n".join("  " + line for line in shown.splitlines()))
     _print_explain(event.get("explain"))
+    for timer in detail.get("timers", []):
+        click.echo(f"  timer of {timer['rule']} for key {timer['key']!r}: {timer['status']}, due {timer['due_at']}")
     for run in detail["runs"]:
         _print_run(run)
 
@@ -147,11 +149,27 @@ def explain(config_path: str | None, event_id: str, as_json: bool) -> None:
     event = store.get_event(event_id)
     if event is None:
         raise UsageError(f"no event {event_id!r}")
+    timers = store.event_timers(event_id)
     if as_json:
-        print_json(loaded.masker.mask_value({"event_id": event_id, "explain": event["explain"]}))
+        print_json(loaded.masker.mask_value({"event_id": event_id, "explain": event["explain"], "timers": timers}))
         return
     click.echo(f"event {event_id}  {event['source']}/{event['type']}")
     _print_explain(loaded.masker.mask_value(event["explain"]))
+    _print_timers(loaded.masker.mask_value(timers))
+    for run in store.runs_of_event(event_id):
+        if run["status"] == "waiting" and (waiting := store.run_waiting_for(run["id"])) is not None:
+            from ..store.state import reason_for
+
+            click.echo(f"run {run['id']} ({run['rule']}): {reason_for(waiting)}")
+
+
+def _print_timers(timers: list[dict[str, Any]]) -> None:
+    """The absence timers an event started or ended."""
+    from ..stateful import timestamp
+
+    for t in timers:
+        click.echo(f"  timer of {t['rule']} for key {t['key']!r}: {t['status']}, due {timestamp(t['due_at'])}"
+                   + (f", ended by {t['ended_by']}" if t.get("ended_by") else ""))
 
 
 @click.command()
@@ -236,3 +254,18 @@ def runs_retry(config_path: str | None, run_id: str, sets: tuple[str, ...]) -> N
     except (LookupError, ParamsError) as exc:
         raise UsageError(str(exc.args[0])) from None
     click.echo(f"run {run_id} resumes at step {detail['step']}")
+
+
+@runs.command("skip")
+@config_option
+@click.argument("run_id", metavar="ID")
+def runs_skip(config_path: str | None, run_id: str) -> None:
+    """Put a dead (or waiting) run aside: the next run of its order_by key starts."""
+    from .. import operations as ops
+
+    loaded, store = inspect_store(config_path)
+    try:
+        ops.skip(loaded, store, run_id)
+    except LookupError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    click.echo(f"run {run_id} skipped")

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from ..events import Event
 from ..ids import new_id
 from ..runs import StepResult, StepTask
+from ..stateful import Gate, TimerOp
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class NewRun:
     first_delay: float = 0.0
     #: a shadow rule's run: its steps are rendered and recorded, no action runs
     shadow: bool = False
+    #: a throttle or threshold the run must pass, checked where it is created (SPEC 14)
+    gate: Gate | None = None
+    #: the run's order_by key: runs of one key start in arrival order, one at a time
+    order_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Matched:
     runs: Sequence[NewRun] = ()
     #: the event itself, so that first steps can be claimed as their runs are created
     event: Event | None = None
+    #: absence timers the event starts or cancels, applied as its matches are recorded
+    timers: Sequence[TimerOp] = ()
 
 
 @dataclass(frozen=True)
@@ -217,12 +224,19 @@ class WorkerStore(IngestStore, QueueStore, HoverStore, Protocol):
         ``lease`` seconds) and returned, saving a claim's round trip."""
 
     def match_events(
-        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0,
+        serial: bool = False,
     ) -> tuple[int, list[StepTask]]:
         """Take up to ``limit`` due events, ``match`` them and :meth:`record_matches`
-        (``claim`` and ``lease`` as there), in one transaction. Returns how many events
-        were matched and the first steps claimed. An exception from ``match`` leaves the
-        events to a later claim."""
+        (``claim`` and ``lease`` as there), in one transaction; ``serial`` (the rule set
+        keeps state: arrival order and counts must hold across workers): one worker at a
+        time. Returns how many events were matched and the first steps claimed. An
+        exception from ``match`` leaves the events to a later claim."""
+
+    def fire_timers(self, limit: int = 100) -> int:
+        """Fire up to ``limit`` due absence timers: each becomes a ``rule.absence`` event,
+        stored in the transaction that marks the timer fired, on exactly one worker.
+        Returns how many fired."""
 
     def claim_steps(self, limit: int, lease: float) -> list[StepTask]:
         """Take up to ``limit`` due steps (ready, or running with an expired lease), each
@@ -240,7 +254,7 @@ class WorkerStore(IngestStore, QueueStore, HoverStore, Protocol):
         """Keep the claims of steps that are still running for ``lease`` more seconds."""
 
     def next_due(self) -> float | None:
-        """The earliest time an event or step becomes due, or None."""
+        """The earliest time an event, a step or an absence timer becomes due, or None."""
 
     def rule_text(self, version: str) -> tuple[str, str, str] | None:
         """(name, file, text) of a rule version that created runs."""
@@ -266,8 +280,23 @@ class InspectionStore(Protocol):
         """Resume a dead run from its dead step (attempts start again), with ``overrides``
         (``{"param.path": value}``) replacing rendered params; None unless the run is dead."""
 
+    def skip_run(self, run_id: str) -> dict[str, Any] | None:
+        """Put a dead or waiting run aside (status ``skipped``), so that the next run of its
+        order_by key may start; the run, or None unless it was dead or waiting."""
+
     def rule_counts(self) -> dict[str, dict[str, int]]:
         """{rule: {run status: count}}."""
+
+    def rule_state(self, rule: str, limit: int = 50) -> dict[str, Any]:
+        """What a stateful rule keeps: ``throttled`` keys, ``counters``, ``timers`` and
+        ``ordered`` (its unfinished runs per key)."""
+
+    def event_timers(self, event_id: str) -> list[dict[str, Any]]:
+        """The absence timers an event started or ended."""
+
+    def run_waiting_for(self, run_id: str) -> dict[str, Any] | None:
+        """For a run of an order_by rule: ``{key, run_id, status}`` of the run at the head
+        of its key (the one it waits for), or None for other runs."""
 
     def runs_of_event(self, event_id: str) -> list[dict[str, Any]]: ...
 
@@ -314,7 +343,9 @@ class RetentionStore(Protocol):
 
     def prune(self, before: float, batch: int = 500) -> dict[str, int]:
         """Delete one batch of succeeded runs and of matched events without runs older than
-        ``before``, and of expired delivery ids; dead and active runs are kept."""
+        ``before``, and of expired delivery ids; dead and active runs are kept. Ended rule
+        state goes too (throttles and counted events past their window, finished timers and
+        order entries older than ``before``). The counts deleted, by kind."""
 
 
 class OperatorStore(InspectionStore, BacktestStore, QueueStore, HoverStore, Protocol):

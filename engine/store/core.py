@@ -3,31 +3,33 @@ over a :class:`Backend` that holds only what differs between databases.
 
 Statements go through a :class:`~engine.store.backend.Tx`, by name (``sql/queries.sql``,
 with the backend's own file over it), with named parameters, and come back as rows by
-column name. A batch is a few statements whatever its size: a
-statement per kind of change, run for every row at once (``many``/``each``), never a
-statement per row with a round trip each.
+column name. A batch is a few statements whatever its size: a statement per kind of change,
+run for every row at once (``many``/``each``), never a statement per row with a round trip each.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Generic
+from typing import Any
 
 from ..errors import StoreError
 from ..events import Event
 from ..ids import derived_id, new_id
 from ..runs import RunStatus, StepResult, StepStatus, StepTask
 from . import rows as shapes
+from . import state
 from .backend import Backend, Tx, TxT
 from .contract import HoverTokens, Incoming, Matched, Matcher, NewRun, QueueItem, Scanned, Stored, Unrecorded
-from .rows import Row, dumps
+from .rows import Row, delivery_row, dumps, event_row
+from .state import StateMethods
 
 #: Times a requeue looks again for the open item a concurrent requeue created.
 REQUEUE_TRIES = 5
 
-class StoreCore(Generic[TxT]):
-    """The :class:`~engine.store.Store` contract on a :class:`Backend`."""
+class StoreCore(StateMethods[TxT]):
+    """The :class:`~engine.store.Store` contract on a :class:`Backend` (stateful rules'
+    methods from :class:`~engine.store.state.StateMethods`)."""
 
     def __init__(self, backend: Backend[TxT]) -> None:
         self.backend = backend
@@ -118,16 +120,21 @@ class StoreCore(Generic[TxT]):
         return claimed
 
     def match_events(
-        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0
+        self, limit: int, match: Matcher, *, event_lease: float, claim: int = 0, lease: float = 0.0,
+        serial: bool = False,
     ) -> tuple[int, list[StepTask]]:
         """One transaction: the due events are taken (PostgreSQL: locked, skipping those
         another worker holds; SQLite: under the write lock), matched while it is open (a
         millisecond for a batch) and recorded, so no lease is needed (``event_lease`` is
-        unused) and each event row is written once."""
+        unused) and each event row is written once. ``serial`` (rules keep state): one such
+        transaction at a time across workers (PostgreSQL's ``state_lock``), so that runs of
+        an order_by key are created in arrival order and counts and throttles never race."""
         if not self._due("next_event_due"):
             return 0, []
         versions: set[str] = set()
         with self.backend.transaction(relaxed=True) as db:
+            if serial:
+                db.all("state_lock", {})
             rows = db.all("due_events", self._p(limit=limit))
             if not rows:
                 return 0, []
@@ -140,23 +147,25 @@ class StoreCore(Generic[TxT]):
         self, db: Tx, matches: Sequence[Matched], claim: int, lease: float, versions: set[str]
     ) -> list[StepTask]:
         """Explain records, runs (exactly once per event and rule) and their steps: a
-        statement per kind, each run for the whole batch."""
+        statement per kind, each run for the whole batch. Rule state first: throttles and
+        thresholds drop runs, timers start or stop, and a run of a busy order_by key waits."""
+        matches, now = state.applied(self.backend, db, matches)
         pairs = [(match, run) for match in matches for run in match.runs]
         fresh = {run.version: run for _, run in pairs if run.version not in self._versions}
         db.many("put_rule_version", [
             {"version": r.version, "name": r.rule, "file": r.rule_file, "text": r.rule_text} for r in fresh.values()
         ])
         versions.update(fresh)
-        runs = [
-            self._p(id=run.id, event_id=match.event_id, rule=run.rule, version=run.version, shadow=run.shadow)
-            for match, run in pairs
-        ]
-        created = [(match, run) for (match, run), rows in zip(pairs, db.each("put_run", runs), strict=True) if rows]
+        runs = [self._p(id=r.id, event_id=m.event_id, rule=r.rule, version=r.version, shadow=r.shadow)
+                for m, r in pairs]
+        created = [pair for pair, rows in zip(pairs, db.each("put_run", runs), strict=True) if rows]
         claimed: list[StepTask] = []
         steps: list[dict[str, Any]] = []
         for match, run in created:  # those matched before by a worker whose claim ran out keep their run
-            take = len(claimed) < claim and run.first_delay <= 0 and match.event is not None and bool(run.steps)
-            steps += self._steps(run, lease if take else None)
+            held = bool(run.steps) and run.order_key is not None and state.hold(db, run, now) is not None
+            can = run.first_delay <= 0 and match.event is not None and not held
+            take = can and bool(run.steps) and len(claimed) < claim
+            steps += self._steps(run, lease if take else None, held)
             if take:
                 assert match.event is not None
                 _, step_id, action = run.steps[0]
@@ -167,14 +176,16 @@ class StoreCore(Generic[TxT]):
         db.many("event_matched", [{"explain": dumps(m.explain), "id": m.event_id} for m in matches])
         return claimed
 
-    def _steps(self, run: NewRun, lease: float | None) -> list[dict[str, Any]]:
+    def _steps(self, run: NewRun, lease: float | None, held: bool) -> list[dict[str, Any]]:
         """The rows of a new run's steps: the first ready (or, with ``lease``, running:
-        claimed by the caller), the others waiting."""
-        first = (StepStatus.READY.value, 0, run.first_delay) if lease is None else (StepStatus.RUNNING.value, 1, lease)
-        later = (StepStatus.WAITING.value, 0, None)
+        claimed by the caller), the others waiting; all waiting when ``held`` (its order_by
+        key is busy)."""
+        waiting: tuple[str, int, float | None] = (StepStatus.WAITING.value, 0, None)
+        ready = (StepStatus.READY.value, 0, run.first_delay)
+        first = waiting if held else ready if lease is None else (StepStatus.RUNNING.value, 1, lease)
         return [
             self._p(run_id=run.id, idx=index, step_id=step_id, action=action,
-                    **dict(zip(("status", "attempt", "due_in"), later if index else first, strict=True)))
+                    **dict(zip(("status", "attempt", "due_in"), waiting if index else first, strict=True)))
             for index, step_id, action in run.steps
         ]
 
@@ -237,7 +248,7 @@ class StoreCore(Generic[TxT]):
             self._p(run_id=r.task.run_id, idx=r.task.index + 1, delay=r.next_delay) for r in going_on
         ])
         next_ready = {id(r) for r, rows in zip(going_on, started, strict=True) if rows}
-        runs = []
+        runs, released = [], []
         for r in ended:
             t = r.task
             if _final(r) == StepStatus.DEAD.value:
@@ -246,7 +257,9 @@ class StoreCore(Generic[TxT]):
                 runs.append(self._p(status=RunStatus.ACTIVE.value, step=t.index + 1, error=None, id=t.run_id))
             else:
                 runs.append(self._p(status=RunStatus.SUCCEEDED.value, step=t.index, error=None, id=t.run_id))
+                released += [t.run_id] if r.ordered else []
         db.many("update_run", runs)
+        state.release_all(self.backend, db, released)
 
     def extend_leases(self, tasks: Sequence[StepTask], lease: float) -> None:
         if not tasks:
@@ -412,7 +425,7 @@ class StoreCore(Generic[TxT]):
 
     def prune(self, before: float, batch: int = 500) -> dict[str, int]:
         """Delete one batch of finished runs, events and delivery ids older than
-        ``before``; small transactions (rows other transactions hold are left for
+        ``before``, and ended rule state; small transactions (rows other transactions hold are left for
         later), so ingest never waits long."""
         with self.backend.transaction() as db:
             runs = [row["id"] for row in db.all("prune_runs", {"before": before, "batch": batch})]
@@ -421,7 +434,9 @@ class StoreCore(Generic[TxT]):
             events = db.count("prune_events", {"before": before, "batch": batch})
         with self.backend.transaction() as db:
             deliveries = db.count("prune_deliveries", self._p(batch=batch))
-        return {"runs": len(runs), "events": events, "deliveries": deliveries}
+        with self.backend.transaction() as db:
+            kept = state.prune(db, state.clock(self.backend, db), before)
+        return {"runs": len(runs), "events": events, "deliveries": deliveries, "state": kept}
 
     def runs_of_event(self, event_id: str) -> list[dict[str, Any]]:
         return [shapes.run(row) for row in self._all("runs_of_event", event_id=event_id)]
@@ -482,22 +497,3 @@ def _item(rows: list[Row]) -> QueueItem | None:
 
 def _queue_item(db: Tx, item_id: str) -> QueueItem:
     return shapes.queue_item(_first(db.all("get_queue_item", {"id": item_id})))
-
-
-def delivery_row(item: Incoming) -> dict[str, Any]:
-    """The columns of an event's delivery id, in the table's order (as :func:`event_row`)."""
-    return {
-        "source": item.source, "delivery_id": item.delivery_id, "event_id": item.id,
-        "expires_at": item.received_at + item.dedupe_window,
-    }
-
-
-def event_row(item: Incoming) -> dict[str, Any]:
-    return {
-        "id": item.id, "source": item.source, "type": item.type, "delivery_id": item.delivery_id, "body": item.body,
-        "headers": dumps(item.headers), "query": dumps(item.query) if item.query else "{}",
-        "received_at": item.received_at, "depth": item.depth,
-        "available_at": item.available_at if item.available_at is not None else item.received_at,
-    }
-
-

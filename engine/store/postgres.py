@@ -53,7 +53,7 @@ CONNECT_TIMEOUT = 10
 #: Seconds a call waits for a connection from the pool before it fails.
 POOL_TIMEOUT = 10.0
 #: The version of the schema this code creates (``schema_version`` in the database).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 Connection = psycopg.Connection[dict[str, Any]]
 

@@ -1,5 +1,6 @@
-"""Named SQL queries: the shared ``sql/queries.sql`` with a backend's ``sql/<backend>.sql``
-over it, each a block headed ``-- name: NAME`` (Procrastinate's ``-- name --`` blocks).
+"""Named SQL queries: the shared ``sql/queries.sql`` and ``sql/state.sql`` (stateful rules')
+with a backend's ``sql/<backend>.sql`` over them, each a block headed ``-- name: NAME``
+(Procrastinate's ``-- name --`` blocks).
 
 A block of the backend's file adds to the shared ones or replaces the one of its name. A
 query may use another block as a fragment by naming it in braces (``{now}``): the
@@ -30,7 +31,7 @@ def _blocks(file: str) -> dict[str, str]:
 @cache
 def load_queries(backend: str) -> dict[str, str]:
     """The queries of ``backend`` by name, fragments put in place."""
-    blocks = {**_blocks("queries"), **_blocks(backend)}
+    blocks = {**_blocks("queries"), **_blocks("state"), **_blocks(backend)}
 
     def expand(text: str) -> str:
         return _FRAGMENT.sub(lambda m: expand(blocks[m.group(1)]) if m.group(1) in blocks else m.group(0), text)

@@ -1,5 +1,6 @@
 """Rows as the store contract returns them, the same from every backend: JSON text to values
-and back, and the named rows of the queries to Event, StepTask, QueueItem and dicts."""
+and back, the named rows of the queries to Event, StepTask, QueueItem and dicts, and an
+incoming event to the rows that store it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from ..bodies import readable
 from ..events import Event
 from ..runs import StepTask
-from .contract import QueueItem
+from .contract import Incoming, QueueItem
 
 #: A row of a query, by column name.
 Row = dict[str, Any]
@@ -71,3 +72,20 @@ def counts(rows: list[Row], outer: str, inner: str) -> dict[str, dict[str, int]]
     for row in rows:
         out.setdefault(row[outer], {})[row[inner]] = row["count"]
     return out
+
+
+def delivery_row(item: Incoming) -> dict[str, Any]:
+    """The columns of an event's delivery id, in the table's order (as :func:`event_row`)."""
+    return {
+        "source": item.source, "delivery_id": item.delivery_id, "event_id": item.id,
+        "expires_at": item.received_at + item.dedupe_window,
+    }
+
+
+def event_row(item: Incoming) -> dict[str, Any]:
+    return {
+        "id": item.id, "source": item.source, "type": item.type, "delivery_id": item.delivery_id, "body": item.body,
+        "headers": dumps(item.headers), "query": dumps(item.query) if item.query else "{}",
+        "received_at": item.received_at, "depth": item.depth,
+        "available_at": item.available_at if item.available_at is not None else item.received_at,
+    }

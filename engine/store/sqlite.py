@@ -27,9 +27,9 @@ from typing import Any
 from ..errors import StoreError, Unstorable
 from .backend import Params
 from .contract import Incoming, Stored
-from .core import StoreCore, delivery_row, event_row
+from .core import StoreCore
 from .queries import load_queries
-from .rows import Row
+from .rows import Row, delivery_row, event_row
 
 Q = load_queries("sqlite")
 

@@ -28,6 +28,11 @@ floor(received_at / 60)::bigint
 -- Processes starting together take turns: CREATE ... IF NOT EXISTS races otherwise.
 SELECT pg_advisory_xact_lock(7310652148901324806);
 
+-- name: state_lock
+-- Recorders of rule state take turns (matching when rules keep state, a run of an order_by
+-- key finishing, a skip), until their transaction ends.
+SELECT pg_advisory_xact_lock(7310652148901324807);
+
 -- name: relaxed_commit
 SET LOCAL synchronous_commit = off;
 
@@ -61,6 +66,8 @@ ALTER TABLE hover_webhooks ADD COLUMN IF NOT EXISTS verify_method text;
 -- name: migration_4
 -- Shadow rules: their runs are recorded and rendered, and never run an action.
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS shadow boolean NOT NULL DEFAULT false;
+
+-- Version 5 brought the tables of stateful rules, which "schema" (state.sql) creates.
 
 -- name: record_schema_version
 INSERT INTO schema_version (version, applied_at) VALUES (:version, {now}) ON CONFLICT (version) DO NOTHING;

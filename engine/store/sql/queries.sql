@@ -9,9 +9,10 @@
 -- JSON is stored as text, exactly as given.
 
 -- name: schema
--- The tables and indexes of this version, created where missing. {seq}, {without_rowid} and
--- {indexes} are the backend's: how a row counter is declared, how a table keyed by its
--- primary key alone is stored, and the indexes only that backend wants.
+-- The tables and indexes of this version, created where missing; {state_schema}, stateful
+-- rules' (state.sql). {seq}, {without_rowid} and {indexes} are the backend's: how a row
+-- counter is declared, how a table keyed by its primary key alone is stored, and the
+-- indexes only that backend wants.
 CREATE TABLE IF NOT EXISTS events (
     seq          {seq},
     id           text NOT NULL UNIQUE,
@@ -126,6 +127,7 @@ CREATE TABLE IF NOT EXISTS hover_logins (
     expires_at double precision NOT NULL,
     updated_at double precision NOT NULL
 ) {without_rowid};
+{state_schema}
 {indexes}
 
 -- name: probe_write
@@ -190,7 +192,12 @@ SELECT MIN(due_at) AS due FROM steps WHERE status IN ('ready', 'running');
 SELECT MIN(due) AS due FROM (
     SELECT MIN(available_at) AS due FROM events WHERE status = 'pending'
     UNION ALL SELECT MIN(due_at) FROM steps WHERE status IN ('ready', 'running')
+    UNION ALL SELECT MIN(due_at) FROM rule_timers WHERE status = 'pending'
 ) AS soonest;
+
+-- name: clock
+-- The time {now} stands for, where the database's clock judges it.
+SELECT {now} AS now;
 
 -- name: put_rule_version
 INSERT INTO rule_versions (version, name, file, text) VALUES (:version, :name, :file, :text)

@@ -8,6 +8,10 @@
 
 -- name: for_update
 
+-- name: state_lock
+-- Recorders of rule state take turns: SQLite's one writer already does.
+SELECT 1 AS locked;
+
 -- name: minute
 CAST(received_at / 60 AS INTEGER)
 
