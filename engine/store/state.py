@@ -156,7 +156,7 @@ def release(db: Tx, run_id: str, now: float) -> str | None:
 def fire_due(db: Tx, now: float, limit: int) -> list[Incoming]:
     """Take up to ``limit`` due timers, mark them fired, and return the ``rule.absence``
     events to store in the same transaction (one per timer: its id is derived from it)."""
-    events = []
+    events, fired = [], []
     for t in db.all("timers_due", {"now": now, "limit": limit}):
         event_id = derived_id(ABSENCE_EVENT, t["id"])
         body = {
@@ -165,11 +165,12 @@ def fire_due(db: Tx, now: float, limit: int) -> list[Incoming]:
             "after": {"id": t["after_event"], "type": t["after_type"], "source": t["after_source"],
                       "body": json.loads(t["after_body"])},
         }
-        db.count("timer_fired", {"id": t["id"], "event_id": event_id, "now": now})
+        fired.append({"id": t["id"], "event_id": event_id, "now": now})
         events.append(Incoming(
             source="hookwise", type=ABSENCE_EVENT, body=json.dumps(body, ensure_ascii=False), headers={}, query={},
             received_at=now, id=event_id,
         ))
+    db.many("timer_fired", fired)
     return events
 
 
