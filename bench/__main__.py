@@ -53,6 +53,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         ("matching < 20 us at 10,000 rules", f"{at_10k:.1f} us", at_10k < 20),
         *(_backtest_targets(results["backtest"]) if "backtest" in results else []),
         *(_remote_targets(far) if far else []),
+        *(scale.targets(results["scale"]) if "scale" in results else []),
         ("memory < 200 MiB after 100,000 events, flat", f"{mem['rss_mib']:.1f} MiB at {mem['stored']:,}",
          judged["ok"] if judged["conclusive"] else None),
     ]

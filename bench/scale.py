@@ -4,10 +4,20 @@ default postgresql://postgres@127.0.0.1:5432/hookwise_test; each layout gets a f
 
 Receivers are pinned to core 0, workers to core 1 (with the sink and wrk): on two cores
 this shows what the layouts cost, not what more machines would give.
+
+Then SPEC 12's PostgreSQL targets: a PostgreSQL worker's events per second over a SQLite
+worker's (the 1r+1w rows, ≥ 0.8); and one receiver with one worker, then with two, against
+a sink answering after 100 ms (bench/sink.py, as bench/remote.py uses it), a fixed number of
+events stored first, then the workers started (the second on the other core): two workers
+at their default settings (32 calls in flight to one host each) should complete ≥ 1.7
+times what one does.
+
+    python -m bench.scale [SECONDS]
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -22,6 +32,7 @@ from typing import Any
 
 from .e2e import RULES
 from .ingest import HERE, free_port, parse_wrk, pinned, stop, wait_up
+from .remote import _post_all
 
 POSTGRES = os.environ.get("HOOKWISE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/hookwise_test")
 
@@ -29,7 +40,7 @@ POSTGRES = os.environ.get("HOOKWISE_BENCH_POSTGRES", "postgresql://postgres@127.
 class Layout:
     """Receivers and workers on one store, a sink, in a temporary folder."""
 
-    def __init__(self, folder: Path, store: str, receivers: int, workers: int) -> None:
+    def __init__(self, folder: Path, store: str, receivers: int, workers: int, delay: float = 0.0) -> None:
         self.folder, self.store = folder, store
         sink_port = free_port()
         (folder / "rules.yaml").write_text(RULES.format(port=sink_port))
@@ -39,16 +50,20 @@ class Layout:
         )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.procs.append(
-            subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(sink_port), os.devnull], 1))
+            subprocess.Popen(pinned([sys.executable, str(HERE / "sink.py"), str(sink_port), os.devnull, str(delay)], 1))
         )
         self.ports = [free_port() for _ in range(receivers)]
         for port in self.ports:
             self._serve(port, "receiver", 0)
-        for _ in range(workers):
-            self._serve(free_port(), "worker", 1)
+        self.start_workers(workers)
         wait_up(sink_port, "/")
         for port in self.ports:
             wait_up(port, "/livez")
+
+    def start_workers(self, count: int, spread: bool = False) -> None:
+        """``count`` workers on core 1, or (``spread``) the second on core 0, the third on 1, ..."""
+        for n in range(count):
+            self._serve(free_port(), "worker", (1 + n) % 2 if spread else 1)
 
     def _serve(self, port: int, role: str, core: int) -> None:
         cmd = [
@@ -63,10 +78,10 @@ class Layout:
         for proc in reversed(self.procs):
             stop(proc)
 
-    def counts(self) -> tuple[int, int, float | None, float | None]:
-        """(events, succeeded runs, first receipt, last completion)."""
-        query = ("SELECT (SELECT COUNT(*) FROM events), COUNT(*), (SELECT MIN(received_at) FROM events), "
-                 "MAX(updated_at) FROM runs WHERE status = 'succeeded'")
+    def counts(self, since: str = "(SELECT MIN(received_at) FROM events)") -> tuple[int, int, Any, Any]:
+        """(events, succeeded runs, ``since`` (by default the first receipt), last completion)."""
+        query = (f"SELECT (SELECT COUNT(*) FROM events), COUNT(*), {since}, MAX(updated_at) FROM runs"
+                 " WHERE status = 'succeeded'")
         if self.store.startswith("sqlite:///"):
             db = sqlite3.connect(self.store[len("sqlite:///"):])
             try:
@@ -86,7 +101,28 @@ def _flood(layout: Layout, seconds: float) -> dict[str, float]:
     runs = [subprocess.Popen(pinned([*wrk, f"http://127.0.0.1:{port}/hooks/bench"], 1), stdout=subprocess.PIPE,
                              text=True) for port in layout.ports]
     results = [parse_wrk(proc.communicate(timeout=seconds + 30)[0]) for proc in runs]
-    return {"rps": sum(r["rps"] for r in results), "p99_ms": max(r["p99_ms"] for r in results)}
+    return {"rps": sum(r["rps"] for r in results), "p99_ms": max(r["p99_ms"] for r in results),
+            "requests": sum(r["requests"] for r in results)}
+
+
+def _settle(layout: Layout, timeout: float = 120.0, since: str | None = None) -> tuple[int, int, Any, Any]:
+    """The layout's counts once every stored event's run succeeded (or at ``timeout``)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        events, done, _, _ = layout.counts()
+        if events and done >= events:
+            break
+        time.sleep(0.3)
+    return layout.counts(since) if since else layout.counts()
+
+
+#: The start of the workers' work: the first run they created.
+FIRST_RUN = "MIN(created_at)"
+
+
+def _rate(done: int, first: float | None, last: float | None) -> float:
+    """Completed runs per second, from the first event's receipt to the last completion."""
+    return done / (last - first) if done and first and last and last > first else 0.0
 
 
 def measure_layout(store: str, receivers: int, workers: int, seconds: float) -> dict[str, Any]:
@@ -94,18 +130,34 @@ def measure_layout(store: str, receivers: int, workers: int, seconds: float) -> 
         layout = Layout(Path(tmp), store.replace("{dir}", tmp), receivers, workers)
         try:
             ingest = _flood(layout, seconds)
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                events, done, first, last = layout.counts()
-                if events and done >= events:
-                    break
-                time.sleep(0.3)
-            events, done, first, last = layout.counts()
+            events, done, first, last = _settle(layout)
         finally:
             layout.close()
-    rate = done / (last - first) if done and first and last and last > first else 0.0
     return {"receivers": receivers, "workers": workers, "ingest_rps": ingest["rps"], "ingest_p99_ms": ingest["p99_ms"],
-            "events": events, "completed": done, "end_to_end_per_s": rate}
+            "events": events, "completed": done, "end_to_end_per_s": _rate(done, first, last)}
+
+
+def measure_workers(
+    store: str, workers: int, seconds: float = 0.0, events: int = 0, delay: float = 0.0
+) -> dict[str, Any]:
+    """``workers`` workers working off a backlog: one receiver stores events first (wrk for
+    ``seconds``, or ``events`` posted at once), then the workers start against a sink that
+    answers after ``delay`` (with a delay, on both cores: the receiver is idle by then).
+    Their rate: runs completed per second, from the first run they created to the last
+    completion."""
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = Layout(Path(tmp), store.replace("{dir}", tmp), 1, 0, delay)
+        try:
+            if seconds:
+                answered = int(_flood(layout, seconds)["requests"])
+            else:
+                answered = asyncio.run(_post_all(layout.ports[0], events))[1]
+            layout.start_workers(workers, spread=delay > 0)
+            stored, done, first, last = _settle(layout, since=FIRST_RUN)
+        finally:
+            layout.close()
+    return {"workers": workers, "answered": answered, "events": stored, "completed": done,
+            "events_per_s": _rate(done, first, last)}
 
 
 def _pg_schema() -> tuple[str, Callable[[], None]]:
@@ -122,7 +174,7 @@ def _pg_schema() -> tuple[str, Callable[[], None]]:
     return f"{POSTGRES}?options=-csearch_path%3D{schema}", drop
 
 
-def measure(seconds: float = 5.0) -> dict[str, Any]:
+def measure(seconds: float = 5.0, far_events: int = 2000) -> dict[str, Any]:
     rows = [dict(store="sqlite", **measure_layout("sqlite:///{dir}/hookwise.db", 1, 1, seconds))]
     for receivers, workers in ((1, 1), (2, 2)):
         url, drop = _pg_schema()
@@ -130,7 +182,26 @@ def measure(seconds: float = 5.0) -> dict[str, Any]:
             rows.append(dict(store="postgresql", **measure_layout(url, receivers, workers, seconds)))
         finally:
             drop()
-    return {"seconds": seconds, "layouts": rows}
+    one_worker = []
+    for store in ("sqlite:///{dir}/hookwise.db", None):
+        url, drop = _pg_schema() if store is None else (store, lambda: None)
+        try:
+            one_worker.append(measure_workers(url, 1, seconds=seconds))
+        finally:
+            drop()
+    far = []
+    for workers in (1, 2):
+        url, drop = _pg_schema()
+        try:
+            far.append(measure_workers(url, workers, events=far_events, delay=0.1))
+        finally:
+            drop()
+    sqlite_rate, pg_rate = (w["events_per_s"] for w in one_worker)
+    return {
+        "seconds": seconds, "layouts": rows, "one_worker": one_worker, "far": far,
+        "pg_over_sqlite": pg_rate / sqlite_rate if sqlite_rate else 0.0,
+        "two_over_one": far[1]["events_per_s"] / far[0]["events_per_s"] if far[0]["events_per_s"] else 0.0,
+    }
 
 
 def report(result: dict[str, Any]) -> None:
@@ -139,6 +210,26 @@ def report(result: dict[str, Any]) -> None:
     for row in result["layouts"]:
         print(f"  {row['store']:11} {row['receivers']}r+{row['workers']}w   {row['ingest_rps']:>12.0f}"
               f" {row['ingest_p99_ms']:>7.1f} {row['end_to_end_per_s']:>14.0f} {row['completed']:>5}/{row['events']}")
+    sqlite, pg = result["one_worker"]
+    print(f"  one worker working off a backlog ({sqlite['events']} and {pg['events']} events): SQLite"
+          f" {sqlite['events_per_s']:.0f} events/s, PostgreSQL {pg['events_per_s']:.0f} events/s:"
+          f" {result['pg_over_sqlite']:.2f} of SQLite's")
+    one, two = result["far"]
+    print(f"  PostgreSQL against a sink answering after 100 ms ({one['events']} events): 1 worker"
+          f" {one['events_per_s']:.0f} events/s, 2 workers {two['events_per_s']:.0f} events/s:"
+          f" {result['two_over_one']:.2f}x ({one['completed']}/{one['events']}, {two['completed']}/{two['events']}"
+          " completed)")
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """SPEC 12's PostgreSQL targets: (target, figure, met)."""
+    far_done = all(f["completed"] == f["events"] == f["answered"] for f in result["far"])
+    return [
+        ("PostgreSQL worker >= 0.8 of a SQLite worker", f"{result['pg_over_sqlite']:.2f}",
+         result["pg_over_sqlite"] >= 0.8),
+        ("PostgreSQL 100 ms sink: 2 workers >= 1.7x one", f"{result['two_over_one']:.2f}x",
+         result["two_over_one"] >= 1.7 and far_done),
+    ]
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from .errors import ConfigError, ParamsError, UsageError
 from .loader import Loaded
 from .openapi import Answer, Described, Operation, document
 from .proxies import from_loopback
-from .store import QueueItem, Store
+from .store import BacktestStore, OperatorStore, QueueItem
 from .validation import pydantic_problems
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -127,7 +127,7 @@ def _query(request: Request, model: type[M]) -> M:
 class QueueApi:
     """``/api/queues``: the work queues of the ``requeue`` action, for field tools."""
 
-    def __init__(self, current: Callable[[], Loaded], store: Store) -> None:
+    def __init__(self, current: Callable[[], Loaded], store: OperatorStore) -> None:
         self.current = current
         self.store = store
 
@@ -173,7 +173,7 @@ class QueueApi:
 class InspectApi:
     """Events, runs, rules, sources and dry-runs (SPEC 10)."""
 
-    def __init__(self, current: Callable[[], Loaded], store: Store) -> None:
+    def __init__(self, current: Callable[[], Loaded], store: OperatorStore) -> None:
         self.current = current
         self.store = store
 
@@ -261,7 +261,7 @@ class InspectApi:
 BACKTEST_LIMIT = 500_000
 
 
-def _backtest(loaded: Loaded, store: Store, body: trials.BacktestRequest) -> dict[str, Any]:
+def _backtest(loaded: Loaded, store: BacktestStore, body: trials.BacktestRequest) -> dict[str, Any]:
     import time
 
     from .backtest import Backtest, rules_from_text, window_start
@@ -313,7 +313,7 @@ def _found(model: type[BaseModel], text: str, missing: str | None = None) -> Map
 
 
 def api_routes(
-    current: Callable[[], Loaded], store: Store, hosts: Callable[[], list[dict[str, Any]]] | None = None,
+    current: Callable[[], Loaded], store: OperatorStore, hosts: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> list[Route]:
     """The API's routes, each with its description; ``hosts`` is the delivery control's
     state of each destination host (``engine.delivery.Delivery.hosts``: this process's

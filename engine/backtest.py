@@ -26,6 +26,7 @@ from .rule_loader import RuleLoader, display_path, rule_files
 from .rules import Rule
 from .ruleset import RuleSet
 from .secrets import Masker
+from .store import BacktestStore
 
 #: Events read from the store at once.
 BATCH = 2000
@@ -137,7 +138,7 @@ class Backtest:
 
     loaded: Loaded
     rules: RuleSet
-    store: Any
+    store: BacktestStore
     since: float
     until: float | None = None
     source: str | None = None

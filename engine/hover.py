@@ -38,7 +38,7 @@ from .hover_limits import RATE_LIMIT, Clock, RateLimiter, Sleep
 from .hover_tokens import TokenKeeper, iso
 from .outbound import Client, InvalidRequest, OutboundError
 from .runs import retry_after
-from .store import Store
+from .store import HoverStore
 
 log = logging.getLogger("hookwise.hover")
 
@@ -71,7 +71,7 @@ class HoverClient:
     requests per minute."""
 
     def __init__(
-        self, settings: Hover, store: Store, *, clock: Clock = time.time, sleep: Sleep = time.sleep,
+        self, settings: Hover, store: HoverStore, *, clock: Clock = time.time, sleep: Sleep = time.sleep,
         rate_limit: int = RATE_LIMIT, account: str = "default",
     ) -> None:
         self.settings, self.store, self.account = settings, store, account
@@ -208,7 +208,7 @@ class SharedClient:
     using it, and :meth:`close` does the same for the last one when the process stops.
     Safe to use from several threads."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: HoverStore) -> None:
         self.store = store
         self._current: tuple[Hover, HoverClient] | None = None
         self._users: dict[HoverClient, int] = {}  # clients in use, by the number of calls using them
@@ -264,7 +264,7 @@ def _close_all(clients: Iterable[HoverClient]) -> None:
 
 
 def record_verification(
-    store: Store | None, webhook_id: Any, *, source: str | None = None,
+    store: HoverStore | None, webhook_id: Any, *, source: str | None = None,
     verified_at: float | None = None, error: str | None = None, method: str | None = None,
 ) -> None:
     """Note the outcome of a verification handshake for ``webhook_id`` (nothing to note

@@ -29,7 +29,7 @@ from .errors import Fail, Retry, StoreError
 from .hover import HoverClient
 from .loader import Loaded
 from .openapi import Answer, Described, Operation
-from .store import Store
+from .store import HoverStore
 
 log = logging.getLogger("hookwise.hover")
 
@@ -83,7 +83,7 @@ OPERATION = Operation(
 )
 
 
-def callback_routes(current: Callable[[], Loaded], store: Store) -> list[Route]:
+def callback_routes(current: Callable[[], Loaded], store: HoverStore) -> list[Route]:
     """The route of :data:`PATH`; open to any client (the state is the check)."""
     return [Described(PATH, Callback(current, store).handle, OPERATION)]
 
@@ -91,7 +91,7 @@ def callback_routes(current: Callable[[], Loaded], store: Store) -> list[Route]:
 class Callback:
     """The endpoint: one login finished per state."""
 
-    def __init__(self, current: Callable[[], Loaded], store: Store) -> None:
+    def __init__(self, current: Callable[[], Loaded], store: HoverStore) -> None:
         self.current, self.store = current, store
 
     async def handle(self, request: Request) -> Response:

@@ -28,7 +28,7 @@ from .config import Hover
 from .errors import Fail, Retry
 from .hover_limits import Clock, Sleep
 from .runs import retry_after
-from .store import HoverTokens, Store
+from .store import HoverStore, HoverTokens
 
 log = logging.getLogger("hookwise.hover")
 
@@ -77,7 +77,7 @@ class TokenKeeper:
     expiry; ``sleep`` the wait for another process's refresh."""
 
     def __init__(
-        self, settings: Hover, store: Store, post_form: PostForm, *, clock: Clock = time.time,
+        self, settings: Hover, store: HoverStore, post_form: PostForm, *, clock: Clock = time.time,
         sleep: Sleep = time.sleep, account: str = "default",
     ) -> None:
         self.settings, self.store, self.account = settings, store, account

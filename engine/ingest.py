@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import StoreError, Unstorable
-from .store import Incoming, Store, Stored
+from .store import Incoming, IngestStore, Stored
 
 log = logging.getLogger("hookwise.ingest")
 
@@ -36,7 +36,7 @@ class Ingest:
     """The group commit of received events (used from one event loop)."""
 
     def __init__(
-        self, store: Store, on_stored: Callable[[], None] | None = None, *, max_batch: int = MAX_BATCH
+        self, store: IngestStore, on_stored: Callable[[], None] | None = None, *, max_batch: int = MAX_BATCH
     ) -> None:
         self.store = store
         self.on_stored = on_stored

@@ -18,7 +18,7 @@ from .loader import Loaded
 from .plan import apply_overrides
 from .runs import RunStatus
 from .stateful import describe
-from .store import Store
+from .store import HoverStore, InspectionStore, OperatorStore
 from .store.state import reason_for
 
 EVENT_STATUSES = ("pending", "matched")
@@ -45,7 +45,7 @@ def parse_time(text: str | None, name: str) -> float | None:
 
 
 def list_events(
-    loaded: Loaded, store: Store, *, limit: int = 50, cursor: str | None = None, source: str | None = None,
+    loaded: Loaded, store: InspectionStore, *, limit: int = 50, cursor: str | None = None, source: str | None = None,
     type: str | None = None, status: str | None = None, since: str | None = None, until: str | None = None,
 ) -> dict[str, Any]:
     """A page of events, newest first, and the cursor of the next page (None at the end)."""
@@ -73,7 +73,7 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     return {**summary, "received_at": iso(row["received_at"]), "runs": runs, "outcome": outcome}
 
 
-def event_detail(loaded: Loaded, store: Store, event_id: str) -> dict[str, Any] | None:
+def event_detail(loaded: Loaded, store: InspectionStore, event_id: str) -> dict[str, Any] | None:
     """An event with its body, headers (credentials masked when stored), explain record and
     runs with their steps."""
     event = store.get_event(event_id)
@@ -87,7 +87,7 @@ def event_detail(loaded: Loaded, store: Store, event_id: str) -> dict[str, Any] 
     return loaded.masker.mask_value({"event": event, "runs": runs, "timers": timers})
 
 
-def run_detail(loaded: Loaded, store: Store, run_id: str) -> dict[str, Any] | None:
+def run_detail(loaded: Loaded, store: InspectionStore, run_id: str) -> dict[str, Any] | None:
     run = store.get_run(run_id)
     if run is None:
         return None
@@ -103,7 +103,7 @@ def run_detail(loaded: Loaded, store: Store, run_id: str) -> dict[str, Any] | No
     return loaded.masker.mask_value({**run, "steps": steps, **extra})
 
 
-def skip(loaded: Loaded, store: Store, run_id: str) -> dict[str, Any]:
+def skip(loaded: Loaded, store: InspectionStore, run_id: str) -> dict[str, Any]:
     """Put a dead or waiting run aside, so that the next run of its order_by key starts."""
     run = store.get_run(run_id)
     if run is None:
@@ -117,7 +117,7 @@ def skip(loaded: Loaded, store: Store, run_id: str) -> dict[str, Any]:
     return detail
 
 
-def rule_state(loaded: Loaded, store: Store, rule: Any) -> dict[str, Any] | None:
+def rule_state(loaded: Loaded, store: InspectionStore, rule: Any) -> dict[str, Any] | None:
     """What a stateful rule keeps, times as ISO text; None for a stateless rule."""
     if rule.state is None:
         return None
@@ -132,7 +132,7 @@ def rule_state(loaded: Loaded, store: Store, rule: Any) -> dict[str, Any] | None
 
 
 def list_runs(
-    loaded: Loaded, store: Store, *, status: str | None = None, rule: str | None = None, limit: int = 50,
+    loaded: Loaded, store: InspectionStore, *, status: str | None = None, rule: str | None = None, limit: int = 50,
     shadow: bool | None = None,
 ) -> dict[str, Any]:
     """Runs, the latest changed first; ``shadow`` true or false keeps only the runs of
@@ -145,7 +145,7 @@ def list_runs(
     return loaded.masker.mask_value({"runs": runs})
 
 
-def replay(loaded: Loaded, store: Store, event_id: str, rules: Sequence[str] = ()) -> str | None:
+def replay(loaded: Loaded, store: InspectionStore, event_id: str, rules: Sequence[str] = ()) -> str | None:
     """Store a copy of the event to go through the rules again (only ``rules`` when
     given); None when there is no such event."""
     unknown = [r for r in rules if loaded.rules.get(r) is None]
@@ -171,7 +171,9 @@ def parse_sets(values: Sequence[str]) -> list[tuple[str, str, Any]]:
     return out
 
 
-def retry(loaded: Loaded, store: Store, run_id: str, sets: Sequence[tuple[str, str, Any]] = ()) -> dict[str, Any]:
+def retry(
+    loaded: Loaded, store: InspectionStore, run_id: str, sets: Sequence[tuple[str, str, Any]] = ()
+) -> dict[str, Any]:
     """Resume a dead run from its dead step; ``sets`` edit that step's params."""
     run = store.get_run(run_id)
     if run is None:
@@ -217,7 +219,7 @@ def _touches(loc: Loc, paths: list[Loc]) -> bool:
     return any(loc[: len(p)] == p or p[: len(loc)] == loc for p in paths)
 
 
-def rules_info(loaded: Loaded, store: Store) -> dict[str, Any]:
+def rules_info(loaded: Loaded, store: InspectionStore) -> dict[str, Any]:
     """Every rule with its version, file, line and the counts of its runs."""
     counts = store.rule_counts()
     rules = []
@@ -238,7 +240,7 @@ def rules_info(loaded: Loaded, store: Store) -> dict[str, Any]:
     return loaded.masker.mask_value({"rules": rules})
 
 
-def sources_info(loaded: Loaded, store: Store) -> dict[str, Any]:
+def sources_info(loaded: Loaded, store: OperatorStore) -> dict[str, Any]:
     """Every source: its preset, how requests prove themselves, and for Hover the webhooks'
     verification state and last error."""
     webhooks = store.hover_webhooks()
@@ -260,7 +262,7 @@ def sources_info(loaded: Loaded, store: Store) -> dict[str, Any]:
     return loaded.masker.mask_value({"sources": sources})
 
 
-def activity(store: Store, *, minutes: int = 60, now: float | None = None) -> dict[str, Any]:
+def activity(store: InspectionStore, *, minutes: int = 60, now: float | None = None) -> dict[str, Any]:
     """Events received per minute by source over the last ``minutes`` minutes, the current
     minute last: ``{"start": ISO time of the first minute, "minutes": n, "sources": {source:
     [count per minute]}}``."""
@@ -273,7 +275,7 @@ def activity(store: Store, *, minutes: int = 60, now: float | None = None) -> di
     return {"start": iso(start * 60.0), "minutes": minutes, "sources": dict(sorted(series.items()))}
 
 
-def last_errors(loaded: Loaded, store: Store, limit: int = 10) -> list[dict[str, Any]]:
+def last_errors(loaded: Loaded, store: InspectionStore, limit: int = 10) -> list[dict[str, Any]]:
     """The latest failures, newest first: dead runs with their error, and steps that failed
     an attempt and wait for the next (``retry_at``)."""
     found = [
@@ -290,7 +292,7 @@ def last_errors(loaded: Loaded, store: Store, limit: int = 10) -> list[dict[str,
     return loaded.masker.mask_value([{**e, "at": iso(e["at"])} for e in found[:limit]])
 
 
-def overview(loaded: Loaded, store: Store, *, now: float | None = None) -> dict[str, Any]:
+def overview(loaded: Loaded, store: OperatorStore, *, now: float | None = None) -> dict[str, Any]:
     """What the UI's first page shows: activity by source, runs by status, dead runs, queue
     depths, sources with their verification state and the last errors. Every part reads an
     index or a bounded page: nothing counts the whole events table."""
@@ -305,7 +307,7 @@ def overview(loaded: Loaded, store: Store, *, now: float | None = None) -> dict[
     }
 
 
-def hover_account(loaded: Loaded, store: Store) -> dict[str, Any]:
+def hover_account(loaded: Loaded, store: HoverStore) -> dict[str, Any]:
     """The Hover account as the store knows it: connected or not, when the access token
     expires, which settings a login still needs, and the webhooks recorded (registered here
     or verified by a handshake). No token appears."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from .errors import StoreError
 from .loader import Loaded
-from .store import Store
+from .store import RetentionStore
 
 log = logging.getLogger("hookwise.retention")
 
@@ -29,7 +29,7 @@ INTERVAL = 60.0
 
 
 class Retention:
-    def __init__(self, store: Store, loaded: Callable[[], Loaded], *, interval: float = INTERVAL) -> None:
+    def __init__(self, store: RetentionStore, loaded: Callable[[], Loaded], *, interval: float = INTERVAL) -> None:
         self.store = store
         self.loaded = loaded
         self.interval = interval

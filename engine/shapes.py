@@ -28,6 +28,7 @@ from .errors import ConfigError, Loc, Problem, StoreError
 from .loader import Loaded
 from .rule_loader import display_path, rule_files
 from .rules import INTERNAL_SOURCE, STEP_KEYS, Rule
+from .store import BacktestStore
 
 #: Stored events read per source and type.
 SAMPLE = 100
@@ -76,7 +77,7 @@ def catalog(preset: str) -> Mapping[str, frozenset[str]]:
 class Shapes:
     """The known paths of (source, type) pairs: the catalog's and the store's."""
 
-    def __init__(self, loaded: Loaded, store: Any = None) -> None:
+    def __init__(self, loaded: Loaded, store: BacktestStore | None = None) -> None:
         self.loaded = loaded
         self.store = store
         self._known: dict[tuple[str, str], frozenset[str] | None] = {}
@@ -103,7 +104,7 @@ class Shapes:
         return frozenset(paths) if seen else None
 
 
-def shape_warnings(loaded: Loaded, store: Any = None) -> list[Problem]:
+def shape_warnings(loaded: Loaded, store: BacktestStore | None = None) -> list[Problem]:
     """The warnings of every rule file the config names, located in their files."""
     shapes = Shapes(loaded, store)
     found: list[Problem] = []

@@ -26,7 +26,7 @@ from .plan import apply_overrides, should_run, step_context
 from .rule_loader import RuleLoader
 from .rules import Rule
 from .runs import StepResult, StepTask, retry_delay
-from .store import Incoming, Store
+from .store import Incoming, WorkerStore
 
 log = logging.getLogger("hookwise.worker")
 
@@ -40,7 +40,7 @@ class StepRunner:
     Hover client; ``wake`` tells the worker an event was emitted."""
 
     def __init__(
-        self, store: Store, loaded: Callable[[], Loaded], *, clock: Callable[[], float], delivery: Delivery,
+        self, store: WorkerStore, loaded: Callable[[], Loaded], *, clock: Callable[[], float], delivery: Delivery,
         hover: SharedClient, wake: Callable[[], None],
     ) -> None:
         self.store = store

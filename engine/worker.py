@@ -30,7 +30,7 @@ from .metrics import Metrics
 from .parking import Parking
 from .runs import StepResult, StepTask
 from .step_runner import StepRunner
-from .store import Store, Unrecorded
+from .store import Unrecorded, WorkerStore
 
 log = logging.getLogger("hookwise.worker")
 
@@ -66,7 +66,7 @@ class Worker:
     """
 
     def __init__(
-        self, store: Store, loaded: Callable[[], Loaded], *, concurrency: int = 256, poll: float = 0.25,
+        self, store: WorkerStore, loaded: Callable[[], Loaded], *, concurrency: int = 256, poll: float = 0.25,
         metrics: Metrics | None = None, clock: Callable[[], float] = time.time, delivery: Delivery | None = None,
     ) -> None:
         self.store = store

@@ -25,6 +25,7 @@ import pytest
 
 from engine.errors import StoreError
 from engine.store import HoverTokens, Incoming, Matched, NewRun, Store, open_store
+from tests.conftest import FIXTURES
 from tests.support import POSTGRES_URL, Clock, NoPostgres, free_port, postgres_database
 
 # The contract suites, collected again here: pytest resolves their ``store`` argument to the
@@ -39,6 +40,8 @@ from tests.test_queues import (  # noqa: F401
     test_the_requeue_action,
 )
 from tests.test_store import (  # noqa: F401
+    MADE_AT,
+    check_made_before_the_core,
     incoming,
     matched_run,
     new_run,
@@ -53,9 +56,12 @@ from tests.test_store import (  # noqa: F401
     test_delivery_ids_deduplicate_within_the_window_per_source,
     test_events_come_back_as_events,
     test_events_per_minute_counts_the_window_by_source,
+    test_one_batch_of_results_takes_every_path_of_the_step_state_machine,
     test_one_run_per_event_and_rule_even_when_matched_twice,
     test_put_and_read_back,
     test_run_status_counts_and_retrying_steps,
+    test_scan_events_pages_a_window_in_order_and_samples_bodies,
+    test_shadow_runs_are_marked_and_listed_apart,
     test_steps_run_in_order_and_outputs_reach_later_steps,
     test_the_step_delay_is_honoured,
 )
@@ -470,13 +476,29 @@ def test_migrate_is_idempotent_and_keeps_the_data(pg_url: str) -> None:
         second.close()
 
 
+def _made_before_the_core(pg_url: str) -> None:
+    """The schema of ``pg_url`` as hookwise made it before the store core (version 3), with
+    an event of each kind, runs, a queue item and the Hover account in it."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute((FIXTURES / "store" / "postgres_before_core.sql").read_text())
+
+
+def test_a_database_made_before_the_store_core_opens_and_works_on(pg_url: str) -> None:
+    _made_before_the_core(pg_url)
+    check_made_before_the_core(open_store(pg_url, clock=MADE_AT))
+
+
 def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: str) -> None:
     import psycopg
 
-    from engine.store.postgres import PostgresStore, Q
+    from engine.store.postgres import PostgresStore
 
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(Q["schema"])  # version 1, as the first release made it
+    _made_before_the_core(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # back to version 1, as the first release made it
+        conn.execute("DELETE FROM schema_version WHERE version > 1; DROP INDEX events_received;"
+                     "DROP TABLE hover_logins; ALTER TABLE hover_webhooks DROP COLUMN verify_method")
         conn.execute("INSERT INTO hover_webhooks (webhook_id, url, updated_at) VALUES ('1', 'https://h/1', 1)")
         conn.execute("INSERT INTO hover_webhooks (webhook_id, verified_at, updated_at) VALUES ('2', 5, 1)")
         conn.execute(
@@ -484,7 +506,7 @@ def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: s
         )
     store = PostgresStore(pg_url)
     try:
-        assert sorted(w["webhook_id"] for w in store.hover_webhooks()) == ["1", "2"]
+        assert sorted(w["webhook_id"] for w in store.hover_webhooks()) == ["1", "2", "w1"]
         store.save_hover_webhook("1", verify_method="POST")
         store.begin_hover_login("s", 60)
         assert store.take_hover_login("s") == "default"
@@ -499,12 +521,11 @@ def test_a_version_1_schema_is_migrated_and_loses_its_phantom_webhooks(pg_url: s
 def test_a_version_2_schema_gets_the_events_index_and_keeps_its_hover_logins(pg_url: str, clock: Clock) -> None:
     import psycopg
 
-    from engine.store.postgres import PostgresStore, Q
+    from engine.store.postgres import PostgresStore
 
+    _made_before_the_core(pg_url)
     with psycopg.connect(pg_url, autocommit=True) as conn:  # version 2, as the Hover release made it
-        conn.execute(Q["schema"])
-        conn.execute(Q["migration_2"])
-        assert conn.execute("SELECT to_regclass('events_received') IS NULL").fetchone() == (True,)
+        conn.execute("DELETE FROM schema_version WHERE version > 2; DROP INDEX events_received")
         conn.execute("INSERT INTO hover_logins (state, account, status, expires_at, updated_at) "
                      "VALUES ('s', 'default', 'pending', %s, 1)", (clock() + 60,))
     store = PostgresStore(pg_url, clock=clock)
@@ -540,7 +561,7 @@ def test_processes_starting_together_create_the_schema_once(pg_url: str) -> None
 def test_an_unreachable_server_is_a_store_error() -> None:
     with pytest.raises(
         StoreError,
-        match=r"cannot connect to the PostgreSQL store postgresql://nobody@127\.0\.0\.1:1/nowhere: .*refused"
+        match=r"cannot connect to the PostgreSQL store postgresql://\*\*\*\*@127\.0\.0\.1:1/nowhere: .*refused"
     ):
         open_store("postgresql://nobody:s3cret@127.0.0.1:1/nowhere")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from engine.events import Event
 from engine.runs import StepResult, StepTask
 from engine.store import Incoming, Matched, NewRun, Store, open_store
 
+from .conftest import FIXTURES
 from .support import Clock
 
 
@@ -109,6 +111,38 @@ def test_one_run_per_event_and_rule_even_when_matched_twice(store: Store) -> Non
         {"rule": "r", "matched": True}
     ]
     assert store.rule_text("v1") == ("r", "f.yaml", "name: r")
+
+
+def test_shadow_runs_are_marked_and_listed_apart(store: Store) -> None:
+    store.put_events([incoming()])
+    (event,) = store.claim_events(10, 60)
+    shadow = dataclasses.replace(new_run(event.id, "s"), shadow=True)
+    store.record_matches([Matched(event.id, [], [new_run(event.id, "live"), shadow])])
+    assert {r["rule"]: r["shadow"] for r in store.runs_of_event(event.id)} == {"live": False, "s": True}
+    assert [r["rule"] for r in store.list_runs(shadow=True)] == ["s"]
+    assert [r["rule"] for r in store.list_runs(shadow=False)] == ["live"]
+    assert len(store.list_runs()) == 2
+    run = store.get_run(f"{event.id}-s")
+    assert run is not None and run["shadow"] is True
+
+
+def test_scan_events_pages_a_window_in_order_and_samples_bodies(store: Store) -> None:
+    now = time.time()
+    store.put_events([
+        dataclasses.replace(incoming({"n": n}), received_at=now + n, source="github" if n == 2 else "hover")
+        for n in range(5)
+    ])
+    (first, *_) = store.claim_events(1, 60)
+    store.record_matches([Matched(first.id, [{"rule": "r", "matched": False}])])
+    page = store.scan_events(since=now + 1, until=now + 4, limit=2)
+    assert [event.body for _, event, _ in page] == [{"n": 1}, {"n": 2}]
+    rest = store.scan_events(since=now + 1, until=now + 4, after=page[-1][0])
+    assert [(event.body, explain) for _, event, explain in rest] == [({"n": 3}, None)]
+    scanned = store.scan_events(since=now, source="hover", type="t")
+    assert [(e.body, x) for _, e, x in scanned[:2]] == [({"n": 0}, [{"rule": "r", "matched": False}]), ({"n": 1}, None)]
+    assert len(scanned) == 4 and all(isinstance(e, Event) for _, e, _ in scanned)
+    assert store.sample_bodies("hover", "t", 2) == [{"n": 4}, {"n": 3}]
+    assert store.sample_bodies("github", "t") == [{"n": 2}] and store.sample_bodies("github", "x") == []
 
 
 def matched_run(store: Store, steps: int = 2) -> str:
@@ -272,3 +306,87 @@ def test_run_status_counts_and_retrying_steps(store: Store, clock: Clock) -> Non
         retrying, "r", 0, "s0", 1, "503 from the CRM")
     assert step["due_at"] == clock() + 60 and step["event_id"] == retrying[: -len("-r")]
     assert store.retrying_steps(limit=0) == []
+
+
+#: A time soon after the stores of tests/fixtures/store were made.
+MADE_AT = Clock(1_700_000_100.0)
+
+
+def check_made_before_the_core(store: Store) -> None:
+    """What a store made by hookwise before the store core holds (tests/fixtures/store/*),
+    read and changed by this version: events, runs and steps, a queue item, the Hover account."""
+    try:
+        events = store.list_events()
+        assert [(e["source"], e["status"], e["runs"]) for e in events] == [("github", "matched", 1),
+                                                                         ("hover", "matched", 1)]
+        hover = store.get_event(events[1]["id"])
+        assert hover is not None and (hover["body"], hover["headers"]) == ({"id": 7}, {"x": "y"})
+        assert store.put_events([incoming(delivery="d1")])[0].duplicate  # its delivery ids still count
+        runs = {r["event_id"]: r for r in store.list_runs()}
+        assert sorted(r["status"] for r in runs.values()) == ["active", "dead"]
+        assert not any(r["shadow"] for r in runs.values()) and store.list_runs(shadow=True) == []
+        dead = next(r for r in runs.values() if r["status"] == "dead")
+        assert store.retry_run(dead["id"]) is not None
+        tasks = store.claim_steps(10, 60)
+        assert sorted((t.index, t.outputs.get("s0")) for t in tasks) == [(0, None), (1, {"n": 1})]
+        assert store.record_steps([result(t) for t in tasks]) == []
+        assert {r["status"] for r in store.list_runs()} == {"active", "succeeded"}
+        assert [i.key for i in store.list_queue_items("techs")] == ["k1"]
+        assert store.claim_queue_item("techs", 60) is not None
+        assert store.hover_tokens() is not None and store.hover_webhooks()[0]["verify_method"] == "POST"
+        assert store.rule_text("v1") == ("r", "rules/r.yaml", "name: r")
+    finally:
+        store.close()
+
+
+def test_a_file_made_before_the_store_core_opens_and_works_on(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript((FIXTURES / "store" / "sqlite_before_core.sql").read_text())
+    db.close()
+    check_made_before_the_core(open_store(f"sqlite:///{path}", clock=MADE_AT))
+
+
+def test_one_batch_of_results_takes_every_path_of_the_step_state_machine(store: Store, clock: Clock) -> None:
+    """Every outcome in one record_steps call (one statement per kind on PostgreSQL): each
+    step and run ends as it would alone, and a stale claim in the batch changes nothing."""
+    stale_run = matched_run(store)
+    (lost,) = store.claim_steps(10, lease=15)
+    clock.advance(15)
+    (current,) = store.claim_steps(10, 600)  # the lost claim's step, claimed again
+    names = ("next", "last", "retry", "deferred", "onward", "dead")
+    runs = {name: matched_run(store, steps=1 if name == "last" else 2) for name in names}
+    tasks = {t.run_id: t for t in store.claim_steps(10, 600)}
+    assert set(tasks) == set(runs.values())
+    store.record_steps([
+        result(tasks[runs["next"]], output={"n": 1}, next_delay=30.0),
+        result(tasks[runs["last"]], output={"n": 2}, step_count=1),
+        result(tasks[runs["retry"]], "failed", error="503", retry_in=60.0),
+        result(tasks[runs["deferred"]], "deferred", retry_in=90.0),
+        result(tasks[runs["onward"]], "failed", error="ignored", continue_on_error=True),
+        result(tasks[runs["dead"]], "failed", error="gone"),
+        result(lost, output={"from": "the lost claim"}),
+    ])
+    runs["stale"] = stale_run
+    got = {name: store.get_run(run) for name, run in runs.items()}
+    assert {name: (r["status"], r["step"], r["error"]) for name, r in got.items() if r} == {
+        "next": ("active", 1, None), "last": ("succeeded", 0, None), "retry": ("active", 0, None),
+        "deferred": ("active", 0, None), "onward": ("active", 1, None), "dead": ("dead", 0, "gone"),
+        "stale": ("active", 0, None),
+    }
+    steps = {name: [(s["status"], s["attempt"]) for s in store.steps_of_run(run)] for name, run in runs.items()}
+    assert steps == {
+        "next": [("succeeded", 1), ("ready", 0)], "last": [("succeeded", 1)], "retry": [("ready", 1), ("waiting", 0)],
+        "deferred": [("ready", 0), ("waiting", 0)], "onward": [("failed", 1), ("ready", 0)],
+        "dead": [("dead", 1), ("waiting", 0)], "stale": [("running", 2), ("waiting", 0)],
+    }
+    assert store.steps_of_run(stale_run)[0]["output"] is None  # the lost claim's result was dropped
+    assert {t.run_id for t in store.claim_steps(10, 600)} == {runs["onward"]}  # the others wait for their delays
+    clock.advance(90)
+    due = {t.run_id: t for t in store.claim_steps(10, 60)}
+    assert set(due) == {runs["next"], runs["retry"], runs["deferred"]}
+    assert due[runs["next"]].outputs == {"s0": {"n": 1}} and due[runs["deferred"]].attempt == 1
+    assert store.record_steps([result(current)]) == []  # the live claim's result counts
+    assert store.steps_of_run(stale_run)[0]["status"] == "succeeded"

@@ -1,26 +1,21 @@
-"""Rows as the store contract returns them, the same from every backend: JSON text to
-values and back, and the tuples of the named queries to Event, QueueItem and dicts."""
+"""Rows as the store contract returns them, the same from every backend: JSON text to values
+and back, the named rows of the queries to Event, StepTask, QueueItem and dicts, and an
+incoming event to the rows that store it."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from ..bodies import readable
 from ..events import Event
-from . import QueueItem
+from ..runs import StepTask
+from .contract import Incoming, QueueItem
 
-EVENT_SUMMARY = ("seq", "id", "source", "type", "delivery_id", "received_at", "status", "replay_of", "runs")
-RUN = ("id", "event_id", "rule", "rule_version", "status", "step", "error", "created_at", "updated_at", "shadow")
-STEP = (
-    "run_id", "index", "id", "action", "status", "attempt", "due_at", "params", "output", "error", "started_at",
-    "finished_at"
-)
-HOVER_WEBHOOK = ("webhook_id", "source", "url", "verified_at", "last_error", "updated_at", "verify_method")
-HOVER_LOGIN = ("status", "error", "expired")
-RETRYING_STEP = ("run_id", "rule", "event_id", "index", "id", "action", "attempt", "error", "due_at", "finished_at")
+#: A row of a query, by column name.
+Row = dict[str, Any]
 
 
 def dumps(value: Any) -> str | None:
@@ -31,55 +26,66 @@ def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def event(row: Sequence[Any]) -> Event:
-    """An event as claimed: id, source, type, delivery_id, body, headers, query,
-    received_at, depth, replay_of, only_rules."""
-    event_id, source, type_, delivery_id, body, headers, query, received_at, depth, replay_of, only_rules = row
+def event(row: Row) -> Event:
+    """An event as claimed (the columns of ``{event_columns}``)."""
+    only_rules = row["only_rules"]
     return Event(
-        source=source, type=type_, body=json.loads(body), headers=json.loads(headers), query=json.loads(query),
-        id=event_id, received_at=datetime.fromtimestamp(received_at, UTC), delivery_id=delivery_id, depth=depth,
-        replay_of=replay_of, only_rules=tuple(json.loads(only_rules)) if only_rules else None,
+        source=row["source"], type=row["type"], body=json.loads(row["body"]), headers=json.loads(row["headers"]),
+        query=json.loads(row["query"]), id=row["id"], received_at=datetime.fromtimestamp(row["received_at"], UTC),
+        delivery_id=row["delivery_id"], depth=row["depth"], replay_of=row["replay_of"],
+        only_rules=tuple(json.loads(only_rules)) if only_rules else None,
     )
 
 
-def event_detail(r: Sequence[Any]) -> dict[str, Any]:
-    """The ``get_event`` row as a dict, JSON fields decoded. A body that cannot be shown as
-    JSON (stored by an older version: too deep, ``NaN``) is its text, with ``body_note``."""
-    body, note = readable(r[4])
+def task(row: Row, outputs: Mapping[str, str | None]) -> StepTask:
+    """A claimed step with its rule, its event and the (JSON) outputs of earlier steps."""
+    return StepTask(
+        run_id=row["run_id"], index=row["idx"], step_id=row["step_id"], action=row["action"], attempt=row["attempt"],
+        rule=row["rule"], rule_version=row["rule_version"], event=event(row),
+        outputs={step_id: loads(out) for step_id, out in outputs.items()}, overrides=loads(row["overrides"]) or {},
+    )
+
+
+def event_detail(row: Row) -> dict[str, Any]:
+    """The ``get_event`` row, JSON fields decoded. A body that cannot be shown as JSON
+    (stored by an older version: too deep, ``NaN``) is its text, with ``body_note``."""
+    body, note = readable(row["body"])
+    decoded = {key: loads(row[key]) for key in ("headers", "query", "explain", "only_rules")}
+    return {**row, "body": body, **decoded, **({"body_note": note} if note is not None else {})}
+
+
+def run(row: Row) -> dict[str, Any]:
+    return {**row, "shadow": bool(row["shadow"])}  # SQLite keeps it as 0 or 1
+
+
+def step(row: Row) -> dict[str, Any]:
+    return {**row, "params": loads(row["params"]), "output": loads(row["output"])}
+
+
+def queue_item(row: Row) -> QueueItem:
+    return QueueItem(**{**row, "data": loads(row["data"])})
+
+
+def counts(rows: list[Row], outer: str, inner: str) -> dict[str, dict[str, int]]:
+    """``{row[outer]: {row[inner]: row["count"]}}``."""
+    out: dict[str, dict[str, int]] = {}
+    for row in rows:
+        out.setdefault(row[outer], {})[row[inner]] = row["count"]
+    return out
+
+
+def delivery_row(item: Incoming) -> dict[str, Any]:
+    """The columns of an event's delivery id, in the table's order (as :func:`event_row`)."""
     return {
-        "id": r[0], "source": r[1], "type": r[2], "delivery_id": r[3], "body": body,
-        "headers": loads(r[5]), "query": loads(r[6]), "received_at": r[7], "depth": r[8],
-        "status": r[9], "explain": loads(r[10]), "replay_of": r[11], "only_rules": loads(r[12]),
-        **({"body_note": note} if note is not None else {}),
+        "source": item.source, "delivery_id": item.delivery_id, "event_id": item.id,
+        "expires_at": item.received_at + item.dedupe_window,
     }
 
 
-def run(row: Sequence[Any]) -> dict[str, Any]:
-    out = dict(zip(RUN, row, strict=True))
-    out["shadow"] = bool(out["shadow"])  # SQLite keeps it as 0 or 1
-    return out
-
-
-#: What :meth:`Store.scan_events` gives: (seq, event, explain record or None while pending).
-Scanned = tuple[int, Event, Any]
-
-
-def scanned(row: Sequence[Any]) -> Scanned:
-    """A ``scan_events`` row: seq, the event's columns as :func:`event` reads them, explain."""
-    return row[0], event(row[1:12]), loads(row[12])
-
-
-def steps(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
-    out = []
-    for row in rows:
-        step = dict(zip(STEP, row, strict=True))
-        step["params"], step["output"] = loads(step["params"]), loads(step["output"])
-        out.append(step)
-    return out
-
-
-def queue_item(row: Sequence[Any]) -> QueueItem:
-    item_id, queue, key, status, data, attempts, max_attempts, available_at, error, created, updated = row
-    return QueueItem(
-        item_id, queue, key, status, loads(data), attempts, max_attempts, available_at, error, created, updated
-    )
+def event_row(item: Incoming) -> dict[str, Any]:
+    return {
+        "id": item.id, "source": item.source, "type": item.type, "delivery_id": item.delivery_id, "body": item.body,
+        "headers": dumps(item.headers), "query": dumps(item.query) if item.query else "{}",
+        "received_at": item.received_at, "depth": item.depth,
+        "available_at": item.available_at if item.available_at is not None else item.received_at,
+    }

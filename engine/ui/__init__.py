@@ -16,10 +16,10 @@ from collections.abc import Callable
 from starlette.routing import BaseRoute
 
 from ..loader import Loaded
-from ..store import Store
+from ..store import OperatorStore
 
 
-def ui_routes(current: Callable[[], Loaded], store: Store) -> list[BaseRoute]:
+def ui_routes(current: Callable[[], Loaded], store: OperatorStore) -> list[BaseRoute]:
     """The UI's routes, reading ``store`` and the rules ``current`` returns."""
     from .routes import Ui
 

@@ -21,7 +21,7 @@ from ..api import item_json
 from ..errors import Fail, ParamsError, Retry, UsageError
 from ..hover import HoverClient, SharedClient
 from ..loader import Loaded
-from ..store import QUEUE_STATUSES, QueueItem, Store
+from ..store import QUEUE_STATUSES, OperatorStore, QueueItem
 from ..units import parse_duration
 from . import charts, forms
 from .auth import Sessions, content_policy
@@ -39,7 +39,9 @@ T = TypeVar("T")
 class Ui:
     """The pages, over one store and the current rules."""
 
-    def __init__(self, current: Callable[[], Loaded], store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, current: Callable[[], Loaded], store: OperatorStore, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.current = current
         self.store = store
         self.clock = clock

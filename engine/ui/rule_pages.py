@@ -17,7 +17,7 @@ from .. import operations as ops
 from ..dryrun import dry_run
 from ..errors import UsageError
 from ..loader import Loaded
-from ..store import Store
+from ..store import OperatorStore
 from .site import Page, Refused, Site
 
 #: The windows the rule page's backtest offers.
@@ -27,7 +27,7 @@ BACKTEST_WINDOWS = ("1h", "24h", "7d", "30d")
 class RulePages:
     """The rule pages, over one store."""
 
-    def __init__(self, site: Site, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, site: Site, store: OperatorStore, clock: Callable[[], float] = time.time) -> None:
         self.site = site
         self.store = store
         self.clock = clock

@@ -1,10 +1,11 @@
--- The state of stateful rules (SPEC 14), one text for both backends ("-- name: NAME" blocks).
--- Parameters are named (:name; the PostgreSQL store reads them as %(name)s). {skip_locked}
--- is "FOR UPDATE SKIP LOCKED" on PostgreSQL and nothing on SQLite, whose write lock already
--- keeps every other writer out. Times are unix seconds; "now" is always a parameter, read
--- from the store's clock (on PostgreSQL: the database's, or the one the store was given).
+-- The state of stateful rules (SPEC 14): its tables and queries, the same on every backend,
+-- loaded with queries.sql (the backend's file over both; see engine/store/queries.py).
+-- Parameters are named (:name). Times are unix seconds; "now" is always a parameter here,
+-- the transaction's time (engine.store.state.clock): the explain records and the times
+-- stored are computed from it.
 
--- name: schema
+-- name: state_schema
+-- Part of "schema" (queries.sql).
 CREATE TABLE IF NOT EXISTS rule_throttles (
     rule    text NOT NULL,
     key     text NOT NULL,
@@ -54,7 +55,7 @@ CREATE INDEX IF NOT EXISTS run_order_open ON run_order (rule, key, pos) WHERE do
 
 -- name: event_pending
 -- State is applied once per event: only while the event is still to be recorded.
-SELECT 1 FROM events WHERE id = :event_id AND status = 'pending';
+SELECT 1 AS pending FROM events WHERE id = :event_id AND status = 'pending';
 
 -- name: throttle_take
 -- Set the key's throttle for this run, unless another run holds it and it has not ended.
@@ -72,7 +73,7 @@ INSERT INTO rule_hits (rule, key, event_id, at, expires_at) VALUES (:rule, :key,
 ON CONFLICT (rule, key, event_id) DO NOTHING;
 
 -- name: hit_count
-SELECT COUNT(*) FROM rule_hits WHERE rule = :rule AND key = :key AND at > :since;
+SELECT COUNT(*) AS count FROM rule_hits WHERE rule = :rule AND key = :key AND at > :since;
 
 -- name: hit_reset
 -- The threshold fired: it starts over.
@@ -92,7 +93,7 @@ UPDATE rule_timers SET status = 'cancelled', ended_by = :event_id, updated_at = 
 WHERE rule = :rule AND key = :key AND status = 'pending' AND due_at > :now;
 
 -- name: next_timer_due
-SELECT MIN(due_at) FROM rule_timers WHERE status = 'pending';
+SELECT MIN(due_at) AS due FROM rule_timers WHERE status = 'pending';
 
 -- name: timers_due
 -- Due timers, each taken by one worker: the others skip the rows it holds.
@@ -153,8 +154,8 @@ DELETE FROM run_order WHERE done = 1 AND created_at < :before;
 SELECT key, until, run_id FROM rule_throttles WHERE rule = :rule AND until > :now ORDER BY until DESC LIMIT :limit;
 
 -- name: list_counters
-SELECT key, COUNT(*), MIN(at), MAX(at) FROM rule_hits WHERE rule = :rule AND expires_at > :now
-GROUP BY key ORDER BY MAX(at) DESC LIMIT :limit;
+SELECT key, COUNT(*) AS count, MIN(at) AS first_at, MAX(at) AS last_at FROM rule_hits
+WHERE rule = :rule AND expires_at > :now GROUP BY key ORDER BY MAX(at) DESC LIMIT :limit;
 
 -- name: list_timers
 SELECT id, key, status, due_at, after_event, ended_by, created_at FROM rule_timers
