@@ -1,9 +1,9 @@
-"""The built-in actions, one module each; :class:`engine.registry.Registry` loads them
+"""The built-in actions, one module each; :class:`engine.run.registry.Registry` loads them
 (nothing here imports it back)."""
 
 from __future__ import annotations
 
-from engine.action import Action
+from engine.run.action import Action
 
 from . import email, emit, exec, hover, http, log, requeue
 

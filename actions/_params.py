@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, WithJsonSchema
 
-from engine.validation import key_error
+from engine.rules.validation import key_error
 
 
 def upper(value: Any) -> Any:

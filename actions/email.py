@@ -42,9 +42,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from engine.action import Action, Context
-from engine.config import Smtp
 from engine.errors import Fail, Retry
+from engine.rules.config import Smtp
+from engine.run.action import Action, Context
 
 from ._params import Headers, at_least_one, one_or_many
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.action import Action, Context
 from engine.errors import Fail
+from engine.run.action import Action, Context
 from engine.units import Duration
 
 #: How many emitted events may follow one another from one received event.

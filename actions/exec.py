@@ -28,9 +28,9 @@ from typing import IO, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from engine.action import Action, Context
-from engine.config import Defaults
 from engine.errors import Fail, Retry
+from engine.rules.config import Defaults
+from engine.run.action import Action, Context
 from engine.units import Duration
 
 #: Bytes kept of stdout and of stderr each; the rest is read and dropped.

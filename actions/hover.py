@@ -1,6 +1,6 @@
 """The ``hover`` action: call the Hover API with the account's token.
 
-The process's :class:`engine.hover.HoverClient` (``ctx.hover``) does the work: token refresh,
+The process's :class:`engine.hover.client.HoverClient` (``ctx.hover``) does the work: token refresh,
 the rate limit, and the mapping of statuses to Retry and Fail. A 2xx answer is the step's
 output ``{status, json}``; anything else fails the step. A ``PUT
 /api/v2/webhooks/<code>/verify`` (the verification handshake of SPEC 9) is tried with POST
@@ -18,10 +18,10 @@ from urllib.parse import unquote
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from engine.action import Action, Context
 from engine.errors import Fail, Retry
-from engine.hover import VERIFY_PATH, record_verification
-from engine.hover_tokens import HANDSHAKE_WAITS, LOGIN_WAIT, NotLoggedIn
+from engine.hover.client import VERIFY_PATH, record_verification
+from engine.hover.tokens import HANDSHAKE_WAITS, LOGIN_WAIT, NotLoggedIn
+from engine.run.action import Action, Context
 
 from ._params import QueryParams, at_most_one, upper
 

@@ -12,7 +12,7 @@ Outcomes of one attempt:
     its host's concurrency, rate or breaker
     says wait (before anything is sent)          -> Defer (no attempt spent)
 
-The calls go through :class:`engine.outbound.Client` (requests), whose new connections are
+The calls go through :class:`engine.run.outbound.Client` (requests), whose new connections are
 opened by :meth:`actions.ssrf.Guard.connect`. Redirects are followed here, hop by hop
 (only with ``follow_redirects``, at most 10), so every hop meets the guard; a hop to
 another origin (scheme, host or port) drops ``Authorization``, ``Cookie``,
@@ -34,15 +34,15 @@ from urllib.parse import unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from engine.action import Action, Context
-from engine.config import Http
 from engine.errors import Fail, Retry
-from engine.outbound import USER_AGENT, Client, InvalidRequest, OutboundError, Reply
-from engine.runs import retry_after
+from engine.rules.config import Http
+from engine.rules.templates import Compiled
+from engine.rules.validation import key_error
+from engine.run.action import Action, Context
+from engine.run.outbound import USER_AGENT, Client, InvalidRequest, OutboundError, Reply
+from engine.run.runs import retry_after
 from engine.secrets import safe_url
-from engine.templates import Compiled
 from engine.units import Duration
-from engine.validation import key_error
 
 from ._params import Headers, QueryParams, at_most_one, one_or_many, upper
 from .ssrf import Guard, Refused, refusal_reason

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from engine.action import Action, Context
 from engine.errors import Fail
+from engine.run.action import Action, Context
 from engine.units import Duration
 
 #: Attempts an item gets before it goes to the queue's dead list, unless a step says

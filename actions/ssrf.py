@@ -3,7 +3,7 @@
 A connection to a private, loopback, link-local, multicast, reserved, unspecified or cloud
 metadata address is refused unless ``http.allow_private`` is true or the URL's host is in
 ``http.allow_hosts``. :meth:`Guard.connect` opens every new connection of the http
-action's client (:mod:`engine.outbound`): it resolves the host, checks every address it
+action's client (:mod:`engine.run.outbound`): it resolves the host, checks every address it
 resolves to, connects only to an allowed one (so not even a TCP handshake goes towards a
 refused address, whatever form the URL gives it: ``2130706433``, ``0x7f.1``, ``127.1``,
 a mapped, 6to4 or NAT64 IPv6 address, a zone id, a name that resolves to loopback), and
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from urllib.parse import urlsplit
 
-from engine.config import Http
 from engine.errors import ConfigError, Problem
+from engine.rules.config import Http
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -111,7 +111,7 @@ class Guard:
 
     def connect(self, host: str, port: int, timeout: float | None) -> socket.socket:
         """A socket connected to ``host``:``port`` at an allowed address (the
-        :data:`engine.outbound.Connect` of the http action). Raises :class:`Refused`
+        :data:`engine.run.outbound.Connect` of the http action). Raises :class:`Refused`
         before any connection attempt when every address is refused, and OSError (or
         TimeoutError) when no allowed address answers."""
         trusted = self.allow_private or self.allows_host(host, port)

@@ -2,7 +2,7 @@
 
 A SQLite store is filled with events of 50 types (the matching benchmark's rules and
 events, :mod:`bench.matching`), their explain records written as the worker writes them;
-then ``engine.backtest.Backtest`` runs the same rules over the window. Two figures: events
+then ``engine.rules.backtest.Backtest`` runs the same rules over the window. Two figures: events
 per second of matching alone (the target: >= 20,000 on one core) and of the whole backtest
 (reading and decoding the pages, comparing, rendering the first 100 matches of each rule).
 
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.backtest import Backtest
-from engine.loader import load
+from engine.rules.backtest import Backtest
+from engine.rules.loader import load
 from engine.store import Incoming, Matched, open_store
 
 from .matching import TYPES, write_rules

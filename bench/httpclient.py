@@ -1,5 +1,5 @@
 """Client CPU per keep-alive POST (``python -m bench.httpclient [calls] [rounds]``): the
-http action's client (engine/outbound.py, on requests) next to the hand-written client it
+http action's client (engine/run/outbound.py, on requests) next to the hand-written client it
 replaced (actions/wire.py, read from the commit before it was removed, when git has it), a
 plain requests.Session and a plain http.client.HTTPConnection, with the whole action on
 top of the client and a bare socket (sendall, recv) beneath it for scale.
@@ -29,10 +29,10 @@ from typing import Any
 import requests
 
 from actions.http import HttpAction, HttpParams
-from engine.action import Context
-from engine.config import Settings
 from engine.events import Event
-from engine.outbound import Client
+from engine.rules.config import Settings
+from engine.run.action import Context
+from engine.run.outbound import Client
 
 from .ingest import HERE, free_port, pinned, stop, wait_up
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import Event
-from engine.loader import load
+from engine.rules.loader import load
 
 TYPES = 50
 

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.loader import load
-from engine.matching import match_event
-from engine.stateful import TimerOp
+from engine.rules.loader import load
+from engine.rules.stateful import TimerOp
+from engine.run.matching import match_event
 from engine.store import Incoming, Matched
 from engine.store.sqlite import SQLiteStore
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.runs import StepResult
+from engine.run.runs import StepResult
 from engine.store import Incoming, Matched, NewRun, Store, open_store
 
 from .ingest import free_port, pinned, stop, wait_up

@@ -15,7 +15,7 @@ The public face for plugin authors::
             return {"id": "..."}
 """
 
-from .action import Action, Context
 from .errors import Fail, Retry
+from .run.action import Action, Context
 
 __all__ = ["Action", "Context", "Fail", "Retry"]

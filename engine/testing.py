@@ -10,7 +10,7 @@
         assert_cases_pass("example/hookwise.yaml")
 
 :func:`run_action` validates the params as a step's are (an unknown key is refused) and
-calls the action's ``run`` with a real :class:`~engine.action.Context`; :func:`render_steps`
+calls the action's ``run`` with a real :class:`~engine.run.action.Context`; :func:`render_steps`
 renders the steps an event's matching rules would run through the real renderer; and
 :func:`run_cases` / :func:`assert_cases_pass` run rule test cases (``hookwise test``).
 Nothing here is a mock: each helper runs the code ``serve`` runs, minus the store.
@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .action import Action, Context
 from .events import Event
 from .ids import derived_id
-from .registry import Registry
+from .run.action import Action, Context
+from .run.registry import Registry
 
 __all__ = ["Emitted", "assert_cases_pass", "context", "event", "render_steps", "run_action", "run_cases"]
 
@@ -93,10 +93,10 @@ def render_steps(
     """The steps the rules of ``config`` would run for an event with ``body``, rendered
     through the real renderer and validated (``outputs`` stand in for earlier steps'):
     each ``{rule, step, id, action, params}``, or ``skipped`` / ``error`` instead of params."""
-    from .dryrun import event_source
-    from .loader import load
-    from .plan import plan
-    from .sources import Reader
+    from .receive.sources import Reader
+    from .rules.dryrun import event_source
+    from .rules.loader import load
+    from .run.plan import plan
 
     loaded = load(config)
     name = event_source(loaded, source)
@@ -112,9 +112,9 @@ def render_steps(
 def run_cases(config: str | Path, paths: Iterable[str | Path] = ()) -> Any:
     """Run the rule test cases of ``config`` (those under ``paths``, else the ``tests/``
     folders beside its rule files) as ``hookwise test`` does; the
-    :class:`~engine.casefiles.Report`."""
-    from .casefiles import Report, case_files, run_file
-    from .loader import load
+    :class:`~engine.rules.casefiles.Report`."""
+    from .rules.casefiles import Report, case_files, run_file
+    from .rules.loader import load
 
     loaded = load(config)
     report = Report()

@@ -18,11 +18,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from actions import BUILTINS
 from actions.http import HttpAction, HttpParams
 from actions.log import LogAction, LogParams
-from engine.action import Action, Actions, Context
 from engine.errors import ConfigError, ParamsError
 from engine.events import Event
-from engine.loader import load
-from engine.registry import Registry
+from engine.rules.loader import load
+from engine.run.action import Action, Actions, Context
+from engine.run.registry import Registry
 from engine.units import DURATION_PATTERN
 
 BUILTIN_NAMES = ["email", "emit", "exec", "hover", "http", "log", "requeue"]
@@ -30,7 +30,7 @@ BUILTIN_NAMES = ["email", "emit", "exec", "hover", "http", "log", "requeue"]
 PLUGIN = '''
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.action import Action
+from engine.run.action import Action
 
 
 class CrmParams(BaseModel):
@@ -574,7 +574,7 @@ def test_json_schema(registry: Registry) -> None:
 LAX_PLUGIN = '''
 from pydantic import BaseModel, ConfigDict
 
-from engine.action import Action
+from engine.run.action import Action
 
 
 class Contact(BaseModel):  # pydantic's default: unknown keys are dropped

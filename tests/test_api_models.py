@@ -1,4 +1,4 @@
-"""The API's models (engine/api_models.py): request bodies and query parameters are
+"""The API's models (engine/ops/api_models.py): request bodies and query parameters are
 validated with them, each error answered 400 naming its field; and every answer of the
 daemon reads through its response model, which refuses a field it does not describe."""
 
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from engine import api_models as m
-from engine import api_trials as trials
+from engine.ops import api_models as m
+from engine.ops import api_trials as trials
 from engine.store import Incoming, Store, open_store
 
 from .support import DaemonProcess, Hit, Sink, free_port, post

@@ -1,4 +1,4 @@
-"""engine/backtest.py and ``hookwise backtest``: a store of known events, matched when they
+"""engine/rules/backtest.py and ``hookwise backtest``: a store of known events, matched when they
 arrived by the rules of that time, backtested with the live rules and with a changed file."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from engine import cli
-from engine.backtest import BATCH, Backtest, rules_from_path, rules_from_text, window_start
 from engine.cli import authoring as cli_authoring
 from engine.errors import ConfigError, UsageError
-from engine.loader import Loaded, load
+from engine.rules.backtest import BATCH, Backtest, rules_from_path, rules_from_text, window_start
+from engine.rules.loader import Loaded, load
 from engine.store import Incoming, Matched, Store, open_store
 
 DAY = 86400.0

@@ -17,8 +17,8 @@ from werkzeug import Request, Response
 
 from bench import memory, peer
 from bench.ingest import parse_wrk
-from engine.dryrun import dry_run
-from engine.loader import load
+from engine.rules.dryrun import dry_run
+from engine.rules.loader import load
 
 from .conftest import ROOT
 

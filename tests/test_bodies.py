@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from markupsafe import escape
 
-from engine.bodies import DEEPEST, Malformed, parse, parse_object, readable
+from engine.receive.bodies import DEEPEST, Malformed, parse, parse_object, readable
 from engine.store import Incoming, Matched
 
 from .support import post

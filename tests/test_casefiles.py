@@ -1,10 +1,10 @@
-"""engine/casefiles.py: the subset comparison behind `hookwise test`."""
+"""engine/rules/casefiles.py: the subset comparison behind `hookwise test`."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.casefiles import subset_diff
+from engine.rules.casefiles import subset_diff
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.condition_paths import MISSING, resolve
-from engine.conditions import MATCHED, Outcome, compile_when, required_equalities
 from engine.errors import ConfigError
 from engine.events import Event
-from engine.operators import OPERATORS
+from engine.rules.condition_paths import MISSING, resolve
+from engine.rules.conditions import MATCHED, Outcome, compile_when, required_equalities
+from engine.rules.operators import OPERATORS
 
 ENV: dict[str, Any] = {
     "headers": {"x-github-event": "push", "content-type": "application/json"},

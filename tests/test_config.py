@@ -1,4 +1,4 @@
-"""engine/config.py: settings, discovery, and FILE:LINE:COL problems."""
+"""engine/rules/config.py: settings, discovery, and FILE:LINE:COL problems."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import find_config, load_config, missing_token_files
 from engine.errors import ConfigError
+from engine.rules.config import find_config, load_config, missing_token_files
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:

@@ -1,4 +1,4 @@
-"""Delivery control (engine/delivery.py): concurrency, rate and the circuit breaker per
+"""Delivery control (engine/run/delivery.py): concurrency, rate and the circuit breaker per
 destination host, and their state as shown, with an injected clock; then in the worker,
 against real sinks on loopback (where the bounds checked are the ones SPEC 6 promises)."""
 
@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.config import Http, Settings
-from engine.delivery import Delivery, Slot
 from engine.errors import Defer
-from engine.loader import Current, load
+from engine.rules.config import Http, Settings
+from engine.rules.loader import Current, load
+from engine.run.delivery import Delivery, Slot
+from engine.run.worker import Worker
 from engine.store import Incoming, Store, open_store
-from engine.worker import Worker
 
 from .support import Hit, Sink
 
@@ -482,7 +482,7 @@ def test_steps_waiting_for_a_slot_go_back_to_the_store_when_the_worker_stops(set
 )
 def test_the_http_action_tells_a_step_s_host_before_rendering_when_its_url_does(url: str, host: str | None) -> None:
     from actions.http import HttpAction
-    from engine.templates import Templates
+    from engine.rules.templates import Templates
 
     params = Templates().compile_value({"method": "POST", "url": url})
     assert HttpAction.destination(params) == host

@@ -30,10 +30,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
 from actions.email import EmailAction, EmailParams, message_id
-from engine.action import Context
-from engine.config import Settings
 from engine.errors import Fail, Retry
 from engine.events import Event
+from engine.rules.config import Settings
+from engine.run.action import Context
 
 USER, PASSWORD = "mailer", "s3cret-Pa55"
 FROM = "Ops <ops@example.com>"

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from actions.exec import MAX_OUTPUT, ExecAction, ExecParams, command_env
-from engine.action import Context
-from engine.config import Settings
 from engine.errors import Fail, Retry
 from engine.events import Event
+from engine.rules.config import Settings
+from engine.run.action import Context
 
 SH = "/bin/sh"
 

@@ -1,4 +1,4 @@
-"""engine/hover.py (with hover_tokens.py and hover_limits.py), actions/hover.py and
+"""engine/hover/client.py (with hover_tokens.py and hover_limits.py), actions/hover.py and
 engine/cli/hover.py against a fake Hover API on loopback (tests/fakehover.py) and a real
 SQLite store."""
 
@@ -20,14 +20,14 @@ import pytest
 from click.testing import CliRunner
 
 from actions.hover import HoverAction, HoverParams
-from engine.action import Context
 from engine.cli.hover import hover_group
-from engine.config import Hover
 from engine.errors import Fail, HookwiseError, Retry, UsageError
 from engine.events import Event
-from engine.hover import HoverClient, SharedClient
-from engine.hover_limits import RateLimiter
-from engine.hover_tokens import NOT_LOGGED_IN
+from engine.hover.client import HoverClient, SharedClient
+from engine.hover.limits import RateLimiter
+from engine.hover.tokens import NOT_LOGGED_IN
+from engine.rules.config import Hover
+from engine.run.action import Context
 from engine.store import HoverTokens, Store, open_store
 
 from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover

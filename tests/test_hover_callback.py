@@ -1,4 +1,4 @@
-"""engine/hover_callback.py: ``GET /hover/callback`` finishes a login that ``hookwise hover
+"""engine/hover/callback.py: ``GET /hover/callback`` finishes a login that ``hookwise hover
 login`` started, in the daemon (a real process) against the fake Hover's authorize page, and
 the command notices; bad, expired or reused states and refused codes get a 4xx page."""
 
@@ -19,9 +19,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from engine.hover import HoverClient
-from engine.hover_callback import Callback, Outcome, page
-from engine.loader import load
+from engine.hover.callback import Callback, Outcome, page
+from engine.hover.client import HoverClient
+from engine.rules.loader import load
 from engine.store import Store, open_store
 
 from .fakehover import CLIENT_ID, CLIENT_SECRET, FakeHover

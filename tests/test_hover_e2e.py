@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from engine.hover_tokens import NOT_LOGGED_IN
+from engine.hover.tokens import NOT_LOGGED_IN
 
 from .conftest import ROOT
 from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover

@@ -32,10 +32,10 @@ from actions.http import (
     refusal_reason,
     retry_after,
 )
-from engine.action import Context
-from engine.config import Settings
 from engine.errors import ConfigError, Fail, Retry
 from engine.events import Event
+from engine.rules.config import Settings
+from engine.run.action import Context
 from engine.secrets import safe_url
 
 from .malicious import RawServer, reply

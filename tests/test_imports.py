@@ -117,9 +117,9 @@ def test_engine_and_actions_have_no_import_circle() -> None:
 
 def test_the_walk_sees_function_level_and_relative_imports() -> None:
     edges = graph()
-    assert "actions" in edges["engine.registry"]  # module level, absolute
-    assert "engine.action" in edges["actions.http"]
-    assert "engine.daemon" in edges["engine.cli.serve"]  # inside a function, relative two levels up
+    assert "actions" in edges["engine.run.registry"]  # module level, absolute
+    assert "engine.run.action" in edges["actions.http"]
+    assert "engine.ops.daemon" in edges["engine.cli.serve"]  # inside a function, relative two levels up
     assert "engine.cli.base" in edges["engine.cli.hover"]
 
 

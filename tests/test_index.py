@@ -1,4 +1,4 @@
-"""engine/index.py: the value index never holds back a rule that would match."""
+"""engine/rules/index.py: the value index never holds back a rule that would match."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.events import Event
-from engine.index import LEAF_SIZE, Dispatch
-from engine.loader import load
+from engine.rules.index import LEAF_SIZE, Dispatch
+from engine.rules.loader import load
 
 STATES = ["failed", "complete", "3", 3, 3.0, True, None]
 REGIONS = ["north", "south", 7]

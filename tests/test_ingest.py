@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StoreError, Unstorable
-from engine.ingest import Ingest
+from engine.receive.ingest import Ingest
 from engine.store import Incoming, Store, Stored, open_store
 from tests.test_postgres_store import pg_database, pg_url  # noqa: F401  (fixtures)
 

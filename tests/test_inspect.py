@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import uvicorn
 
-from engine.ingest import Ingest
-from engine.loader import Current, load
-from engine.retention import Retention
-from engine.server import Health, create_app
+from engine.ops.retention import Retention
+from engine.receive.ingest import Ingest
+from engine.receive.server import Health, create_app
+from engine.rules.loader import Current, load
+from engine.run.worker import Worker
 from engine.store import Incoming, Store, open_store
-from engine.worker import Worker
 
 from .support import Hit, Sink, free_port, post
 
@@ -229,7 +229,7 @@ def test_retention_prunes_finished_work_and_keeps_dead_runs(tmp_path: Path) -> N
     (tmp_path / "config.yaml").write_text("store: sqlite:///s.db\nrules: []\nretention: {events: 1s}\nsources: {}\n")
     current = Current(load(tmp_path / "config.yaml", {}))
     store = open_store(current().config.store_url())
-    from engine.runs import StepResult
+    from engine.run.runs import StepResult
     from engine.store import Matched, NewRun
 
     old = time.time() - 10

@@ -1,4 +1,4 @@
-"""engine/metrics.py: counters moved by the real receiver and worker, the queue depth read
+"""engine/ops/metrics.py: counters moved by the real receiver and worker, the queue depth read
 from a real store, and /metrics as Prometheus parses it."""
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.config import Http
-from engine.delivery import Delivery
 from engine.events import Event
-from engine.ingest import Ingest
-from engine.loader import Current, load
-from engine.metrics import Metrics, step_outcome
-from engine.runs import StepResult, StepTask
-from engine.server import Health, create_app
+from engine.ops.metrics import Metrics, step_outcome
+from engine.receive.ingest import Ingest
+from engine.receive.server import Health, create_app
+from engine.rules.config import Http
+from engine.rules.loader import Current, load
+from engine.run.delivery import Delivery
+from engine.run.runs import StepResult, StepTask
+from engine.run.worker import Worker
 from engine.store import Incoming, Store, open_store
-from engine.worker import Worker
 
 from .support import Hit, Sink, free_port, post
 

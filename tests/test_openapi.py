@@ -24,11 +24,11 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Route
 
-from engine.ingest import Ingest
-from engine.loader import Current, load
-from engine.metrics import Metrics
-from engine.openapi import document
-from engine.server import App, Health, create_app
+from engine.ops.metrics import Metrics
+from engine.ops.openapi import document
+from engine.receive.ingest import Ingest
+from engine.receive.server import App, Health, create_app
+from engine.rules.loader import Current, load
 from engine.store import Incoming, Store, open_store
 
 from .support import free_port, post

@@ -1,5 +1,5 @@
 """Operating the daemon (SPEC 10): JSON logs with masked secrets, reload on SIGHUP and on
-file changes, draining on SIGTERM. engine/logs.py and engine/daemon.py in process; the
+file changes, draining on SIGTERM. engine/ops/logs.py and engine/ops/daemon.py in process; the
 daemon as a real process against a real HTTP sink."""
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 import uvicorn
 
-from engine.daemon import Daemon, Options, RuleWatcher, _server
-from engine.loader import load
-from engine.logs import FIELDS, JsonFormatter, SecretFilter, mask_text, setup_logging
+from engine.ops.daemon import Daemon, Options, RuleWatcher, _server
+from engine.ops.logs import FIELDS, JsonFormatter, SecretFilter, mask_text, setup_logging
+from engine.receive.server import create_app
+from engine.rules.loader import load
 from engine.secrets import Masker
-from engine.server import create_app
 
 from .support import DaemonProcess, Hit, Sink, free_port, post
 
@@ -402,8 +402,8 @@ def test_sighup_with_a_broken_rule_file_keeps_the_old_rules_and_counts_the_failu
 WATCHING = """\
 import sys
 from pathlib import Path
-from engine.daemon import Options, serve
-from engine.logs import setup_logging
+from engine.ops.daemon import Options, serve
+from engine.ops.logs import setup_logging
 
 setup_logging("json")
 serve(Options(config_path=Path(sys.argv[1]), port=int(sys.argv[2]), watch=True, watch_interval=0.05))

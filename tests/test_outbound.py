@@ -1,4 +1,4 @@
-"""The outbound HTTP client (engine/outbound.py, on requests) against a malicious server on
+"""The outbound HTTP client (engine/run/outbound.py, on requests) against a malicious server on
 loopback (tests/malicious.py): the protocol cases a hand-written client got wrong. Every
 call goes through the http action, so what is checked is what a step sees: output, Retry
 or Fail. The Hover client and ``hookwise send`` use the same client."""
@@ -16,11 +16,11 @@ import pytest
 from pydantic import ValidationError
 
 from actions.http import HttpAction, HttpParams
-from engine.action import Context
-from engine.config import Settings
 from engine.errors import Fail, Retry
 from engine.events import Event
-from engine.outbound import Client, OutboundError
+from engine.rules.config import Settings
+from engine.run.action import Context
+from engine.run.outbound import Client, OutboundError
 
 from .malicious import OK, After, RawServer, reply
 

@@ -1,4 +1,4 @@
-"""engine/operations.py's overview for the UI: activity by source, runs by status, last
+"""engine/ops/operations.py's overview for the UI: activity by source, runs by status, last
 errors, and the Hover account as the store knows it (a real SQLite store)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from engine import operations as ops
-from engine.loader import load
-from engine.runs import StepResult
+from engine.ops import operations as ops
+from engine.rules.loader import load
+from engine.run.runs import StepResult
 from engine.store import HoverTokens, Incoming, Matched, NewRun, open_store
 
 NOW = 1_800_000_030.0  # 30 s into a minute

@@ -15,7 +15,7 @@ import pytest
 
 from engine import Action, Context, Retry, cli
 from engine.errors import ParamsError
-from engine.plugin_new import files_for
+from engine.run.plugin_new import files_for
 from engine.testing import Emitted, assert_cases_pass, context, event, render_steps, run_action, run_cases
 
 from .conftest import ROOT
@@ -138,7 +138,7 @@ def test_a_new_plugin_installs_passes_its_tests_and_check_validates_its_params(t
 def test_the_example_plugin_is_installed_with_the_project() -> None:
     """make test installs examples/hookwise-jsonl (Makefile): its action is found through
     its entry point, and its own tests run with the suite (pyproject's testpaths)."""
-    from engine.registry import Registry
+    from engine.run.registry import Registry
 
     assert "jsonl" in Registry.load()
     import tomllib

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.proxies import Proxies
+from engine.receive.proxies import Proxies
 
 from .support import post
 from .test_receiver import CONFIG, Served

@@ -17,12 +17,12 @@ import pytest
 import uvicorn
 
 from actions.requeue import RequeueAction, RequeueParams
-from engine.action import Context
 from engine.events import Event
-from engine.ingest import Ingest
-from engine.loader import Current, load
+from engine.receive.ingest import Ingest
+from engine.receive.server import Health, create_app
+from engine.rules.loader import Current, load
+from engine.run.action import Context
 from engine.secrets import Masker
-from engine.server import Health, create_app
 from engine.store import Store, open_store
 
 from .support import Clock, free_port, post

@@ -17,12 +17,12 @@ from urllib.parse import quote, urlencode
 import pytest
 import uvicorn
 
-from engine.connections import uvicorn_options
-from engine.ingest import Ingest
-from engine.loader import Current, load
-from engine.server import Health, create_app
+from engine.receive.connections import uvicorn_options
+from engine.receive.ingest import Ingest
+from engine.receive.server import Health, create_app
+from engine.receive.verify import sign
+from engine.rules.loader import Current, load
 from engine.store import open_store
-from engine.verify import sign
 
 from .support import free_port, post
 from .test_postgres_store import pg_database, pg_url  # noqa: F401  (fixtures)

@@ -1,4 +1,4 @@
-"""engine/rules.py: rule loading, its errors, the index, matching and explain."""
+"""engine/rules/rules.py: rule loading, its errors, the index, matching and explain."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 from engine.errors import ConfigError
 from engine.events import Event
-from engine.loader import load
-from engine.registry import Registry
-from engine.ruleset import RuleSet
+from engine.rules.loader import load
+from engine.rules.ruleset import RuleSet
+from engine.run.registry import Registry
 
 from .conftest import FIXTURES
 

@@ -111,8 +111,8 @@ def test_two_receivers_two_workers_and_a_killed_worker(tmp_path: Path, pg_url: s
 def test_a_hover_token_refresh_raced_by_two_workers(pg_url: str) -> None:
     """Two processes' clients on one PostgreSQL store refresh at once: one refresh, and the
     stored refresh token is the live one."""
-    from engine.config import Hover
-    from engine.hover import HoverClient
+    from engine.hover.client import HoverClient
+    from engine.rules.config import Hover
     from engine.store import open_store
 
     from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
+from engine.rules.config import load_config
 
 from .test_config import problems, write
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine import cli
-from engine.metrics import Metrics
+from engine.ops.metrics import Metrics
 
 from .support import Sink
 from .test_worker import Harness, harness  # noqa: F401  (the fixture)

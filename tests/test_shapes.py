@@ -1,4 +1,4 @@
-"""engine/shapes.py through ``hookwise check``: warnings for paths no event of the rule's
+"""engine/rules/shapes.py through ``hookwise check``: warnings for paths no event of the rule's
 types has, on the shipped catalogs (Hover's from the fixtures, GitHub, Stripe) and on the
 events a store holds."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import cli
-from engine.shapes import _PARSER, _event_paths, catalog, normal, paths_of
+from engine.rules.shapes import _PARSER, _event_paths, catalog, normal, paths_of
 from engine.store import Incoming, open_store
 
 from .conftest import FIXTURES

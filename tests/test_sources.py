@@ -1,4 +1,4 @@
-"""engine/sources.py: where type and delivery id come from, per preset."""
+"""engine/receive/sources.py: where type and delivery id come from, per preset."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from engine.config import PRESETS, Source
-from engine.sources import PRESET_LOCATORS, UNKNOWN, Reader
+from engine.receive.sources import PRESET_LOCATORS, UNKNOWN, Reader
+from engine.rules.config import PRESETS, Source
 
 HOVER = {"event": "job-state-changed", "job_id": 1}
 

@@ -18,10 +18,10 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from actions.http import HttpAction, HttpParams
-from engine.action import Context
-from engine.config import Settings
 from engine.errors import Fail, Retry
 from engine.events import Event
+from engine.rules.config import Settings
+from engine.run.action import Context
 
 from .malicious import CountingListener
 

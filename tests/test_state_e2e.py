@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine.stateful import TimerOp
+from engine.rules.stateful import TimerOp
 from engine.store import Incoming, Matched
 
 from .support import DaemonProcess, Sink, free_port, post

@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import cli
-from engine.matching import match_event
-from engine.runs import StepResult
+from engine.run.matching import match_event
+from engine.run.runs import StepResult
+from engine.run.worker import Worker
 from engine.store import Incoming
-from engine.worker import Worker
 
 from .support import post
 from .test_receiver import Served
@@ -121,7 +121,7 @@ def test_explain_the_api_and_the_rule_page_show_a_throttle(served: Served) -> No
 
 
 def test_dry_run_says_what_state_a_rule_would_consult(served: Served) -> None:
-    from engine.dryrun import dry_run, format_text
+    from engine.rules.dryrun import dry_run, format_text
 
     result = dry_run(served.loaded, {"type": "done", "email": "ada@example.com"}, "open", {})
     assert result["state"] == [{"rule": "mail", "consults": "the throttle of key 'ada@example.com': skipped if a "

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from engine.loader import Loaded, load
-from engine.matching import match_event
-from engine.runs import StepResult
+from engine.rules.loader import Loaded, load
+from engine.run.matching import match_event
+from engine.run.runs import StepResult
+from engine.run.worker import Worker
 from engine.store import Incoming, Store, open_store
-from engine.worker import Worker
 
 from .support import Clock
 from .test_postgres_store import in_threads, pg_database, pg_url  # noqa: F401  (fixtures)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.events import Event
-from engine.runs import StepResult, StepTask
+from engine.run.runs import StepResult, StepTask
 from engine.store import Incoming, Matched, NewRun, Store, open_store
 
 from .conftest import FIXTURES

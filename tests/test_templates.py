@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError, RenderError
-from engine.templates import Compiled, Templates, is_template
+from engine.rules.templates import Compiled, Templates, is_template
 
 EVENT = {
     "job_id": 19402492,

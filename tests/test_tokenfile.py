@@ -1,4 +1,4 @@
-"""engine/tokenfile.py, and the first run of the example project: `hookwise serve` makes the
+"""engine/receive/tokenfile.py, and the first run of the example project: `hookwise serve` makes the
 URL token, logs the URL to register, and `hookwise send` signs with it, with nothing set in
 the environment."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import tokenfile
+from engine.receive import tokenfile
 
 from .conftest import ROOT
 from .support import DaemonProcess, free_port, post

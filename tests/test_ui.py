@@ -448,7 +448,7 @@ def test_connect_the_hover_account_and_register_a_webhook(page: Any, world: Worl
     assert page.url.startswith(world.url + "/hover/callback?")
     assert page.inner_text("h1") == "Hover account connected"
     back = page.url
-    assert page.goto(back).status == 400  # the login's state is used once (engine/hover_callback.py)
+    assert page.goto(back).status == 400  # the login's state is used once (engine/hover/callback.py)
     page.goto(world.url + "/ui/hover")
     assert page.locator("main .badge").first.inner_text() == "connected"
     assert world.hover.grants, "the fake Hover issued no tokens"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from engine.loader import Current, load
-from engine.server import Health, create_app
+from engine.receive.server import Health, create_app
+from engine.rules.loader import Current, load
 from engine.store import open_store
 from engine.ui.auth import HEADERS, SESSION_TTL, Sessions
 

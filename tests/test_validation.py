@@ -8,7 +8,7 @@ import pytest
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from engine.errors import Loc
-from engine.validation import KEY_ERROR, ModelShape, did_you_mean, key_error, pydantic_problems, validate_rest
+from engine.rules.validation import KEY_ERROR, ModelShape, did_you_mean, key_error, pydantic_problems, validate_rest
 
 
 def _even(value: int) -> int:

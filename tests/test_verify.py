@@ -1,4 +1,4 @@
-"""engine/verify.py: every scheme against its provider's own published vectors, against an
+"""engine/receive/verify.py: every scheme against its provider's own published vectors, against an
 independent signer (the ``standardwebhooks`` library), and against tampered, stale and
 malformed requests. Tables are per provider; each row names where its values come from."""
 
@@ -21,10 +21,10 @@ from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from engine.config import Source
 from engine.errors import ConfigError
-from engine.verify import AcceptAll, sign, verifier_for
-from engine.verify_base import Rejected, Request
+from engine.receive.verify import AcceptAll, sign, verifier_for
+from engine.receive.verify_base import Rejected, Request
+from engine.rules.config import Source
 
 
 def source(**fields: Any) -> Source:

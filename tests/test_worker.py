@@ -1,4 +1,4 @@
-"""engine/worker.py in process: a real store, real rules, real actions and plugins."""
+"""engine/run/worker.py in process: a real store, real rules, real actions and plugins."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from engine import operations
 from engine.errors import Retry, StoreError
-from engine.hover import HoverClient
-from engine.loader import Current, load
+from engine.hover.client import HoverClient
+from engine.ops import operations
+from engine.rules.loader import Current, load
+from engine.run.worker import Worker
 from engine.secrets import MASK
 from engine.store import Incoming, Store, open_store
-from engine.worker import Worker
 
 from .fakehover import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeHover
 from .support import Clock, Hit, Sink

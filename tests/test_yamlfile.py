@@ -1,4 +1,4 @@
-"""engine/yamlfile.py: positions, the YAML 1.2 scalars, interpolation and secrets."""
+"""engine/rules/yamlfile.py: positions, the YAML 1.2 scalars, interpolation and secrets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from engine.yamlfile import InterpolationError, interpolate, loads
+from engine.rules.yamlfile import InterpolationError, interpolate, loads
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
-from ..schema import SCHEMA_KINDS
+from ..rules.schema import SCHEMA_KINDS
 from .base import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -32,9 +32,9 @@ from .base import (
 @click.option("--strict", is_flag=True, help="Exit 1 when there are warnings.")
 def check(config_path: str | None, strict: bool) -> None:
     """Load config, rules, templates and plugins as `serve` does, and report every problem."""
-    from ..config import missing_token_files
-    from ..handshake import BUILTIN_FILE
-    from ..loader import rule_count
+    from ..hover.handshake import BUILTIN_FILE
+    from ..rules.config import missing_token_files
+    from ..rules.loader import rule_count
 
     loaded = load_all(config_path)
     warnings = [*loaded.warnings, *_shape_warnings(loaded)]
@@ -53,7 +53,7 @@ def check(config_path: str | None, strict: bool) -> None:
 
 def _shape_warnings(loaded: Any) -> list[Any]:
     """Paths the rules read that no stored event (or catalogued one) of their types has."""
-    from ..shapes import shape_warnings, stored_events
+    from ..rules.shapes import shape_warnings, stored_events
 
     store = stored_events(loaded)
     try:
@@ -76,8 +76,8 @@ def dry_run(
     config_path: str | None, event_file: str, source_name: str | None, headers: tuple[str, ...], as_json: bool
 ) -> None:
     """Match and render an event with no side effects; explain every rule."""
-    from ..dryrun import dry_run as run
-    from ..dryrun import event_source, format_text
+    from ..rules.dryrun import dry_run as run
+    from ..rules.dryrun import event_source, format_text
 
     loaded = load_all(config_path)
     body = read_json(event_file)
@@ -93,7 +93,7 @@ def dry_run(
 @click.argument("paths", nargs=-1, type=click.Path())
 def test_cases(config_path: str | None, paths: tuple[str, ...]) -> None:
     """Run rule test cases (default: the tests/ folders beside the rule files)."""
-    from ..casefiles import Report, case_files, run_file
+    from ..rules.casefiles import Report, case_files, run_file
 
     loaded = load_all(config_path)
     report = Report()
@@ -133,8 +133,8 @@ def backtest(config_path: str | None, rules_path: str | None, since: str, until:
     match against those it did match, examples of each difference, and render errors."""
     import time
 
-    from ..backtest import Backtest, format_text, rules_from_path, window_start
-    from ..operations import parse_time
+    from ..ops.operations import parse_time
+    from ..rules.backtest import Backtest, format_text, rules_from_path, window_start
 
     loaded, store = inspect_store(config_path)
     rules, masker = rules_from_path(loaded, rules_path) if rules_path else (loaded.rules, loaded.masker)
@@ -169,9 +169,9 @@ def _progress(start: float, end: float) -> Callable[[int, float], None]:
 @config_option
 def schema(kind: str | None, config_path: str | None) -> None:
     """Print the JSON Schema of config, rule and case files (all three, or KIND)."""
-    from ..config import find_config, load_config
-    from ..registry import Registry
-    from ..schema import schemas
+    from ..rules.config import find_config, load_config
+    from ..rules.schema import schemas
+    from ..run.registry import Registry
 
     plugins: dict[str, str] = {}
     if config_path:  # plugin actions appear in the rule schema when a config names them

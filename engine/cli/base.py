@@ -41,8 +41,8 @@ def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def load_all(config_path: str | None) -> Any:
-    from ..config import find_config
-    from ..loader import load
+    from ..rules.config import find_config
+    from ..rules.loader import load
 
     return load(find_config(config_path))
 
@@ -59,7 +59,7 @@ def plural(count: int, noun: str) -> str:
 def store_of(config_path: str | None) -> Any:
     """The store named by the config (the commands that read or change it work whether or
     not the daemon runs)."""
-    from ..config import find_config, load_config
+    from ..rules.config import find_config, load_config
     from ..store import open_store
 
     return closed_at_end(open_store(load_config(find_config(config_path)).store_url()))

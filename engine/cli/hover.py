@@ -45,7 +45,7 @@ def hover_group() -> None:
 def login(config_path: str | None, code: str | None) -> None:
     """Log in to Hover (OAuth2): open the printed URL and allow access. With hookwise
     serving hover.redirect_uri that is all; else paste the code (or the redirect URL)."""
-    from ..hover_tokens import LOGIN_TTL, iso, missing_settings
+    from ..hover.tokens import LOGIN_TTL, iso, missing_settings
 
     with _client(config_path) as client:
         missing = missing_settings(client.settings, "client_id", "client_secret", "redirect_uri")
@@ -200,8 +200,8 @@ def verify(config_path: str | None, code: str, webhook_id: str | None) -> None:
 
 @contextmanager
 def _client(config_path: str | None) -> Iterator[Any]:
-    from ..config import find_config, load_config
-    from ..hover import HoverClient
+    from ..hover.client import HoverClient
+    from ..rules.config import find_config, load_config
     from ..store import open_store
 
     config = load_config(find_config(config_path))

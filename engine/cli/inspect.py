@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import ParamsError, UsageError
-from ..operations import EVENT_STATUSES, RUN_STATUSES
+from ..ops.operations import EVENT_STATUSES, RUN_STATUSES
 from .base import config_option, inspect_store, print_json, table
 
 
@@ -31,7 +31,7 @@ def events() -> None:
 def events_list(config_path: str | None, source: str | None, type_: str | None, status: str | None, since: str | None,
                 until: str | None, limit: int, cursor: str | None, as_json: bool) -> None:
     """Events, newest first."""
-    from .. import operations as ops
+    from ..ops import operations as ops
 
     loaded, store = inspect_store(config_path)
     page = ops.list_events(
@@ -56,7 +56,7 @@ def _replay_mark(event: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def events_show(config_path: str | None, event_id: str, as_json: bool) -> None:
     """An event with its body, explain record and runs."""
-    from .. import operations as ops
+    from ..ops import operations as ops
 
     loaded, store = inspect_store(config_path)
     detail = ops.event_detail(loaded, store, event_id)
@@ -165,7 +165,7 @@ def explain(config_path: str | None, event_id: str, as_json: bool) -> None:
 
 def _print_timers(timers: list[dict[str, Any]]) -> None:
     """The absence timers an event started or ended."""
-    from ..stateful import timestamp
+    from ..rules.stateful import timestamp
 
     for t in timers:
         click.echo(f"  timer of {t['rule']} for key {t['key']!r}: {t['status']}, due {timestamp(t['due_at'])}"
@@ -178,7 +178,7 @@ def _print_timers(timers: list[dict[str, Any]]) -> None:
 @click.option("--rule", "rules", multiple=True, metavar="R", help="Only for this rule; repeatable.")
 def replay(config_path: str | None, event_id: str, rules: tuple[str, ...]) -> None:
     """Send a stored event through the rules again (as a new event)."""
-    from .. import operations as ops
+    from ..ops import operations as ops
 
     loaded, store = inspect_store(config_path)
     new = ops.replay(loaded, store, event_id, rules)
@@ -204,7 +204,7 @@ def runs_list(
     config_path: str | None, status: str | None, rule: str | None, shadow: bool | None, limit: int, as_json: bool
 ) -> None:
     """Runs, most recently changed first; shadow runs are marked."""
-    from .. import operations as ops
+    from ..ops import operations as ops
 
     loaded, store = inspect_store(config_path)
     found = ops.list_runs(loaded, store, status=status, rule=rule, limit=limit, shadow=shadow)
@@ -226,7 +226,7 @@ def _run_status(run: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs_show(config_path: str | None, run_id: str, as_json: bool) -> None:
     """A run with its steps, their params, outputs and errors."""
-    from .. import operations as ops
+    from ..ops import operations as ops
 
     loaded, store = inspect_store(config_path)
     detail = ops.run_detail(loaded, store, run_id)
@@ -246,7 +246,7 @@ def runs_show(config_path: str | None, run_id: str, as_json: bool) -> None:
 )
 def runs_retry(config_path: str | None, run_id: str, sets: tuple[str, ...]) -> None:
     """Resume a dead run from its failed step, earlier outputs kept."""
-    from .. import operations as ops
+    from ..ops import operations as ops
 
     loaded, store = inspect_store(config_path)
     try:
@@ -261,7 +261,7 @@ def runs_retry(config_path: str | None, run_id: str, sets: tuple[str, ...]) -> N
 @click.argument("run_id", metavar="ID")
 def runs_skip(config_path: str | None, run_id: str) -> None:
     """Put a dead (or waiting) run aside: the next run of its order_by key starts."""
-    from .. import operations as ops
+    from ..ops import operations as ops
 
     loaded, store = inspect_store(config_path)
     try:

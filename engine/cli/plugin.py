@@ -20,7 +20,7 @@ def plugin() -> None:
 def plugin_new(name: str, where: str) -> None:
     """Write a working plugin package for action NAME: pyproject with the hookwise.actions
     entry point, the action with its Params, tests, an example config with rule cases."""
-    from ..plugin_new import write
+    from ..run.plugin_new import write
 
     root = write(name, Path(where))
     click.echo(f"wrote {root}: next, `pip install -e {root}` and `python -m pytest {root / 'tests'}`")

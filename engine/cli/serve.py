@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from ..config import ROLES, Role
-from ..logs import FORMATS
+from ..ops.logs import FORMATS
+from ..rules.config import ROLES, Role
 from .base import EXIT_FAILED, Exit, config_option, parse_headers, read_bytes
 
 
@@ -29,10 +29,10 @@ def serve(
     watch: bool
 ) -> None:
     """Run the daemon: receive webhooks, match rules, run workflows."""
-    from ..config import find_config
-    from ..daemon import Options
-    from ..daemon import serve as run_daemon
-    from ..logs import setup_logging
+    from ..ops.daemon import Options
+    from ..ops.daemon import serve as run_daemon
+    from ..ops.logs import setup_logging
+    from ..rules.config import find_config
 
     setup_logging(log_format, log_level)
     run_daemon(Options(config_path=find_config(config_path), host=host, port=port, role=role, watch=watch))
@@ -50,8 +50,8 @@ def send(
     config_path: str | None, source_name: str | None, event_file: str, url: str | None, headers: tuple[str, ...]
 ) -> None:
     """Sign an event as its source expects and POST it to a running daemon."""
-    from ..config import choose_source, find_config, load_config
-    from ..sender import endpoint_url, send_event
+    from ..receive.sender import endpoint_url, send_event
+    from ..rules.config import choose_source, find_config, load_config
 
     config = load_config(find_config(config_path))
     source = choose_source(config, source_name)

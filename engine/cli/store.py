@@ -21,7 +21,7 @@ def store() -> None:
 @config_option
 def store_migrate(config_path: str | None) -> None:
     """Create or upgrade the store's schema (serve does it at start too)."""
-    from ..config import find_config, load_config
+    from ..rules.config import find_config, load_config
     from ..secrets import safe_url
     from ..store import open_store
 
@@ -45,7 +45,7 @@ def queue() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def queue_list(config_path: str | None, name: str | None, status: str | None, as_json: bool) -> None:
     """Queues with their counts, or the items of queue NAME."""
-    from ..api import item_json
+    from ..ops.api import item_json
 
     store = store_of(config_path)
     if name is None:
@@ -73,7 +73,7 @@ def queue_list(config_path: str | None, name: str | None, status: str | None, as
 @click.option("--lease", default="5m", show_default=True, help="How long the item is yours.")
 def queue_claim(config_path: str | None, name: str, lease: str) -> None:
     """Take the next item of queue NAME; print it as JSON (null when there is none)."""
-    from ..api import item_json
+    from ..ops.api import item_json
 
     item = store_of(config_path).claim_queue_item(name, duration(lease, "--lease"))
     click.echo(json.dumps(item_json(item) if item else None, indent=2, default=str))

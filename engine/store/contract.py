@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 from ..events import Event
 from ..ids import new_id
-from ..runs import StepResult, StepTask
-from ..stateful import Gate, TimerOp
+from ..rules.stateful import Gate, TimerOp
+from ..run.runs import StepResult, StepTask
 
 
 @dataclass(frozen=True)

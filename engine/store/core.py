@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import StoreError
 from ..events import Event
 from ..ids import derived_id, new_id
-from ..runs import RunStatus, StepResult, StepStatus, StepTask
+from ..run.runs import RunStatus, StepResult, StepStatus, StepTask
 from . import rows as shapes
 from . import state
 from .backend import Backend, Tx, TxT

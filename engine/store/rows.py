@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..bodies import readable
 from ..events import Event
-from ..runs import StepTask
+from ..receive.bodies import readable
+from ..run.runs import StepTask
 from .contract import Incoming, QueueItem
 
 #: A row of a query, by column name.

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any, Generic
 
 from ..ids import derived_id
-from ..runs import RunStatus
-from ..stateful import ABSENCE_EVENT, Gate, TimerOp, seconds, timestamp
+from ..rules.stateful import ABSENCE_EVENT, Gate, TimerOp, seconds, timestamp
+from ..run.runs import RunStatus
 from . import rows as shapes
 from .backend import Backend, Tx, TxT
 from .contract import Incoming, Matched, NewRun

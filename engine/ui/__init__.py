@@ -1,6 +1,6 @@
 """The web UI (SPEC 13): server-rendered pages under ``/ui`` for the people who operate
 hookwise. A Hover login started from the UI comes back to ``/hover/callback``
-(:mod:`engine.hover_callback`), as one that ``hookwise hover login`` started does.
+(:mod:`engine.hover.callback`), as one that ``hookwise hover login`` started does.
 
     auth.py      sessions, CSRF tokens, the security headers
     site.py      what every page shares: the guard, templates, static files
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from starlette.routing import BaseRoute
 
-from ..loader import Loaded
+from ..rules.loader import Loaded
 from ..store import OperatorStore
 
 

@@ -1,7 +1,7 @@
 """The UI's pages (SPEC 13) and their addresses.
 
-Each page shows what the API shows, through the same functions (:mod:`engine.operations`,
-:mod:`engine.dryrun`, the store's queue operations, :mod:`engine.hover`); the handlers only
+Each page shows what the API shows, through the same functions (:mod:`engine.ops.operations`,
+:mod:`engine.rules.dryrun`, the store's queue operations, :mod:`engine.hover.client`); the handlers only
 read the request, call those in a worker thread and render a template.
 """
 
@@ -16,11 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .. import operations as ops
-from ..api import item_json
 from ..errors import Fail, ParamsError, Retry, UsageError
-from ..hover import HoverClient, SharedClient
-from ..loader import Loaded
+from ..hover.client import HoverClient, SharedClient
+from ..ops import operations as ops
+from ..ops.api import item_json
+from ..rules.loader import Loaded
 from ..store import QUEUE_STATUSES, OperatorStore, QueueItem
 from ..units import parse_duration
 from . import charts, forms
@@ -347,7 +347,7 @@ class Ui:
                 "Set " + ", ".join("hover." + k for k in account["missing"]) + " in the config first.",
             )
         # The login `hookwise hover login` starts: its state kept in the store, for
-        # GET /hover/callback (engine/hover_callback.py) to take when Hover sends the browser back.
+        # GET /hover/callback (engine/hover/callback.py) to take when Hover sends the browser back.
         _, url = await run_in_threadpool(self._hover_call, page.loaded, lambda c: c.tokens.start_login())
         return RedirectResponse(url, status_code=303)
 

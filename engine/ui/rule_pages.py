@@ -1,6 +1,6 @@
 """The UI's pages about rules (SPEC 13): the list, a rule with its backtest, and the
 playground that dry-runs an event, each through the functions the API uses
-(:mod:`engine.operations`, :mod:`engine.backtest`, :mod:`engine.dryrun`).
+(:mod:`engine.ops.operations`, :mod:`engine.rules.backtest`, :mod:`engine.rules.dryrun`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from .. import operations as ops
-from ..dryrun import dry_run
 from ..errors import UsageError
-from ..loader import Loaded
+from ..ops import operations as ops
+from ..rules.dryrun import dry_run
+from ..rules.loader import Loaded
 from ..store import OperatorStore
 from .site import Page, Refused, Site
 
@@ -55,7 +55,7 @@ class RulePages:
         )
 
     def _backtest(self, loaded: Loaded, name: str, since: str) -> dict[str, Any]:
-        from ..backtest import Backtest, window_start
+        from ..rules.backtest import Backtest, window_start
 
         job = Backtest(loaded, loaded.rules, self.store, since=window_start(since, self.clock()), max_events=500_000)
         report = job.run().json()

@@ -20,8 +20,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ..errors import StoreError, UsageError
-from ..loader import Loaded
-from ..proxies import from_loopback
+from ..receive.proxies import from_loopback
+from ..rules.loader import Loaded
 from .auth import COOKIE, HEADERS, Session, Sessions
 from .forms import Form
 

@@ -1,0 +1,1 @@
+"""Operate: the daemon, the API and its models, metrics, logs, retention, readiness."""

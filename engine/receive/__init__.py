@@ -1,0 +1,1 @@
+"""Receive: the HTTP server, sources, signature schemes, ingest, and hookwise send."""

@@ -1,0 +1,1 @@
+"""Rules: the config and rule files, conditions, templates, the index, loading, test cases."""

@@ -1,0 +1,1 @@
+"""Run: the worker, runs and steps, the action contract and registry, outbound delivery."""
