@@ -715,6 +715,31 @@ def test_stored_events_wake_a_waiting_process(two: tuple[Any, Any]) -> None:
     assert a.wait_for_events(30) is True
 
 
+
+def test_stores_in_other_schemas_do_not_wake_each_other(two: tuple[Any, Any], pg_database: str) -> None:
+    """The wake-up channel is the schema's own: two hookwise stores in one database, each in
+    its schema, wake only their own workers."""
+    import psycopg
+
+    from engine.store.postgres import PostgresStore
+
+    a, b = two
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(pg_database, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    other = PostgresStore(f"{pg_database}{'&' if '?' in pg_database else '?'}options=-csearch_path%3D{schema}")
+    try:
+        assert a.wait_for_events(0.05) is False  # listening from now on
+        other.put_events([incoming(delivery="elsewhere")])
+        other.notify_events()
+        assert a.wait_for_events(0.2) is False
+        b.put_events([incoming(delivery="here")])
+        assert a.wait_for_events(30) is True
+    finally:
+        other.close()
+        with psycopg.connect(pg_database, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
 # --- the test database itself --------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ from ..secrets import safe_url
 
 try:
     import psycopg
+    from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
     from psycopg.rows import dict_row
     from psycopg.types.string import StrDumperUnknown
@@ -244,7 +245,8 @@ class PostgresBackend:
             try:
                 if self._listener is None or self._listener.closed:
                     self._listener = psycopg.connect(self._conninfo, autocommit=True)
-                    self._listener.execute(Q["listen_events"])
+                    (channel,) = self._listener.cursor(row_factory=dict_row).execute(Q["events_channel"]).fetchall()
+                    self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel["channel"])))
                 woken = False
                 for _ in self._listener.notifies(timeout=max(0.0, timeout), stop_after=1):
                     woken = True

@@ -73,11 +73,14 @@ ALTER TABLE runs ADD COLUMN IF NOT EXISTS shadow boolean NOT NULL DEFAULT false;
 INSERT INTO schema_version (version, applied_at) VALUES (:version, {now}) ON CONFLICT (version) DO NOTHING;
 
 -- name: notify_events
--- A wake-up for workers waiting on LISTEN; sent on commit, dropped on rollback.
-NOTIFY hookwise_events;
+-- A wake-up for workers waiting on LISTEN; sent on commit, dropped on rollback. The channel
+-- is the schema's own (hookwise_ and the md5 of its name, within PostgreSQL's 63 bytes), so
+-- that two hookwise stores in two schemas of one database do not wake each other.
+SELECT pg_notify('hookwise_' || md5(current_schema()), '') AS sent;
 
--- name: listen_events
-LISTEN hookwise_events;
+-- name: events_channel
+-- The channel wait_for_events LISTENs on: the one notify_events sends to.
+SELECT 'hookwise_' || md5(current_schema()) AS channel;
 
 -- name: claim_events
 -- SKIP LOCKED: concurrent claims take different events instead of waiting for each other.
