@@ -97,6 +97,15 @@ def test_plugin_new_refuses_a_bad_name_and_an_existing_folder(
                                           for p in (tmp_path / "hookwise-crm-push").rglob("*") if p.is_file()}
 
 
+@pytest.mark.parametrize("name", ["http", "email", "emit"])
+def test_plugin_new_refuses_the_name_of_a_built_in_action(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.run(["plugin", "new", name, "--dir", str(tmp_path)]) == 2
+    assert f"{name!r} is a built-in action" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def plugin_venv(root: Path) -> Path:
     """A fresh venv that sees this one's packages (hookwise and its dependencies, through a
     .pth), and nothing else: what a plugin author gets after `pip install hookwise`."""

@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from string import Template
 
+from actions import BUILTINS
+
 from ..errors import UsageError
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -167,6 +169,8 @@ def files_for(name: str) -> dict[str, str]:
         raise UsageError(
             f"{name!r} is not a valid action name: use lower-case letters, digits and '_', starting with a letter"
         )
+    if name in {action.name for action in BUILTINS}:
+        raise UsageError(f"{name!r} is a built-in action, which no plugin may replace: choose another name")
     words = {
         "name": name, "dash": name.replace("_", "-"), "package": f"hookwise_{name}",
         "cls": "".join(part.capitalize() for part in name.split("_")) + "Action",
