@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .browser import browser  # noqa: F401 - the real Chromium fixture of the UI tests
 from .support import Clock
+
+# An audit hook to see every socket.connect, for the SSRF and http action tests (hooks cannot
+# be removed: it only records while a test has switched it on with the connects fixture).
+_connects: list[Any] | None = None
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "socket.connect" and _connects is not None:
+        _connects.append(args[1])
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def connects() -> Iterator[list[Any]]:
+    global _connects
+    seen: list[Any] = []
+    _connects = seen
+    yield seen
+    _connects = None
+
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

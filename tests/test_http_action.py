@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,29 +38,6 @@ from engine.run.action import Context
 from engine.secrets import safe_url
 
 from .malicious import RawServer, reply
-
-# -- an audit hook to see every socket.connect (hooks cannot be removed: it only records
-#    while a test has switched it on) ----------------------------------------------------
-
-_connects: list[Any] | None = None
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if event == "socket.connect" and _connects is not None:
-        _connects.append(args[1])
-
-
-sys.addaudithook(_audit)
-
-
-@pytest.fixture
-def connects() -> Iterator[list[Any]]:
-    global _connects
-    seen: list[Any] = []
-    _connects = seen
-    yield seen
-    _connects = None
-
 
 # -- fixtures ----------------------------------------------------------------------------
 

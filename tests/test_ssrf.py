@@ -9,7 +9,6 @@ listener does count a connection that is let through.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,25 +23,6 @@ from engine.rules.config import Settings
 from engine.run.action import Context
 
 from .malicious import CountingListener
-
-_connects: list[Any] | None = None
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if event == "socket.connect" and _connects is not None:
-        _connects.append(args[1])
-
-
-sys.addaudithook(_audit)
-
-
-@pytest.fixture
-def connects() -> Iterator[list[Any]]:
-    global _connects
-    seen: list[Any] = []
-    _connects = seen
-    yield seen
-    _connects = None
 
 
 @pytest.fixture
